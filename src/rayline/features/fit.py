@@ -1,0 +1,144 @@
+"""Fitting the FeatureSpec from partial aggregates.
+
+Each batch of training rows yields a small :class:`PartialStats` (counts, means, M2, min/max,
+value counts) in the same pass that validates and splits it; the driver merges them with
+Chan's parallel update, which is exact and numerically stable, and builds the spec. No second
+pass over the data is needed to fit.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from rayline.config import RaylineConfig
+from rayline.features.coerce import coerce
+from rayline.features.spec import CategoricalSpec, FeatureSpec, LabelSpec, NumericSpec, TimeSpec
+
+
+@dataclass
+class Moments:
+    n: int = 0
+    mean: float = 0.0
+    m2: float = 0.0
+    min: float = float("inf")
+    max: float = float("-inf")
+    nulls: int = 0
+
+    @classmethod
+    def of(cls, values: np.ndarray) -> "Moments":
+        ok = values[~np.isnan(values)]
+        if ok.size == 0:
+            return cls(nulls=int(values.size))
+        mean = float(ok.mean())
+        return cls(int(ok.size), mean, float(((ok - mean) ** 2).sum()), float(ok.min()), float(ok.max()),
+                   int(values.size - ok.size))
+
+    def merge(self, o: "Moments") -> "Moments":
+        n = self.n + o.n
+        if n == 0:
+            return Moments(nulls=self.nulls + o.nulls)
+        d = o.mean - self.mean
+        mean = self.mean + d * o.n / n
+        m2 = self.m2 + o.m2 + d * d * self.n * o.n / n
+        return Moments(n, mean, m2, min(self.min, o.min), max(self.max, o.max), self.nulls + o.nulls)
+
+    @property
+    def std(self) -> float:
+        return float(np.sqrt(self.m2 / self.n)) if self.n > 1 else 0.0
+
+
+@dataclass
+class PartialStats:
+    rows: int = 0
+    numeric: dict[str, Moments] = field(default_factory=dict)
+    categorical: dict[str, Counter] = field(default_factory=dict)
+    cat_nulls: dict[str, int] = field(default_factory=dict)
+    label: Moments = field(default_factory=Moments)
+
+    def merge(self, o: "PartialStats") -> "PartialStats":
+        out = PartialStats(rows=self.rows + o.rows, label=self.label.merge(o.label))
+        for k in self.numeric.keys() | o.numeric.keys():
+            out.numeric[k] = self.numeric.get(k, Moments()).merge(o.numeric.get(k, Moments()))
+        for k in self.categorical.keys() | o.categorical.keys():
+            out.categorical[k] = self.categorical.get(k, Counter()) + o.categorical.get(k, Counter())
+            out.cat_nulls[k] = self.cat_nulls.get(k, 0) + o.cat_nulls.get(k, 0)
+        return out
+
+    # Partial stats travel through Ray as plain dicts (Arrow-friendly, no pickled classes).
+    def to_dict(self) -> dict:
+        return {
+            "rows": self.rows,
+            "numeric": {k: vars(m) for k, m in self.numeric.items()},
+            "categorical": {k: dict(c) for k, c in self.categorical.items()},
+            "cat_nulls": self.cat_nulls,
+            "label": vars(self.label),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "PartialStats":
+        return cls(
+            rows=d["rows"],
+            numeric={k: Moments(**m) for k, m in d["numeric"].items()},
+            categorical={k: Counter(c) for k, c in d["categorical"].items()},
+            cat_nulls=dict(d["cat_nulls"]),
+            label=Moments(**d["label"]),
+        )
+
+
+def partial_stats(table: pa.Table, cfg: RaylineConfig, label: np.ndarray | None) -> PartialStats:
+    """Statistics of one batch of (already typed) training rows."""
+    feats = cfg.data.features
+    out = PartialStats(rows=table.num_rows)
+    for f in feats.numeric:
+        x = pc.fill_null(coerce(table.column(f.name), "float")[0], float("nan")).to_numpy(zero_copy_only=False)
+        if f.clip is not None:
+            x = np.clip(x, f.clip[0], f.clip[1])
+        out.numeric[f.name] = Moments.of(x)
+    for f in feats.categorical:
+        col = coerce(table.column(f.name), "string")[0]
+        vc = pc.value_counts(col)
+        values, counts = vc.field("values").to_pylist(), vc.field("counts").to_pylist()
+        out.categorical[f.name] = Counter({v: c for v, c in zip(values, counts) if v is not None})
+        out.cat_nulls[f.name] = col.null_count
+    if label is not None and cfg.task != "multiclass":
+        out.label = Moments.of(label.astype(np.float64))
+    return out
+
+
+def build_spec(stats: PartialStats, cfg: RaylineConfig) -> FeatureSpec:
+    feats, rows = cfg.data.features, max(stats.rows, 1)
+    numeric = []
+    for f in feats.numeric:
+        m = stats.numeric.get(f.name, Moments())
+        numeric.append(NumericSpec(
+            name=f.name, mean=m.mean if m.n else 0.0, std=m.std if m.std > 0 else 1.0,
+            impute=m.mean if m.n else 0.0, min=m.min if m.n else None, max=m.max if m.n else None,
+            null_fraction=m.nulls / rows, missing_indicator=f.missing_indicator, clip=f.clip,
+        ))
+    categorical = []
+    for f in feats.categorical:
+        counts = stats.categorical.get(f.name, Counter())
+        # Most frequent first; ties broken by value so the vocabulary is deterministic.
+        kept = sorted(((v, c) for v, c in counts.items() if c >= f.min_frequency), key=lambda vc: (-vc[1], vc[0]))
+        if f.max_size is not None:
+            kept = kept[: f.max_size]
+        kept_total = sum(c for _, c in kept)
+        categorical.append(CategoricalSpec(
+            name=f.name, vocabulary=[v for v, _ in kept], frequencies=[c / rows for _, c in kept],
+            oov_fraction=(sum(counts.values()) - kept_total) / rows,
+            null_fraction=stats.cat_nulls.get(f.name, 0) / rows,
+        ))
+    time = [TimeSpec(name=t.name, parts=list(t.parts), timezone=t.timezone) for t in feats.time]
+    lab = cfg.data.label
+    label = LabelSpec(
+        column=lab.column, task=cfg.task, positive_if=lab.positive_if, classes=lab.classes,
+        train_mean=stats.label.mean if stats.label.n else None,
+        train_std=stats.label.std if stats.label.n else None,
+    )
+    return FeatureSpec(numeric=numeric, categorical=categorical, time=time, label=label,
+                       passthrough=list(cfg.data.passthrough), train_rows=stats.rows)

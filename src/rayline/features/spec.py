@@ -1,0 +1,247 @@
+"""The FeatureSpec: fitted preprocessing, the contract between training and serving.
+
+It is plain JSON (no pickle), versioned, and readable by a person. The same
+:meth:`FeatureSpec.transform` turns an Arrow table (ingest, batch inference), a pandas frame,
+or a list of JSON records (serving) into model inputs, so all three paths agree exactly.
+
+Model inputs are two matrices:
+- ``num`` float32 (n, len(numeric_inputs)): standardized numerics, missing indicators and
+  cyclical time parts;
+- ``cat`` int64 (n, len(categorical)): vocabulary indices, 0 = missing, 1 = out of vocabulary.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from pydantic import BaseModel, ConfigDict, Field
+
+from rayline.features.coerce import coerce
+
+SPEC_VERSION = 1
+MISSING_INDEX = 0
+OOV_INDEX = 1
+TIME_PERIODS = {"hour": 24, "dow": 7, "month": 12, "day": 31, "minute": 60}
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class NumericSpec(_Spec):
+    name: str
+    mean: float
+    std: float
+    impute: float
+    min: float | None
+    max: float | None
+    null_fraction: float
+    missing_indicator: bool
+    clip: tuple[float, float] | None = None
+
+
+class CategoricalSpec(_Spec):
+    name: str
+    vocabulary: list[str]
+    frequencies: list[float] = Field(description="share of training rows per vocabulary entry")
+    oov_fraction: float = 0.0
+    null_fraction: float = 0.0
+
+    @property
+    def cardinality(self) -> int:
+        return len(self.vocabulary) + 2  # + missing + out-of-vocabulary
+
+
+class TimeSpec(_Spec):
+    name: str
+    parts: list[str]
+    timezone: str | None = None
+
+
+class LabelSpec(_Spec):
+    column: str
+    task: Literal["binary", "regression", "multiclass"]
+    positive_if: dict[str, float | str] | None = None
+    classes: list[str] | None = None
+    train_mean: float | None = Field(None, description="base rate (binary) or mean (regression)")
+    train_std: float | None = None
+
+    @property
+    def num_outputs(self) -> int:
+        return len(self.classes or []) if self.task == "multiclass" else 1
+
+
+@dataclass
+class ModelInputs:
+    num: np.ndarray  # float32 (n, n_num)
+    cat: np.ndarray  # int64 (n, n_cat)
+
+    def __len__(self) -> int:
+        return self.num.shape[0]
+
+
+class FeatureSpec(_Spec):
+    version: int = SPEC_VERSION
+    numeric: list[NumericSpec]
+    categorical: list[CategoricalSpec]
+    time: list[TimeSpec]
+    label: LabelSpec
+    passthrough: list[str] = Field(default_factory=list)
+    train_rows: int = 0
+
+    # ------------------------------------------------------------------ layout
+    @property
+    def numeric_inputs(self) -> list[str]:
+        """Names of the columns of the ``num`` matrix, in order."""
+        names: list[str] = []
+        for f in self.numeric:
+            names.append(f.name)
+            if f.missing_indicator:
+                names.append(f"{f.name}__missing")
+        for t in self.time:
+            for p in t.parts:
+                names += [f"{t.name}__{p}_sin", f"{t.name}__{p}_cos"]
+        return names
+
+    @property
+    def input_columns(self) -> list[str]:
+        """Raw columns a caller provides to get a prediction."""
+        return [f.name for f in self.numeric] + [f.name for f in self.categorical] + [t.name for t in self.time]
+
+    def raw_kinds(self) -> dict[str, str]:
+        kinds = {f.name: "float" for f in self.numeric}
+        kinds.update({f.name: "string" for f in self.categorical})
+        kinds.update({t.name: "timestamp" for t in self.time})
+        return kinds
+
+    # ------------------------------------------------------------------ transforms
+    def transform(self, table: pa.Table) -> ModelInputs:
+        """Raw columns -> model inputs. Columns that are absent count as all-null."""
+        n = table.num_rows
+        cols = set(table.column_names)
+        num_cols: list[np.ndarray] = []
+        for f in self.numeric:
+            x = _float_column(table, f.name, n) if f.name in cols else np.full(n, np.nan)
+            missing = np.isnan(x)
+            if f.clip is not None:
+                x = np.clip(x, f.clip[0], f.clip[1])
+            x = np.where(missing, f.impute, x)
+            num_cols.append(((x - f.mean) / (f.std or 1.0)).astype(np.float32))
+            if f.missing_indicator:
+                num_cols.append(missing.astype(np.float32))
+        for t in self.time:
+            ts = coerce(table.column(t.name), "timestamp")[0] if t.name in cols else pa.nulls(n, pa.timestamp("us", tz="UTC"))
+            if t.timezone:
+                ts = ts.cast(pa.timestamp("us", tz=t.timezone))
+            for p in t.parts:
+                v = _time_part(ts, p)
+                valid = ~np.isnan(v)
+                angle = 2.0 * math.pi * np.nan_to_num(v) / TIME_PERIODS[p]
+                num_cols.append(np.where(valid, np.sin(angle), 0.0).astype(np.float32))
+                num_cols.append(np.where(valid, np.cos(angle), 0.0).astype(np.float32))
+        cat_cols: list[np.ndarray] = []
+        for c in self.categorical:
+            raw = coerce(table.column(c.name), "string")[0] if c.name in cols else pa.nulls(n, pa.string())
+            idx = pc.index_in(raw, value_set=pa.array(c.vocabulary, type=pa.string()))
+            idx = pc.add(idx, OOV_INDEX + 1)
+            fallback = pc.if_else(pc.is_null(raw), MISSING_INDEX, OOV_INDEX)
+            cat_cols.append(pc.coalesce(idx, fallback).to_numpy(zero_copy_only=False).astype(np.int64))
+        num = np.stack(num_cols, axis=1) if num_cols else np.zeros((n, 0), np.float32)
+        cat = np.stack(cat_cols, axis=1) if cat_cols else np.zeros((n, 0), np.int64)
+        return ModelInputs(num=np.ascontiguousarray(num), cat=np.ascontiguousarray(cat))
+
+    def transform_records(self, records: list[dict[str, Any]]) -> ModelInputs:
+        """JSON records -> model inputs, through the same Arrow path as batches."""
+        return self.transform(records_to_table(records, self.raw_kinds()))
+
+    def transform_pandas(self, df) -> ModelInputs:
+        return self.transform(pa.Table.from_pandas(df, preserve_index=False))
+
+    def label_values(self, table: pa.Table) -> np.ndarray:
+        """The training target: float32 0/1 (binary), float32 (regression), int64 index (multiclass)."""
+        lab = self.label
+        col = table.column(lab.column)
+        if lab.task == "multiclass":
+            idx = pc.index_in(coerce(col, "string")[0], value_set=pa.array(lab.classes or []))
+            return idx.to_numpy(zero_copy_only=False).astype(np.int64)
+        if lab.task == "binary" and lab.positive_if:
+            (op, threshold), = lab.positive_if.items()
+            return compare(col, op, threshold).astype(np.float32)
+        return _float_column(table, lab.column, table.num_rows).astype(np.float32)
+
+    def to_model_table(self, table: pa.Table, with_label: bool = True) -> pa.Table:
+        """The model-ready layout written by ingest: x_num, x_cat, y, then passthrough columns."""
+        inputs = self.transform(table)
+        n = len(inputs)
+        arrays = {
+            "x_num": pa.FixedSizeListArray.from_arrays(pa.array(inputs.num.reshape(-1)), max(inputs.num.shape[1], 1))
+            if inputs.num.shape[1] else pa.nulls(n, pa.list_(pa.float32(), 1)),
+            "x_cat": pa.FixedSizeListArray.from_arrays(pa.array(inputs.cat.reshape(-1)), max(inputs.cat.shape[1], 1))
+            if inputs.cat.shape[1] else pa.nulls(n, pa.list_(pa.int64(), 1)),
+        }
+        if with_label:
+            arrays["y"] = pa.array(self.label_values(table))
+        for c in self.passthrough:
+            if c in table.column_names:
+                arrays[c] = table.column(c)
+        return pa.table(arrays)
+
+    # ------------------------------------------------------------------ (de)serialization
+    def to_json(self) -> str:
+        return json.dumps(self.model_dump(mode="json"), indent=2)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> "FeatureSpec":
+        data = json.loads(text)
+        if data.get("version") != SPEC_VERSION:
+            raise ValueError(f"FeatureSpec version {data.get('version')} is not supported (expected {SPEC_VERSION})")
+        return cls.model_validate(data)
+
+
+# ---------------------------------------------------------------------- helpers
+def model_inputs_from_table(table: pa.Table) -> tuple[np.ndarray, np.ndarray]:
+    """Read x_num/x_cat of a model-ready table back into (n, d) matrices without copying."""
+    def mat(name: str, dtype) -> np.ndarray:
+        col = table.column(name)
+        col = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+        width = col.type.list_size
+        if col.null_count == len(col):  # no features of this kind
+            return np.zeros((len(col), 0), dtype)
+        return col.flatten().to_numpy(zero_copy_only=False).reshape(-1, width).astype(dtype, copy=False)
+    return mat("x_num", np.float32), mat("x_cat", np.int64)
+
+
+def records_to_table(records: list[dict[str, Any]], kinds: dict[str, str]) -> pa.Table:
+    """Build an Arrow table of the declared kinds from JSON records (missing keys are null)."""
+    cols = {}
+    for name, kind in kinds.items():
+        raw = pa.array([r.get(name) for r in records], from_pandas=True) if records else pa.array([], pa.null())
+        cols[name] = coerce(raw, kind)[0]
+    return pa.table(cols)
+
+
+def compare(col: pa.ChunkedArray | pa.Array, op: str, value: float | str) -> np.ndarray:
+    fn = {">": pc.greater, ">=": pc.greater_equal, "<": pc.less, "<=": pc.less_equal,
+          "==": pc.equal, "!=": pc.not_equal}[op]
+    if isinstance(value, str):
+        col = coerce(col, "string")[0]
+    else:
+        col = coerce(col, "float")[0]
+    return pc.fill_null(fn(col, value), False).to_numpy(zero_copy_only=False)
+
+
+def _float_column(table: pa.Table, name: str, n: int) -> np.ndarray:
+    arr = coerce(table.column(name), "float")[0]
+    return pc.fill_null(arr, float("nan")).to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
+
+
+def _time_part(ts: pa.Array, part: str) -> np.ndarray:
+    fn = {"hour": pc.hour, "dow": pc.day_of_week, "month": pc.month, "day": pc.day, "minute": pc.minute}[part]
+    v = fn(ts)
+    return pc.fill_null(pc.cast(v, pa.float64()), float("nan")).to_numpy(zero_copy_only=False)

@@ -1,0 +1,170 @@
+"""All I/O to the storage root goes through here.
+
+The root is a local directory or any `pyarrow.fs` URI (s3://, gs://, hdfs://, file://). Stages
+get a :class:`Storage` passed in and address things by paths relative to the root, so the same
+code runs on a laptop and on a cluster whose nodes share an object store.
+
+Publishing is the one rule that keeps half-written output invisible: a stage writes under a
+fresh temporary prefix, then :meth:`Storage.publish` moves it into place. On a local filesystem
+that is an atomic directory rename; on object stores, where a "directory" rename is a copy,
+readers additionally require the completion marker (`_SUCCESS`) written last.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow.fs as pafs
+
+SUCCESS_MARKER = "_SUCCESS"
+
+
+@dataclass
+class Storage:
+    root: str
+    _fs: pafs.FileSystem | None = field(default=None, repr=False, compare=False)
+    _base: str = field(default="", repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if "://" not in self.root:
+            # Relative local roots resolve against the caller's cwd once, so Ray workers whose
+            # cwd differs (job working dirs) still see the same place.
+            self.root = os.path.abspath(os.path.expanduser(self.root))
+
+    # pyarrow filesystems pickle fine, but resolving lazily keeps construction free of I/O.
+    @property
+    def fs(self) -> pafs.FileSystem:
+        if self._fs is None:
+            self._fs, self._base = pafs.FileSystem.from_uri(self.root)
+        return self._fs
+
+    @property
+    def is_local(self) -> bool:
+        return isinstance(self.fs, pafs.LocalFileSystem)
+
+    def path(self, *parts: str) -> str:
+        """Filesystem path (for `self.fs`) of a location under the root."""
+        self.fs  # resolve _base
+        rel = "/".join(p.strip("/") for p in parts if p)
+        return f"{self._base.rstrip('/')}/{rel}" if rel else self._base
+
+    def uri(self, *parts: str) -> str:
+        """Location as a URI another process (a Ray worker, a user) can open."""
+        rel = "/".join(p.strip("/") for p in parts if p)
+        return f"{self.root.rstrip('/')}/{rel}" if rel else self.root
+
+    # ------------------------------------------------------------------ queries
+    def exists(self, *parts: str) -> bool:
+        return self.fs.get_file_info(self.path(*parts)).type != pafs.FileType.NotFound
+
+    def is_complete(self, *parts: str) -> bool:
+        return self.exists(*parts, SUCCESS_MARKER)
+
+    def list_dir(self, *parts: str) -> list[str]:
+        info = self.fs.get_file_info(pafs.FileSelector(self.path(*parts), allow_not_found=True))
+        return sorted(i.base_name for i in info)
+
+    def list_files(self, *parts: str, suffix: str = "") -> list[str]:
+        sel = pafs.FileSelector(self.path(*parts), recursive=True, allow_not_found=True)
+        return sorted(i.path for i in self.fs.get_file_info(sel) if i.type == pafs.FileType.File and i.path.endswith(suffix))
+
+    # ------------------------------------------------------------------ bytes and JSON
+    def read_bytes(self, *parts: str) -> bytes:
+        with self.fs.open_input_stream(self.path(*parts)) as f:
+            return f.read()
+
+    def write_bytes(self, data: bytes, *parts: str) -> None:
+        """Write a whole file so that a reader never sees it half-written."""
+        final = self.path(*parts)
+        self.fs.create_dir(final.rsplit("/", 1)[0], recursive=True)
+        if not self.is_local:
+            # Object-store PUTs are atomic per object.
+            with self.fs.open_output_stream(final) as f:
+                f.write(data)
+            return
+        tmp = f"{final}.tmp-{uuid.uuid4().hex[:8]}"
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, final)
+
+    def read_json(self, *parts: str) -> Any:
+        return json.loads(self.read_bytes(*parts))
+
+    def write_json(self, obj: Any, *parts: str) -> None:
+        self.write_bytes((json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode(), *parts)
+
+    def create_exclusive(self, data: bytes, *parts: str) -> bool:
+        """Create a file only if it does not exist yet; False if another writer got there first.
+
+        Local filesystems use O_EXCL, which is atomic, so concurrent writers can race for a name.
+        Object stores have no such primitive in pyarrow: there the check-then-write is best effort.
+        """
+        final = self.path(*parts)
+        self.fs.create_dir(final.rsplit("/", 1)[0], recursive=True)
+        if self.is_local:
+            try:
+                fd = os.open(final, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                return False
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            return True
+        if self.exists(*parts):
+            return False
+        self.write_bytes(data, *parts)
+        return True
+
+    # ------------------------------------------------------------------ directories
+    def temp_dir(self, *parts: str) -> str:
+        """A fresh relative path beside `parts` for staging a directory before publishing it."""
+        rel = "/".join(p.strip("/") for p in parts)
+        head, _, last = rel.rpartition("/")
+        name = f".tmp-{last}-{uuid.uuid4().hex[:10]}"
+        return f"{head}/{name}" if head else name
+
+    def mark_complete(self, *parts: str) -> None:
+        self.write_bytes(b"", *parts, SUCCESS_MARKER)
+
+    def publish(self, tmp_rel: str, final_rel: str) -> None:
+        """Move a finished staging directory into place, replacing an older one."""
+        self.mark_complete(tmp_rel)
+        src, dst = self.path(tmp_rel), self.path(final_rel)
+        if self.exists(final_rel):
+            # Retire the old copy first; if we die between the two moves the old copy is still
+            # on disk (under .old-*) and the next run simply rebuilds.
+            self.fs.move(dst, self.path(self.temp_dir(final_rel).replace(".tmp-", ".old-")))
+        self.fs.create_dir(dst.rsplit("/", 1)[0], recursive=True)
+        self.fs.move(src, dst)
+
+    def delete_dir(self, *parts: str) -> None:
+        if self.exists(*parts):
+            self.fs.delete_dir(self.path(*parts))
+
+    def delete_file(self, *parts: str) -> None:
+        if self.exists(*parts):
+            self.fs.delete_file(self.path(*parts))
+
+    def clean_stale(self, *parts: str, older_than_s: float = 6 * 3600) -> None:
+        """Remove leftovers (.tmp-*, .old-*) of interrupted runs under a directory.
+
+        Only old ones: a concurrent run may be writing a young .tmp-* right now.
+        """
+        import time
+
+        sel = pafs.FileSelector(self.path(*parts), allow_not_found=True)
+        for info in self.fs.get_file_info(sel):
+            if not info.base_name.startswith((".tmp-", ".old-")):
+                continue
+            mtime = info.mtime.timestamp() if info.mtime else 0.0
+            if time.time() - mtime < older_than_s and not info.base_name.startswith(".old-"):
+                continue
+            if info.type == pafs.FileType.Directory:
+                self.fs.delete_dir(info.path)
+            else:
+                self.fs.delete_file(info.path)
