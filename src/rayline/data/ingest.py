@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -185,8 +186,10 @@ def _execute(cfg, storage: Storage, primary, dims, dim_quarantine, tmp: str, pro
     try:
         ds.write_parquet(staging, filesystem=fs, partition_cols=[SPLIT_COL])
     except Exception as e:  # noqa: BLE001 - turn task failures into a message with the cause
-        raise _user_error(e, d.primary) from None
+        raise _user_error(e, primary) from None
     timings["pass1_validate_join_split"] = time.perf_counter() - t
+    if fs.get_file_info(staging).type.name != "Directory":
+        raise InputError(f"source {d.primary!r}: the input has no rows ({', '.join(primary.files[:3])})")
 
     # ---- fit: merge the partial statistics (a tiny column) on the driver
     t = time.perf_counter()
@@ -280,16 +283,18 @@ def _count_rows(storage: Storage, tmp: str, rel: str) -> int:
                for p in storage.list_files(tmp, rel, suffix=".parquet"))
 
 
-def _user_error(e: Exception, table: str) -> Exception:
-    """Ray wraps task errors; surface the root cause (often an unreadable file) as one message."""
-    cause = e
-    while getattr(cause, "cause", None) is not None and cause.cause is not cause:
-        cause = cause.cause
-    text = str(cause).strip().splitlines()
-    head = next((ln for ln in reversed(text) if ln.strip()), repr(cause))
+def _user_error(e: Exception, src: src_mod.ResolvedSource) -> Exception:
+    """Ray wraps task errors and drops Arrow's reason; find the file and re-read it to say why."""
+    cause = getattr(e, "cause", None) or e.__cause__
     if isinstance(cause, InputError):
         return cause
-    return InputError(f"source {table!r}: reading or processing failed: {head}")
+    text = str(e)
+    named = re.search(r"Failed to read \w+ file: (\S+?)\.?\s", text)
+    detail = src_mod.diagnose(src, named.group(1) if named else None)
+    if detail:
+        return InputError(detail)
+    first = next((ln for ln in text.splitlines() if ln.strip() and not ln.startswith(" ")), repr(e))
+    return InputError(f"source {src.name!r}: reading or processing failed: {type(cause or e).__name__}: {first}")
 
 
 def load_ingest(cfg: RaylineConfig, storage: Storage, key: str | None = None) -> IngestResult:

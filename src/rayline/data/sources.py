@@ -155,6 +155,34 @@ def _hive_columns(base: str, path: str) -> list[str]:
     return [p.split("=", 1)[0] for p in rel if "=" in p]
 
 
+def diagnose(src: ResolvedSource, only: str | None = None) -> str | None:
+    """Re-read files in-process to find what Ray's wrapped task error no longer says.
+
+    Only called after a read failed, so its cost does not matter; returns a message naming the
+    file and the problem, or None if every file reads cleanly here.
+    """
+    for path in src.files:
+        if only and path != only:
+            continue
+        try:
+            if src.format == "parquet":
+                with src.filesystem.open_input_file(path) as f:
+                    pf = pq.ParquetFile(f)
+                    for i in range(pf.num_row_groups):
+                        pf.read_row_group(i)
+            elif src.format == "csv":
+                with src.filesystem.open_input_stream(path, compression=_compression(path)) as f:
+                    opts = pacsv.ParseOptions(delimiter="\t" if path.endswith(".tsv") else ",")
+                    for _ in pacsv.open_csv(f, parse_options=opts):
+                        pass
+            else:
+                with src.filesystem.open_input_stream(path, compression=_compression(path)) as f:
+                    pajson.read_json(f)
+        except (pa.ArrowInvalid, OSError, ValueError) as e:
+            return f"source {src.name!r}: file {path} cannot be read: {str(e).splitlines()[0]}"
+    return None
+
+
 # ------------------------------------------------------------------ reading on the driver
 def read_small_table(src: ResolvedSource) -> pa.Table:
     """Read a (dimension) table in-process with a column naming each row's file."""
@@ -199,7 +227,7 @@ def read_dataset(src: ResolvedSource, override_num_blocks: int | None = None):
             opts["parse_options"] = pacsv.ParseOptions(delimiter="\t")
         ds = ray.data.read_csv(files, partitioning=part, **opts, **kwargs)
     else:
-        ds = ray.data.read_json(files, partitioning=part, lines=True, **kwargs)
+        ds = ray.data.read_json(files, partitioning=part, **kwargs)  # pyarrow reads JSON lines
     return ds
 
 

@@ -47,7 +47,7 @@ def coerce(arr: pa.Array | pa.ChunkedArray, kind: str) -> tuple[pa.Array, np.nda
     n = len(arr)
     t = arr.type
     if t == target:
-        return arr, _no_bad(n)
+        return (_finite(arr) if kind == "float" else (arr, _no_bad(n)))
     if pa.types.is_null(t):
         return pa.nulls(n, target), _no_bad(n)
     if pa.types.is_dictionary(t):
@@ -73,12 +73,7 @@ def coerce(arr: pa.Array | pa.ChunkedArray, kind: str) -> tuple[pa.Array, np.nda
             clean = pc.if_else(bad, pa.scalar(None, t), arr)
             return pc.cast(clean, target, safe=False), bad.to_numpy(zero_copy_only=False)
         out = pc.cast(arr, target, safe=False)
-        if kind == "float":
-            # NaN/inf are not values a model can use: treat them as bad input, not silently.
-            bad = pc.fill_null(pc.invert(pc.is_finite(out)), False)
-            if pc.any(bad).as_py():
-                return pc.if_else(bad, pa.scalar(None, target), out), bad.to_numpy(zero_copy_only=False)
-        return out, _no_bad(n)
+        return _finite(out) if kind == "float" else (out, _no_bad(n))
 
     if kind == "bool" and (pa.types.is_integer(t) or pa.types.is_floating(t)):
         ok = pc.is_in(arr, value_set=pa.array([0, 1], type=t))
@@ -99,9 +94,22 @@ def coerce(arr: pa.Array | pa.ChunkedArray, kind: str) -> tuple[pa.Array, np.nda
     return pa.nulls(n, target), bad
 
 
+def _finite(arr: pa.Array) -> tuple[pa.Array, np.ndarray]:
+    """NaN is how many writers spell "missing": it becomes null. Infinity is bad input."""
+    n = len(arr)
+    if arr.null_count == n:
+        return arr, _no_bad(n)
+    nan = pc.fill_null(pc.is_nan(arr), False)
+    inf = pc.fill_null(pc.is_inf(arr), False)
+    if not pc.any(pc.or_(nan, inf)).as_py():
+        return arr, _no_bad(n)
+    out = pc.if_else(pc.or_(nan, inf), pa.scalar(None, arr.type), arr)
+    return out, inf.to_numpy(zero_copy_only=False)
+
+
 def _from_string(arr: pa.Array, kind: str) -> tuple[pa.Array, np.ndarray]:
     target = ARROW_TYPES[kind]
-    nullish = pc.fill_null(pc.is_in(arr, value_set=pa.array(NULL_TOKENS)), True)
+    nullish = pc.or_(pc.is_null(arr), pc.fill_null(pc.is_in(arr, value_set=pa.array(NULL_TOKENS)), False))
     if kind in ("float", "int"):
         ok = pc.match_substring_regex(arr, _INTEGER if kind == "int" else _NUMBER)
         ok = pc.fill_null(ok, False)

@@ -1,0 +1,156 @@
+"""`rayline ...`: a thin shell over the stage functions.
+
+Every command that takes --config also takes repeatable --set dotted.key=value overrides and
+--json, which makes its final summary one JSON object on the last line of stdout. Errors meant
+for the user (RaylineError) print one message and exit non-zero, without a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import traceback
+from collections.abc import Callable
+from typing import Annotated, Any, Optional
+
+import typer
+
+from rayline.errors import RaylineError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="rayline: an ML pipeline on one Ray cluster.")
+config_app = typer.Typer(no_args_is_help=True, help="Validate and show pipeline configs.")
+data_app = typer.Typer(no_args_is_help=True, help="Data utilities.")
+app.add_typer(config_app, name="config")
+app.add_typer(data_app, name="data")
+
+ConfigOpt = Annotated[str, typer.Option("--config", "-c", help="pipeline YAML file")]
+SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="override: dotted.key=value (repeatable)")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="print the final summary as one JSON line")]
+AddressOpt = Annotated[Optional[str], typer.Option("--address", help="Ray cluster address (default: embedded local Ray)")]
+
+
+def _run(fn: Callable[[], Any], as_json: bool, render: Callable[[Any], None] | None = None) -> None:
+    """Run a command body; print its summary; map errors to clean messages and exit codes."""
+    try:
+        summary = fn()
+    except RaylineError as e:
+        typer.echo(f"error: {e}", err=True)
+        if as_json:
+            typer.echo(json.dumps({"ok": False, "error": str(e)}))
+        raise typer.Exit(e.exit_code) from None
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        raise typer.Exit(130) from None
+    except Exception as e:  # noqa: BLE001 - last line of defence for a CLI
+        if os.environ.get("RAYLINE_DEBUG"):
+            traceback.print_exc()
+        typer.echo(f"internal error: {type(e).__name__}: {e}\n(set RAYLINE_DEBUG=1 for the traceback)", err=True)
+        if as_json:
+            typer.echo(json.dumps({"ok": False, "error": f"{type(e).__name__}: {e}"}))
+        raise typer.Exit(1) from None
+    if summary is None:
+        return
+    if as_json:
+        sys.stdout.flush()
+        typer.echo(json.dumps({"ok": True, **summary}, default=str))
+    elif render is not None:
+        render(summary)
+    else:
+        typer.echo(json.dumps(summary, indent=2, default=str))
+
+
+def _load(config: str, overrides: list[str] | None):
+    from rayline.config import load_config
+
+    return load_config(config, overrides or [])
+
+
+# ------------------------------------------------------------------ config
+@config_app.command("validate")
+def config_validate(file: str, set_: SetOpt = None, as_json: JsonOpt = False) -> None:
+    """Check a config file; exit 2 with the field, value and what is allowed if it is invalid."""
+    def body():
+        cfg = _load(file, set_)
+        return {"config": file, "name": cfg.name, "valid": True, "config_hash": cfg.config_hash()}
+    _run(body, as_json, lambda s: typer.echo(f"{file}: valid (pipeline {s['name']!r}, hash {s['config_hash']})"))
+
+
+@config_app.command("show")
+def config_show(file: str, set_: SetOpt = None, as_json: JsonOpt = False) -> None:
+    """Print the fully resolved config, defaults included."""
+    from rayline.config import dump_config
+
+    def body():
+        cfg = _load(file, set_)
+        if not as_json:
+            typer.echo(dump_config(cfg), nl=False)
+            return None
+        return {"config": cfg.model_dump(mode="json")}
+    _run(body, as_json)
+
+
+# ------------------------------------------------------------------ data
+@app.command()
+def ingest(config: ConfigOpt, set_: SetOpt = None, address: AddressOpt = None, force: bool = False,
+           as_json: JsonOpt = False) -> None:
+    """Read, join, validate, split and preprocess the data of a config (reused when unchanged)."""
+    from rayline.data import run_ingest
+    from rayline.runtime import ray_session
+    from rayline.storage import Storage
+
+    def body():
+        cfg = _load(config, set_)
+        with ray_session(address):
+            result = run_ingest(cfg, Storage(cfg.storage.root), force=force, progress=_progress)
+        return result.summary()
+    _run(body, as_json, _render_ingest)
+
+
+def _progress(msg: str) -> None:
+    typer.echo(msg, err=True)
+
+
+def _render_ingest(s: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    rows = s["rows"]
+    t = Table(title=f"ingest {s['key']}" + (" (reused)" if s["reused"] else ""))
+    t.add_column("rows")
+    t.add_column("count", justify="right")
+    for k in ("read", "clean", "quarantined", "train", "valid", "test"):
+        t.add_row(k, f"{rows.get(k, 0):,}")
+    for rule, n in s["quarantine_by_rule"].items():
+        t.add_row(f"  quarantined {rule}", f"{n:,}")
+    total = s["timings_s"].get("total")
+    if total:
+        t.add_row("time (s)", f"{total:.1f}")
+        t.add_row("throughput (rows/s)", f"{rows['read'] / total:,.0f}")
+    Console().print(t)
+    ok = rows["read"] == rows["clean"] + rows["quarantined"]
+    typer.echo(f"rows read {rows['read']:,} = clean {rows['clean']:,} + quarantined {rows['quarantined']:,}: "
+               f"{'OK' if ok else 'MISMATCH'}")
+    typer.echo(f"output: {s['path']}")
+
+
+@data_app.command("synth")
+def data_synth(rows: Annotated[int, typer.Option("--rows", help="rows to write")],
+               out: Annotated[str, typer.Option("--out", help="output directory or URI")],
+               shard_rows: int = 1_000_000, seed: int = 0, as_json: JsonOpt = False) -> None:
+    """Write a flights-like Parquet data set of any size (streamed shard by shard)."""
+    from rayline.data.synth import synth_flights
+
+    def body():
+        r = synth_flights(rows, out, shard_rows=shard_rows, seed=seed)
+        return {"rows": r.rows, "shards": r.shards, "path": r.path, "seconds": round(r.seconds, 2)}
+    _run(body, as_json, lambda s: typer.echo(f"wrote {s['rows']:,} rows in {s['shards']} shard(s) to {s['path']} "
+                                             f"in {s['seconds']}s"))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,59 @@
+"""The CLI: exit codes, --json last line, --set overrides, clean error messages."""
+
+import json
+import os
+import subprocess
+import sys
+
+from typer.testing import CliRunner
+
+from rayline.cli import app
+from tests.conftest import FLIGHTS_CONFIG, ROOT, save_yaml, small_config
+
+runner = CliRunner()
+
+
+def test_config_validate_and_show():
+    r = runner.invoke(app, ["config", "validate", str(FLIGHTS_CONFIG)])
+    assert r.exit_code == 0 and "valid" in r.output
+    r = runner.invoke(app, ["config", "show", str(FLIGHTS_CONFIG), "--set", "train.epochs=2", "--json"])
+    assert r.exit_code == 0
+    last = json.loads(r.output.strip().splitlines()[-1])
+    assert last["config"]["train"]["epochs"] == 2 and last["config"]["serve"]["port"] == 8000
+
+
+def test_config_error_exit_code_and_message(tmp_path):
+    r = runner.invoke(app, ["config", "validate", str(FLIGHTS_CONFIG), "--set", "train.lr=-1"])
+    assert r.exit_code == 2
+    assert "train.lr: Input should be greater than 0 (got -1)" in r.output
+    assert "Traceback" not in r.output
+
+
+def test_ingest_json_summary_in_process(ray_local, small_data, tmp_path):
+    data, root = small_data
+    cfg = save_yaml(small_config(data, root), tmp_path / "c.yaml")
+    r = runner.invoke(app, ["ingest", "--config", str(cfg), "--json"])
+    assert r.exit_code == 0, r.output
+    summary = json.loads(r.output.strip().splitlines()[-1])
+    assert summary["ok"] and summary["rows"]["read"] == 600 and not summary["reused"]
+    r = runner.invoke(app, ["ingest", "--config", str(cfg)])
+    assert r.exit_code == 0 and "(reused)" in r.output and "OK" in r.output
+
+
+def test_ingest_bad_input_is_one_line_without_traceback(ray_local, small_data, tmp_path):
+    data, root = small_data
+    (data / "trips.csv").unlink()
+    cfg = save_yaml(small_config(data, root), tmp_path / "c.yaml")
+    r = runner.invoke(app, ["ingest", "--config", str(cfg), "--json"])
+    assert r.exit_code == 1
+    assert json.loads(r.output.strip().splitlines()[-1])["ok"] is False
+    assert "trips.csv does not exist" in r.output and "Traceback" not in r.output
+
+
+def test_console_script_runs_as_a_process(tmp_path):
+    """The installed `rayline` entry point, in its own process (no Ray needed for config)."""
+    exe = os.path.join(os.path.dirname(sys.executable), "rayline")
+    r = subprocess.run([exe, "config", "validate", str(FLIGHTS_CONFIG), "--json"], capture_output=True, text=True,
+                       cwd=ROOT, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout.strip().splitlines()[-1])["valid"] is True

@@ -1,0 +1,50 @@
+"""Value-by-value type coercion used by ingestion and serving."""
+
+import math
+
+import pyarrow as pa
+
+from rayline.features.coerce import coerce
+
+
+def test_numbers_from_text_flag_only_the_bad_values():
+    out, bad = coerce(pa.array(["1.5", " 2 ", "abc", "", "NA", None, "1e3"]), "float")
+    assert out.to_pylist() == [1.5, 2.0, None, None, None, None, 1000.0]
+    assert bad.tolist() == [False, False, True, False, False, False, False]
+
+
+def test_int_rejects_fractions_and_nan():
+    out, bad = coerce(pa.array([1.0, 2.5, float("nan"), None]), "int")
+    assert out.to_pylist() == [1, None, None, None]
+    assert bad.tolist() == [False, True, True, False]
+    out, bad = coerce(pa.array(["7", "7.0", "7.5"]), "int")
+    assert out.to_pylist() == [7, 7, None] and bad.tolist() == [False, False, True]
+
+
+def test_float_rejects_infinity():
+    out, bad = coerce(pa.array([1.0, math.inf, -math.inf]), "float")
+    assert out.to_pylist() == [1.0, None, None] and bad.tolist() == [False, True, True]
+
+
+def test_strings_from_numbers_name_the_same_category():
+    assert coerce(pa.array([1545, None]), "string")[0].to_pylist() == ["1545", None]
+    assert coerce(pa.array([1545.0, 1.5]), "string")[0].to_pylist() == ["1545", "1.5"]
+
+
+def test_timestamps_with_and_without_zone():
+    out, bad = coerce(pa.array(["2013-01-01T10:00:00Z", "2013-01-01 05:00:00", "garbage", None]), "timestamp")
+    vals = out.to_pylist()
+    assert vals[0].hour == 10 and vals[1].hour == 5 and vals[2] is None and vals[3] is None
+    assert bad.tolist() == [False, False, True, False]
+
+
+def test_bool_and_wrong_container_types():
+    out, bad = coerce(pa.array(["true", "no", "maybe"]), "bool")
+    assert out.to_pylist() == [True, False, None] and bad.tolist() == [False, False, True]
+    out, bad = coerce(pa.array([[1], None]), "float")
+    assert out.to_pylist() == [None, None] and bad.tolist() == [True, False]
+
+
+def test_all_null_column_of_any_type():
+    out, bad = coerce(pa.nulls(3), "timestamp")
+    assert out.null_count == 3 and not bad.any()

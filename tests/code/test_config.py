@@ -1,0 +1,87 @@
+"""Config loading: defaults, overrides, and errors that name the field, the value and what is allowed."""
+
+import pytest
+
+from rayline.config import RaylineConfig, apply_overrides, config_from_dict, load_config
+from rayline.errors import ConfigError
+from tests.conftest import FLIGHTS_CONFIG, small_config
+
+
+def test_default_config_is_valid_and_resolves_defaults():
+    cfg = load_config(FLIGHTS_CONFIG)
+    assert isinstance(cfg, RaylineConfig)
+    assert cfg.data.primary == "flights"
+    assert cfg.data.joins[0].keys == {"origin": "origin", "time_hour": "time_hour"}  # list shorthand
+    assert cfg.serve.autoscaling.min_replicas == 1  # a default the file does not set
+    assert cfg.data.split.method == "time"
+
+
+def test_overrides_are_typed_and_validated():
+    cfg = load_config(FLIGHTS_CONFIG, ["train.epochs=3", "train.model.hidden=[64, 32]", "storage.root=s3://b/p"])
+    assert cfg.train.epochs == 3 and cfg.train.model.hidden == [64, 32]
+    assert cfg.storage.root == "s3://b/p"
+    with pytest.raises(ConfigError, match=r"train\.epochs.*greater than or equal to 1.*got 0"):
+        load_config(FLIGHTS_CONFIG, ["train.epochs=0"])
+
+
+def test_override_into_list_by_index():
+    raw = {"a": {"b": [{"x": 1}, {"x": 2}]}}
+    assert apply_overrides(raw, ["a.b.1.x=5"])["a"]["b"][1]["x"] == 5
+    with pytest.raises(ConfigError, match="indexes a list"):
+        apply_overrides(raw, ["a.b.one.x=5"])
+    with pytest.raises(ConfigError, match="expected dotted.key=value"):
+        apply_overrides(raw, ["a.b"])
+
+
+def test_unknown_field_names_its_path(tmp_path):
+    cfg = small_config(tmp_path, tmp_path)
+    cfg["data"]["joins"][0]["colums"] = ["x"]
+    with pytest.raises(ConfigError) as e:
+        config_from_dict(cfg)
+    assert "data.joins.0.colums: unknown field" in str(e.value)
+
+
+@pytest.mark.parametrize("path,value,expect", [
+    (("task",), "ranking", "task: Input should be 'binary', 'regression' or 'multiclass'"),
+    (("data", "primary"), "nope", "primary 'nope' is not one of sources"),
+    (("data", "split", "valid_fraction"), 1.5, "data.split.valid_fraction: Input should be less than 1"),
+    (("data", "label", "positive_if"), {">": 1, "<": 2}, "positive_if takes exactly one comparison"),
+    (("data", "features", "numeric"), ["distance", "distance"], "repeated: ['distance']"),
+    (("name",), "bad name!", "name: String should match pattern"),
+])
+def test_invalid_values_are_explained(tmp_path, path, value, expect):
+    cfg = small_config(tmp_path, tmp_path)
+    node = cfg
+    for p in path[:-1]:
+        node = node[p]
+    node[path[-1]] = value
+    with pytest.raises(ConfigError) as e:
+        config_from_dict(cfg)
+    assert expect in str(e.value)
+
+
+def test_rules_are_checked(tmp_path):
+    cfg = small_config(tmp_path, tmp_path)
+    cfg["data"]["sources"]["trips"]["columns"]["distance"] = {"type": "float", "min": 10, "max": 1}
+    with pytest.raises(ConfigError, match=r"min \(10.0\) must be <= max \(1.0\)"):
+        config_from_dict(cfg)
+
+
+def test_missing_and_malformed_files(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+    bad.write_text("- a list\n")
+    with pytest.raises(ConfigError, match="expected a mapping"):
+        load_config(bad)
+
+
+def test_data_hash_ignores_training_settings():
+    a = load_config(FLIGHTS_CONFIG)
+    b = load_config(FLIGHTS_CONFIG, ["train.epochs=1", "serve.port=9000"])
+    c = load_config(FLIGHTS_CONFIG, ["data.split.valid_fraction=0.2"])
+    assert a.data_hash() == b.data_hash() != c.data_hash()
+    assert a.config_hash() != b.config_hash()

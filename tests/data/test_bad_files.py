@@ -1,0 +1,84 @@
+"""Whole-file problems stop the run with one message that names the file and the problem."""
+
+import pyarrow.parquet as pq
+import pytest
+
+from rayline.config import config_from_dict
+from rayline.data import run_ingest
+from rayline.errors import InputError
+from rayline.storage import Storage
+from tests.conftest import small_config, small_tables, write_tables
+
+
+def _run(raw):
+    cfg = config_from_dict(raw)
+    return run_ingest(cfg, Storage(cfg.storage.root))
+
+
+def test_missing_file(ray_local, small_data):
+    data, root = small_data
+    (data / "trips.csv").unlink()
+    with pytest.raises(InputError, match=r"source 'trips': .*trips.csv does not exist"):
+        _run(small_config(data, root))
+
+
+def test_csv_header_lacks_required_column(ray_local, small_data):
+    data, root = small_data
+    lines = (data / "trips.csv").read_text().splitlines()
+    header = lines[0].replace('"distance"', '"dist"')
+    (data / "trips.csv").write_text("\n".join([header] + lines[1:]) + "\n")
+    with pytest.raises(InputError) as e:
+        _run(small_config(data, root))
+    assert "trips.csv lacks required column(s) ['distance']" in str(e.value)
+
+
+def test_empty_file_and_header_only_input(ray_local, small_data):
+    data, root = small_data
+    (data / "trips.csv").write_text("")
+    with pytest.raises(InputError, match=r"trips.csv is empty \(0 bytes\)"):
+        _run(small_config(data, root))
+    header = ",".join(f'"{c}"' for c in small_tables(5)["trips"].column_names)
+    (data / "trips.csv").write_text(header + "\n")
+    with pytest.raises(InputError, match="has no rows"):
+        _run(small_config(data, root))
+
+
+def test_truncated_parquet(ray_local, tmp_path):
+    data = tmp_path / "data"
+    write_tables(small_tables(200), data, "parquet")
+    blob = (data / "trips.parquet").read_bytes()
+    (data / "trips.parquet").write_bytes(blob[: len(blob) // 2])
+    with pytest.raises(InputError, match=r"trips.parquet is not a readable Parquet file"):
+        _run(small_config(data, tmp_path / "root", fmt="parquet"))
+
+
+def test_empty_dimension_and_directory_without_files(ray_local, tmp_path, small_data):
+    data, root = small_data
+    (data / "stations.csv").write_text('"code","elevation"\n')
+    with pytest.raises(InputError, match="source 'stations': the table has no rows"):
+        _run(small_config(data, root))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    raw = small_config(data, root)
+    raw["data"]["sources"]["trips"]["path"] = str(empty)
+    with pytest.raises(InputError, match="holds no csv files"):
+        _run(raw)
+
+
+def test_ragged_csv_row_names_the_file(ray_local, small_data):
+    data, root = small_data
+    with open(data / "trips.csv", "a") as f:
+        f.write("1,2,3\n")
+    with pytest.raises(InputError) as e:
+        _run(small_config(data, root))
+    assert "source 'trips'" in str(e.value) and "columns" in str(e.value).lower()
+
+
+def test_parquet_schema_check_uses_footer(ray_local, tmp_path):
+    data = tmp_path / "data"
+    tables = small_tables(50)
+    tables["trips"] = tables["trips"].drop_columns(["delay"])
+    write_tables(tables, data, "parquet")
+    assert "delay" not in pq.read_schema(data / "trips.parquet").names
+    with pytest.raises(InputError, match=r"lacks required column\(s\) \['delay'\]"):
+        _run(small_config(data, tmp_path / "root", fmt="parquet"))
