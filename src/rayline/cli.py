@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 import traceback
 from collections.abc import Callable
 from typing import Annotated, Any, Optional
@@ -21,8 +22,10 @@ from rayline.errors import RaylineError
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="rayline: an ML pipeline on one Ray cluster.")
 config_app = typer.Typer(no_args_is_help=True, help="Validate and show pipeline configs.")
 data_app = typer.Typer(no_args_is_help=True, help="Data utilities.")
+models_app = typer.Typer(no_args_is_help=True, help="The model registry: list, show, promote, rollback.")
 app.add_typer(config_app, name="config")
 app.add_typer(data_app, name="data")
+app.add_typer(models_app, name="models")
 
 ConfigOpt = Annotated[str, typer.Option("--config", "-c", help="pipeline YAML file")]
 SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="override: dotted.key=value (repeatable)")]
@@ -146,6 +149,125 @@ def data_synth(rows: Annotated[int, typer.Option("--rows", help="rows to write")
         return {"rows": r.rows, "shards": r.shards, "path": r.path, "seconds": round(r.seconds, 2)}
     _run(body, as_json, lambda s: typer.echo(f"wrote {s['rows']:,} rows in {s['shards']} shard(s) to {s['path']} "
                                              f"in {s['seconds']}s"))
+
+
+# ------------------------------------------------------------------ training and registry
+@app.command()
+def train(config: ConfigOpt, set_: SetOpt = None, address: AddressOpt = None,
+          run_name: Annotated[Optional[str], typer.Option("--run-name", help="resume/identify a run")] = None,
+          fresh: Annotated[bool, typer.Option("--fresh", help="start over instead of resuming")] = False,
+          as_json: JsonOpt = False) -> None:
+    """Train with Ray Train (resuming a run of the same name), evaluate on test, register."""
+    from rayline.pipeline import train_and_register
+    from rayline.runtime import ray_session
+    from rayline.storage import Storage
+
+    def body():
+        cfg = _load(config, set_)
+        t0 = time.perf_counter()
+        with ray_session(address):
+            out = train_and_register(cfg, Storage(cfg.storage.root), run_name=run_name, fresh=fresh, progress=_progress)
+        return {**out.summary(), "seconds": round(time.perf_counter() - t0, 1)}
+    _run(body, as_json, _render_train)
+
+
+def _render_train(s: dict) -> None:
+    test = ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in s["test"].items())
+    typer.echo(f"model version {s['version']}{' (reused: data and config unchanged)' if s['reused'] else ''}")
+    typer.echo(f"test: {test}")
+    if "training" in s:
+        tr = s["training"]
+        typer.echo(f"training: {tr['epochs_run']} epoch(s), best epoch {tr['best_epoch']}, {tr['workers']} worker(s) "
+                   f"on {tr['device']}, feed {tr['feed']}")
+    typer.echo(f"time: {s['seconds']}s")
+    typer.echo(f"report: {s['report']}")
+
+
+@app.command()
+def evaluate(config: ConfigOpt, set_: SetOpt = None,
+             version: Annotated[Optional[str], typer.Option("--version", help="number, alias or latest")] = None,
+             as_json: JsonOpt = False) -> None:
+    """Recompute metrics and the report of a registered version on its test split."""
+    from rayline.pipeline import evaluate_version
+    from rayline.storage import Storage
+
+    def body():
+        cfg = _load(config, set_)
+        return evaluate_version(cfg, Storage(cfg.storage.root), version)
+    _run(body, as_json, lambda s: typer.echo(f"version {s['version']}: test {s['metric']} {s['value']:.4f}\nreport: {s['report']}"))
+
+
+def _registry(config: str, set_: list[str] | None):
+    from rayline.registry import Registry
+    from rayline.storage import Storage
+
+    cfg = _load(config, set_)
+    return cfg, Storage(cfg.storage.root), Registry(Storage(cfg.storage.root), cfg.name)
+
+
+@models_app.command("list")
+def models_list(config: ConfigOpt, set_: SetOpt = None, as_json: JsonOpt = False) -> None:
+    """Versions with their test metric and aliases."""
+    def body():
+        _, _, reg = _registry(config, set_)
+        aliases = reg.aliases()
+        rows = []
+        for v in reg.versions():
+            mv = reg.get(v)
+            rows.append({**mv.summary(), "aliases": sorted(a for a, x in aliases.items() if x == v)})
+        return {"model": reg.name, "versions": rows, "aliases": aliases}
+
+    def render(s):
+        from rich.console import Console
+        from rich.table import Table
+
+        t = Table(title=f"model {s['model']}")
+        for c in ("version", "aliases", "test metric", "run"):
+            t.add_column(c)
+        for r in s["versions"]:
+            m = r["metric"]
+            t.add_row(str(r["version"]), ",".join(r["aliases"]), f"{m} {r['test'].get(m, float('nan')):.4f}", str(r["run_name"]))
+        Console().print(t)
+    _run(body, as_json, render)
+
+
+@models_app.command("show")
+def models_show(version: str, config: ConfigOpt, set_: SetOpt = None, as_json: JsonOpt = False) -> None:
+    """Metrics and lineage of one version (a number, an alias or latest)."""
+    def body():
+        _, _, reg = _registry(config, set_)
+        mv = reg.get(reg.resolve(version))
+        return {"version": mv.version, "uri": mv.uri, "metrics": mv.metrics, "lineage": mv.lineage,
+                "aliases": sorted(a for a, x in reg.aliases().items() if x == mv.version)}
+    _run(body, as_json)
+
+
+@models_app.command("promote")
+def models_promote(version: str, config: ConfigOpt, set_: SetOpt = None,
+                   alias: Annotated[str, typer.Option("--alias")] = "production",
+                   force: Annotated[bool, typer.Option("--force", help="promote even if worse than the current one")] = False,
+                   as_json: JsonOpt = False) -> None:
+    """Point an alias at a version, refused if it is worse than the current one beyond tolerance."""
+    from rayline.pipeline import promote_version
+
+    def body():
+        cfg, storage, _ = _registry(config, set_)
+        return promote_version(cfg, storage, version, alias, force)
+    _run(body, as_json, lambda s: typer.echo(
+        f"{s['alias']} -> version {s['version']} (was {s['previous']}; {s['metric']} {s['candidate_value']:.4f}"
+        + (f" vs {s['previous_value']:.4f}" if s["previous_value"] is not None else "") + ")"))
+
+
+@models_app.command("rollback")
+def models_rollback(config: ConfigOpt, set_: SetOpt = None, alias: Annotated[str, typer.Option("--alias")] = "production",
+                    as_json: JsonOpt = False) -> None:
+    """Point an alias back at the version it had before."""
+    from rayline.pipeline import rollback_alias
+
+    def body():
+        cfg, storage, _ = _registry(config, set_)
+        return rollback_alias(cfg, storage, alias)
+    _run(body, as_json, lambda s: typer.echo(f"{s['alias']}: version {s['from']} -> {s['to']}"))
 
 
 def main() -> None:

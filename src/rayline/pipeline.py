@@ -1,0 +1,115 @@
+"""Stages composed: what `rayline train`, `rayline evaluate` and `rayline run` call.
+
+Each function takes the config and a Storage, calls the stages' public entry points and
+returns typed results; the CLI, the jobs and the notebooks are thin shells over these.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from rayline.config import RaylineConfig
+from rayline.data import IngestResult, load_ingest, run_ingest
+from rayline.errors import RegistryError
+from rayline.evaluate import Evaluation, evaluate_model
+from rayline.evaluate.report import render_markdown, render_plots
+from rayline.model.artifact import LoadedModel
+from rayline.registry import ModelVersion, Registry, promote
+from rayline.registry.register import read_json_file, register_run
+from rayline.storage import Storage
+from rayline.train import TrainResult, default_run_name, run_training
+
+
+@dataclass
+class TrainOutcome:
+    version: ModelVersion
+    reused: bool
+    train: TrainResult | None
+    evaluation: dict
+
+    def summary(self) -> dict:
+        out = {"stage": "train", "version": self.version.version, "reused": self.reused,
+               "run_name": self.version.lineage.get("run_name"), "test": self.version.summary()["test"],
+               "report": f"{self.version.uri}/report/report.md"}
+        if self.train:
+            out["training"] = self.train.summary()
+        return out
+
+
+def build_report(title: str, ev: Evaluation, history: list[dict], lineage: dict) -> dict[str, bytes]:
+    plots = render_plots(ev, history)
+    md = render_markdown(title, ev, history, lineage, list(plots))
+    return {"report.md": md.encode(), **plots}
+
+
+def train_and_register(cfg: RaylineConfig, storage: Storage, *, ingest: IngestResult | None = None,
+                       run_name: str | None = None, fresh: bool = False, progress=lambda m: None) -> TrainOutcome:
+    """Ingest (reused when unchanged) -> train -> evaluate on test -> report -> register."""
+    t0 = time.perf_counter()
+    ingest = ingest or run_ingest(cfg, storage, progress=progress)
+    registry = Registry(storage, cfg.name)
+    run_name = run_name or default_run_name(cfg, ingest)
+    if not fresh:
+        existing = registry.find_run(run_name)
+        if existing is not None:
+            progress(f"train: data and config unchanged, model version {existing.version} (run {run_name}) reused")
+            return TrainOutcome(existing, True, None, existing.metrics.get("test", {}))
+    t = time.perf_counter()
+    trained = run_training(cfg, ingest, storage, run_name=run_name, fresh=fresh, progress=progress)
+    train_s = time.perf_counter() - t
+    t = time.perf_counter()
+    model = LoadedModel.from_bytes(trained.weights, ingest.spec.to_json(), cfg.train.model.model_dump_json())
+    ev = evaluate_model(model, ingest.split_uri("test"), slice_columns=cfg.train.slice_columns,
+                        threshold=cfg.train.threshold)
+    eval_s = time.perf_counter() - t
+    timings = {"train": round(train_s, 2), "evaluate": round(eval_s, 2), "total": round(time.perf_counter() - t0, 2)}
+    report = build_report(f"{cfg.name}: run {run_name}", ev, trained.history,
+                          {"run_name": run_name, "ingest_key": ingest.key, "config_hash": cfg.config_hash()})
+    version = register_run(registry, cfg, ingest, trained, ev, report, timings)
+    progress(f"train: registered {cfg.name} version {version.version} (test {ev.metric} {ev.value:.4f})")
+    return TrainOutcome(version, False, trained, ev.metrics)
+
+
+def evaluate_version(cfg: RaylineConfig, storage: Storage, ref: str | None = None) -> dict:
+    """Recompute a registered version's evaluation and report on the test split it was trained with."""
+    registry = Registry(storage, cfg.name)
+    v, model = registry.load(ref or "latest")
+    mv = registry.get(v)
+    ingest = load_ingest(cfg, storage, mv.lineage["ingest_key"])
+    ev = evaluate_model(model, ingest.split_uri("test"), slice_columns=cfg.train.slice_columns,
+                        threshold=cfg.train.threshold)
+    history = read_json_file(registry, v, "history.json")
+    report = build_report(f"{cfg.name}: version {v}", ev, history, mv.lineage)
+    for name, data in report.items():
+        storage.write_bytes(data, registry.base, str(v), "report", name)
+    return {"stage": "evaluate", "version": v, "split": ev.split, "metric": ev.metric, "value": ev.value,
+            "metrics": ev.metrics, "report": f"{mv.uri}/report/report.md"}
+
+
+def reevaluator(cfg: RaylineConfig, storage: Storage):
+    """For the promotion gate: score the current model on the candidate's test split."""
+    registry = Registry(storage, cfg.name)
+
+    def score(current: ModelVersion, candidate: ModelVersion) -> float:
+        _, model = registry.load(current.version)
+        ingest = load_ingest(cfg, storage, candidate.lineage["ingest_key"])
+        return evaluate_model(model, ingest.split_uri("test"), threshold=cfg.train.threshold).value
+    return score
+
+
+def promote_version(cfg: RaylineConfig, storage: Storage, ref: str | int, alias: str, force: bool = False) -> dict:
+    registry = Registry(storage, cfg.name)
+    v = registry.resolve(ref)
+    p = promote(registry, v, alias, tolerance=cfg.train.promotion_tolerance, force=force,
+                reevaluate=reevaluator(cfg, storage))
+    return {"stage": "promote", **p.summary()}
+
+
+def rollback_alias(cfg: RaylineConfig, storage: Storage, alias: str) -> dict:
+    registry = Registry(storage, cfg.name)
+    before = registry.aliases().get(alias)
+    if before is None:
+        raise RegistryError(f"model {cfg.name!r} has no alias {alias!r}")
+    after = registry.rollback(alias)
+    return {"stage": "rollback", "alias": alias, "from": before, "to": after}

@@ -1,0 +1,131 @@
+"""The training stage's driver side: resources, data feeding choice, TorchTrainer, results.
+
+Ray resource choices live here, at the stage's edge: workers, CPU/GPU per worker, failure
+and checkpoint policy all come from the config and are decided in this one place.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rayline.config import RaylineConfig
+from rayline.data.ingest import IngestResult
+from rayline.errors import RaylineError
+from rayline.evaluate.metrics import primary_metric
+from rayline.storage import Storage
+from rayline.train.loop import META_FILE, WEIGHTS_FILE, train_loop_per_worker
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    run_name: str
+    run_uri: str
+    checkpoint_uri: str  # the best checkpoint by the validation metric
+    weights: bytes = field(repr=False)
+    history: list[dict]
+    best_epoch: int
+    metric: str
+    best_value: float
+    device: str
+    workers: int
+    feed: str
+    timings_s: dict
+
+    def summary(self) -> dict:
+        return {"run_name": self.run_name, "best_epoch": self.best_epoch, f"val_{self.metric}": self.best_value,
+                "epochs_run": len(self.history), "device": self.device, "workers": self.workers, "feed": self.feed,
+                "checkpoint": self.checkpoint_uri, "timings_s": self.timings_s}
+
+
+def default_run_name(cfg: RaylineConfig, ingest: IngestResult) -> str:
+    """Same data and config -> same run name, so rerunning the same command resumes."""
+    return f"{cfg.name}-{ingest.key[:8]}-{cfg.config_hash()[:8]}"
+
+
+def cluster_has_gpu() -> bool:
+    import ray
+
+    return ray.cluster_resources().get("GPU", 0) >= 1
+
+
+def choose_feed(cfg: RaylineConfig, ingest: IngestResult, workers: int) -> tuple[str, int]:
+    """'memory' when a worker's shard fits the configured budget, else 'stream'."""
+    spec = ingest.spec
+    row_bytes = 4 * len(spec.numeric_inputs) + 8 * len(spec.categorical) + 8
+    rows_per_worker = -(-ingest.manifest["rows"]["train"] // workers)
+    need = row_bytes * rows_per_worker
+    feed = "memory" if need <= cfg.train.in_memory_max_bytes else "stream"
+    log.info("train feed: %s (%d rows/worker x %d B = %.1f MiB, budget %.1f MiB)", feed, rows_per_worker,
+             row_bytes, need / 2**20, cfg.train.in_memory_max_bytes / 2**20)
+    return feed, rows_per_worker
+
+
+def run_training(cfg: RaylineConfig, ingest: IngestResult, storage: Storage, *, run_name: str | None = None,
+                 fresh: bool = False, progress=lambda msg: None) -> TrainResult:
+    """Train on the ingest's train/valid splits with Ray Train; resume a run of the same name."""
+    import ray.data
+    from ray.data import ExecutionOptions
+    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    t0 = time.perf_counter()
+    tc = cfg.train
+    run_name = run_name or default_run_name(cfg, ingest)
+    runs_rel = "runs"
+    if fresh:
+        storage.delete_dir(runs_rel, run_name)
+    elif storage.exists(runs_rel, run_name):
+        progress(f"train: run {run_name} exists, resuming from its latest checkpoint (use --fresh to start over)")
+    use_gpu = cluster_has_gpu() if tc.use_gpu == "auto" else bool(tc.use_gpu)
+    resources = {"CPU": tc.cpus_per_worker, **({"GPU": 1} if use_gpu else {})}
+    feed, rows_per_worker = choose_feed(cfg, ingest, tc.num_workers)
+    progress(f"train: {tc.num_workers} worker(s) x {resources}, {'GPU' if use_gpu else 'CPU'}, feed={feed}")
+
+    def read(split: str):
+        return ray.data.read_parquet(ingest.split_uri(split), partitioning=None).select_columns(["x_num", "x_cat", "y"])
+
+    # preserve_order makes the split of blocks across workers deterministic (same seed, same metrics).
+    data_config = DataConfig(datasets_to_split=["train", "valid"],
+                             execution_options=ExecutionOptions(preserve_order=True))
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"train": tc.model_dump(mode="json"), "spec": ingest.spec.to_json(), "feed": feed,
+                           "train_rows_per_worker": rows_per_worker},
+        scaling_config=ScalingConfig(num_workers=tc.num_workers, use_gpu=use_gpu, resources_per_worker=resources),
+        run_config=RunConfig(
+            name=run_name, storage_path=storage.uri(runs_rel),
+            failure_config=FailureConfig(max_failures=tc.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=tc.keep_checkpoints, checkpoint_score_attribute="score",
+                                               checkpoint_score_order="max"),
+        ),
+        datasets={"train": read("train"), "valid": read("valid")},
+        dataset_config=data_config,
+    )
+    try:
+        result = trainer.fit()
+    except Exception as e:  # noqa: BLE001 - Ray's error types vary; keep the cause in the message
+        raise RaylineError(f"training run {run_name} failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+                           f" (checkpoints, if any, are under {storage.uri(runs_rel, run_name)}; rerun to resume)") from e
+    fit_s = time.perf_counter() - t0
+    best = result.get_best_checkpoint("score", "max") if result.checkpoint else None
+    if best is None:
+        raise RaylineError(f"training run {run_name} produced no checkpoint")
+    with best.as_directory() as d:
+        weights = Path(d, WEIGHTS_FILE).read_bytes()
+        best_meta = json.loads(Path(d, META_FILE).read_text())
+    with result.checkpoint.as_directory() as d:
+        history = json.loads(Path(d, META_FILE).read_text())["history"]
+    metric, _ = primary_metric(cfg.task)
+    storage.write_json({"history": history}, runs_rel, run_name, "history.json")
+    return TrainResult(
+        run_name=run_name, run_uri=storage.uri(runs_rel, run_name), checkpoint_uri=best.path, weights=weights,
+        history=history, best_epoch=best_meta["epoch"] + 1, metric=metric, best_value=best_meta["best"],
+        device="cuda" if use_gpu else "cpu", workers=tc.num_workers, feed=feed,
+        timings_s={"fit": round(fit_s, 2)},
+    )
