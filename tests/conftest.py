@@ -148,3 +148,18 @@ def flights_ingest(ray_local, shared_root):
 
     cfg = load_config(FLIGHTS_CONFIG, [f"storage.root={shared_root}"])
     return cfg, run_ingest(cfg, Storage(cfg.storage.root))
+
+
+@pytest.fixture(scope="session")
+def flights_model(flights_ingest):
+    """A small model trained on the real flights data, registered and promoted to production."""
+    from rayline.config import load_config
+    from rayline.pipeline import promote_version, train_and_register
+    from rayline.storage import Storage
+
+    cfg, ingest = flights_ingest
+    cfg = load_config(FLIGHTS_CONFIG, [f"storage.root={cfg.storage.root}", "train.epochs=2"])
+    storage = Storage(cfg.storage.root)
+    out = train_and_register(cfg, storage, ingest=ingest)
+    promote_version(cfg, storage, out.version.version, "production")
+    return cfg, storage, out

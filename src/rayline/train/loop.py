@@ -62,7 +62,7 @@ def train_loop_per_worker(config: dict) -> dict:
     amp = device.type == "cuda" and torch.cuda.is_bf16_supported()
 
     # ---- resume: after a worker failure or a driver restart, continue from the last checkpoint
-    start_epoch, best, stale, history = 0, None, 0, []
+    start_epoch, best, stale, history, attempt = 0, None, 0, [], 1
     checkpoint = ray.train.get_checkpoint()
     if checkpoint:
         with checkpoint.as_directory() as d:
@@ -73,6 +73,7 @@ def train_loop_per_worker(config: dict) -> dict:
         scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["rng"])
         start_epoch, best, stale, history = meta["epoch"] + 1, meta["best"], meta["stale"], meta["history"]
+        attempt = meta.get("attempt", 1) + 1  # counts (re)starts: a resumed run never redoes finished epochs
         if rank == 0:
             print(f"[rayline] resumed from checkpoint of epoch {meta['epoch'] + 1}", flush=True)
 
@@ -103,7 +104,8 @@ def train_loop_per_worker(config: dict) -> dict:
         best, stale = (value, 0) if improved else (best, stale + 1)
         row = {"epoch": epoch + 1, "train_loss": train_loss, "val_loss": val_loss,
                f"val_{metric}": value, "epoch_time_s": round(time.perf_counter() - t, 3),
-               "train_samples_per_s": round(count * world / max(train_time, 1e-9), 1), "lr": scheduler.get_last_lr()[0]}
+               "train_samples_per_s": round(count * world / max(train_time, 1e-9), 1), "lr": scheduler.get_last_lr()[0],
+               "attempt": attempt}
         if task == "binary":
             row["val_accuracy"] = scores["accuracy"]
         history.append(row)
@@ -118,7 +120,7 @@ def train_loop_per_worker(config: dict) -> dict:
                 torch.save({"model": getattr(model, "module", model).state_dict(), "optimizer": optimizer.state_dict(),
                             "scheduler": scheduler.state_dict(), "rng": torch.get_rng_state()}, Path(d) / STATE_FILE)
                 Path(d, WEIGHTS_FILE).write_bytes(weights_to_bytes(model))
-                Path(d, META_FILE).write_text(json.dumps({"epoch": epoch, "best": best, "stale": stale,
+                Path(d, META_FILE).write_text(json.dumps({"epoch": epoch, "best": best, "stale": stale, "attempt": attempt,
                                                           "history": history, "metrics": row}))
                 ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
         else:
