@@ -156,13 +156,15 @@ class LabelConfig(_Model):
 class SplitConfig(_Model):
     """Deterministic train/validation/test assignment.
 
-    method=time: rows with `column >= test_from` are test; of the rest, `valid_fraction`
-    (by a stable hash of `key`) are validation. method=hash: fractions by hash of `key`.
+    method=time: rows with `column >= test_from` are test; rows in [valid_from, test_from) are
+    validation when `valid_from` is set, else `valid_fraction` of the rest (by a stable hash of
+    `key`). method=hash: fractions by hash of `key`.
     """
 
     method: Literal["time", "hash"] = "hash"
     column: str | None = None
     test_from: str | None = None
+    valid_from: str | None = None
     key: list[str] = Field(default_factory=list, description="columns hashed for the split (default: all)")
     valid_fraction: float = Field(0.1, ge=0.0, lt=1.0)
     test_fraction: float = Field(0.1, ge=0.0, lt=1.0)
@@ -172,6 +174,8 @@ class SplitConfig(_Model):
     def _method_fields(self) -> "SplitConfig":
         if self.method == "time" and (not self.column or not self.test_from):
             raise ValueError("method time needs column and test_from")
+        if self.valid_from is not None and (self.method != "time" or self.valid_from >= (self.test_from or "")):
+            raise ValueError("valid_from needs method time and must come before test_from")
         if self.method == "hash" and self.valid_fraction + self.test_fraction >= 1.0:
             raise ValueError("valid_fraction + test_fraction must be < 1")
         return self

@@ -25,6 +25,7 @@ from rayline.features.spec import compare
 SPLIT_COL = "rl__split"  # no leading "_": Arrow and Ray skip such directories
 STATS_COL = "rl__stats"
 QUARANTINE = "quarantine"
+SPLIT_NAMES = ["train", "valid", "test", QUARANTINE]
 Q_PREFIX = "q_"  # quarantine columns in the staged table: q_rule, q_column, ...
 
 
@@ -160,9 +161,11 @@ def stage_table(clean: pa.Table, split: np.ndarray, quarantine: pa.Table, stats_
         cols[name] = pa.concat_arrays([*col.chunks, pa.nulls(nq, col.type)]) if col.num_chunks else pa.nulls(nc + nq, col.type)
     for f in QUARANTINE_SCHEMA:
         cols[Q_PREFIX + f.name] = pa.concat_arrays([pa.nulls(nc, f.type), quarantine.column(f.name).combine_chunks()])
-    cols[SPLIT_COL] = pa.array(list(split) + [QUARANTINE] * nq, pa.string())
-    stats = [None] * (nc + nq)
-    if stats:
-        stats[0] = stats_json
-    cols[STATS_COL] = pa.array(stats, pa.string())
+    # Split names as a dictionary array built from integer codes: no per-row Python objects.
+    codes = np.full(nc + nq, len(SPLIT_NAMES) - 1, dtype=np.int8)
+    for i, name in enumerate(SPLIT_NAMES[:-1]):
+        codes[:nc][split == name] = i
+    cols[SPLIT_COL] = pa.DictionaryArray.from_arrays(pa.array(codes), pa.array(SPLIT_NAMES)).cast(pa.string())
+    stats = pa.concat_arrays([pa.array([stats_json], pa.string()), pa.nulls(nc + nq - 1, pa.string())]) if nc + nq else pa.nulls(0, pa.string())
+    cols[STATS_COL] = stats
     return pa.table(cols)

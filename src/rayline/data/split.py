@@ -43,6 +43,11 @@ def unit_interval(h: np.ndarray) -> np.ndarray:
     return (h >> np.uint64(11)).astype(np.float64) / float(1 << 53)
 
 
+def _utc(text: str) -> pa.Scalar:
+    t = pd.Timestamp(text)
+    return pa.scalar(t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC"), pa.timestamp("us", tz="UTC"))
+
+
 def assign(table: pa.Table, cfg: SplitConfig) -> tuple[np.ndarray, np.ndarray]:
     """Return (split name per row as object array, mask of rows whose split cannot be decided)."""
     key = cfg.key or [c for c in table.column_names if not c.startswith("__rl_")]
@@ -50,13 +55,14 @@ def assign(table: pa.Table, cfg: SplitConfig) -> tuple[np.ndarray, np.ndarray]:
     out = np.full(table.num_rows, TRAIN, dtype=object)
     undecided = np.zeros(table.num_rows, dtype=bool)
     if cfg.method == "time":
-        ts, bad = coerce(table.column(cfg.column), "timestamp")
-        cut = pa.scalar(pd.Timestamp(cfg.test_from, tz="UTC") if pd.Timestamp(cfg.test_from).tzinfo is None
-                        else pd.Timestamp(cfg.test_from), pa.timestamp("us", tz="UTC"))
-        is_test = pc.greater_equal(ts, cut)
+        ts, _ = coerce(table.column(cfg.column), "timestamp")
+        is_test = pc.greater_equal(ts, _utc(cfg.test_from))
         undecided = pc.is_null(is_test).to_numpy(zero_copy_only=False)
         is_test = pc.fill_null(is_test, False).to_numpy(zero_copy_only=False)
-        out[u < cfg.valid_fraction] = VALID
+        if cfg.valid_from:
+            out[pc.fill_null(pc.greater_equal(ts, _utc(cfg.valid_from)), False).to_numpy(zero_copy_only=False)] = VALID
+        else:
+            out[u < cfg.valid_fraction] = VALID
         out[is_test] = TEST
     else:
         out[u < cfg.test_fraction + cfg.valid_fraction] = VALID

@@ -12,6 +12,7 @@ import json
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -58,7 +59,6 @@ class Failures:
         idx = np.flatnonzero(self.bad)
         bad_rows = raw.take(pa.array(idx))
         src = bad_rows.column(source_col).to_pylist() if source_col and source_col in raw.column_names else [None] * idx.size
-        rows = bad_rows.drop_columns([c for c in (source_col,) if c and c in raw.column_names]).to_pylist()
         return pa.table({
             "table": pa.array([table_name] * idx.size, pa.string()),
             "rule": pa.array(self.rule[idx].tolist(), pa.string()),
@@ -66,8 +66,18 @@ class Failures:
             "value": pa.array(self.value[idx].tolist(), pa.string()),
             "failures": pa.array(["; ".join(self.all[i]) for i in idx.tolist()], pa.string()),
             "source_file": pa.array(src, pa.string()),
-            "row": pa.array([json.dumps(r, default=str) for r in rows], pa.string()),
+            "row": pa.array(_json_rows(bad_rows.drop_columns([c for c in (source_col,) if c and c in raw.column_names])), pa.string()),
         }, schema=QUARANTINE_SCHEMA)
+
+
+def _json_rows(table: pa.Table) -> list[str]:
+    """Each row as a JSON object (pandas' C encoder: quarantines can be large)."""
+    if table.num_rows == 0:
+        return []
+    try:
+        return table.to_pandas(types_mapper=pd.ArrowDtype).to_json(orient="records", lines=True, date_format="iso").splitlines()
+    except (ValueError, TypeError, OverflowError):
+        return [json.dumps(r, default=str) for r in table.to_pylist()]
 
 
 def apply_rules(table: pa.Table, rules: dict[str, ColumnRule], failures: Failures) -> pa.Table:
