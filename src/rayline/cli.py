@@ -270,6 +270,63 @@ def models_rollback(config: ConfigOpt, set_: SetOpt = None, alias: Annotated[str
     _run(body, as_json, lambda s: typer.echo(f"{s['alias']}: version {s['from']} -> {s['to']}"))
 
 
+# ------------------------------------------------------------------ serving
+ModelOpt = Annotated[Optional[str], typer.Option("--version", help="model version or alias (default: serve.model_alias)")]
+
+
+@app.command("serve")
+def serve_cmd(config: ConfigOpt, set_: SetOpt = None, address: AddressOpt = None, version: ModelOpt = None,
+              as_json: JsonOpt = False) -> None:
+    """Deploy the endpoint (embedded local Ray unless --address) and serve until Ctrl-C."""
+    from rayline.runtime import ray_session
+    from rayline.serve.deploy import deploy
+
+    def body():
+        cfg = _load(config, set_)
+        with ray_session(address):
+            d = deploy(cfg, os.path.abspath(config), set_ or [], version)
+            typer.echo(json.dumps(d.summary()) if as_json else
+                       f"serving {cfg.name} version {d.model_version} at {d.url} (docs: {d.url}/docs); Ctrl-C stops")
+            try:
+                while True:
+                    time.sleep(1)
+            except KeyboardInterrupt:
+                from ray import serve
+
+                typer.echo("stopping: finishing in-flight requests", err=True)
+                serve.shutdown()
+        return None
+    _run(body, as_json)
+
+
+@app.command("deploy")
+def deploy_cmd(config: ConfigOpt, set_: SetOpt = None, address: AddressOpt = None, version: ModelOpt = None,
+               as_json: JsonOpt = False) -> None:
+    """Deploy or update the endpoint on a running cluster (a version change reconfigures live replicas)."""
+    from rayline.runtime import ray_session
+    from rayline.serve.deploy import deploy
+
+    def body():
+        cfg = _load(config, set_)
+        with ray_session(address or "auto"):
+            return deploy(cfg, os.path.abspath(config), set_ or [], version).summary()
+    _run(body, as_json, lambda s: typer.echo(f"{s['app']}: version {s['model_version']} at {s['url']}"))
+
+
+@app.command("serve-config")
+def serve_config_cmd(config: ConfigOpt, set_: SetOpt = None, version: ModelOpt = None,
+                     config_path: Annotated[Optional[str], typer.Option("--config-path", help="path as the cluster sees it")] = None) -> None:
+    """Print the Serve config (for `serve deploy`, or a RayService's serveConfigV2)."""
+    import yaml
+
+    from rayline.serve.deploy import serve_config
+
+    def body():
+        cfg = _load(config, set_)
+        typer.echo(yaml.safe_dump(serve_config(cfg, config_path or config, set_ or [], version), sort_keys=False), nl=False)
+    _run(body, False)
+
+
 def main() -> None:
     app()
 

@@ -170,6 +170,14 @@ class SplitConfig(_Model):
     test_fraction: float = Field(0.1, ge=0.0, lt=1.0)
     seed: int = 0
 
+    @field_validator("test_from", "valid_from", mode="before")
+    @classmethod
+    def _date_as_text(cls, v: Any) -> Any:
+        # YAML reads an unquoted 2013-11-01 as a date.
+        import datetime as dt
+
+        return v.isoformat() if isinstance(v, (dt.date, dt.datetime)) else v
+
     @model_validator(mode="after")
     def _method_fields(self) -> "SplitConfig":
         if self.method == "time" and (not self.column or not self.test_from):

@@ -33,7 +33,7 @@ from rayline.config import RaylineConfig
 from rayline.data import sources as src_mod
 from rayline.data.join import prepare_dimension
 from rayline.data.process import (
-    Q_PREFIX, QUARANTINE, SPLIT_COL, STATS_COL, BatchProcessor, required_primary_columns,
+    Q_PREFIX, QUARANTINE, SPLIT_COL, STATS_COL, BatchProcessor, feature_constraints, required_primary_columns,
 )
 from rayline.data.validate import QUARANTINE_SCHEMA, Failures, apply_rules, duplicate_mask
 from rayline.errors import InputError
@@ -42,7 +42,7 @@ from rayline.features.spec import FeatureSpec
 from rayline.storage import Storage
 
 log = logging.getLogger(__name__)
-FORMAT_VERSION = 1  # bump when the layout of the output changes
+FORMAT_VERSION = 2  # bump when the layout of the output changes
 SPLITS = ("train", "valid", "test")
 
 
@@ -109,13 +109,12 @@ def run_ingest(cfg: RaylineConfig, storage: Storage, *, force: bool = False,
     storage.clean_stale(f"datasets/{cfg.name}")
     tmp = storage.temp_dir(final)
     try:
-        stats, counts, by_rule = _execute(cfg, storage, primary, dims, dim_quarantine, tmp, progress, timings)
+        spec, counts, by_rule = _execute(cfg, storage, primary, dims, dim_quarantine, tmp, progress, timings)
         rows_read = counts["read"]
         if expected_rows is not None and rows_read != expected_rows:
             raise InputError(f"source {d.primary!r}: read {rows_read} rows but the Parquet footers declare {expected_rows}")
         if rows_read == 0:
             raise InputError(f"source {d.primary!r}: the input has no rows ({', '.join(primary.files[:3])})")
-        spec = build_spec(stats, cfg)
         storage.write_bytes(spec.to_json().encode(), tmp, "feature_spec.json")
         timings["total"] = time.perf_counter() - t0
         manifest = {
@@ -202,7 +201,7 @@ def _execute(cfg, storage: Storage, primary, dims, dim_quarantine, tmp: str, pro
             split_rows.update(part.pop("split_rows"))
             part.pop("files", None)
             stats = stats.merge(PartialStats.from_dict(part))
-    spec = build_spec(stats, cfg)
+    spec = build_spec(stats, cfg, feature_constraints(cfg))
     timings["fit"] = time.perf_counter() - t
 
     # ---- quarantine: primary rows from the staged partition + dimension rows, one dataset
@@ -232,7 +231,7 @@ def _execute(cfg, storage: Storage, primary, dims, dim_quarantine, tmp: str, pro
     for s in SPLITS:
         if written[s] != split_rows.get(s, 0):
             raise RuntimeError(f"reconciliation failed for split {s}: wrote {written[s]}, staged {split_rows.get(s, 0)}")
-    return stats, counts, by_rule
+    return spec, counts, by_rule
 
 
 class _ModelTable:

@@ -73,6 +73,25 @@ def _merge(base: ColumnRule, declared: ColumnRule | None) -> ColumnRule:
     return base.model_copy(update={**update, "nullable": base.nullable and declared.nullable})
 
 
+def feature_constraints(cfg: RaylineConfig) -> dict[str, dict]:
+    """Validation rules of the feature columns, wherever they come from (primary or a join)."""
+    d = cfg.data
+    rules = primary_rules(cfg)
+    for j in d.joins:
+        for col, rule in d.sources[j.table].columns.items():
+            if col in j.columns:
+                # A joined value is looked up, not sent as is; its range still says what is valid.
+                rules.setdefault(j.output_name(col), rule.model_copy(update={"nullable": True}))
+    out = {}
+    for name in d.features.columns():
+        r = rules.get(name)
+        if r is None:
+            continue
+        c = {"required": not r.nullable, "min": r.min, "max": r.max, "allowed": r.allowed}
+        out[name] = {k: v for k, v in c.items() if v not in (None, False)}
+    return out
+
+
 def required_primary_columns(cfg: RaylineConfig) -> list[str]:
     """Columns every file of the primary table must have (anything else is a whole-file error)."""
     d = cfg.data

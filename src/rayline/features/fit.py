@@ -110,7 +110,7 @@ def partial_stats(table: pa.Table, cfg: RaylineConfig, label: np.ndarray | None)
     return out
 
 
-def build_spec(stats: PartialStats, cfg: RaylineConfig) -> FeatureSpec:
+def build_spec(stats: PartialStats, cfg: RaylineConfig, constraints: dict | None = None) -> FeatureSpec:
     feats, rows = cfg.data.features, max(stats.rows, 1)
     numeric = []
     for f in feats.numeric:
@@ -141,4 +141,4 @@ def build_spec(stats: PartialStats, cfg: RaylineConfig) -> FeatureSpec:
         train_std=stats.label.std if stats.label.n else None,
     )
     return FeatureSpec(numeric=numeric, categorical=categorical, time=time, label=label,
-                       passthrough=list(cfg.data.passthrough), train_rows=stats.rows)
+                       passthrough=list(cfg.data.passthrough), constraints=constraints or {}, train_rows=stats.rows)

@@ -64,6 +64,15 @@ class TimeSpec(_Spec):
     timezone: str | None = None
 
 
+class Constraint(_Spec):
+    """What a valid raw value looks like, from the config's validation rules (checked by serving)."""
+
+    required: bool = False
+    min: float | None = None
+    max: float | None = None
+    allowed: list[str] | None = None
+
+
 class LabelSpec(_Spec):
     column: str
     task: Literal["binary", "regression", "multiclass"]
@@ -93,6 +102,7 @@ class FeatureSpec(_Spec):
     time: list[TimeSpec]
     label: LabelSpec
     passthrough: list[str] = Field(default_factory=list)
+    constraints: dict[str, Constraint] = Field(default_factory=dict)
     train_rows: int = 0
 
     # ------------------------------------------------------------------ layout

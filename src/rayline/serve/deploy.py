@@ -1,0 +1,112 @@
+"""Deploying the Serve application declaratively, as `serve deploy` and KubeRay do.
+
+The Serve config built here is the one file format for every deployment path: `rayline
+serve`/`rayline deploy` apply it through the Serve controller (the same call the dashboard's
+REST endpoint makes), `cluster/serve-flights.yaml` is this config written out, and the
+KubeRay RayService embeds it as serveConfigV2. Because every deploy goes through the
+declarative path, a change of the model reference alone is a `user_config` update: Serve calls
+`reconfigure()` on the live replicas, which load and warm the new model before swapping it in.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+
+from rayline.config import RaylineConfig
+from rayline.errors import RaylineError
+from rayline.serve.app import deployment_options
+
+IMPORT_PATH = "rayline.serve.app:app_builder"
+
+
+def serve_config(cfg: RaylineConfig, config_path: str, overrides: list[str] | None = None,
+                 model: str | None = None) -> dict:
+    opts = deployment_options(cfg)
+    if model is not None:
+        opts["user_config"] = {**opts["user_config"], "model": str(model)}
+    return {
+        "proxy_location": "EveryNode",
+        "http_options": {"host": cfg.serve.host, "port": cfg.serve.port, "request_timeout_s": 30},
+        "applications": [{
+            "name": cfg.serve.app_name,
+            "route_prefix": cfg.serve.route_prefix,
+            "import_path": IMPORT_PATH,
+            "args": {"config": config_path, "set": list(overrides or [])},
+            "deployments": [{"name": "ModelServer", **opts}],
+        }],
+    }
+
+
+@dataclass
+class Deployment:
+    url: str
+    model_version: int | None
+    app: str
+
+    def summary(self) -> dict:
+        return {"stage": "deploy", "url": self.url, "model_version": self.model_version, "app": self.app}
+
+
+def apply(config: dict, timeout_s: float = 180) -> None:
+    """Start Serve if needed and apply the config (a user_config-only change reconfigures in place)."""
+    from ray.serve._private.api import serve_start
+    from ray.serve.schema import ServeDeploySchema
+
+    schema = ServeDeploySchema.model_validate(config)
+    client = serve_start(http_options=schema.http_options.model_dump(), proxy_location=schema.proxy_location,
+                         grpc_options=schema.grpc_options.model_dump())
+    client.deploy_apps(schema)
+    _wait_running([a.name for a in schema.applications], timeout_s)
+
+
+def _wait_running(apps: list[str], timeout_s: float) -> None:
+    from ray import serve
+
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        status = serve.status()
+        states = {name: status.applications.get(name) for name in apps}
+        if all(s is not None and s.status == "RUNNING" for s in states.values()):
+            return
+        failed = {n: s.message for n, s in states.items() if s is not None and s.status == "DEPLOY_FAILED"}
+        if failed:
+            raise RaylineError(f"deployment failed: {failed}")
+        time.sleep(0.5)
+    raise RaylineError(f"deployment of {apps} not running after {timeout_s}s: {serve.status().applications}")
+
+
+def base_url(cfg: RaylineConfig) -> str:
+    host = "127.0.0.1" if cfg.serve.host in ("0.0.0.0", "::") else cfg.serve.host
+    return f"http://{host}:{cfg.serve.port}{cfg.serve.route_prefix.rstrip('/')}"
+
+
+def wait_ready(url: str, timeout_s: float = 60, version: int | None = None) -> int:
+    deadline, last = time.time() + timeout_s, None
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(f"{url}/readyz", timeout=5) as r:
+                v = json.loads(r.read())["model_version"]
+                if version is None or v == version:
+                    return v
+                last = f"serving version {v}, waiting for {version}"
+        except (urllib.error.URLError, OSError, ValueError, KeyError) as e:
+            last = str(e)
+        time.sleep(0.3)
+    raise RaylineError(f"{url} is not ready after {timeout_s}s ({last})")
+
+
+def deploy(cfg: RaylineConfig, config_path: str, overrides: list[str] | None = None, model: str | None = None,
+           timeout_s: float = 180) -> Deployment:
+    """Deploy or update the app; returns once it answers /readyz with the expected version."""
+    from rayline.registry import Registry
+    from rayline.storage import Storage
+
+    ref = str(model) if model is not None else cfg.serve.model_alias
+    version = Registry(Storage(cfg.storage.root), cfg.name).resolve(ref)  # fail early, with a clear message
+    apply(serve_config(cfg, config_path, overrides, model), timeout_s)
+    url = base_url(cfg)
+    return Deployment(url=url, model_version=wait_ready(url, timeout_s, version), app=cfg.serve.app_name)
