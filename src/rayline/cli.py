@@ -327,6 +327,26 @@ def serve_config_cmd(config: ConfigOpt, set_: SetOpt = None, version: ModelOpt =
     _run(body, False)
 
 
+@app.command()
+def predict(config: ConfigOpt, input: Annotated[str, typer.Option("--input", help="file or directory of records")],
+            output: Annotated[str, typer.Option("--output", help="output directory (predictions/ and quarantine/)")],
+            set_: SetOpt = None, address: AddressOpt = None, version: ModelOpt = None,
+            format: Annotated[Optional[str], typer.Option("--format", help="parquet|csv|json (default: from the name)")] = None,
+            as_json: JsonOpt = False) -> None:
+    """Batch inference with Ray Data; rows out + rows quarantined = rows in."""
+    from rayline.batch import run_batch_predict
+    from rayline.runtime import ray_session
+    from rayline.storage import Storage
+
+    def body():
+        cfg = _load(config, set_)
+        with ray_session(address):
+            return run_batch_predict(cfg, Storage(cfg.storage.root), input, output, model=version, fmt=format).summary()
+    _run(body, as_json, lambda s: typer.echo(
+        f"version {s['version']}: rows in {s['rows_in']:,} = predicted {s['rows_out']:,} + quarantined {s['quarantined']:,}"
+        f"\noutput: {s['output']} ({s['seconds']}s)"))
+
+
 def main() -> None:
     app()
 

@@ -1,0 +1,149 @@
+"""Batch inference on Ray Data: raw records in, predictions (with the input's key columns) out.
+
+An actor pool (GPU actors when the cluster has GPUs) loads the model once per actor; each
+batch is validated with the same constraints the endpoint enforces and transformed by the same
+FeatureSpec code, so batch and online predictions agree exactly. Invalid rows go to a
+quarantine with the reason; rows out + rows quarantined = rows in, checked at the end.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from rayline.config import ColumnRule, RaylineConfig, SourceConfig
+from rayline.data import sources as src_mod
+from rayline.data.validate import Failures, apply_rules
+from rayline.errors import InputError
+from rayline.features.spec import FeatureSpec
+from rayline.model.artifact import LoadedModel
+from rayline.storage import Storage
+
+KIND_TO_TYPE = {"float": "float", "string": "string", "timestamp": "timestamp"}
+KIND = "rl__kind"
+
+
+@dataclass
+class BatchResult:
+    version: int
+    rows_in: int
+    rows_out: int
+    quarantined: int
+    output: str
+    seconds: float
+
+    def summary(self) -> dict:
+        return {"stage": "predict", **self.__dict__}
+
+
+def spec_rules(spec: FeatureSpec) -> dict[str, ColumnRule]:
+    """The endpoint's checks as validation rules (types, required, ranges, allowed values)."""
+    rules = {}
+    for name, kind in spec.raw_kinds().items():
+        c = spec.constraints.get(name)
+        rules[name] = ColumnRule(type=KIND_TO_TYPE[kind], nullable=not (c and c.required),
+                                 min=c.min if c and kind != "string" else None,
+                                 max=c.max if c and kind != "string" else None, allowed=c.allowed if c else None)
+    return rules
+
+
+class Predictor:
+    """Ray Data actor: loads the model once, predicts pyarrow batches."""
+
+    def __init__(self, weights: bytes, spec_json: str, model_json: str, version: int, keep: list[str], use_gpu: bool):
+        self.model = LoadedModel.from_bytes(weights, spec_json, model_json, device="cuda" if use_gpu else "cpu")
+        self.version, self.keep = version, keep
+        self.rules = spec_rules(self.model.spec)
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        failures = Failures(batch.num_rows)
+        typed = apply_rules(batch, self.rules, failures)
+        ok = ~failures.bad
+        clean = typed.filter(pa.array(ok))
+        preds = self.model.predict_inputs(self.model.spec.transform(clean))
+        out = {c: clean.column(c) for c in self.keep if c in clean.column_names}
+        if preds.ndim == 2:
+            out["prediction"] = pa.FixedSizeListArray.from_arrays(pa.array(preds.reshape(-1).astype(np.float64)), preds.shape[1])
+        else:
+            out["prediction"] = pa.array(preds.astype(np.float64))
+        out["model_version"] = pa.array(np.full(clean.num_rows, self.version, dtype=np.int64))
+        good = pa.table(out).append_column(KIND, pa.array(["ok"] * clean.num_rows, pa.string()))
+        q = failures.quarantine(batch, "predict", src_mod.PATH_COLUMN)
+        # one output stream: predictions and quarantined rows, told apart by KIND
+        return pa.concat_tables([_pad(good, q.schema), _pad(q.append_column(KIND, pa.array(["quarantine"] * q.num_rows, pa.string())), good.schema)],
+                                promote_options="default")
+
+
+def _pad(t: pa.Table, other: pa.Schema) -> pa.Table:
+    for f in other:
+        if f.name not in t.column_names:
+            t = t.append_column(f.name, pa.nulls(t.num_rows, f.type))
+    return t
+
+
+def run_batch_predict(cfg: RaylineConfig, storage: Storage, input_path: str, output_path: str, *,
+                      model: str | None = None, fmt: str | None = None, keep: list[str] | None = None) -> BatchResult:
+    import ray
+    import ray.data
+    from ray.data import ActorPoolStrategy
+
+    from rayline.registry import Registry
+    from rayline.model.artifact import MODEL_CONFIG, SPEC, WEIGHTS
+
+    t0 = time.perf_counter()
+    registry = Registry(storage, cfg.name)
+    version = registry.resolve(model or cfg.serve.model_alias)
+    spec = FeatureSpec.from_json(registry.read_file(version, SPEC))
+    fmt = fmt or _guess_format(input_path)
+    src = src_mod.resolve("input", SourceConfig(format=fmt, path=input_path), storage)
+    src_mod.check_files(src, sorted(n for n, c in spec.constraints.items() if c.required))
+    keep = keep if keep is not None else [c for c in dict.fromkeys(spec.passthrough + cfg.data.passthrough)]
+    use_gpu = ray.cluster_resources().get("GPU", 0) >= 1
+    parent, _, name = (output_path.rstrip("/")).rpartition("/")
+    out = Storage(parent or ".")
+    tmp = out.temp_dir(name)
+    ds = src_mod.read_dataset(src)
+    ds = ds.rename_columns({"path": src_mod.PATH_COLUMN})
+    ds = ds.map_batches(
+        Predictor, fn_constructor_args=(registry.read_file(version, WEIGHTS), spec.to_json(),
+                                        registry.read_file(version, MODEL_CONFIG).decode(), version, keep, use_gpu),
+        batch_format="pyarrow", batch_size=65_536, compute=ActorPoolStrategy(min_size=1, max_size=2),
+        num_gpus=1 if use_gpu else 0, num_cpus=cfg.serve.cpus_per_replica)
+    try:
+        ds.write_parquet(out.path(tmp), filesystem=out.fs, partition_cols=[KIND])
+    except Exception as e:  # noqa: BLE001
+        detail = src_mod.diagnose(src)
+        raise InputError(detail or f"batch prediction failed: {type(e).__name__}: {str(e).splitlines()[0]}") from None
+    rows_out = _rows(out, f"{tmp}/{KIND}=ok")
+    quarantined = _rows(out, f"{tmp}/{KIND}=quarantine")
+    # rows in, counted independently of the prediction pass (footers for Parquet, a count otherwise)
+    rows_in = sum(pq.ParquetFile(src.filesystem.open_input_file(f)).metadata.num_rows for f in src.files) \
+        if src.format == "parquet" else src_mod.read_dataset(src).count()
+    if rows_in != rows_out + quarantined:
+        raise RuntimeError(f"reconciliation failed: rows in {rows_in} != out {rows_out} + quarantined {quarantined}")
+    # Final layout: <output>/predictions/ and <output>/quarantine/ (quarantine columns only).
+    for kind, sub in (("ok", "predictions"), ("quarantine", "quarantine")):
+        if out.exists(f"{tmp}/{KIND}={kind}"):
+            out.fs.move(out.path(f"{tmp}/{KIND}={kind}"), out.path(f"{tmp}/{sub}"))
+    out.publish(tmp, name)
+    return BatchResult(version, rows_in, rows_out, quarantined, out.uri(name), round(time.perf_counter() - t0, 2))
+
+
+def _rows(storage: Storage, rel: str) -> int:
+    if not storage.exists(rel):
+        return 0
+    return sum(pq.ParquetFile(storage.fs.open_input_file(p)).metadata.num_rows for p in storage.list_files(rel, suffix=".parquet"))
+
+
+def _guess_format(path: str) -> str:
+    p = path.lower().rstrip("/")
+    if p.endswith((".csv", ".csv.gz", ".tsv")):
+        return "csv"
+    if p.endswith((".json", ".jsonl", ".ndjson", ".json.gz", ".jsonl.gz")):
+        return "json"
+    return "parquet"
+
