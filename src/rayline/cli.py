@@ -270,6 +270,49 @@ def models_rollback(config: ConfigOpt, set_: SetOpt = None, alias: Annotated[str
     _run(body, as_json, lambda s: typer.echo(f"{s['alias']}: version {s['from']} -> {s['to']}"))
 
 
+# ------------------------------------------------------------------ the whole pipeline
+@app.command()
+def run(config: ConfigOpt, set_: SetOpt = None, address: AddressOpt = None,
+        fresh: Annotated[bool, typer.Option("--fresh", help="retrain even if data and config are unchanged")] = False,
+        keep_serving: Annotated[bool, typer.Option("--keep-serving", help="keep the endpoint up until Ctrl-C")] = False,
+        as_json: JsonOpt = False) -> None:
+    """ingest -> train -> evaluate -> register -> promote -> deploy -> smoke request."""
+    from rayline.pipeline import run_pipeline
+    from rayline.runtime import ray_session
+    from rayline.storage import Storage
+
+    def body():
+        cfg = _load(config, set_)
+        with ray_session(address):
+            result = run_pipeline(cfg, Storage(cfg.storage.root), os.path.abspath(config), set_ or [], fresh=fresh,
+                                  progress=_progress)
+            if keep_serving:
+                typer.echo(f"serving at {result.stages['deploy']['url']}; Ctrl-C stops", err=True)
+                try:
+                    while True:
+                        time.sleep(1)
+                except KeyboardInterrupt:
+                    pass
+        return result.summary()
+    _run(body, as_json, _render_run)
+
+
+def _render_run(s: dict) -> None:
+    ing, tr, dep = s["ingest"], s["train"], s["deploy"]
+    rows = ing["rows"]
+    typer.echo(f"ingest  {'reused' if ing['reused'] else 'ran'}: {rows['read']:,} rows, {rows['clean']:,} clean, "
+               f"{rows['quarantined']:,} quarantined; train/valid/test {rows['train']:,}/{rows['valid']:,}/{rows['test']:,}")
+    test = ", ".join(f"{k} {v:.4f}" for k, v in tr["test"].items() if isinstance(v, float))
+    typer.echo(f"model   version {tr['version']}{' (reused)' if tr['reused'] else ''}: test {test}")
+    typer.echo(f"report  {tr['report']}")
+    promo = s["promote"]
+    typer.echo("promote " + (f"refused: {promo['refused']}" if "refused" in promo else f"{promo['alias']} -> version {promo['version']}"))
+    typer.echo(f"deploy  {dep['url']} serving version {dep['model_version']}")
+    typer.echo(f"smoke   HTTP {s['smoke']['status']}: {s['smoke']['predictions'][0]}")
+    typer.echo("time    " + ", ".join(f"{k} {v:.1f}s" for k, v in s["seconds"].items())
+               + f"; total {sum(s['seconds'].values()):.1f}s")
+
+
 # ------------------------------------------------------------------ serving
 ModelOpt = Annotated[Optional[str], typer.Option("--version", help="model version or alias (default: serve.model_alias)")]
 

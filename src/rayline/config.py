@@ -258,6 +258,7 @@ class AutoscalingConfig(_Model):
 
 class ServeConfig(_Model):
     model_alias: str = "production"
+    model_poll_s: float = Field(5.0, ge=0, description="how often replicas check the alias (0: only on redeploy)")
     app_name: str = "rayline"
     route_prefix: str = "/"
     host: str = "127.0.0.1"

@@ -113,3 +113,76 @@ def rollback_alias(cfg: RaylineConfig, storage: Storage, alias: str) -> dict:
         raise RegistryError(f"model {cfg.name!r} has no alias {alias!r}")
     after = registry.rollback(alias)
     return {"stage": "rollback", "alias": alias, "from": before, "to": after}
+
+
+@dataclass
+class PipelineResult:
+    stages: dict
+    seconds: dict
+
+    def summary(self) -> dict:
+        return {"stage": "run", **self.stages, "seconds": self.seconds}
+
+
+def run_pipeline(cfg: RaylineConfig, storage: Storage, config_path: str, overrides: list[str], *,
+                 fresh: bool = False, progress=lambda m: None) -> PipelineResult:
+    """ingest -> train -> evaluate -> register -> promote (gated) -> deploy -> one smoke request."""
+    import json as _json
+    import urllib.request
+
+    from rayline.errors import RaylineError
+    from rayline.serve.deploy import deploy
+
+    seconds: dict[str, float] = {}
+    stages: dict = {}
+
+    def timed(name: str, fn):
+        t = time.perf_counter()
+        progress(f"[{name}] ...")
+        out = fn()
+        seconds[name] = round(time.perf_counter() - t, 2)
+        progress(f"[{name}] done in {seconds[name]}s")
+        return out
+
+    ingest = timed("ingest", lambda: run_ingest(cfg, storage, progress=progress))
+    stages["ingest"] = {"key": ingest.key, "reused": ingest.reused, "rows": ingest.manifest["rows"],
+                        "quarantine_by_rule": ingest.manifest["quarantine_by_rule"]}
+    trained = timed("train", lambda: train_and_register(cfg, storage, ingest=ingest, fresh=fresh, progress=progress))
+    stages["train"] = {"version": trained.version.version, "reused": trained.reused, "test": trained.version.summary()["test"],
+                       "report": f"{trained.version.uri}/report/report.md"}
+
+    def do_promote():
+        try:
+            return promote_version(cfg, storage, trained.version.version, cfg.serve.model_alias)
+        except RegistryError as e:
+            progress(f"[promote] refused: {e}")
+            return {"refused": str(e)}
+    stages["promote"] = timed("promote", do_promote)
+    registry = Registry(storage, cfg.name)
+    if cfg.serve.model_alias not in registry.aliases():
+        raise RaylineError(f"nothing to serve: alias {cfg.serve.model_alias!r} is not set")
+    dep = timed("deploy", lambda: deploy(cfg, config_path, overrides))
+    stages["deploy"] = dep.summary()
+
+    def smoke():
+        record = _smoke_record(ingest, ingest.spec.input_columns)
+        req = urllib.request.Request(f"{dep.url}/predict", data=_json.dumps(record).encode(),
+                                     headers={"content-type": "application/json"})
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return {"status": r.status, **_json.loads(r.read())}
+    stages["smoke"] = timed("smoke", smoke)
+    return PipelineResult(stages, seconds)
+
+
+def _smoke_record(ingest: IngestResult, columns: list[str]) -> dict:
+    """A typical record: each feature at its training mean or most frequent value."""
+    spec = ingest.spec
+    rec: dict = {f.name: round(f.mean, 3) for f in spec.numeric}
+    rec.update({c.name: c.vocabulary[0] for c in spec.categorical if c.vocabulary})
+    rec.update({t.name: "2013-06-01T12:00:00Z" for t in spec.time})
+    for name, c in spec.constraints.items():
+        if name in rec and c.allowed and str(rec[name]) not in c.allowed:
+            rec[name] = c.allowed[0]
+        if name in rec and isinstance(rec[name], float) and c.min is not None:
+            rec[name] = max(rec[name], c.min)
+    return {k: v for k, v in rec.items() if k in columns}

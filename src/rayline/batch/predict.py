@@ -106,13 +106,14 @@ def run_batch_predict(cfg: RaylineConfig, storage: Storage, input_path: str, out
     parent, _, name = (output_path.rstrip("/")).rpartition("/")
     out = Storage(parent or ".")
     tmp = out.temp_dir(name)
-    ds = src_mod.read_dataset(src)
+    # Small CPU shares: batch inference often shares a cluster with live Serve replicas.
+    ds = src_mod.read_dataset(src, num_cpus=0.25)
     ds = ds.rename_columns({"path": src_mod.PATH_COLUMN})
     ds = ds.map_batches(
         Predictor, fn_constructor_args=(registry.read_file(version, WEIGHTS), spec.to_json(),
                                         registry.read_file(version, MODEL_CONFIG).decode(), version, keep, use_gpu),
         batch_format="pyarrow", batch_size=65_536, compute=ActorPoolStrategy(min_size=1, max_size=2),
-        num_gpus=1 if use_gpu else 0, num_cpus=cfg.serve.cpus_per_replica)
+        num_gpus=1 if use_gpu else 0, num_cpus=0.5)
     try:
         ds.write_parquet(out.path(tmp), filesystem=out.fs, partition_cols=[KIND])
     except Exception as e:  # noqa: BLE001
@@ -122,7 +123,7 @@ def run_batch_predict(cfg: RaylineConfig, storage: Storage, input_path: str, out
     quarantined = _rows(out, f"{tmp}/{KIND}=quarantine")
     # rows in, counted independently of the prediction pass (footers for Parquet, a count otherwise)
     rows_in = sum(pq.ParquetFile(src.filesystem.open_input_file(f)).metadata.num_rows for f in src.files) \
-        if src.format == "parquet" else src_mod.read_dataset(src).count()
+        if src.format == "parquet" else src_mod.read_dataset(src, num_cpus=0.25).count()
     if rows_in != rows_out + quarantined:
         raise RuntimeError(f"reconciliation failed: rows in {rows_in} != out {rows_out} + quarantined {quarantined}")
     # Final layout: <output>/predictions/ and <output>/quarantine/ (quarantine columns only).

@@ -210,11 +210,11 @@ def read_small_table(src: ResolvedSource) -> pa.Table:
         raise InputError(f"source {src.name!r}: files disagree on column types: {e}") from None
 
 
-def read_dataset(src: ResolvedSource, override_num_blocks: int | None = None):
+def read_dataset(src: ResolvedSource, num_cpus: float | None = None):
     """The primary table as a Ray Dataset (streaming; hive partitions become columns)."""
     import ray.data
 
-    kwargs = dict(filesystem=src.filesystem, include_paths=True, override_num_blocks=override_num_blocks)
+    kwargs = dict(filesystem=src.filesystem, include_paths=True, num_cpus=num_cpus)
     files = list(src.files)
     part = ray.data.datasource.Partitioning("hive", base_dir=src.base)
     if src.format == "parquet":

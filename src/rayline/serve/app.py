@@ -53,7 +53,7 @@ def registry_resolver(cfg: RaylineConfig) -> Callable[[str], int]:
     return Registry(Storage(cfg.storage.root), cfg.name).resolve
 
 
-@serve.deployment(name="ModelServer", max_ongoing_requests=128, health_check_period_s=5, health_check_timeout_s=10,
+@serve.deployment(name="ModelServer", max_ongoing_requests=128, health_check_period_s=10, health_check_timeout_s=30,
                   graceful_shutdown_wait_loop_s=1, graceful_shutdown_timeout_s=20)
 @serve.ingress(api)
 class ModelServer:
@@ -65,7 +65,7 @@ class ModelServer:
         self.loader = loader or registry_loader(self.cfg)
         self.resolver = resolver or registry_resolver(self.cfg)
         torch.set_num_threads(max(1, math.ceil(sc.cpus_per_replica)))
-        self.ref, self.poll_s = sc.model_alias, 5.0
+        self.ref, self.poll_s = sc.model_alias, sc.model_poll_s
         self.current: tuple[int, LoadedModel] | None = None
         self.pinned: OrderedDict[int, LoadedModel] = OrderedDict()
         self.drift: DriftTracker | None = None
@@ -248,7 +248,7 @@ def deployment_options(cfg: RaylineConfig) -> dict:
                                "upscale_delay_s": a.upscale_delay_s, "downscale_delay_s": a.downscale_delay_s,
                                "initial_replicas": a.min_replicas or 1},
         "ray_actor_options": {"num_cpus": sc.cpus_per_replica, "num_gpus": sc.gpus_per_replica},
-        "user_config": {"model": sc.model_alias, "poll_s": 5.0},
+        "user_config": {"model": sc.model_alias, "poll_s": sc.model_poll_s},
     }
 
 

@@ -24,6 +24,7 @@ class DriftTracker:
         self.alpha = 1 - 0.5 ** (1 / halflife)
         self.lock = threading.Lock()
         self.n = 0
+        self.batches = 0
         self.mean = {f.name: None for f in spec.numeric}
         self.out_of_range = {f.name: 0.0 for f in spec.numeric}
         self.missing = {f.name: 0.0 for f in spec.numeric}
@@ -54,6 +55,7 @@ class DriftTracker:
                 oov = float((inputs.cat[:, j] == 1).mean()) if len(inputs) else 0.0
                 self.oov[c.name] = self._ewm(self.oov[c.name], oov, len(records))
             self.n += len(records)
+            self.batches += 1
         return outside
 
     def _ewm(self, old: float, new: float, weight: int) -> float:
@@ -74,5 +76,5 @@ class DriftTracker:
                 drifted = self.oov[c.name] > max(self.share, 2 * c.oov_fraction)
                 feats[c.name] = {"kind": "categorical", "out_of_vocabulary": self.oov[c.name],
                                  "train_out_of_vocabulary": c.oov_fraction, "drifted": drifted}
-            return {"observed_records": self.n, "drifted": sorted(k for k, v in feats.items() if v["drifted"]),
+            return {"observed_records": self.n, "observed_batches": self.batches, "drifted": sorted(k for k, v in feats.items() if v["drifted"]),
                     "features": feats}

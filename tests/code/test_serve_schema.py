@@ -1,0 +1,69 @@
+"""Request validation generated from the FeatureSpec: every bad-input class is a 4xx with a message."""
+
+import json
+
+import pytest
+
+from rayline.features.spec import CategoricalSpec, Constraint, FeatureSpec, LabelSpec, NumericSpec, TimeSpec
+from rayline.serve.schema import RequestError, parse_body, request_schema, validate_instances
+
+
+@pytest.fixture
+def spec():
+    return FeatureSpec(
+        numeric=[NumericSpec(name="distance", mean=500, std=100, impute=500, min=10, max=4000, null_fraction=0,
+                             missing_indicator=True)],
+        categorical=[CategoricalSpec(name="carrier", vocabulary=["UA", "AA"], frequencies=[0.6, 0.4])],
+        time=[TimeSpec(name="ts", parts=["hour"])],
+        label=LabelSpec(column="y", task="binary"),
+        constraints={"distance": Constraint(required=True, min=0, max=6000), "carrier": Constraint(allowed=["UA", "AA", "DL"])},
+    )
+
+
+def _err(body, spec, max_instances=10, max_bytes=10_000):
+    with pytest.raises(RequestError) as e:
+        validate_instances(parse_body(body if isinstance(body, bytes) else json.dumps(body).encode(), max_bytes), spec, max_instances)
+    return e.value
+
+
+def test_valid_single_and_batch(spec):
+    assert validate_instances({"distance": 100, "carrier": "UA"}, spec, 10) == [{"distance": 100, "carrier": "UA"}]
+    assert len(validate_instances({"instances": [{"distance": 1.5}, {"distance": 2, "ts": "2013-01-01T10:00:00Z"}]}, spec, 10)) == 2
+
+
+@pytest.mark.parametrize("body,status,reason,fragment", [
+    (b"{not json", 400, "malformed_json", "not valid JSON"),
+    (b'{"distance": NaN}', 400, "malformed_json", "NaN is not valid JSON"),
+    (b'{"distance": Infinity}', 400, "malformed_json", "Infinity is not valid JSON"),
+    (b"   ", 400, "empty_body", "empty"),
+    ({"distance": "far"}, 422, "wrong_type", "record.distance must be a number, got string \"far\""),
+    ({"distance": True}, 422, "wrong_type", "must be a number, got boolean"),
+    ({"carrier": "UA"}, 422, "missing_field", "record.distance is required"),
+    ({"distance": 1, "bogus": 2}, 422, "unknown_field", "unknown field(s) ['bogus']"),
+    ({"distance": -5}, 422, "out_of_range", "record.distance = -5 is outside the allowed range [0.0, 6000.0]"),
+    ({"distance": 5, "carrier": "ZZ"}, 422, "not_allowed", "record.carrier = \"ZZ\" is not one of the allowed values"),
+    ({"distance": 5, "carrier": ["UA"]}, 422, "wrong_type", "record.carrier must be a string, got array"),
+    ({"distance": 5, "ts": "yesterday"}, 422, "wrong_type", "record.ts is not an ISO 8601 date-time"),
+    ({"instances": []}, 422, "empty_batch", "'instances' is empty"),
+    ({"instances": [{"distance": 1}] * 11}, 413, "batch_too_large", "the limit is 10"),
+    ({"instances": [{"distance": 1}, 7]}, 422, "wrong_type", "instances[1] must be a JSON object, got integer"),
+    ({"instances": {"distance": 1}}, 422, "wrong_type", "'instances' must be a list"),
+    ({"instances": [{"distance": 1}], "extra": 1}, 422, "unknown_field", "expected only 'instances'"),
+    ([1, 2], 422, "wrong_type", "got array"),
+    (b"x" * 10_001, 413, "too_large", "the limit is 10,000"),
+])
+def test_bad_input_classes(spec, body, status, reason, fragment):
+    e = _err(body, spec)
+    assert (e.status, e.reason) == (status, reason)
+    assert fragment in e.message
+
+
+def test_deeply_nested_json_is_a_4xx(spec):
+    e = _err(b"[" * 100_000 + b"]" * 100_000, spec, max_bytes=1_000_000)
+    assert e.status in (400, 422)
+
+
+def test_schema_lists_required_fields_and_constraints(spec):
+    s = request_schema(spec)
+    assert s["required"] == ["distance"] and s["additionalProperties"] is False
+    assert s["properties"]["distance"]["maximum"] == 6000 and s["properties"]["carrier"]["enum"] == ["UA", "AA", "DL"]

