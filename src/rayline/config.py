@@ -273,6 +273,14 @@ class ServeConfig(_Model):
     autoscaling: AutoscalingConfig = Field(default_factory=AutoscalingConfig)
 
 
+class BatchConfig(_Model):
+    """Batch inference (rayline predict) resources."""
+
+    cpus_per_actor: float = Field(0.5, ge=0)
+    max_actors: int = Field(2, ge=1)
+    batch_rows: int = Field(65_536, ge=1)
+
+
 class StorageConfig(_Model):
     root: str = Field(".rayline", description="local directory or pyarrow.fs URI (s3://, gs://, ...)")
 
@@ -284,6 +292,7 @@ class RaylineConfig(_Model):
     data: DataConfig
     train: TrainConfig = Field(default_factory=TrainConfig)
     serve: ServeConfig = Field(default_factory=ServeConfig)
+    batch: BatchConfig = Field(default_factory=BatchConfig)
 
     @model_validator(mode="after")
     def _task_label(self) -> "RaylineConfig":

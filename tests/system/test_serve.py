@@ -29,7 +29,9 @@ def served(flights_model):
 
     cfg, storage, out = flights_model
     overrides = [f"storage.root={cfg.storage.root}", f"serve.port={PORT}", "train.epochs=2", "serve.model_poll_s=1",
-                 "serve.autoscaling.min_replicas=2", "serve.autoscaling.max_replicas=2", "serve.max_instances_per_request=256"]
+                 "serve.autoscaling.min_replicas=2", "serve.autoscaling.max_replicas=2", "serve.max_instances_per_request=256",
+                 # two replicas and a batch-inference actor share this 2-CPU node with Ray Data's own tasks
+                 "serve.cpus_per_replica=0.25", "batch.cpus_per_actor=0.25"]
     scfg = load_config(FLIGHTS_CONFIG, overrides)
     d = deploy(scfg, str(FLIGHTS_CONFIG), overrides)
     yield scfg, storage, overrides, d

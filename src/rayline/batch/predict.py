@@ -112,8 +112,9 @@ def run_batch_predict(cfg: RaylineConfig, storage: Storage, input_path: str, out
     ds = ds.map_batches(
         Predictor, fn_constructor_args=(registry.read_file(version, WEIGHTS), spec.to_json(),
                                         registry.read_file(version, MODEL_CONFIG).decode(), version, keep, use_gpu),
-        batch_format="pyarrow", batch_size=65_536, compute=ActorPoolStrategy(min_size=1, max_size=2),
-        num_gpus=1 if use_gpu else 0, num_cpus=0.5)
+        batch_format="pyarrow", batch_size=cfg.batch.batch_rows,
+        compute=ActorPoolStrategy(min_size=1, max_size=cfg.batch.max_actors),
+        num_gpus=1 if use_gpu else 0, num_cpus=cfg.batch.cpus_per_actor)
     try:
         ds.write_parquet(out.path(tmp), filesystem=out.fs, partition_cols=[KIND])
     except Exception as e:  # noqa: BLE001

@@ -42,7 +42,7 @@ from rayline.features.spec import FeatureSpec
 from rayline.storage import Storage
 
 log = logging.getLogger(__name__)
-FORMAT_VERSION = 2  # bump when the layout of the output changes
+FORMAT_VERSION = 3  # bump when the layout of the output changes
 SPLITS = ("train", "valid", "test")
 
 

@@ -88,7 +88,7 @@ def feature_constraints(cfg: RaylineConfig) -> dict[str, dict]:
         if r is None:
             continue
         c = {"required": not r.nullable, "min": r.min, "max": r.max, "allowed": r.allowed}
-        out[name] = {k: v for k, v in c.items() if v not in (None, False)}
+        out[name] = {k: v for k, v in c.items() if v is not None and v is not False}  # keep min: 0
     return out
 
 

@@ -1,0 +1,27 @@
+"""The serving baseline: a plain FastAPI app (one uvicorn worker) doing what a rayline replica
+does per request — the same validation, the same FeatureSpec transform, the same forward pass —
+without Ray. Run by benchmarks/serve.py with RAYLINE_ROOT, RAYLINE_MODEL, RAYLINE_VERSION set."""
+
+import os
+
+import torch
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from rayline.registry import Registry
+from rayline.serve.schema import RequestError, parse_body, validate_instances
+from rayline.storage import Storage
+
+torch.set_num_threads(1)
+version, model = Registry(Storage(os.environ["RAYLINE_ROOT"]), os.environ["RAYLINE_MODEL"]).load(os.environ["RAYLINE_VERSION"])
+app = FastAPI()
+
+
+@app.post("/predict")
+async def predict(request: Request):
+    try:
+        records = validate_instances(parse_body(await request.body(), 1 << 20), model.spec, 1024)
+    except RequestError as e:
+        return JSONResponse({"error": e.reason, "message": e.message}, e.status)
+    preds = model.predict_records(records)
+    return {"predictions": [{"probability": float(p), "label": int(p >= 0.5)} for p in preds], "model_version": version}

@@ -1,0 +1,58 @@
+"""Cluster configs: launcher YAMLs pass Ray's own schema; KubeRay manifests keep their invariants
+and embed exactly what the code generates (they cannot drift)."""
+
+import copy
+
+import pytest
+import yaml
+from ray.autoscaler._private.util import prepare_config, validate_config
+
+from rayline.config import load_config
+from rayline.serve.deploy import serve_config
+from tests.conftest import FLIGHTS_CONFIG, ROOT
+
+CLUSTER = ROOT / "cluster"
+SERVE_OVERRIDES = ["storage.root=/mnt/rayline", "serve.host=0.0.0.0"]
+
+
+@pytest.mark.parametrize("name", ["aws.yaml", "gcp.yaml", "local.yaml"])
+def test_launcher_configs_validate_offline(name):
+    cfg = yaml.safe_load((CLUSTER / name).read_text())
+    validate_config(prepare_config(copy.deepcopy(cfg)))
+    if name != "local.yaml":
+        types = cfg["available_node_types"]
+        assert types["head"]["resources"] == {"CPU": 0}
+        assert {"cpu_worker", "gpu_worker"} <= set(types)
+        assert types["gpu_worker"]["min_workers"] == 0 and types["cpu_worker"]["max_workers"] > 1
+
+
+def test_serve_config_file_is_what_the_code_generates():
+    cfg = load_config(FLIGHTS_CONFIG, SERVE_OVERRIDES)
+    generated = serve_config(cfg, "/app/configs/flights.yaml", SERVE_OVERRIDES)
+    on_disk = yaml.safe_load((CLUSTER / "serve-flights.yaml").read_text())
+    assert on_disk == generated
+    from ray.serve.schema import ServeDeploySchema
+
+    ServeDeploySchema.model_validate(on_disk)  # Serve accepts it
+
+
+def test_kuberay_manifests_share_one_cluster_spec_and_the_serve_config():
+    cluster = yaml.safe_load((CLUSTER / "kuberay/raycluster.yaml").read_text())
+    job = yaml.safe_load((CLUSTER / "kuberay/rayjob.yaml").read_text())
+    service = yaml.safe_load((CLUSTER / "kuberay/rayservice.yaml").read_text())
+    spec = cluster["spec"]
+    assert spec["headGroupSpec"]["rayStartParams"]["num-cpus"] == "0"
+    assert spec["enableInTreeAutoscaling"] is True
+    groups = {g["groupName"]: g for g in spec["workerGroupSpecs"]}
+    assert set(groups) == {"cpu", "gpu"}
+    assert all(g["minReplicas"] <= g["replicas"] <= g["maxReplicas"] for g in groups.values())
+    gpu = groups["gpu"]["template"]["spec"]["containers"][0]["resources"]["limits"]
+    assert gpu["nvidia.com/gpu"] == "1"
+    # every pod mounts the shared storage root the configs point at
+    for pod in [spec["headGroupSpec"]] + list(groups.values()):
+        mounts = pod["template"]["spec"]["containers"][0]["volumeMounts"]
+        assert {"name": "rayline-storage", "mountPath": "/mnt/rayline"} in mounts
+    assert job["spec"]["rayClusterSpec"] == spec and service["spec"]["rayClusterConfig"] == spec
+    assert job["spec"]["backoffLimit"] >= 1 and job["spec"]["shutdownAfterJobFinishes"] is True
+    assert "storage.root=/mnt/rayline" in job["spec"]["entrypoint"]
+    assert yaml.safe_load(service["spec"]["serveConfigV2"]) == yaml.safe_load((CLUSTER / "serve-flights.yaml").read_text())
