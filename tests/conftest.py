@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,16 +19,81 @@ ROOT = Path(__file__).resolve().parents[1]
 FLIGHTS_CONFIG = ROOT / "configs" / "flights.yaml"
 
 
+HEAD_PORT, DASHBOARD_PORT, SERVE_PORT = 6390, 8290, 8765  # outside Ray's worker ports 10002-19999
+
+
+class RayNodes:
+    """Ray nodes started with `ray start` under their own temp dir, stopped by PID (never `ray stop`)."""
+
+    def __init__(self, temp_dir: Path):
+        self.temp_dir = temp_dir
+        self.ray = str(Path(sys.executable).parent / "ray")
+
+    def start_head(self) -> None:
+        subprocess.run([self.ray, "start", "--head", f"--temp-dir={self.temp_dir}", f"--port={HEAD_PORT}",
+                        "--dashboard-host=127.0.0.1", f"--dashboard-port={DASHBOARD_PORT}", "--num-cpus=2",
+                        "--ray-client-server-port=6391", "--disable-usage-stats"],
+                       check=True, capture_output=True, text=True, timeout=120)
+
+    def add_worker(self, num_cpus: float, label: str) -> list[int]:
+        """Another node on this machine; returns the PIDs that make it up."""
+        before = set(self.pids())
+        subprocess.run([self.ray, "start", f"--address=127.0.0.1:{HEAD_PORT}", f"--num-cpus={num_cpus}",
+                        f"--resources={{\"node_{label}\": 1}}", "--disable-usage-stats"],
+                       check=True, capture_output=True, text=True, timeout=120)
+        return sorted(set(self.pids()) - before)
+
+    def pids(self) -> list[int]:
+        import psutil
+
+        out = []
+        for p in psutil.process_iter(["cmdline"]):
+            cmd = " ".join(p.info["cmdline"] or [])
+            if str(self.temp_dir) in cmd or f"127.0.0.1:{HEAD_PORT}" in cmd or f":{HEAD_PORT} " in cmd:
+                out.append(p.pid)
+        return out
+
+    @staticmethod
+    def kill(pids: list[int]) -> None:
+        import psutil
+
+        procs = []
+        for pid in pids:
+            try:
+                procs.append(psutil.Process(pid))
+            except psutil.Error:
+                pass
+        for p in procs:
+            try:
+                p.terminate()
+            except psutil.Error:
+                pass
+        _, alive = psutil.wait_procs(procs, timeout=10)
+        for p in alive:
+            try:
+                p.kill()
+            except psutil.Error:
+                pass
+
+
 @pytest.fixture(scope="session")
-def ray_local(tmp_path_factory):
-    """One embedded Ray for the whole session (ray.init costs seconds here)."""
+def ray_nodes(tmp_path_factory):
+    os.environ.setdefault("RAY_AUTH_MODE", "token")
+    nodes = RayNodes(tmp_path_factory.mktemp("ray"))
+    nodes.start_head()
+    yield nodes
+    nodes.kill(nodes.pids())
+
+
+@pytest.fixture(scope="session")
+def ray_local(ray_nodes):
+    """The test session's driver, attached to a head started with `ray start` (one Ray per session)."""
     import ray
 
     from rayline.runtime import configure_data_context
 
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING",
-             _temp_dir=str(tmp_path_factory.mktemp("ray")))
+    ray.init(address=f"127.0.0.1:{HEAD_PORT}", logging_level="WARNING")
     configure_data_context()
     from ray.data import DataContext
 

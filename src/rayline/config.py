@@ -223,6 +223,7 @@ class TrainConfig(_Model):
     num_workers: int = Field(2, ge=1)
     use_gpu: bool | Literal["auto"] = "auto"
     cpus_per_worker: float = Field(0.5, gt=0)
+    placement_strategy: Literal["PACK", "SPREAD", "STRICT_SPREAD"] = "PACK"
     epochs: int = Field(8, ge=1)
     batch_size: int = Field(1024, ge=1)
     lr: float = Field(2e-3, gt=0)
@@ -269,6 +270,7 @@ class ServeConfig(_Model):
     max_instances_per_request: int = Field(1024, ge=1)
     max_body_bytes: int = Field(1 << 20, ge=1024)
     cpus_per_replica: float = Field(0.5, gt=0)
+    max_replicas_per_node: int | None = Field(None, ge=1, description="spread replicas across nodes")
     gpus_per_replica: float = Field(0.0, ge=0)
     autoscaling: AutoscalingConfig = Field(default_factory=AutoscalingConfig)
 

@@ -20,7 +20,7 @@ from rayline.registry import Registry
 from rayline.serve.deploy import deploy
 from tests.conftest import FLIGHTS_CONFIG
 
-PORT = 8765
+from tests.conftest import SERVE_PORT as PORT  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -189,9 +189,9 @@ def test_killed_replica_is_replaced_and_endpoint_keeps_answering(served, records
     os.kill(victim, signal.SIGKILL)
     failures_before_retry, failed = 0, 0
     end = time.time() + 20
-    with httpx.Client(timeout=30) as client:
+    with httpx.Client(timeout=10) as client:
         while time.time() < end:
-            for attempt in range(4):
+            for attempt in range(8):  # a production client: retries with exponential backoff (~6 s in all)
                 try:
                     r = client.post(f"{d.url}/predict", json=records[0])
                     if r.status_code == 200:
@@ -199,7 +199,7 @@ def test_killed_replica_is_replaced_and_endpoint_keeps_answering(served, records
                 except httpx.HTTPError:
                     pass
                 failures_before_retry += 1
-                time.sleep(0.2)
+                time.sleep(min(0.1 * 2 ** attempt, 1.5))
             else:
                 failed += 1
     assert failed == 0, f"{failed} requests failed even with retries ({failures_before_retry} retried)"

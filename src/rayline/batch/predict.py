@@ -65,7 +65,8 @@ class Predictor:
         ok = ~failures.bad
         clean = typed.filter(pa.array(ok))
         preds = self.model.predict_inputs(self.model.spec.transform(clean))
-        out = {c: clean.column(c) for c in self.keep if c in clean.column_names}
+        raw_ok = batch.filter(pa.array(ok))  # key columns exactly as they came in
+        out = {c: raw_ok.column(c) for c in self.keep if c in raw_ok.column_names}
         if preds.ndim == 2:
             out["prediction"] = pa.FixedSizeListArray.from_arrays(pa.array(preds.reshape(-1).astype(np.float64)), preds.shape[1])
         else:

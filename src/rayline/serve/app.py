@@ -248,6 +248,7 @@ def deployment_options(cfg: RaylineConfig) -> dict:
                                "upscale_delay_s": a.upscale_delay_s, "downscale_delay_s": a.downscale_delay_s,
                                "initial_replicas": a.min_replicas or 1},
         "ray_actor_options": {"num_cpus": sc.cpus_per_replica, "num_gpus": sc.gpus_per_replica},
+        **({"max_replicas_per_node": sc.max_replicas_per_node} if sc.max_replicas_per_node else {}),
         "user_config": {"model": sc.model_alias, "poll_s": sc.model_poll_s},
     }
 

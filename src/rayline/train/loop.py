@@ -50,6 +50,7 @@ def train_loop_per_worker(config: dict) -> dict:
     train_feed = feed_cls(ray.train.get_dataset_shard("train"), cfg.batch_size, device, seed=cfg.seed + 1000 * rank)
     valid_feed = MemoryFeed(ray.train.get_dataset_shard("valid"), 8192, device, seed=0)
     steps = train_feed.steps_per_epoch(config["train_rows_per_worker"])
+    nodes = _gather(ray.get_runtime_context().get_node_id())  # where the ranks run (recorded in history)
     if rank == 0:
         print(f"[rayline] {world} worker(s) on {device}, feed={config['feed']}, {steps} steps/epoch, "
               f"data ready in {time.perf_counter() - t0:.1f}s", flush=True)
@@ -105,7 +106,7 @@ def train_loop_per_worker(config: dict) -> dict:
         row = {"epoch": epoch + 1, "train_loss": train_loss, "val_loss": val_loss,
                f"val_{metric}": value, "epoch_time_s": round(time.perf_counter() - t, 3),
                "train_samples_per_s": round(count * world / max(train_time, 1e-9), 1), "lr": scheduler.get_last_lr()[0],
-               "attempt": attempt}
+               "attempt": attempt, "nodes": nodes}
         if task == "binary":
             row["val_accuracy"] = scores["accuracy"]
         history.append(row)
@@ -154,6 +155,14 @@ def _scheduler(cfg: TrainConfig, optimizer, steps_per_epoch: int):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
+def _gather(obj) -> list:
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        out = [None] * dist.get_world_size()
+        dist.all_gather_object(out, obj)
+        return out
+    return [obj]
+
+
 def _mean_across_ranks(total: torch.Tensor, count: int, device) -> float:
     stats = torch.stack([total.float(), torch.tensor(float(count), device=device)])
     if dist.is_available() and dist.is_initialized():
@@ -174,11 +183,7 @@ def _validate(model, feed, criterion, task, device, amp) -> tuple[np.ndarray, np
         ys.append(y.cpu().numpy())
         ps.append(predict_from_output(task, out).cpu().numpy())
     local = (np.concatenate(ys) if ys else np.zeros(0), np.concatenate(ps) if ps else np.zeros(0), total, n)
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        gathered = [None] * dist.get_world_size()
-        dist.all_gather_object(gathered, local)
-    else:
-        gathered = [local]
+    gathered = _gather(local)
     y = np.concatenate([g[0] for g in gathered])
     p = np.concatenate([g[1] for g in gathered])
     loss = sum(g[2] for g in gathered) / max(1, sum(g[3] for g in gathered))

@@ -1,0 +1,124 @@
+"""The same code on a 3-node cluster on this machine (head + 2 workers started with `ray start`):
+training spreads over nodes and survives losing one; the endpoint survives losing a replica's node."""
+
+import asyncio
+import threading
+import time
+
+import httpx
+import psutil
+import pytest
+
+from rayline.config import config_from_dict
+from rayline.pipeline import promote_version, train_and_register
+from rayline.serve.deploy import deploy
+from rayline.storage import Storage
+from tests.conftest import SERVE_PORT, save_yaml, small_config, small_tables, write_tables
+
+
+@pytest.fixture(scope="module")
+def three_nodes(ray_local, ray_nodes):
+    import ray
+
+    workers = [ray_nodes.add_worker(1, "a"), ray_nodes.add_worker(1, "b")]
+    deadline = time.time() + 60
+    while len([n for n in ray.nodes() if n["Alive"]]) < 3 and time.time() < deadline:
+        time.sleep(0.5)
+    assert len([n for n in ray.nodes() if n["Alive"]]) == 3
+    yield ray_nodes, workers
+    for pids in workers:
+        ray_nodes.kill(pids)
+
+
+def _node_of(pid: int, node_pids: list[list[int]]) -> int | None:
+    """Index of the worker node whose raylet is an ancestor of `pid`."""
+    try:
+        parents = {p.pid for p in psutil.Process(pid).parents()}
+    except psutil.Error:
+        return None
+    for i, pids in enumerate(node_pids):
+        if parents & set(pids):
+            return i
+    return None
+
+
+def _config(tmp_path, **train):
+    write_tables(small_tables(3000), tmp_path / "data")
+    raw = small_config(tmp_path / "data", tmp_path / "root")
+    raw["train"].update({"epochs": 6, "placement_strategy": "STRICT_SPREAD", "max_failures": 2,
+                         "early_stopping_patience": None, **train})
+    return raw
+
+
+def test_training_spreads_over_nodes_and_survives_losing_one(three_nodes, tmp_path):
+    nodes, workers = three_nodes
+    cfg = config_from_dict(_config(tmp_path, cpus_per_worker=0.5))
+    storage = Storage(cfg.storage.root)
+    killed = []
+
+    def kill_a_workers_node():
+        from tests.system.test_training import _train_workers, _wait_for_checkpoint
+        from pathlib import Path
+
+        _wait_for_checkpoint(Path(storage.root, "runs", "multinode"))
+        for proc in _train_workers():
+            i = _node_of(proc.pid, workers)
+            if i is not None:
+                nodes.kill(workers[i])  # the whole node: raylet, its workers, its agents
+                killed.append(i)
+                return
+    t = threading.Thread(target=kill_a_workers_node, daemon=True)
+    t.start()
+    out = train_and_register(cfg, storage, run_name="multinode", fresh=True)
+    t.join(5)
+    history = out.train.history
+    assert len(set(history[0]["nodes"])) == 2, "the two workers ran on different nodes"
+    assert [h["epoch"] for h in history] == list(range(1, 7))
+    assert killed, "no training worker ran on a removable worker node"
+    assert history[-1]["attempt"] >= 2 and history[0]["attempt"] == 1
+
+
+def test_endpoint_survives_losing_a_replica_node(three_nodes, tmp_path):
+    nodes, workers = three_nodes
+    alive = [w for w in workers if any(psutil.pid_exists(p) for p in w)]
+    raw = _config(tmp_path, epochs=1)
+    raw["serve"] = {"port": SERVE_PORT, "cpus_per_replica": 0.25, "app_name": "multinode", "route_prefix": "/mn",
+                    "max_replicas_per_node": 1, "model_poll_s": 0, "autoscaling": {"min_replicas": 2, "max_replicas": 2}}
+    path = save_yaml(raw, tmp_path / "mn.yaml")
+    cfg = config_from_dict(raw)
+    storage = Storage(cfg.storage.root)
+    out = train_and_register(cfg, storage)
+    promote_version(cfg, storage, out.version.version, "production")
+    d = deploy(cfg, str(path), [])
+    rec = {"station": "AAA", "vehicle": "V001", "distance": 100.0, "hour": 3}
+    pids = {httpx.get(f"{d.url}/drift").json()["replica"] for _ in range(20)}
+    victim_node = next((i for p in pids for i, w in enumerate(workers) if w in alive and _node_of(p, [w]) == 0), None)
+    assert victim_node is not None, "no replica on a removable node"
+    stats = {"ok": 0, "retried": 0, "failed": 0}
+
+    async def load(seconds=15):
+        async with httpx.AsyncClient(timeout=10) as c:
+            async def one():
+                end = time.time() + seconds
+                while time.time() < end:
+                    for attempt in range(5):
+                        try:
+                            if (await c.post(f"{d.url}/predict", json=rec)).status_code == 200:
+                                stats["ok"] += 1
+                                break
+                        except httpx.HTTPError:
+                            pass
+                        stats["retried"] += 1
+                        await asyncio.sleep(0.2)
+                    else:
+                        stats["failed"] += 1
+            await asyncio.gather(*(one() for _ in range(4)))
+
+    async def scenario():
+        task = asyncio.create_task(load())
+        await asyncio.sleep(3)
+        nodes.kill(workers[victim_node])
+        await task
+    asyncio.run(scenario())
+    print(f"replica node removed under load: {stats}")
+    assert stats["failed"] == 0 and stats["ok"] > 0
