@@ -15,6 +15,10 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
+# Ray 2.60 heads use token auth; clients read the mode when ray is first imported, so it is set
+# here, before any test module imports ray.
+os.environ.setdefault("RAY_AUTH_MODE", "token")
+
 ROOT = Path(__file__).resolve().parents[1]
 FLIGHTS_CONFIG = ROOT / "configs" / "flights.yaml"
 
@@ -78,7 +82,6 @@ class RayNodes:
 
 @pytest.fixture(scope="session")
 def ray_nodes(tmp_path_factory):
-    os.environ.setdefault("RAY_AUTH_MODE", "token")
     nodes = RayNodes(tmp_path_factory.mktemp("ray"))
     nodes.start_head()
     yield nodes
