@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import shutil
 import sys
 import tempfile
@@ -18,6 +17,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from _common import deployed_model  # noqa: E402
 
 PORT = 8743
 RECORD = {"carrier": "UA", "origin": "EWR", "dest": "IAH", "distance": 1400.0, "sched_dep_time": 515, "hour": 5,
@@ -75,25 +77,11 @@ def main() -> None:
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="rayline-autoscale-"))
     try:
-        import ray
-
-        from rayline.config import load_config
-        from rayline.pipeline import promote_version, train_and_register
-        from rayline.runtime import configure_data_context
-        from rayline.serve.deploy import deploy
-        from rayline.storage import Storage
-
         overrides = [f"storage.root={work}", "train.epochs=1", f"serve.port={PORT}", "serve.cpus_per_replica=0.5",
                      "serve.autoscaling.min_replicas=1", "serve.autoscaling.max_replicas=2",
                      "serve.autoscaling.target_ongoing_requests=2", "serve.autoscaling.upscale_delay_s=1",
                      "serve.autoscaling.downscale_delay_s=10"]
-        cfg = load_config(ROOT / "configs/flights.yaml", overrides)
-        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, logging_level="ERROR")
-        configure_data_context()
-        storage = Storage(cfg.storage.root)
-        out = train_and_register(cfg, storage)
-        promote_version(cfg, storage, out.version.version, "production")
-        d = deploy(cfg, str(ROOT / "configs/flights.yaml"), overrides)
+        cfg, storage, d = deployed_model(overrides)
         result = asyncio.run(main_async(d.url, cfg.serve.app_name, args.concurrency))
         print("config:", json.dumps(cfg.serve.autoscaling.model_dump()), f"concurrency {args.concurrency}")
         print(json.dumps({"name": "autoscale", **result}))

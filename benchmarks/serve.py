@@ -23,6 +23,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from _common import deployed_model  # noqa: E402
 
 RAYLINE_PORT, BASELINE_PORT = 8741, 8742
 RECORD = {"carrier": "UA", "origin": "EWR", "dest": "IAH", "distance": 1400.0, "sched_dep_time": 515, "hour": 5,
@@ -57,23 +60,9 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="rayline-serve-bench-"))
     baseline_proc = None
     try:
-        import ray
-
-        from rayline.config import load_config
-        from rayline.pipeline import promote_version, train_and_register
-        from rayline.runtime import configure_data_context
-        from rayline.serve.deploy import deploy
-        from rayline.storage import Storage
-
         overrides = [f"storage.root={work}", "train.epochs=1", f"serve.port={RAYLINE_PORT}",
                      "serve.autoscaling.min_replicas=1", "serve.autoscaling.max_replicas=1", "serve.cpus_per_replica=1"]
-        cfg = load_config(ROOT / "configs/flights.yaml", overrides)
-        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, logging_level="ERROR")
-        configure_data_context()
-        storage = Storage(cfg.storage.root)
-        out = train_and_register(cfg, storage)
-        promote_version(cfg, storage, out.version.version, "production")
-        d = deploy(cfg, str(ROOT / "configs/flights.yaml"), overrides)
+        cfg, storage, d = deployed_model(overrides)
         env = {**os.environ, "RAYLINE_ROOT": str(work), "RAYLINE_MODEL": cfg.name, "RAYLINE_VERSION": str(d.model_version),
                "PYTHONPATH": f"{ROOT / 'src'}:{ROOT / 'benchmarks'}"}
         baseline_proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "baseline_app:app", "--host", "127.0.0.1",

@@ -27,7 +27,8 @@ HEAD_PORT, DASHBOARD_PORT, SERVE_PORT = 6390, 8290, 8765  # outside Ray's worker
 
 
 class RayNodes:
-    """Ray nodes started with `ray start` under their own temp dir, stopped by PID (never `ray stop`)."""
+    """Ray nodes started with `ray start` under their own temp dir, stopped by PID: never the
+    stop-everything command, which would also kill any other Ray on the machine."""
 
     def __init__(self, temp_dir: Path):
         self.temp_dir = temp_dir

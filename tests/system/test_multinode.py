@@ -132,6 +132,11 @@ def test_endpoint_survives_losing_a_replica_node(three_nodes, tmp_path):
         await asyncio.sleep(3)
         nodes.kill(workers[victim_node])
         await task
-    asyncio.run(scenario())
+    try:
+        asyncio.run(scenario())
+    finally:
+        from ray import serve
+
+        serve.delete(cfg.serve.app_name)
     print(f"replica node removed under load: {stats}")
     assert stats["failed"] == 0 and stats["ok"] > 0

@@ -43,6 +43,12 @@ def test_notebook_runs_top_to_bottom(notebook_env, name, monkeypatch):
     nb = nbformat.read(ROOT / "notebooks" / f"{name}.ipynb", as_version=4)
     client = NotebookClient(nb, timeout=600, kernel_name="python3",
                             resources={"metadata": {"path": str(ROOT / "notebooks")}})
-    client.execute()
+    try:
+        client.execute()
+    finally:
+        if name.startswith("03"):
+            from ray import serve
+
+            serve.delete("rayline")
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
     assert not errors
