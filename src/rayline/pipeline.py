@@ -6,14 +6,17 @@ returns typed results; the CLI, the jobs and the notebooks are thin shells over 
 
 from __future__ import annotations
 
+import json
 import time
+import urllib.request
 from dataclasses import dataclass
 
 from rayline.config import RaylineConfig
 from rayline.data import IngestResult, load_ingest, run_ingest
-from rayline.errors import RegistryError
+from rayline.errors import RaylineError, RegistryError
 from rayline.evaluate import Evaluation, evaluate_model
 from rayline.evaluate.report import render_markdown, render_plots
+from rayline.features.spec import FeatureSpec
 from rayline.model.artifact import LoadedModel
 from rayline.registry import ModelVersion, Registry, promote
 from rayline.registry.register import read_json_file, register_run
@@ -127,10 +130,6 @@ class PipelineResult:
 def run_pipeline(cfg: RaylineConfig, storage: Storage, config_path: str, overrides: list[str], *,
                  fresh: bool = False, progress=lambda m: None) -> PipelineResult:
     """ingest -> train -> evaluate -> register -> promote (gated) -> deploy -> one smoke request."""
-    import json as _json
-    import urllib.request
-
-    from rayline.errors import RaylineError
     from rayline.serve.deploy import deploy
 
     seconds: dict[str, float] = {}
@@ -165,18 +164,16 @@ def run_pipeline(cfg: RaylineConfig, storage: Storage, config_path: str, overrid
     stages["deploy"] = dep.summary()
 
     def smoke():
-        record = _smoke_record(ingest, ingest.spec.input_columns)
-        req = urllib.request.Request(f"{dep.url}/predict", data=_json.dumps(record).encode(),
+        req = urllib.request.Request(f"{dep.url}/predict", data=json.dumps(example_record(ingest.spec)).encode(),
                                      headers={"content-type": "application/json"})
         with urllib.request.urlopen(req, timeout=30) as r:
-            return {"status": r.status, **_json.loads(r.read())}
+            return {"status": r.status, **json.loads(r.read())}
     stages["smoke"] = timed("smoke", smoke)
     return PipelineResult(stages, seconds)
 
 
-def _smoke_record(ingest: IngestResult, columns: list[str]) -> dict:
-    """A typical record: each feature at its training mean or most frequent value."""
-    spec = ingest.spec
+def example_record(spec: FeatureSpec) -> dict:
+    """A typical request: each feature at its training mean or most frequent value."""
     rec: dict = {f.name: round(f.mean, 3) for f in spec.numeric}
     rec.update({c.name: c.vocabulary[0] for c in spec.categorical if c.vocabulary})
     rec.update({t.name: "2013-06-01T12:00:00Z" for t in spec.time})
@@ -185,4 +182,4 @@ def _smoke_record(ingest: IngestResult, columns: list[str]) -> dict:
             rec[name] = c.allowed[0]
         if name in rec and isinstance(rec[name], float) and c.min is not None:
             rec[name] = max(rec[name], c.min)
-    return {k: v for k, v in rec.items() if k in columns}
+    return rec
