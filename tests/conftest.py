@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 FLIGHTS_CONFIG = ROOT / "configs" / "flights.yaml"
 
 
-HEAD_PORT, DASHBOARD_PORT, SERVE_PORT = 6390, 8290, 8765  # outside Ray's worker ports 10002-19999
+HEAD_PORT, DASHBOARD_PORT, METRICS_PORT, SERVE_PORT = 6390, 8290, 8291, 8765  # outside Ray's worker ports 10002-19999
 
 
 class RayNodes:
@@ -37,6 +37,7 @@ class RayNodes:
     def start_head(self) -> None:
         subprocess.run([self.ray, "start", "--head", f"--temp-dir={self.temp_dir}", f"--port={HEAD_PORT}",
                         "--dashboard-host=127.0.0.1", f"--dashboard-port={DASHBOARD_PORT}", "--num-cpus=2",
+                        f"--metrics-export-port={METRICS_PORT}",
                         "--ray-client-server-port=6391", "--disable-usage-stats"],
                        check=True, capture_output=True, text=True, timeout=120)
 

@@ -151,6 +151,9 @@ class ModelServer:
                 for name in self.drift.observe(records, inputs):
                     self.m_outside.inc(tags={"feature": name})
             self.m_predictions.inc(len(records), tags={"model_version": str(v)})
+            scores = preds.max(axis=1) if preds.ndim == 2 else preds
+            for score in scores.tolist():
+                self.m_score.observe(score, tags={"model_version": str(v)})
             start = 0
             for i in idx:
                 n = len(items[i][2])
