@@ -23,7 +23,6 @@ from rayline.features.spec import FeatureSpec
 from rayline.model.artifact import LoadedModel
 from rayline.storage import Storage
 
-KIND_TO_TYPE = {"float": "float", "string": "string", "timestamp": "timestamp"}
 KIND = "rl__kind"
 
 
@@ -45,7 +44,7 @@ def spec_rules(spec: FeatureSpec) -> dict[str, ColumnRule]:
     rules = {}
     for name, kind in spec.raw_kinds().items():
         c = spec.constraints.get(name)
-        rules[name] = ColumnRule(type=KIND_TO_TYPE[kind], nullable=not (c and c.required),
+        rules[name] = ColumnRule(type=kind, nullable=not (c and c.required),
                                  min=c.min if c and kind != "string" else None,
                                  max=c.max if c and kind != "string" else None, allowed=c.allowed if c else None)
     return rules

