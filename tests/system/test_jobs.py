@@ -73,16 +73,43 @@ def test_pipeline_job_with_the_sdk(job_config):
     assert r.status_code == 200 and r.json()["model_version"] == summary["train"]["version"]
 
 
-def test_ingest_job_with_the_cli(job_config):
-    raw, path, base = job_config
+def _submit_with_the_cli(*entrypoint: str) -> dict:
+    """`ray job submit` as a user types it; returns the job's `--json` summary (its last JSON line)."""
     env = {**os.environ, "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "token")}
     r = subprocess.run([str(Path(sys.executable).parent / "ray"), "job", "submit", "--address", JOBS_URL,
-                        "--runtime-env", "jobs/runtime_env.yaml", "--", sys.executable, "jobs/ingest.py",
-                        "--config", str(path), "--json"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+                        "--runtime-env", "jobs/runtime_env.yaml", "--", sys.executable, *entrypoint],
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "succeeded" in (r.stdout + r.stderr).lower()
-    line = next(ln for ln in reversed(r.stdout.splitlines()) if ln.startswith("{"))
-    assert json.loads(line)["rows"]["read"] == 800
+    return json.loads(next(ln for ln in reversed(r.stdout.splitlines()) if ln.startswith("{")))
+
+
+def test_pipeline_job_with_the_cli(job_config):
+    from ray import serve
+
+    raw, path, _ = job_config
+    cfg = config_from_dict(raw)
+    registry = Registry(Storage(cfg.storage.root), cfg.name)
+    before = registry.versions()
+    # The SDK job's replica holds 0.25 CPU; with a training worker group (1 CPU) and Ray Data's
+    # file listing (1 CPU) a second run would not fit this 2-CPU head. The job redeploys it.
+    serve.delete("jobs-app")
+    summary = _submit_with_the_cli("jobs/pipeline.py", "--config", str(path), "--fresh", "--json")
+    assert summary["ok"] and summary["smoke"]["status"] == 200
+    version = summary["train"]["version"]
+    assert version not in before and registry.versions() == [*before, version]
+    assert summary["deploy"]["model_version"] == version
+    rec = small_tables(3)["trips"].to_pylist()[0]
+    rec = {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in rec.items()
+           if k in ("station", "vehicle", "distance", "hour", "ts")}
+    r = httpx.post(f"http://127.0.0.1:{SERVE_PORT}/jobs/predict", json=rec, timeout=30)
+    assert r.status_code == 200 and r.json()["model_version"] == version
+
+
+def test_ingest_job_with_the_cli(job_config):
+    _, path, _ = job_config
+    summary = _submit_with_the_cli("jobs/ingest.py", "--config", str(path), "--json")
+    assert summary["rows"]["read"] == 800 and summary["reused"]
 
 
 def test_broken_config_job_fails_with_the_error_in_its_logs(job_config, tmp_path):
