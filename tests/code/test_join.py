@@ -1,0 +1,68 @@
+"""Broadcast lookups: left-join semantics, batch order kept, composite and mistyped keys."""
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from rayline.config import JoinConfig
+from rayline.data.join import left_join, prepare_dimension
+from rayline.errors import InputError
+
+
+def _weather():
+    return pa.table({"origin": ["EWR", "EWR", "JFK", "JFK", None],
+                     "hour": [1, 2, 1, 2, 1],
+                     "temp": [10.0, 11.0, 20.0, 21.0, 99.0]})
+
+
+def test_composite_key_lookup_keeps_order_and_marks_misses():
+    join = JoinConfig(table="weather", keys=["origin", "hour"], columns=["temp"], rename={"temp": "t"})
+    dim = prepare_dimension(_weather(), join)
+    batch = pa.table({"origin": ["JFK", "EWR", "LGA", None, "JFK", "EWR"], "hour": [2, 1, 1, 1, None, 2]})
+    out, unmatched = left_join(batch, dim, join)
+    assert out.column_names == ["origin", "hour", "t"]
+    assert out.column("t").to_pylist() == [21.0, 10.0, None, None, None, 11.0]
+    # LGA is unknown; null keys match nothing, not even the dimension's null-keyed row
+    assert unmatched.tolist() == [False, False, True, True, True, False]
+
+
+def test_key_types_are_aligned():
+    # A CSV may read a key as text on one side and as a number on the other.
+    join = JoinConfig(table="planes", keys={"tail": "id"}, columns=["seats"])
+    dim = prepare_dimension(pa.table({"id": [101, 202, 303], "seats": [150, 200, 50]}), join)
+    out, unmatched = left_join(pa.table({"tail": ["202", "101", "x", "303"]}), dim, join)
+    assert out.column("seats").to_pylist() == [200, 150, None, 50] and unmatched.tolist() == [False, False, True, False]
+
+
+def test_large_batch_matches_a_plain_dictionary_lookup():
+    rng = np.random.default_rng(0)
+    keys_a, keys_b = rng.integers(0, 50, 2000), rng.integers(0, 40, 2000)
+    pairs = sorted(set(zip(keys_a.tolist(), keys_b.tolist())))
+    dim = pa.table({"a": [p[0] for p in pairs], "b": [p[1] for p in pairs], "v": [p[0] * 100 + p[1] for p in pairs]})
+    join = JoinConfig(table="d", keys=["a", "b"], columns=["v"])
+    probe_a, probe_b = rng.integers(0, 60, 50_000), rng.integers(0, 45, 50_000)
+    out, unmatched = left_join(pa.table({"a": probe_a, "b": probe_b}), prepare_dimension(dim, join), join)
+    known = set(pairs)
+    expected = [a * 100 + b if (a, b) in known else None for a, b in zip(probe_a.tolist(), probe_b.tolist())]
+    assert out.column("v").to_pylist() == expected
+    assert unmatched.tolist() == [e is None for e in expected]
+
+
+def test_non_unique_dimension_key_is_refused():
+    join = JoinConfig(table="planes", keys=["id"], columns=["seats"])
+    with pytest.raises(InputError, match="not unique"):
+        prepare_dimension(pa.table({"id": ["a", "a"], "seats": [1, 2]}), join)
+
+
+def test_joined_column_must_not_shadow_a_primary_column():
+    join = JoinConfig(table="planes", keys=["id"], columns=["seats"])
+    dim = prepare_dimension(pa.table({"id": ["a"], "seats": [1]}), join)
+    with pytest.raises(InputError, match="rename"):
+        left_join(pa.table({"id": ["a"], "seats": [5]}), dim, join)
+
+
+def test_empty_dimension_matches_nothing():
+    join = JoinConfig(table="planes", keys=["id"], columns=["seats"])
+    dim = prepare_dimension(pa.table({"id": pa.array([], pa.string()), "seats": pa.array([], pa.int64())}), join)
+    out, unmatched = left_join(pa.table({"id": ["a", None]}), dim, join)
+    assert out.column("seats").null_count == 2 and unmatched.all()
