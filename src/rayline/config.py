@@ -96,7 +96,7 @@ class JoinConfig(_Model):
 # ---------------------------------------------------------------- features and label
 class NumericFeature(_Model):
     name: str
-    missing_indicator: bool = True
+    missing_indicator: bool = Field(True, description="add a 0/1 input for a missing value, when the feature has missing values in training")
     clip: tuple[float, float] | None = Field(None, description="clip raw values before scaling")
 
 

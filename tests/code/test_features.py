@@ -73,10 +73,14 @@ def test_missing_unseen_and_absent_inputs(fitted):
     cat_names = [c.name for c in spec.categorical]
     j = cat_names.index("station")
     assert out.cat[0, j] == OOV_INDEX and out.cat[1, j] == MISSING_INDEX
-    # absent numeric -> imputed with the training mean (0 after scaling), indicator 1
+    # absent numeric -> imputed with the training mean (0 after scaling); its indicator is 1
+    # where training saw missing values (elevation), and absent where it never did (distance:
+    # an input that was always 0 in training would never have learnt a weight)
     names = spec.numeric_inputs
     assert out.num[0, names.index("distance")] == pytest.approx(0.0, abs=1e-6)
-    assert out.num[0, names.index("distance__missing")] == 1.0
+    assert out.num[0, names.index("elevation")] == pytest.approx(0.0, abs=1e-6)
+    assert out.num[0, names.index("elevation__missing")] == 1.0
+    assert "distance__missing" not in names and "seats__missing" not in names
     # a missing timestamp has no position on the circle
     assert out.num[0, names.index("ts__hour_sin")] == 0 and out.num[0, names.index("ts__hour_cos")] == 0
     assert station is not None

@@ -118,7 +118,9 @@ def build_spec(stats: PartialStats, cfg: RaylineConfig, constraints: dict | None
         numeric.append(NumericSpec(
             name=f.name, mean=m.mean if m.n else 0.0, std=m.std if m.std > 0 else 1.0,
             impute=m.mean if m.n else 0.0, min=m.min if m.n else None, max=m.max if m.n else None,
-            null_fraction=m.nulls / rows, missing_indicator=f.missing_indicator, clip=f.clip,
+            # Only for features with missing training values (sklearn's "missing-only"): an
+            # indicator that is always 0 in training never learns, yet would fire at serving time.
+            null_fraction=m.nulls / rows, missing_indicator=f.missing_indicator and m.nulls > 0, clip=f.clip,
         ))
     categorical = []
     for f in feats.categorical:

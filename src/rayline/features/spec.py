@@ -135,16 +135,23 @@ class FeatureSpec(_Spec):
         """Raw columns -> model inputs. Columns that are absent count as all-null."""
         n = table.num_rows
         cols = set(table.column_names)
-        num_cols: list[np.ndarray] = []
+        # Filled one contiguous feature row at a time and transposed once: writing the columns
+        # of an (n, k) matrix directly is strided.
+        num = np.empty((len(self.numeric_inputs), n), dtype=np.float32)
+        j = 0
         for f in self.numeric:
             x = _float_column(table, f.name, n) if f.name in cols else np.full(n, np.nan)
-            missing = np.isnan(x)
+            missing = ~np.isfinite(x)
             if f.clip is not None:
                 x = np.clip(x, f.clip[0], f.clip[1])
-            x = np.where(missing, f.impute, x)
-            num_cols.append(((x - f.mean) / (f.std or 1.0)).astype(np.float32))
+            std = f.std or 1.0
+            z = (x - f.mean) / std
+            z[missing] = (f.impute - f.mean) / std
+            num[j] = z
+            j += 1
             if f.missing_indicator:
-                num_cols.append(missing.astype(np.float32))
+                num[j] = missing
+                j += 1
         for t in self.time:
             ts = coerce(table.column(t.name), "timestamp")[0] if t.name in cols else pa.nulls(n, pa.timestamp("us", tz="UTC"))
             if t.timezone:
@@ -153,18 +160,13 @@ class FeatureSpec(_Spec):
                 v = _time_part(ts, p)
                 valid = ~np.isnan(v)
                 angle = 2.0 * math.pi * np.nan_to_num(v) / TIME_PERIODS[p]
-                num_cols.append(np.where(valid, np.sin(angle), 0.0).astype(np.float32))
-                num_cols.append(np.where(valid, np.cos(angle), 0.0).astype(np.float32))
-        cat_cols: list[np.ndarray] = []
-        for c in self.categorical:
-            raw = coerce(table.column(c.name), "string")[0] if c.name in cols else pa.nulls(n, pa.string())
-            idx = pc.index_in(raw, value_set=pa.array(c.vocabulary, type=pa.string()))
-            idx = pc.add(idx, OOV_INDEX + 1)
-            fallback = pc.if_else(pc.is_null(raw), MISSING_INDEX, OOV_INDEX)
-            cat_cols.append(pc.coalesce(idx, fallback).to_numpy(zero_copy_only=False).astype(np.int64))
-        num = np.stack(num_cols, axis=1) if num_cols else np.zeros((n, 0), np.float32)
-        cat = np.stack(cat_cols, axis=1) if cat_cols else np.zeros((n, 0), np.int64)
-        return ModelInputs(num=np.ascontiguousarray(num), cat=np.ascontiguousarray(cat))
+                num[j] = np.where(valid, np.sin(angle), 0.0)
+                num[j + 1] = np.where(valid, np.cos(angle), 0.0)
+                j += 2
+        cat = np.empty((len(self.categorical), n), dtype=np.int64)
+        for k, c in enumerate(self.categorical):
+            cat[k] = _category_index(table.column(c.name) if c.name in cols else pa.nulls(n, pa.string()), c.vocabulary)
+        return ModelInputs(num=np.ascontiguousarray(num.T), cat=np.ascontiguousarray(cat.T))
 
     def transform_records(self, records: list[dict[str, Any]]) -> ModelInputs:
         """JSON records -> model inputs, through the same Arrow path as batches."""
@@ -192,8 +194,9 @@ class FeatureSpec(_Spec):
         arrays = {
             "x_num": pa.FixedSizeListArray.from_arrays(pa.array(inputs.num.reshape(-1)), max(inputs.num.shape[1], 1))
             if inputs.num.shape[1] else pa.nulls(n, pa.list_(pa.float32(), 1)),
-            "x_cat": pa.FixedSizeListArray.from_arrays(pa.array(inputs.cat.reshape(-1)), max(inputs.cat.shape[1], 1))
-            if inputs.cat.shape[1] else pa.nulls(n, pa.list_(pa.int64(), 1)),
+            # int32 on disk (vocabularies are far smaller), int64 again when read for the model.
+            "x_cat": pa.FixedSizeListArray.from_arrays(pa.array(inputs.cat.reshape(-1).astype(np.int32)), max(inputs.cat.shape[1], 1))
+            if inputs.cat.shape[1] else pa.nulls(n, pa.list_(pa.int32(), 1)),
         }
         if with_label:
             arrays["y"] = pa.array(self.label_values(table))
@@ -247,8 +250,39 @@ def compare(col: pa.ChunkedArray | pa.Array, op: str, value: float | str) -> np.
 
 
 def _float_column(table: pa.Table, name: str, n: int) -> np.ndarray:
-    arr = coerce(table.column(name), "float")[0]
+    """float64 values with NaN for null, NaN and infinite alike (all count as missing)."""
+    arr = table.column(name)
+    arr = arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
+    if pa.types.is_floating(arr.type) or pa.types.is_integer(arr.type):
+        # Arrow writes NaN for nulls of a numeric column: one conversion, no extra kernels.
+        x = arr.to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
+        return np.where(np.isinf(x), np.nan, x) if pa.types.is_floating(arr.type) else x
+    arr = coerce(arr, "float")[0]
     return pc.fill_null(arr, float("nan")).to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
+
+
+def _category_index(col: pa.Array | pa.ChunkedArray, vocabulary: list[str]) -> np.ndarray:
+    """Vocabulary index per value (offset past MISSING_INDEX and OOV_INDEX), computed on the
+    column's distinct values: only those are turned into strings, not every row."""
+    col = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    vocab = pa.array(vocabulary, type=pa.string())
+    if pa.types.is_string(col.type):
+        idx = pc.index_in(col, value_set=vocab)
+        return _with_fallbacks(idx, pc.is_null(col))
+    enc = col if pa.types.is_dictionary(col.type) else pc.dictionary_encode(col)
+    strings = coerce(enc.dictionary, "string")[0]
+    per_value = _with_fallbacks(pc.index_in(strings, value_set=vocab), pc.is_null(strings))
+    codes = enc.indices.to_numpy(zero_copy_only=False)
+    valid = pc.is_valid(enc.indices).to_numpy(zero_copy_only=False)
+    out = np.full(len(col), MISSING_INDEX, dtype=np.int64)
+    out[valid] = per_value[codes[valid].astype(np.int64)]
+    return out
+
+
+def _with_fallbacks(idx: pa.Array, is_null: pa.Array) -> np.ndarray:
+    idx = pc.add(idx, OOV_INDEX + 1)
+    fallback = pc.if_else(is_null, MISSING_INDEX, OOV_INDEX)
+    return pc.coalesce(idx, fallback).to_numpy(zero_copy_only=False).astype(np.int64)
 
 
 def _time_part(ts: pa.Array, part: str) -> np.ndarray:
