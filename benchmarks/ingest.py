@@ -26,14 +26,14 @@ import numpy as np
 import pandas as pd
 import psutil
 import pyarrow as pa
-import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from rayline.config import load_config  # noqa: E402
-from rayline.data.process import BatchProcessor, SPLIT_COL, STATS_COL, QUARANTINE  # noqa: E402
+from rayline.data.process import BatchProcessor, STATS_COL  # noqa: E402
+from rayline.data.validate import QUARANTINE_SCHEMA  # noqa: E402
 from rayline.data.ingest import _load_dimensions  # noqa: E402
 from rayline.data import sources as src_mod  # noqa: E402
 from rayline.features.fit import PartialStats, build_spec  # noqa: E402
@@ -41,7 +41,10 @@ from rayline.storage import Storage  # noqa: E402
 
 
 class PeakRSS:
-    """Peak resident memory of this process and its children (Ray workers), sampled."""
+    """Peak memory of this process and its children (Ray's raylet, object store, workers), sampled.
+
+    Summed as PSS (each shared page divided among the processes that map it): summing RSS
+    would count the shared object store once per worker that maps it."""
 
     def __init__(self):
         self.peak, self._stop = 0, threading.Event()
@@ -53,11 +56,11 @@ class PeakRSS:
                 total = 0
                 for p in [me] + me.children(recursive=True):
                     try:
-                        total += p.memory_info().rss
+                        total += p.memory_full_info().pss
                     except psutil.Error:
                         pass
                 self.peak = max(self.peak, total)
-                time.sleep(0.2)
+                time.sleep(0.25)
         self._t = threading.Thread(target=run, daemon=True)
         self._t.start()
         return self
@@ -87,53 +90,44 @@ def run_rayline(cfg) -> tuple[float, int, float]:
 
 # ---------------------------------------------------------------- one-process Arrow
 def run_arrow(cfg, files: list[str], out: str) -> tuple[float, int]:
-    """rayline's own Arrow kernels in one process, file by file, no Ray: the efficient reference."""
+    """rayline's own per-batch code in one process, file by file, no Ray: the efficient reference.
+
+    The same two passes as the Ray Data job: statistics + quarantine, then transform + write."""
     t = time.perf_counter()
     storage = Storage(cfg.storage.root)
     d = cfg.data
     resolved = {n: src_mod.resolve(n, s, storage) for n, s in d.sources.items()}
     dims, _, _ = _load_dimensions(cfg, resolved)
-    proc = BatchProcessor(cfg, dims)
-    stats, rows = PartialStats(), 0
-    staged = []
-    for f in files:
-        pf = pq.ParquetFile(f)
-        for batch in pf.iter_batches(batch_size=d.block_rows):
-            tbl = pa.Table.from_batches([batch])
-            tbl = tbl.append_column(src_mod.PATH_COLUMN, pa.array([f] * tbl.num_rows))
+
+    def batches():
+        for f in files:
+            for batch in pq.ParquetFile(f).iter_batches(batch_size=d.block_rows):
+                tbl = pa.Table.from_batches([batch])
+                yield tbl.append_column(src_mod.PATH_COLUMN, pa.array([f] * tbl.num_rows))
+
+    stats, rows, proc = PartialStats(), 0, BatchProcessor(cfg, dims)
+    Path(out).mkdir(parents=True, exist_ok=True)
+    with pq.ParquetWriter(f"{out}/quarantine.parquet", QUARANTINE_SCHEMA) as q:
+        for tbl in batches():
             out_t = proc(tbl)
             part = json.loads(out_t.column(STATS_COL)[0].as_py())
             rows += part.pop("rows_in")
-            part.pop("split_rows"), part.pop("files")
+            part.pop("split_rows")
             stats = stats.merge(PartialStats.from_dict(part))
-            staged.append(out_t.filter(pa.compute.not_equal(out_t.column(SPLIT_COL), QUARANTINE)))
-            if sum(s.nbytes for s in staged) > 512 << 20:  # keep memory bounded: spill staged rows
-                _spill(staged, out)
-                staged = []
-    _spill(staged, out)
+            q.write_table(out_t.slice(1).drop_columns([STATS_COL]).rename_columns(QUARANTINE_SCHEMA.names))
     spec = build_spec(stats, cfg)
-    for split in ("train", "valid", "test"):
-        ds = pads.dataset(f"{out}/staged", format="parquet")
-        with pq.ParquetWriter(f"{out}/{split}.parquet", _model_schema(spec, ds)) as w:
-            for b in ds.to_batches(filter=pads.field(SPLIT_COL) == split, batch_size=d.block_rows):
-                w.write_table(spec.to_model_table(pa.Table.from_batches([b])))
+    proc = BatchProcessor(cfg, dims, spec.to_json())
+    writers = {}
+    for tbl in batches():
+        ready = proc(tbl)
+        for split in ("train", "valid", "test"):
+            part = ready.filter(pa.compute.equal(ready.column("split"), split)).drop_columns(["split"])
+            if split not in writers:
+                writers[split] = pq.ParquetWriter(f"{out}/{split}.parquet", part.schema, use_dictionary=False)
+            writers[split].write_table(part)
+    for w in writers.values():
+        w.close()
     return time.perf_counter() - t, rows
-
-
-def _model_schema(spec, ds):
-    sample = ds.head(10)
-    return spec.to_model_table(sample).schema
-
-
-_spill_n = [0]
-
-
-def _spill(tables, out):
-    if not tables:
-        return
-    Path(out, "staged").mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.concat_tables(tables), f"{out}/staged/part-{_spill_n[0]:05d}.parquet")
-    _spill_n[0] += 1
 
 
 # ---------------------------------------------------------------- pandas baseline
@@ -154,10 +148,9 @@ def _pandas_prepare(df, weather, planes, airports):
            | ~df["origin"].isin(["EWR", "JFK", "LGA"]) | ~df["distance"].between(0, 6000)
            | ~df["dep_delay"].between(-180, 2000))
     quarantine, df = df[bad], df[~bad]
-    key = pd.util.hash_pandas_object(df[["year", "month", "day", "carrier", "flight", "origin", "sched_dep_time"]],
-                                     index=False).to_numpy()
-    u = (key >> np.uint64(11)).astype(np.float64) / float(1 << 53)
-    split = np.where(df["time_hour"] >= pd.Timestamp("2013-11-01", tz="UTC"), "test", np.where(u < 0.1, "valid", "train"))
+    # configs/flights.yaml: test from November, validation October, training the rest
+    split = np.where(df["time_hour"] >= pd.Timestamp("2013-11-01", tz="UTC"), "test",
+                     np.where(df["time_hour"] >= pd.Timestamp("2013-10-01", tz="UTC"), "valid", "train"))
     return df.assign(split=split), quarantine
 
 
@@ -178,13 +171,16 @@ def run_pandas(files: list[str], out: str, shard_by_shard: bool) -> tuple[float,
     weather, planes, airports = _pandas_dims()
     groups = [[f] for f in files] if shard_by_shard else [files]
     # pass 1: statistics of the training rows
-    sums, sq, cnt, counts, rows = {}, {}, {}, {c: {} for c in CATEG}, 0
+    sums, sq, cnt, counts, rows, ntrain = {}, {}, {}, {c: {} for c in CATEG}, 0, 0
     prepared = []
-    for g in groups:
+    Path(out).mkdir(parents=True, exist_ok=True)
+    for i, g in enumerate(groups):
         df = pd.concat([pd.read_parquet(f) for f in g])
         rows += len(df)
-        df, _ = _pandas_prepare(df, weather, planes, airports)
+        df, quarantine = _pandas_prepare(df, weather, planes, airports)
+        quarantine.to_parquet(f"{out}/quarantine-{i:05d}.parquet")
         tr = df[df["split"] == "train"]
+        ntrain += len(tr)
         for c in NUMERIC:
             v = tr[c].astype("float64")
             sums[c] = sums.get(c, 0) + v.sum()
@@ -200,7 +196,6 @@ def run_pandas(files: list[str], out: str, shard_by_shard: bool) -> tuple[float,
     vocab = {c: {k: i + 2 for i, k in enumerate(sorted((k for k, n in counts[c].items() if n >= m), key=lambda k: -counts[c][k]))}
              for c, m in CATEG.items()}
     # pass 2: transform and write
-    Path(out).mkdir(parents=True, exist_ok=True)
     for i, g in enumerate(groups):
         if shard_by_shard:
             df, _ = _pandas_prepare(pd.concat([pd.read_parquet(f) for f in g]), weather, planes, airports)
@@ -210,13 +205,14 @@ def run_pandas(files: list[str], out: str, shard_by_shard: bool) -> tuple[float,
         for c in NUMERIC:
             v = df[c].astype("float64")
             feats[c] = ((v.fillna(mean[c]) - mean[c]) / std[c]).astype("float32")
-            feats[c + "__missing"] = v.isna().astype("float32")
+            if cnt[c] < ntrain:  # indicators only where training had missing values
+                feats[c + "__missing"] = v.isna().astype("float32")
         local = df["time_hour"].dt.tz_convert("America/New_York")
         for part, vals, period in (("hour", local.dt.hour, 24), ("dow", local.dt.dayofweek, 7), ("month", local.dt.month, 12)):
             feats[f"th_{part}_sin"] = np.sin(2 * np.pi * vals / period).astype("float32")
             feats[f"th_{part}_cos"] = np.cos(2 * np.pi * vals / period).astype("float32")
         for c in CATEG:
-            feats[c] = df[c].astype(str).map(vocab[c]).fillna(1).astype("int64")
+            feats[c] = df[c].astype(str).map(vocab[c]).fillna(1).astype("int32")
         feats["y"] = (df["dep_delay"] > 15).astype("float32")
         outdf = pd.DataFrame(feats)
         for split in ("train", "valid", "test"):

@@ -4,7 +4,7 @@ import numpy as np
 import pyarrow as pa
 
 from rayline.config import SplitConfig
-from rayline.data.split import assign, stable_hash
+from rayline.data.split import assign, split_names, stable_hash
 
 
 def _table(n=20000):
@@ -26,7 +26,8 @@ def test_hash_is_stable_and_order_independent():
 
 
 def test_hash_split_fractions():
-    split, undecided = assign(_table(), SplitConfig(method="hash", key=["id"], valid_fraction=0.2, test_fraction=0.1))
+    codes, undecided = assign(_table(), SplitConfig(method="hash", key=["id"], valid_fraction=0.2, test_fraction=0.1))
+    split = split_names(codes)
     assert not undecided.any()
     frac = {s: (split == s).mean() for s in ("train", "valid", "test")}
     assert abs(frac["valid"] - 0.2) < 0.015 and abs(frac["test"] - 0.1) < 0.015
@@ -37,7 +38,8 @@ def test_time_split_holds_out_by_date_and_flags_missing_times():
     t = t.set_column(2, "ts", pa.concat_arrays([t.column("ts").combine_chunks().slice(0, t.num_rows - 1),
                                                 pa.nulls(1, pa.timestamp("s", tz="UTC"))]))
     cfg = SplitConfig(method="time", column="ts", test_from="2013-11-01", valid_fraction=0.1, key=["id"])
-    split, undecided = assign(t, cfg)
+    codes, undecided = assign(t, cfg)
+    split = split_names(codes)
     months = np.array([v.month if v else 0 for v in t.column("ts").to_pylist()])
     assert set(split[months >= 11]) == {"test"}
     assert "test" not in set(split[(months < 11) & (months > 0)])

@@ -82,3 +82,28 @@ def test_parquet_schema_check_uses_footer(ray_local, tmp_path):
     assert "delay" not in pq.read_schema(data / "trips.parquet").names
     with pytest.raises(InputError, match=r"lacks required column\(s\) \['delay'\]"):
         _run(small_config(data, tmp_path / "root", fmt="parquet"))
+
+
+@pytest.mark.parametrize("change", ["rewritten", "rows_added"])
+def test_input_changed_between_the_two_passes(ray_local, small_data, change):
+    """Both passes read the input; a file replaced in between must not yield a mixed dataset."""
+    import os
+
+    data, root = small_data
+    trips = data / "trips.csv"
+    cfg = config_from_dict(small_config(data, root))
+
+    def progress(msg):
+        if "pass 2/2" in msg:
+            if change == "rows_added":
+                lines = trips.read_text().splitlines()
+                trips.write_text("\n".join(lines + lines[1:20]) + "\n")
+            else:
+                st = trips.stat()
+                os.utime(trips, ns=(st.st_atime_ns, st.st_mtime_ns + 5_000_000_000))
+
+    storage = Storage(cfg.storage.root)
+    with pytest.raises((InputError, RuntimeError), match="change"):
+        run_ingest(cfg, storage, progress=progress)
+    assert not storage.exists(f"datasets/{cfg.name}", "LATEST.json")
+    assert not [p for p in (root / "datasets" / cfg.name).glob("*") if not p.name.startswith(".tmp")]

@@ -1,9 +1,11 @@
-"""The per-batch work of the ingest's single pass: validate, join, split, gather statistics.
+"""The per-batch work of the ingest: validate, join, split, then gather statistics or transform.
 
 Pure functions over Arrow tables (no Ray here), so they are unit-tested directly and run
-unchanged inside Ray Data tasks. One call turns a raw batch of the primary table into one
-staged table holding both the clean rows (typed, tagged with their split) and the quarantined
-rows (tagged `quarantine`), plus the batch's partial statistics in a side column.
+unchanged inside Ray Data tasks. Validation, joins and the split are deterministic functions
+of a row, so the ingest runs them twice over the raw input instead of staging the joined
+rows: pass 1 (:class:`BatchProcessor` without a spec) returns the batch's partial statistics
+and its quarantined rows; pass 2 (with the fitted spec) returns the clean rows in the
+model-ready layout, tagged with their split.
 """
 
 from __future__ import annotations
@@ -17,15 +19,16 @@ import pyarrow as pa
 from rayline.config import ColumnRule, RaylineConfig
 from rayline.data.join import left_join
 from rayline.data.sources import PATH_COLUMN
-from rayline.data.split import TRAIN, assign
+from rayline.data.split import SPLITS, TRAIN_CODE, assign
 from rayline.data.validate import QUARANTINE_SCHEMA, Failures, apply_rules
 from rayline.features.fit import partial_stats
-from rayline.features.spec import compare
+from rayline.features.spec import FeatureSpec, compare
 
-SPLIT_COL = "rl__split"  # no leading "_": Arrow and Ray skip such directories
+READY_SPLIT_COL = "split"  # the model-ready output is partitioned by it: ready/split=<name>/
 STATS_COL = "rl__stats"
 QUARANTINE = "quarantine"
-SPLIT_NAMES = ["train", "valid", "test", QUARANTINE]
+SPLIT_NAMES = [*SPLITS, QUARANTINE]  # index = split code
+QUARANTINE_CODE = len(SPLITS)
 Q_PREFIX = "q_"  # quarantine columns in the staged table: q_rule, q_column, ...
 
 
@@ -100,6 +103,12 @@ def required_primary_columns(cfg: RaylineConfig) -> list[str]:
     return sorted({c for c in needed if c not in from_joins})
 
 
+def stats_columns(cfg: RaylineConfig) -> list[str]:
+    """What the partial statistics read: the numeric and categorical features and the label."""
+    f = cfg.data.features
+    return list(dict.fromkeys([x.name for x in f.numeric] + [x.name for x in f.categorical] + [cfg.data.label.column]))
+
+
 def staged_columns(cfg: RaylineConfig) -> list[str]:
     d = cfg.data
     cols = d.features.columns() + [d.label.column] + [c for c in d.passthrough]
@@ -108,13 +117,20 @@ def staged_columns(cfg: RaylineConfig) -> list[str]:
 
 @dataclass
 class BatchProcessor:
-    """Callable for `Dataset.map_batches` (pyarrow in, pyarrow out)."""
+    """Callable for `Dataset.map_batches` (pyarrow in, pyarrow out).
+
+    Without `spec_json` (pass 1) a batch becomes one row of partial statistics plus its
+    quarantined rows (:func:`stats_table`); with it (pass 2) its clean rows in the model-ready
+    layout plus a `split` column.
+    """
 
     cfg: RaylineConfig
     dims_ref: object | None = None  # ObjectRef of {join index: prepared dimension}, or the dict itself
+    spec_json: str | None = None
     _dims: dict | None = field(default=None, init=False, repr=False)
+    _spec: FeatureSpec | None = field(default=None, init=False, repr=False)
 
-    def dims(self) -> dict[int, pa.Table]:
+    def dims(self) -> dict:
         if self._dims is None:
             ref = self.dims_ref
             if ref is not None and not isinstance(ref, dict):
@@ -125,10 +141,22 @@ class BatchProcessor:
         return self._dims
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        cfg, d = self.cfg, self.cfg.data
-        n = batch.num_rows
-        failures = Failures(n)
-        typed = apply_rules(batch, primary_rules(cfg), failures)
+        typed, split, failures = self.prepare(batch)
+        if self.spec_json is None:
+            return self.statistics(batch, typed, split, failures)
+        if self._spec is None:
+            self._spec = FeatureSpec.from_json(self.spec_json)
+        keep = pa.array(~failures.bad)
+        ready = self._spec.to_model_table(typed.select(staged_columns(self.cfg)).filter(keep))
+        names = pa.array(SPLIT_NAMES[:-1])
+        return ready.append_column(READY_SPLIT_COL, pa.DictionaryArray.from_arrays(
+            pa.array(split[~failures.bad]), names).cast(pa.string()))
+
+    def prepare(self, batch: pa.Table) -> tuple[pa.Table, np.ndarray, Failures]:
+        """Typed + joined columns, split code per row (QUARANTINE_CODE for bad rows), failures."""
+        d = self.cfg.data
+        failures = Failures(batch.num_rows)
+        typed = apply_rules(batch, primary_rules(self.cfg), failures)
         dims = self.dims()
         for i, j in enumerate(d.joins):
             typed, unmatched = left_join(typed, dims[i], j)
@@ -138,20 +166,17 @@ class BatchProcessor:
         split, undecided = assign(typed, d.split)
         if d.split.method == "time":
             failures.add(undecided & ~failures.bad, "split", d.split.column, batch.column(d.split.column).combine_chunks())
+        split[failures.bad] = QUARANTINE_CODE
+        return typed, split, failures
 
-        keep = ~failures.bad
-        clean = typed.filter(pa.array(keep)).select(staged_columns(cfg))
-        clean_split = split[keep]
-        is_train = clean_split == TRAIN
-        train = clean.filter(pa.array(is_train))
-        label = compare_label(train, cfg)
-        stats = partial_stats(train, cfg, label).to_dict()
-        stats["rows_in"] = n
-        stats["split_rows"] = {s: int((clean_split == s).sum()) for s in ("train", "valid", "test")}
-        stats["files"] = _file_counts(batch)
-
-        quarantine = failures.quarantine(batch, d.primary, PATH_COLUMN)
-        return stage_table(clean, clean_split, quarantine, json.dumps(stats))
+    def statistics(self, batch: pa.Table, typed: pa.Table, split: np.ndarray, failures: Failures) -> pa.Table:
+        cfg = self.cfg
+        train = typed.select(stats_columns(cfg)).filter(pa.array(split == TRAIN_CODE))
+        stats = partial_stats(train, cfg, compare_label(train, cfg)).to_dict()
+        stats["rows_in"] = batch.num_rows
+        counts = np.bincount(split, minlength=len(SPLIT_NAMES))
+        stats["split_rows"] = {name: int(counts[i]) for i, name in enumerate(SPLIT_NAMES[:-1])}
+        return stats_table(json.dumps(stats), failures.quarantine(batch, cfg.data.primary, PATH_COLUMN))
 
 
 def compare_label(train: pa.Table, cfg: RaylineConfig) -> np.ndarray | None:
@@ -164,27 +189,12 @@ def compare_label(train: pa.Table, cfg: RaylineConfig) -> np.ndarray | None:
     return train.column(lab.column).to_numpy(zero_copy_only=False).astype(np.float64)
 
 
-def _file_counts(batch: pa.Table) -> dict[str, int]:
-    if PATH_COLUMN not in batch.column_names:
-        return {}
-    vc = batch.column(PATH_COLUMN).value_counts()
-    return {v: c for v, c in zip(vc.field("values").to_pylist(), vc.field("counts").to_pylist())}
-
-
-def stage_table(clean: pa.Table, split: np.ndarray, quarantine: pa.Table, stats_json: str) -> pa.Table:
-    """One table with clean and quarantined rows side by side (each side's columns null on the other)."""
-    nc, nq = clean.num_rows, quarantine.num_rows
-    cols: dict[str, pa.Array] = {}
-    for name in clean.column_names:
-        col = clean.column(name)
-        cols[name] = pa.concat_arrays([*col.chunks, pa.nulls(nq, col.type)]) if col.num_chunks else pa.nulls(nc + nq, col.type)
+def stats_table(stats_json: str, quarantine: pa.Table) -> pa.Table:
+    """Pass 1's output for a batch: row 0 carries the statistics, the other rows the quarantined
+    rows (QUARANTINE_SCHEMA columns, prefixed with Q_PREFIX)."""
+    nq = quarantine.num_rows
+    cols = {STATS_COL: pa.concat_arrays([pa.array([stats_json], pa.string()), pa.nulls(nq, pa.string())])}
     for f in QUARANTINE_SCHEMA:
-        cols[Q_PREFIX + f.name] = pa.concat_arrays([pa.nulls(nc, f.type), quarantine.column(f.name).combine_chunks()])
-    # Split names as a dictionary array built from integer codes: no per-row Python objects.
-    codes = np.full(nc + nq, len(SPLIT_NAMES) - 1, dtype=np.int8)
-    for i, name in enumerate(SPLIT_NAMES[:-1]):
-        codes[:nc][split == name] = i
-    cols[SPLIT_COL] = pa.DictionaryArray.from_arrays(pa.array(codes), pa.array(SPLIT_NAMES)).cast(pa.string())
-    stats = pa.concat_arrays([pa.array([stats_json], pa.string()), pa.nulls(nc + nq - 1, pa.string())]) if nc + nq else pa.nulls(0, pa.string())
-    cols[STATS_COL] = stats
+        col = quarantine.column(f.name).combine_chunks() if nq else pa.array([], f.type)
+        cols[Q_PREFIX + f.name] = pa.concat_arrays([pa.nulls(1, f.type), col.cast(f.type)])
     return pa.table(cols)

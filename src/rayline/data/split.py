@@ -16,6 +16,8 @@ from rayline.config import SplitConfig
 from rayline.features.coerce import coerce
 
 TRAIN, VALID, TEST = "train", "valid", "test"
+SPLITS = (TRAIN, VALID, TEST)
+TRAIN_CODE, VALID_CODE, TEST_CODE = 0, 1, 2
 _M = np.uint64(0x9E3779B97F4A7C15)
 
 
@@ -49,22 +51,34 @@ def _utc(text: str) -> pa.Scalar:
 
 
 def assign(table: pa.Table, cfg: SplitConfig) -> tuple[np.ndarray, np.ndarray]:
-    """Return (split name per row as object array, mask of rows whose split cannot be decided)."""
-    key = cfg.key or [c for c in table.column_names if not c.startswith("__rl_")]
-    u = unit_interval(stable_hash(table, key, cfg.seed))
-    out = np.full(table.num_rows, TRAIN, dtype=object)
-    undecided = np.zeros(table.num_rows, dtype=bool)
+    """Return (split code per row: an index into SPLITS, as int8; mask of rows whose split cannot
+    be decided). Codes rather than names: comparing object arrays of strings cost more than the
+    rest of the split."""
+    n = table.num_rows
+    out = np.zeros(n, dtype=np.int8)  # TRAIN
+    undecided = np.zeros(n, dtype=bool)
     if cfg.method == "time":
         ts, _ = coerce(table.column(cfg.column), "timestamp")
         is_test = pc.greater_equal(ts, _utc(cfg.test_from))
         undecided = pc.is_null(is_test).to_numpy(zero_copy_only=False)
         is_test = pc.fill_null(is_test, False).to_numpy(zero_copy_only=False)
         if cfg.valid_from:
-            out[pc.fill_null(pc.greater_equal(ts, _utc(cfg.valid_from)), False).to_numpy(zero_copy_only=False)] = VALID
+            out[pc.fill_null(pc.greater_equal(ts, _utc(cfg.valid_from)), False).to_numpy(zero_copy_only=False)] = VALID_CODE
         else:
-            out[u < cfg.valid_fraction] = VALID
-        out[is_test] = TEST
+            out[_unit(table, cfg) < cfg.valid_fraction] = VALID_CODE
+        out[is_test] = TEST_CODE
     else:
-        out[u < cfg.test_fraction + cfg.valid_fraction] = VALID
-        out[u < cfg.test_fraction] = TEST
+        u = _unit(table, cfg)
+        out[u < cfg.test_fraction + cfg.valid_fraction] = VALID_CODE
+        out[u < cfg.test_fraction] = TEST_CODE
     return out, undecided
+
+
+def _unit(table: pa.Table, cfg: SplitConfig) -> np.ndarray:
+    key = cfg.key or [c for c in table.column_names if not c.startswith("__rl_")]
+    return unit_interval(stable_hash(table, key, cfg.seed))
+
+
+def split_names(codes: np.ndarray) -> np.ndarray:
+    """Codes from `assign` -> split names (object array), for people and tests."""
+    return np.asarray(SPLITS, dtype=object)[codes]
