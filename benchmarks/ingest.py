@@ -43,8 +43,9 @@ from rayline.storage import Storage  # noqa: E402
 class PeakRSS:
     """Peak memory of this process and its children (Ray's raylet, object store, workers), sampled.
 
-    Summed as PSS (each shared page divided among the processes that map it): summing RSS
-    would count the shared object store once per worker that maps it."""
+    Each process's private resident memory (RSS minus shared pages) plus the largest shared
+    resident set once: that is the object store, which every worker maps. Summing plain RSS
+    would count the store once per worker; exact PSS reads smaps and cost a fifth of a core."""
 
     def __init__(self):
         self.peak, self._stop = 0, threading.Event()
@@ -53,14 +54,16 @@ class PeakRSS:
         def run():
             me = psutil.Process()
             while not self._stop.is_set():
-                total = 0
+                private, shared = 0, 0
                 for p in [me] + me.children(recursive=True):
                     try:
-                        total += p.memory_full_info().pss
+                        m = p.memory_info()
                     except psutil.Error:
-                        pass
-                self.peak = max(self.peak, total)
-                time.sleep(0.25)
+                        continue
+                    private += m.rss - m.shared
+                    shared = max(shared, m.shared)
+                self.peak = max(self.peak, private + shared)
+                time.sleep(0.2)
         self._t = threading.Thread(target=run, daemon=True)
         self._t.start()
         return self

@@ -12,6 +12,7 @@ Model inputs are two matrices:
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from dataclasses import dataclass
@@ -154,14 +155,14 @@ class FeatureSpec(_Spec):
                 j += 1
         for t in self.time:
             ts = coerce(table.column(t.name), "timestamp")[0] if t.name in cols else pa.nulls(n, pa.timestamp("us", tz="UTC"))
-            if t.timezone:
-                ts = ts.cast(pa.timestamp("us", tz=t.timezone))
+            # Wall-clock time in the configured zone, converted once for all parts.
+            local = pc.local_timestamp(ts.cast(pa.timestamp("us", tz=t.timezone))) if t.timezone else ts
             for p in t.parts:
-                v = _time_part(ts, p)
-                valid = ~np.isnan(v)
-                angle = 2.0 * math.pi * np.nan_to_num(v) / TIME_PERIODS[p]
-                num[j] = np.where(valid, np.sin(angle), 0.0)
-                num[j + 1] = np.where(valid, np.cos(angle), 0.0)
+                # Parts are small integers: look sin/cos up instead of computing them per row.
+                sin, cos = _circle(p)
+                k = _time_part(local, p)
+                num[j] = sin[k]
+                num[j + 1] = cos[k]
                 j += 2
         cat = np.empty((len(self.categorical), n), dtype=np.int64)
         for k, c in enumerate(self.categorical):
@@ -286,6 +287,14 @@ def _with_fallbacks(idx: pa.Array, is_null: pa.Array) -> np.ndarray:
 
 
 def _time_part(ts: pa.Array, part: str) -> np.ndarray:
+    """Integer value of `part` per row (hour 0-23, dow 0-6, month 1-12, ...); -1 where null."""
     fn = {"hour": pc.hour, "dow": pc.day_of_week, "month": pc.month, "day": pc.day, "minute": pc.minute}[part]
-    v = fn(ts)
-    return pc.fill_null(pc.cast(v, pa.float64()), float("nan")).to_numpy(zero_copy_only=False)
+    return pc.fill_null(fn(ts), -1).to_numpy(zero_copy_only=False).astype(np.int64)
+
+
+@functools.lru_cache(maxsize=None)
+def _circle(part: str) -> tuple[np.ndarray, np.ndarray]:
+    """sin/cos of 2*pi*k/period for every value k a part takes; index -1 (null) gives (0, 0)."""
+    period = TIME_PERIODS[part]
+    angle = 2.0 * math.pi * np.arange(period + 1) / period
+    return np.append(np.sin(angle), 0.0), np.append(np.cos(angle), 0.0)
