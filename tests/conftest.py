@@ -18,12 +18,18 @@ import yaml
 # Ray 2.60 heads use token auth; clients read the mode when ray is first imported, so it is set
 # here, before any test module imports ray.
 os.environ.setdefault("RAY_AUTH_MODE", "token")
+# S3 tests talk to a moto server on 127.0.0.1 (tests/data/test_s3_ingest.py). Ray workers
+# inherit the head's environment, so dummy credentials are set before the head starts, and
+# forced: a test must never reach a real AWS account.
+os.environ.update({"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                   "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"})
 
 ROOT = Path(__file__).resolve().parents[1]
 FLIGHTS_CONFIG = ROOT / "configs" / "flights.yaml"
 
 
 HEAD_PORT, DASHBOARD_PORT, METRICS_PORT, SERVE_PORT = 6390, 8290, 8291, 8765  # outside Ray's worker ports 10002-19999
+MOTO_PORT = 8793
 
 
 class RayNodes:

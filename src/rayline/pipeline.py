@@ -20,7 +20,7 @@ from rayline.features.spec import FeatureSpec
 from rayline.model.artifact import LoadedModel
 from rayline.registry import ModelVersion, Registry, promote
 from rayline.registry.register import read_json_file, register_run
-from rayline.storage import Storage
+from rayline.storage import Storage, join_uri
 from rayline.train import TrainResult, default_run_name, run_training
 
 
@@ -34,7 +34,7 @@ class TrainOutcome:
     def summary(self) -> dict:
         out = {"stage": "train", "version": self.version.version, "reused": self.reused,
                "run_name": self.version.lineage.get("run_name"), "test": self.version.summary()["test"],
-               "report": f"{self.version.uri}/report/report.md"}
+               "report": join_uri(self.version.uri, "report", "report.md")}
         if self.train:
             out["training"] = self.train.summary()
         return out
@@ -87,7 +87,7 @@ def evaluate_version(cfg: RaylineConfig, storage: Storage, ref: str | None = Non
     for name, data in report.items():
         storage.write_bytes(data, registry.base, str(v), "report", name)
     return {"stage": "evaluate", "version": v, "split": ev.split, "metric": ev.metric, "value": ev.value,
-            "metrics": ev.metrics, "report": f"{mv.uri}/report/report.md"}
+            "metrics": ev.metrics, "report": join_uri(mv.uri, "report", "report.md")}
 
 
 def reevaluator(cfg: RaylineConfig, storage: Storage):
@@ -148,7 +148,7 @@ def run_pipeline(cfg: RaylineConfig, storage: Storage, config_path: str, overrid
                         "quarantine_by_rule": ingest.manifest["quarantine_by_rule"]}
     trained = timed("train", lambda: train_and_register(cfg, storage, ingest=ingest, fresh=fresh, progress=progress))
     stages["train"] = {"version": trained.version.version, "reused": trained.reused, "test": trained.version.summary()["test"],
-                       "report": f"{trained.version.uri}/report/report.md"}
+                       "report": join_uri(trained.version.uri, "report", "report.md")}
 
     def do_promote():
         try:

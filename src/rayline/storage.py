@@ -23,6 +23,25 @@ import pyarrow.fs as pafs
 SUCCESS_MARKER = "_SUCCESS"
 
 
+def join_uri(uri: str, *parts: str) -> str:
+    """`uri` with path parts appended before its query, if any: an S3-compatible store is named
+    as s3://bucket/prefix?endpoint_override=host:9000&scheme=http, and the query must stay last."""
+    base, sep, query = uri.partition("?")
+    rel = "/".join(p.strip("/") for p in parts if p)
+    if rel:
+        base = f"{base.rstrip('/')}/{rel}"
+    return f"{base}{sep}{query}"
+
+
+def split_uri(uri: str) -> tuple[str, str]:
+    """(parent URI, last path component) of a URI or path, its query kept on the parent."""
+    base, sep, query = uri.partition("?")
+    parent, _, name = base.rstrip("/").rpartition("/")
+    if parent.endswith(":/"):  # s3://bucket: the bucket is the parent, not "s3:/"
+        parent += "/"
+    return f"{parent or ('/' if base.startswith('/') else '.')}{sep}{query}", name
+
+
 @dataclass
 class Storage:
     root: str
@@ -54,8 +73,7 @@ class Storage:
 
     def uri(self, *parts: str) -> str:
         """Location as a URI another process (a Ray worker, a user) can open."""
-        rel = "/".join(p.strip("/") for p in parts if p)
-        return f"{self.root.rstrip('/')}/{rel}" if rel else self.root
+        return join_uri(self.root, *parts)
 
     # ------------------------------------------------------------------ queries
     def exists(self, *parts: str) -> bool:
@@ -133,6 +151,9 @@ class Storage:
 
     def publish(self, tmp_rel: str, final_rel: str) -> None:
         """Move a finished staging directory into place, replacing an older one."""
+        if not self.is_local:
+            self._publish_by_copy(tmp_rel, final_rel)
+            return
         self.mark_complete(tmp_rel)
         src, dst = self.path(tmp_rel), self.path(final_rel)
         if self.exists(final_rel):
@@ -141,6 +162,33 @@ class Storage:
             self.fs.move(dst, self.path(self.temp_dir(final_rel).replace(".tmp-", ".old-")))
         self.fs.create_dir(dst.rsplit("/", 1)[0], recursive=True)
         self.fs.move(src, dst)
+
+    def _publish_by_copy(self, tmp_rel: str, final_rel: str) -> None:
+        """Object stores cannot rename a prefix: copy object by object (server-side), marker last.
+
+        The old copy's marker goes first, so no reader takes a half-replaced directory for a
+        finished one; a crash part-way leaves an unmarked directory that the next run rebuilds.
+        """
+        if self.exists(final_rel):
+            self.delete_file(final_rel, SUCCESS_MARKER)
+            self.fs.delete_dir(self.path(final_rel))
+        self._copy_tree(tmp_rel, final_rel, skip=SUCCESS_MARKER)
+        self.mark_complete(final_rel)
+        self.fs.delete_dir(self.path(tmp_rel))
+
+    def move_dir(self, src_rel: str, dst_rel: str) -> None:
+        """Rename a directory: a rename on local disks, a copy + delete on object stores."""
+        if self.is_local:
+            self.fs.move(self.path(src_rel), self.path(dst_rel))
+            return
+        self._copy_tree(src_rel, dst_rel)
+        self.fs.delete_dir(self.path(src_rel))
+
+    def _copy_tree(self, src_rel: str, dst_rel: str, skip: str | None = None) -> None:
+        src = self.path(src_rel).rstrip("/") + "/"
+        for info in self.fs.get_file_info(pafs.FileSelector(src, recursive=True)):
+            if info.type == pafs.FileType.File and info.base_name != skip:
+                self.fs.copy_file(info.path, self.path(dst_rel, info.path[len(src):]))
 
     def delete_dir(self, *parts: str) -> None:
         if self.exists(*parts):

@@ -50,3 +50,15 @@ def test_mock_filesystem_second_backend():
     assert s.create_exclusive(b"1", "m", "lock") and not s.create_exclusive(b"2", "m", "lock")
     with pytest.raises(FileNotFoundError):
         s.read_bytes("m", "missing.json")
+
+
+def test_uris_keep_their_query_last():
+    from rayline.storage import join_uri, split_uri
+
+    q = "endpoint_override=127.0.0.1:9000&scheme=http"
+    assert join_uri(f"s3://b/root?{q}", "datasets", "x/") == f"s3://b/root/datasets/x?{q}"
+    assert join_uri("/data/root", "a") == "/data/root/a" and join_uri("/data/root") == "/data/root"
+    assert split_uri(f"s3://b/out/preds/?{q}") == (f"s3://b/out?{q}", "preds")
+    assert split_uri("s3://b/preds") == ("s3://b", "preds")
+    assert split_uri("preds") == (".", "preds") and split_uri("/preds") == ("/", "preds")
+    assert Storage(f"s3://b/root?{q}").uri("datasets") == f"s3://b/root/datasets?{q}"

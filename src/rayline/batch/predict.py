@@ -21,7 +21,7 @@ from rayline.data.validate import Failures, apply_rules
 from rayline.errors import InputError
 from rayline.features.spec import FeatureSpec
 from rayline.model.artifact import LoadedModel
-from rayline.storage import Storage
+from rayline.storage import Storage, split_uri
 
 KIND = "rl__kind"
 
@@ -103,8 +103,8 @@ def run_batch_predict(cfg: RaylineConfig, storage: Storage, input_path: str, out
     src_mod.check_files(src, sorted(n for n, c in spec.constraints.items() if c.required))
     keep = keep if keep is not None else [c for c in dict.fromkeys(spec.passthrough + cfg.data.passthrough)]
     use_gpu = ray.cluster_resources().get("GPU", 0) >= 1
-    parent, _, name = (output_path.rstrip("/")).rpartition("/")
-    out = Storage(parent or ".")
+    parent, name = split_uri(output_path)
+    out = Storage(parent)
     tmp = out.temp_dir(name)
     # Small CPU shares: batch inference often shares a cluster with live Serve replicas.
     ds = src_mod.read_dataset(src, num_cpus=0.25)
@@ -130,7 +130,7 @@ def run_batch_predict(cfg: RaylineConfig, storage: Storage, input_path: str, out
     # Final layout: <output>/predictions/ and <output>/quarantine/ (quarantine columns only).
     for kind, sub in (("ok", "predictions"), ("quarantine", "quarantine")):
         if out.exists(f"{tmp}/{KIND}={kind}"):
-            out.fs.move(out.path(f"{tmp}/{KIND}={kind}"), out.path(f"{tmp}/{sub}"))
+            out.move_dir(f"{tmp}/{KIND}={kind}", f"{tmp}/{sub}")
     out.publish(tmp, name)
     return BatchResult(version, rows_in, rows_out, quarantined, out.uri(name), round(time.perf_counter() - t0, 2))
 

@@ -42,7 +42,7 @@ from rayline.data.validate import QUARANTINE_SCHEMA, Failures, apply_rules, dupl
 from rayline.errors import InputError
 from rayline.features.fit import PartialStats, build_spec
 from rayline.features.spec import FeatureSpec
-from rayline.storage import Storage
+from rayline.storage import Storage, join_uri
 
 log = logging.getLogger(__name__)
 FORMAT_VERSION = 4  # bump when the layout of the output changes (4: x_cat int32, missing-only indicators)
@@ -58,11 +58,11 @@ class IngestResult:
     spec: FeatureSpec = field(repr=False)
 
     def split_uri(self, split: str) -> str:
-        return f"{self.path}/ready/split={split}"
+        return join_uri(self.path, "ready", f"split={split}")
 
     @property
     def quarantine_uri(self) -> str:
-        return f"{self.path}/quarantine"
+        return join_uri(self.path, "quarantine")
 
     def summary(self) -> dict:
         m = self.manifest
