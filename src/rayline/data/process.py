@@ -155,7 +155,7 @@ class BatchProcessor:
     def prepare(self, batch: pa.Table) -> tuple[pa.Table, np.ndarray, Failures]:
         """Typed + joined columns, split code per row (QUARANTINE_CODE for bad rows), failures."""
         d = self.cfg.data
-        failures = Failures(batch.num_rows)
+        failures = Failures(batch.num_rows, details=self.spec_json is None)
         typed = apply_rules(batch, primary_rules(self.cfg), failures)
         dims = self.dims()
         for i, j in enumerate(d.joins):

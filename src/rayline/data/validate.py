@@ -35,6 +35,7 @@ class Failures:
     """First failure per row, plus all failures as text (only materialised for bad rows)."""
 
     n: int
+    details: bool = True  # False: only which rows failed (the ingest's second pass needs no more)
 
     def __post_init__(self) -> None:
         self.bad = np.zeros(self.n, dtype=bool)
@@ -44,6 +45,9 @@ class Failures:
         self.all: dict[int, list[str]] = {}
 
     def add(self, mask: np.ndarray, rule: str, column: str, raw: pa.Array | None) -> None:
+        if not self.details:
+            self.bad |= mask
+            return
         idx = np.flatnonzero(mask)
         if idx.size == 0:
             return
@@ -56,6 +60,8 @@ class Failures:
             self.all.setdefault(i, []).append(f"{rule}:{column}={text}")
 
     def quarantine(self, raw: pa.Table, table_name: str, source_col: str | None) -> pa.Table:
+        if not self.details:
+            raise ValueError("Failures(details=False) records no reasons to quarantine with")
         idx = np.flatnonzero(self.bad)
         bad_rows = raw.take(pa.array(idx))
         src = bad_rows.column(source_col).to_pylist() if source_col and source_col in raw.column_names else [None] * idx.size
