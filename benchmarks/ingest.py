@@ -273,7 +273,7 @@ def main() -> None:
         print(f"{'job':<16}{'rows':>12}{'seconds':>10}{'rows/s':>14}")
         for k, (s, r) in results.items():
             print(f"{k:<16}{r:>12,}{s:>10.2f}{r / s:>14,.0f}")
-        print(f"ray start-up (excluded): {startup:.1f}s; rayline peak RSS {peak:,.0f} MiB; "
+        print(f"ray start-up (excluded): {startup:.1f}s; rayline peak memory {peak:,.0f} MiB (private + shared once); "
               f"pandas {'shard by shard' if shard else 'all in memory'}")
         rl, bl, ar = (results[k][1] / results[k][0] for k in ("rayline", "pandas", "arrow"))
         print(json.dumps({"name": "ingest", "rows": results["rayline"][1], "rayline_rows_per_s": round(rl),

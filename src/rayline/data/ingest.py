@@ -241,7 +241,11 @@ READY_PARQUET_OPTIONS = {"use_dictionary": False}
 def _process(cfg, primary: src_mod.ResolvedSource, processor: BatchProcessor):
     """Read the primary table and map `processor` over it, turning task failures into a message."""
     ds = src_mod.read_dataset(primary)
-    if "path" not in required_primary_columns(cfg):
+    if processor.spec_json is not None:
+        # Pass 2 writes no quarantine, so it reads only what rules, joins, split and features
+        # use (every file has these: check_files). Parquet then skips the other columns' pages.
+        ds = ds.select_columns(required_primary_columns(cfg))
+    elif "path" not in required_primary_columns(cfg):
         ds = ds.rename_columns({"path": src_mod.PATH_COLUMN})
     return _UserErrors(ds.map_batches(processor, batch_format="pyarrow", batch_size=cfg.data.block_rows,
                                       zero_copy_batch=True), primary)
