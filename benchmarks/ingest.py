@@ -211,7 +211,7 @@ def run_pandas(files: list[str], out: str, shard_by_shard: bool) -> tuple[float,
             if cnt[c] < ntrain:  # indicators only where training had missing values
                 feats[c + "__missing"] = v.isna().astype("float32")
         local = df["time_hour"].dt.tz_convert("America/New_York")
-        for part, vals, period in (("hour", local.dt.hour, 24), ("dow", local.dt.dayofweek, 7), ("month", local.dt.month, 12)):
+        for part, vals, period in (("hour", local.dt.hour, 24), ("dow", local.dt.day_of_week, 7), ("month", local.dt.month, 12)):
             feats[f"th_{part}_sin"] = np.sin(2 * np.pi * vals / period).astype("float32")
             feats[f"th_{part}_cos"] = np.cos(2 * np.pi * vals / period).astype("float32")
         for c in CATEG:

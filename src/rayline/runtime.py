@@ -47,5 +47,7 @@ def configure_data_context() -> None:
 
     ctx = DataContext.get_current()
     ctx.enable_progress_bars = True
-    # Arrow batches flow between our operators; larger blocks amortise per-task cost.
-    ctx.target_max_block_size = 256 * 1024 * 1024
+    # Ray's default block size (128 MiB). A map+write task holds its input block and all the
+    # output it writes: 256 MiB blocks measured no faster (3.4M rows) but put the 30M-row
+    # ingest's peak memory at 7.4-8.1 GiB.
+    ctx.target_max_block_size = 128 * 1024 * 1024
