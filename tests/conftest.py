@@ -18,7 +18,7 @@ import yaml
 # Ray 2.60 heads use token auth; clients read the mode when ray is first imported, so it is set
 # here, before any test module imports ray.
 os.environ.setdefault("RAY_AUTH_MODE", "token")
-# S3 tests talk to a moto server on 127.0.0.1 (tests/data/test_s3_ingest.py). Ray workers
+# S3 tests talk to a moto server on 127.0.0.1 (tests/system/test_s3_storage.py). Ray workers
 # inherit the head's environment, so dummy credentials are set before the head starts, and
 # forced: a test must never reach a real AWS account.
 os.environ.update({"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",

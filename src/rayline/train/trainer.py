@@ -100,7 +100,8 @@ def run_training(cfg: RaylineConfig, ingest: IngestResult, storage: Storage, *, 
         scaling_config=ScalingConfig(num_workers=tc.num_workers, use_gpu=use_gpu, resources_per_worker=resources,
                                      placement_strategy=tc.placement_strategy),
         run_config=RunConfig(
-            name=run_name, storage_path=storage.uri(runs_rel),
+            # The filesystem object, not a URI: it carries a custom endpoint (MinIO) and credentials.
+            name=run_name, storage_path=storage.path(runs_rel), storage_filesystem=storage.fs,
             failure_config=FailureConfig(max_failures=tc.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=tc.keep_checkpoints, checkpoint_score_attribute="score",
                                                checkpoint_score_order="max"),

@@ -1,4 +1,4 @@
-"""The whole ingest on a second filesystem type: S3, served by moto on 127.0.0.1.
+"""Ingest, training and the registry on a second filesystem type: S3, served by moto on 127.0.0.1.
 
 Sources and the storage root are s3:// URIs naming a custom endpoint in their query (as for
 MinIO), so every path rayline builds must keep the query last, and publishing must work
@@ -86,3 +86,22 @@ def test_ingest_reads_and_publishes_on_s3(ray_local, s3fs):
     forced = run_ingest(cfg, storage, force=True)
     assert forced.key == first.key and forced.manifest["rows"] == rows
     assert ray.data.read_parquet(forced.split_uri("test")).count() == rows["test"]
+
+
+def test_training_and_registry_on_s3(ray_local, s3fs):
+    """Checkpoints and model versions on the same S3 root (Ray Train gets the filesystem object)."""
+    from rayline.pipeline import train_and_register
+
+    _upload(s3fs, small_tables(800, seed=3), "train-data")
+    raw = _raw_config("train-data")
+    raw["storage"]["root"] = s3("train-root")
+    raw["train"]["epochs"] = 2
+    cfg = config_from_dict(raw)
+    storage = Storage(cfg.storage.root)
+    out = train_and_register(cfg, storage)
+    version = out.version
+    assert version.version == 1 and version.uri.startswith(f"s3://{BUCKET}/train-root/") and version.uri.endswith(QUERY)
+    listed = [i.path for i in s3fs.get_file_info(pafs.FileSelector(f"{BUCKET}/train-root", recursive=True))]
+    assert any("/runs/" in p and "checkpoint" in p for p in listed)
+    assert any(p.endswith("/models/trips/1/_SUCCESS") for p in listed)
+    assert train_and_register(cfg, storage).reused  # same data and config: the version is reused
