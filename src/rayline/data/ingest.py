@@ -10,7 +10,7 @@ Two streaming Ray Data executions over the raw input, no staged copy of the join
    model-ready Parquet partitioned by split.
 
 Re-reading the compressed input costs less than writing and re-reading the joined, typed rows
-(several times its size). Everything is written under a temporary prefix and published at the
+(1.5x its size on disk, and encoded and decoded once more). Everything is written under a temporary prefix and published at the
 end, keyed by a fingerprint of the inputs and of the config's data section: a rerun with the
 same inputs reuses the published output.
 """
