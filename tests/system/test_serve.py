@@ -142,11 +142,16 @@ async def _load(url, records, seconds, concurrency, log):
         await asyncio.gather(*(worker(i) for i in range(concurrency)))
 
 
-def _replica_stats(url, rounds=30):
-    seen = {}
-    for _ in range(rounds):
-        d = httpx.get(f"{url}/drift").json()
-        seen[d["replica"]] = d
+def _replica_stats(url, replicas=2, timeout=10.0):
+    """Each replica's /drift counters. Requests go in concurrent rounds until every replica
+    answered: sequential ones may all be routed to the same idle replica."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    seen, deadline = {}, time.time() + timeout
+    with ThreadPoolExecutor(8) as pool:
+        while len(seen) < replicas and time.time() < deadline:
+            for d in pool.map(lambda _: httpx.get(f"{url}/drift", timeout=10).json(), range(8)):
+                seen[d["replica"]] = d
     return seen
 
 
@@ -156,6 +161,7 @@ def test_concurrent_requests_form_batches(served, records):
     log = []
     asyncio.run(_load(d.url, records, 3, 32, log))
     after = _replica_stats(d.url)
+    assert len(before) == len(after) == 2, (sorted(before), sorted(after))
     assert all(s == 200 for _, s, _ in log)
     recs = sum(after[p]["observed_records"] - before.get(p, {}).get("observed_records", 0) for p in after)
     batches = sum(after[p]["observed_batches"] - before.get(p, {}).get("observed_batches", 0) for p in after)
@@ -224,7 +230,7 @@ def test_killed_replica_is_replaced_and_endpoint_keeps_answering(served, records
     assert failed == 0, f"{failed} requests failed even with retries ({failures_before_retry} retried)"
     deadline = time.time() + 60
     while time.time() < deadline:
-        now = set(_replica_stats(d.url, 20))
+        now = set(_replica_stats(d.url))
         if len(now) == 2 and victim not in now:
             break
         time.sleep(1)
