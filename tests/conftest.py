@@ -58,12 +58,18 @@ class RayNodes:
     def pids(self) -> list[int]:
         import psutil
 
-        out = []
+        out = set()
         for p in psutil.process_iter(["cmdline"]):
             cmd = " ".join(p.info["cmdline"] or [])
             if str(self.temp_dir) in cmd or f"127.0.0.1:{HEAD_PORT}" in cmd or f":{HEAD_PORT} " in cmd:
-                out.append(p.pid)
-        return out
+                out.add(p.pid)
+                try:
+                    # Agents and workers retitle themselves (ray::DashboardAgent, ray::IDLE):
+                    # found as children of the raylet, or they outlive the session.
+                    out.update(c.pid for c in p.children(recursive=True))
+                except psutil.Error:
+                    pass
+        return sorted(out)
 
     @staticmethod
     def kill(pids: list[int]) -> None:
