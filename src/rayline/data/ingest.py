@@ -10,9 +10,9 @@ Two streaming Ray Data executions over the raw input, no staged copy of the join
    model-ready Parquet partitioned by split.
 
 Re-reading the compressed input costs less than writing and re-reading the joined, typed rows
-(1.5x its size on disk, and encoded and decoded once more). Everything is written under a temporary prefix and published at the
-end, keyed by a fingerprint of the inputs and of the config's data section: a rerun with the
-same inputs reuses the published output.
+(1.5x its size on disk, and encoded and decoded once more). Everything is written under a
+temporary prefix and published at the end, keyed by a fingerprint of the inputs and of the
+config's data section: a rerun with the same inputs reuses the published output.
 """
 
 from __future__ import annotations
@@ -181,7 +181,7 @@ def _execute(cfg, storage: Storage, primary, dims, dim_quarantine, tmp: str, pro
     # ---- pass 1: validate + join + split -> partial statistics and quarantined rows
     t = time.perf_counter()
     progress(f"ingest: pass 1/2 validate, join, split, gather statistics ({len(primary.files)} file(s) of {d.primary})")
-    _process(cfg, primary, BatchProcessor(cfg, dims_ref)).write_parquet(pass1_dir, filesystem=fs)
+    _map_and_write(cfg, primary, BatchProcessor(cfg, dims_ref), pass1_dir, fs)
     timings["pass1_validate_join_split"] = time.perf_counter() - t
 
     # ---- fit: merge the partial statistics (one small JSON per batch) on the driver
@@ -210,9 +210,8 @@ def _execute(cfg, storage: Storage, primary, dims, dim_quarantine, tmp: str, pro
     t = time.perf_counter()
     progress("ingest: pass 2/2 transform and write model-ready Parquet")
     if sum(split_rows.values()):
-        ready = _process(cfg, primary, BatchProcessor(cfg, dims_ref, spec.to_json()))
-        ready.write_parquet(storage.path(tmp, "ready"), filesystem=fs, partition_cols=[READY_SPLIT_COL],
-                            **READY_PARQUET_OPTIONS)
+        _map_and_write(cfg, primary, BatchProcessor(cfg, dims_ref, spec.to_json()), storage.path(tmp, "ready"), fs,
+                       partition_cols=[READY_SPLIT_COL], **READY_PARQUET_OPTIONS)
     timings["pass2_transform_write"] = time.perf_counter() - t
     # Both passes read the input: it must not have changed in between.
     if src_mod.resolve(d.primary, d.sources[d.primary], storage).fingerprint() != primary.fingerprint():
@@ -238,8 +237,9 @@ def _execute(cfg, storage: Storage, primary, dims, dim_quarantine, tmp: str, pro
 READY_PARQUET_OPTIONS = {"use_dictionary": False}
 
 
-def _process(cfg, primary: src_mod.ResolvedSource, processor: BatchProcessor):
-    """Read the primary table and map `processor` over it, turning task failures into a message."""
+def _map_and_write(cfg, primary: src_mod.ResolvedSource, processor: BatchProcessor, out: str, fs, **write_args) -> None:
+    """Read the primary table, map `processor` over it and write the result as Parquet under
+    `out`; a failed task becomes a message naming the broken input file, not a Ray traceback."""
     ds = src_mod.read_dataset(primary)
     if processor.spec_json is not None:
         # Pass 2 writes no quarantine, so it reads only what rules, joins, split and features
@@ -247,21 +247,11 @@ def _process(cfg, primary: src_mod.ResolvedSource, processor: BatchProcessor):
         ds = ds.select_columns(required_primary_columns(cfg))
     elif "path" not in required_primary_columns(cfg):
         ds = ds.rename_columns({"path": src_mod.PATH_COLUMN})
-    return _UserErrors(ds.map_batches(processor, batch_format="pyarrow", batch_size=cfg.data.block_rows,
-                                      zero_copy_batch=True), primary)
-
-
-class _UserErrors:
-    """Wraps a Dataset so that its write reports a broken input file, not a Ray traceback."""
-
-    def __init__(self, ds, src: src_mod.ResolvedSource):
-        self.ds, self.src = ds, src
-
-    def write_parquet(self, *args, **kwargs):
-        try:
-            self.ds.write_parquet(*args, **kwargs)
-        except Exception as e:  # noqa: BLE001 - turn task failures into a message with the cause
-            raise _user_error(e, self.src) from None
+    ds = ds.map_batches(processor, batch_format="pyarrow", batch_size=cfg.data.block_rows, zero_copy_batch=True)
+    try:
+        ds.write_parquet(out, filesystem=fs, **write_args)
+    except Exception as e:  # noqa: BLE001 - turn task failures into a message with the cause
+        raise _user_error(e, primary) from None
 
 
 def _write_quarantine(storage: Storage, tmp: str, pass1_dir: str, dim_quarantine: list[pa.Table]) -> tuple[Counter, Counter]:

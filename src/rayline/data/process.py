@@ -29,7 +29,7 @@ STATS_COL = "rl__stats"
 QUARANTINE = "quarantine"
 SPLIT_NAMES = [*SPLITS, QUARANTINE]  # index = split code
 QUARANTINE_CODE = len(SPLITS)
-Q_PREFIX = "q_"  # quarantine columns in the staged table: q_rule, q_column, ...
+Q_PREFIX = "q_"  # quarantine columns in pass 1's output: q_rule, q_column, ...
 
 
 def label_rule(cfg: RaylineConfig) -> ColumnRule:
@@ -146,11 +146,10 @@ class BatchProcessor:
             return self.statistics(batch, typed, split, failures)
         if self._spec is None:
             self._spec = FeatureSpec.from_json(self.spec_json)
-        keep = pa.array(~failures.bad)
-        ready = self._spec.to_model_table(typed.select(staged_columns(self.cfg)).filter(keep))
-        names = pa.array(SPLIT_NAMES[:-1])
-        return ready.append_column(READY_SPLIT_COL, pa.DictionaryArray.from_arrays(
-            pa.array(split[~failures.bad]), names).cast(pa.string()))
+        keep = ~failures.bad
+        ready = self._spec.to_model_table(typed.select(staged_columns(self.cfg)).filter(pa.array(keep)))
+        names = pa.DictionaryArray.from_arrays(pa.array(split[keep]), pa.array(SPLIT_NAMES[:-1]))
+        return ready.append_column(READY_SPLIT_COL, names.cast(pa.string()))
 
     def prepare(self, batch: pa.Table) -> tuple[pa.Table, np.ndarray, Failures]:
         """Typed + joined columns, split code per row (QUARANTINE_CODE for bad rows), failures."""

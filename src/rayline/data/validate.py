@@ -39,9 +39,10 @@ class Failures:
 
     def __post_init__(self) -> None:
         self.bad = np.zeros(self.n, dtype=bool)
-        self.rule = np.full(self.n, None, dtype=object)
-        self.column = np.full(self.n, None, dtype=object)
-        self.value = np.full(self.n, None, dtype=object)
+        slots = self.n if self.details else 0  # no per-row reasons to keep without details
+        self.rule = np.full(slots, None, dtype=object)
+        self.column = np.full(slots, None, dtype=object)
+        self.value = np.full(slots, None, dtype=object)
         self.all: dict[int, list[str]] = {}
 
     def add(self, mask: np.ndarray, rule: str, column: str, raw: pa.Array | None) -> None:
