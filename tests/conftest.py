@@ -30,6 +30,32 @@ FLIGHTS_CONFIG = ROOT / "configs" / "flights.yaml"
 
 HEAD_PORT, DASHBOARD_PORT, METRICS_PORT, SERVE_PORT = 6390, 8290, 8291, 8765  # outside Ray's worker ports 10002-19999
 MOTO_PORT = 8793
+MOTO_SERIAL_PORT = 8794
+
+
+class SerialMotoServer:
+    """moto's S3 on 127.0.0.1, one request at a time.
+
+    Real S3 makes a conditional PUT (`If-None-Match: *`) atomic. moto checks, then stores, and its
+    threaded server runs requests side by side, so two racing creates could both pass there. Served
+    one request at a time, moto gives the guarantee S3 gives, and a race test tests rayline.
+    """
+
+    def __init__(self, port: int):
+        from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+        from werkzeug.serving import make_server
+
+        self.server = make_server("127.0.0.1", port, DomainDispatcherApplication(create_backend_app), threaded=False)
+        import threading
+
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
 
 
 class RayNodes:

@@ -12,8 +12,14 @@ readers additionally require the completion marker (`_SUCCESS`) written last.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
+import logging
 import os
+import re
+import time
+import urllib.parse
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +27,10 @@ from typing import Any
 import pyarrow.fs as pafs
 
 SUCCESS_MARKER = "_SUCCESS"
+log = logging.getLogger(__name__)
+# Staging names carry their creation time: object stores report no mtime for a "directory",
+# and the sweeper must never take a young staging prefix (a live writer's) for an abandoned one.
+_STAGING_AGE = re.compile(r"^\.(?:tmp|old)-.*-(\d{10})-[0-9a-f]{10}$")
 
 
 def join_uri(uri: str, *parts: str) -> str:
@@ -120,8 +130,11 @@ class Storage:
     def create_exclusive(self, data: bytes, *parts: str) -> bool:
         """Create a file only if it does not exist yet; False if another writer got there first.
 
-        Local filesystems use O_EXCL, which is atomic, so concurrent writers can race for a name.
-        Object stores have no such primitive in pyarrow: there the check-then-write is best effort.
+        This is the one primitive every concurrent write in rayline rests on (version numbers,
+        alias changes), so it must be atomic on the store itself: O_EXCL on local disks (and
+        NFS v3+), a conditional PUT (`If-None-Match: *`) on S3 and S3-compatible stores.
+        pyarrow cannot send that header, so S3 goes through boto3. Other object stores fall
+        back to check-then-write, which two simultaneous writers can both pass (logged).
         """
         final = self.path(*parts)
         self.fs.create_dir(final.rsplit("/", 1)[0], recursive=True)
@@ -132,36 +145,74 @@ class Storage:
                 return False
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
             return True
+        if self.fs.type_name == "s3":
+            return self._s3_put_if_absent(data, final)
+        _warn_best_effort(self.fs.type_name)
         if self.exists(*parts):
             return False
         self.write_bytes(data, *parts)
         return True
+
+    def _s3_put_if_absent(self, data: bytes, path: str) -> bool:
+        from botocore.exceptions import ClientError
+
+        bucket, _, key = path.partition("/")
+        client = _s3_client(self.root.partition("?")[2], getattr(self.fs, "region", None) or "")
+        for attempt in range(20):
+            try:
+                client.put_object(Bucket=bucket, Key=key, Body=data, IfNoneMatch="*")
+                return True
+            except ClientError as e:
+                code = e.response.get("Error", {}).get("Code", "")
+                if code in ("PreconditionFailed", "412"):
+                    return False
+                # 409: another conditional write to this key is in flight; its outcome decides.
+                if code not in ("ConditionalRequestConflict", "409") or attempt == 19:
+                    raise
+                time.sleep(0.05 * (attempt + 1))
+        return False
+
+    def sha256(self, *parts: str) -> str:
+        """Hex SHA-256 of a file, streamed (model weights and dataset files can be large)."""
+        h = hashlib.sha256()
+        with self.fs.open_input_stream(self.path(*parts)) as f:
+            while chunk := f.read(1 << 20):
+                h.update(chunk)
+        return h.hexdigest()
 
     # ------------------------------------------------------------------ directories
     def temp_dir(self, *parts: str) -> str:
         """A fresh relative path beside `parts` for staging a directory before publishing it."""
         rel = "/".join(p.strip("/") for p in parts)
         head, _, last = rel.rpartition("/")
-        name = f".tmp-{last}-{uuid.uuid4().hex[:10]}"
+        name = f".tmp-{last}-{int(time.time())}-{uuid.uuid4().hex[:10]}"
         return f"{head}/{name}" if head else name
 
     def mark_complete(self, *parts: str) -> None:
         self.write_bytes(b"", *parts, SUCCESS_MARKER)
 
-    def publish(self, tmp_rel: str, final_rel: str) -> None:
-        """Move a finished staging directory into place, replacing an older one."""
+    def publish(self, tmp_rel: str, final_rel: str) -> str | None:
+        """Move a finished staging directory into place, replacing an older one.
+
+        Returns where the older copy was retired to (local disks; sweep it or delete it), if any.
+        """
         if not self.is_local:
             self._publish_by_copy(tmp_rel, final_rel)
-            return
+            return None
         self.mark_complete(tmp_rel)
         src, dst = self.path(tmp_rel), self.path(final_rel)
+        retired = None
         if self.exists(final_rel):
             # Retire the old copy first; if we die between the two moves the old copy is still
             # on disk (under .old-*) and the next run simply rebuilds.
-            self.fs.move(dst, self.path(self.temp_dir(final_rel).replace(".tmp-", ".old-")))
+            retired = self.temp_dir(final_rel).replace(".tmp-", ".old-")
+            self.fs.move(dst, self.path(retired))
         self.fs.create_dir(dst.rsplit("/", 1)[0], recursive=True)
         self.fs.move(src, dst)
+        return retired
 
     def _publish_by_copy(self, tmp_rel: str, final_rel: str) -> None:
         """Object stores cannot rename a prefix: copy object by object (server-side), marker last.
@@ -201,18 +252,44 @@ class Storage:
     def clean_stale(self, *parts: str, older_than_s: float = 6 * 3600) -> None:
         """Remove leftovers (.tmp-*, .old-*) of interrupted runs under a directory.
 
-        Only old ones: a concurrent run may be writing a young .tmp-* right now.
+        Only old ones: a concurrent run may be writing a young .tmp-* right now. The age comes
+        from the creation time in the name (see `temp_dir`), else the store's mtime.
         """
-        import time
-
         sel = pafs.FileSelector(self.path(*parts), allow_not_found=True)
         for info in self.fs.get_file_info(sel):
             if not info.base_name.startswith((".tmp-", ".old-")):
                 continue
-            mtime = info.mtime.timestamp() if info.mtime else 0.0
-            if time.time() - mtime < older_than_s and not info.base_name.startswith(".old-"):
+            if time.time() - staging_created(info) < older_than_s and not info.base_name.startswith(".old-"):
                 continue
             if info.type == pafs.FileType.Directory:
                 self.fs.delete_dir(info.path)
             else:
                 self.fs.delete_file(info.path)
+
+
+def staging_created(info: pafs.FileInfo) -> float:
+    """Creation time of a staging entry: from its name, else its mtime, else 0 (old)."""
+    m = _STAGING_AGE.match(info.base_name)
+    if m:
+        return float(m.group(1))
+    return info.mtime.timestamp() if info.mtime else 0.0
+
+
+@functools.lru_cache(maxsize=8)
+def _s3_client(query: str, region: str):
+    """A boto3 client for the store a root URI names (its query: endpoint_override, scheme, ...)."""
+    import boto3
+
+    q = dict(urllib.parse.parse_qsl(query))
+    endpoint = q.get("endpoint_override")
+    if endpoint and "://" not in endpoint:
+        endpoint = f"{q.get('scheme', 'https')}://{endpoint}"
+    return boto3.client("s3", endpoint_url=endpoint, region_name=q.get("region") or region or None,
+                        aws_access_key_id=q.get("access_key"), aws_secret_access_key=q.get("secret_key"),
+                        aws_session_token=q.get("session_token"))
+
+
+@functools.lru_cache(maxsize=None)
+def _warn_best_effort(fs_type: str) -> None:
+    log.warning("storage %s: no atomic create-if-absent; concurrent registry writers are not "
+                "serialised on this store (use a local/NFS path or S3)", fs_type)

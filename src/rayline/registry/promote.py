@@ -1,4 +1,9 @@
-"""Gated promotion: a candidate clearly worse than the current holder of an alias is refused."""
+"""Gated promotion: a candidate clearly worse than the current holder of an alias is refused.
+
+The decision and the write are one compare-and-swap on the alias's log: if another writer
+changes the alias between our read and our write, we read the new holder and run the gate
+again, so a candidate is never waved through against a stale "production".
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from rayline.errors import RegistryError
-from rayline.registry.registry import ModelVersion, Registry, metric_of
+from rayline.registry.registry import AliasConflict, AliasState, ModelVersion, Registry, metric_of
 
 
 @dataclass
@@ -24,24 +29,42 @@ class Promotion:
 
 
 def promote(registry: Registry, version: int, alias: str = "production", *, tolerance: float = 0.005,
-            force: bool = False, reevaluate: Callable[[ModelVersion, ModelVersion], float] | None = None) -> Promotion:
+            force: bool = False, reevaluate: Callable[[ModelVersion, ModelVersion], float] | None = None,
+            attempts: int = 50) -> Promotion:
     """Point `alias` at `version` unless it is worse than the current one by more than `tolerance`.
 
     Both numbers come from the same test split: stored metrics when both versions were evaluated
     on the same ingest, otherwise `reevaluate(current, candidate)` scores the current model on
-    the candidate's test split.
+    the candidate's test split. A forced promotion is recorded as such in the alias's log.
     """
+    registry.verify(version)  # never point production at a version whose files do not check out
     cand = registry.get(version)
     metric, mode, cand_value = metric_of(cand)
-    current_v = registry.aliases().get(alias)
+    scores: dict[int, float] = {}  # re-evaluations survive a lost race
+    for _ in range(attempts):
+        state = registry.alias_state(alias)
+        try:
+            return _decide_and_swap(registry, state, cand, metric, mode, cand_value, tolerance, force, reevaluate, scores)
+        except AliasConflict:
+            continue
+    raise RegistryError(f"alias {alias!r} of {registry.name!r} kept changing during {attempts} attempts to "
+                        f"promote version {version}; try again")
+
+
+def _decide_and_swap(registry: Registry, state: AliasState, cand: ModelVersion, metric: str, mode: str,
+                     cand_value: float, tolerance: float, force: bool, reevaluate, scores: dict) -> Promotion:
+    version, alias, current_v = cand.version, state.alias, state.version
     if current_v is None or current_v == version:
-        registry.set_alias(alias, version)
-        return Promotion(alias, version, current_v, metric, cand_value, None, force)
+        if current_v != version:
+            registry.change_alias(state, version, "promote", metric=metric, value=cand_value)
+        return Promotion(alias, version, current_v, metric, cand_value, None, False)
     current = registry.get(current_v)
-    if current.lineage.get("ingest_key") == cand.lineage.get("ingest_key"):
+    if current_v in scores:
+        cur_value = scores[current_v]
+    elif current.lineage.get("ingest_key") == cand.lineage.get("ingest_key"):
         cur_value = metric_of(current)[2]
     elif reevaluate is not None:
-        cur_value = reevaluate(current, cand)
+        cur_value = scores[current_v] = reevaluate(current, cand)
     else:
         raise RegistryError(f"versions {current_v} and {version} were tested on different data; "
                             f"re-evaluation is needed to compare them (or use --force)")
@@ -51,5 +74,7 @@ def promote(registry: Registry, version: int, alias: str = "production", *, tole
             f"refusing to promote version {version} to {alias!r}: test {metric} {cand_value:.4f} vs "
             f"{cur_value:.4f} for the current version {current_v} on the same test split "
             f"(worse by {worse_by:.4f} > tolerance {tolerance}); use --force to override")
-    registry.set_alias(alias, version)
-    return Promotion(alias, version, current_v, metric, cand_value, cur_value, force and worse_by > tolerance)
+    forced = force and worse_by > tolerance
+    registry.change_alias(state, version, "force" if forced else "promote", metric=metric, value=cand_value,
+                          previous_value=cur_value, forced=forced)
+    return Promotion(alias, version, current_v, metric, cand_value, cur_value, forced)
