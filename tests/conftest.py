@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import secrets
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -15,9 +18,18 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-# Ray 2.60 heads use token auth; clients read the mode when ray is first imported, so it is set
-# here, before any test module imports ray.
-os.environ.setdefault("RAY_AUTH_MODE", "token")
+# The test cluster uses token auth, as every cluster rayline starts does. Clients read the mode
+# and the token when ray is first imported, so both are set here, before any test module imports
+# ray. The token is the session's own (0600, in a private directory): never ~/.ray/auth_token,
+# which a fresh machine does not have and a developer's machine should not have rewritten.
+os.environ["RAY_AUTH_MODE"] = "token"
+os.environ.pop("RAY_AUTH_TOKEN", None)
+_TOKEN_DIR = Path(tempfile.mkdtemp(prefix="rayline-test-auth-"))
+_fd = os.open(_TOKEN_DIR / "auth_token", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+os.write(_fd, secrets.token_hex(32).encode())
+os.close(_fd)
+os.environ["RAY_AUTH_TOKEN_PATH"] = str(_TOKEN_DIR / "auth_token")
+atexit.register(shutil.rmtree, _TOKEN_DIR, True)
 # S3 tests talk to a moto server on 127.0.0.1 (tests/system/test_s3_storage.py). Ray workers
 # inherit the head's environment, so dummy credentials are set before the head starts, and
 # forced: a test must never reach a real AWS account.

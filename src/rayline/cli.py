@@ -375,8 +375,9 @@ def predict(config: ConfigOpt, input: Annotated[str, typer.Option("--input", hel
             output: Annotated[str, typer.Option("--output", help="output directory (predictions/ and quarantine/)")],
             set_: SetOpt = None, address: AddressOpt = None, version: ModelOpt = None,
             format: Annotated[Optional[str], typer.Option("--format", help="parquet|csv|json (default: from the name)")] = None,
+            overwrite: Annotated[bool, typer.Option("--overwrite", help="replace an existing output (once the new one is complete)")] = False,
             as_json: JsonOpt = False) -> None:
-    """Batch inference with Ray Data; rows out + rows quarantined = rows in."""
+    """Batch inference with Ray Data; rows out + rows quarantined = rows in. Never writes into its input."""
     from rayline.batch import run_batch_predict
     from rayline.runtime import ray_session
     from rayline.storage import Storage
@@ -384,7 +385,8 @@ def predict(config: ConfigOpt, input: Annotated[str, typer.Option("--input", hel
     def body():
         cfg = _load(config, set_)
         with ray_session(address):
-            return run_batch_predict(cfg, Storage(cfg.storage.root), input, output, model=version, fmt=format).summary()
+            return run_batch_predict(cfg, Storage(cfg.storage.root), input, output, model=version, fmt=format,
+                                     overwrite=overwrite).summary()
     _run(body, as_json, lambda s: typer.echo(
         f"version {s['version']}: rows in {s['rows_in']:,} = predicted {s['rows_out']:,} + quarantined {s['quarantined']:,}"
         f"\noutput: {s['output']} ({s['seconds']}s)"))

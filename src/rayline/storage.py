@@ -175,10 +175,33 @@ class Storage:
                 time.sleep(0.05 * (attempt + 1))
         return False
 
-    def sha256(self, *parts: str) -> str:
+    def checksums(self, *parts: str, skip: tuple[str, ...] = ()) -> dict[str, dict]:
+        """{relative path: {sha256, bytes}} of every file under a directory (for a manifest)."""
+        base = self.path(*parts).rstrip("/") + "/"
+        out = {}
+        for p in self.list_files(*parts):
+            rel = p[len(base):]
+            if rel not in skip:
+                out[rel] = {"sha256": self.sha256(p, absolute=True), "bytes": self.fs.get_file_info(p).size}
+        return out
+
+    def mismatches(self, files: dict[str, dict], *parts: str) -> list[str]:
+        """Files of a manifest that are missing or differ (size first: cheap), with the reason."""
+        bad = []
+        for rel, entry in sorted(files.items()):
+            info = self.fs.get_file_info(self.path(*parts, rel))
+            if info.type == pafs.FileType.NotFound:
+                bad.append(f"{rel} is missing")
+            elif info.size != entry["bytes"]:
+                bad.append(f"{rel} has {info.size} bytes, expected {entry['bytes']}")
+            elif self.sha256(*parts, rel) != entry["sha256"]:
+                bad.append(f"{rel} has a different SHA-256 than recorded")
+        return bad
+
+    def sha256(self, *parts: str, absolute: bool = False) -> str:
         """Hex SHA-256 of a file, streamed (model weights and dataset files can be large)."""
         h = hashlib.sha256()
-        with self.fs.open_input_stream(self.path(*parts)) as f:
+        with self.fs.open_input_stream(parts[0] if absolute else self.path(*parts)) as f:
             while chunk := f.read(1 << 20):
                 h.update(chunk)
         return h.hexdigest()

@@ -119,3 +119,32 @@ def test_failed_run_publishes_nothing(ray_local, small_data, monkeypatch):
 
 def _key(v):
     return None if v is None else str(v)
+
+
+def test_published_dataset_is_checked_against_its_manifest(ray_local, small_data):
+    """Every file's SHA-256 is in manifest.json; a changed file is named on load and rebuilt on reuse."""
+    from rayline.data import load_ingest
+    from rayline.errors import InputError
+
+    data, root = small_data
+    cfg, first = _ingest(small_config(data, root))
+    storage = Storage(cfg.storage.root)
+    base = first.path
+    files = first.manifest["files"]
+    assert "feature_spec.json" in files and any(f.startswith("ready/split=train/") for f in files)
+    assert any(f.startswith("quarantine/") for f in files) and "manifest.json" not in files
+    victim = next(f for f in sorted(files) if f.startswith("ready/split=train/"))
+    raw = open(f"{base}/{victim}", "rb").read()
+    with open(f"{base}/{victim}", "wb") as f:
+        f.write(raw[:-1] + bytes([raw[-1] ^ 1]))          # same size, one bit flipped
+    with pytest.raises(InputError, match=f"{victim} has a different SHA-256"):
+        load_ingest(cfg, storage)
+    messages = []
+    again = run_ingest(cfg, storage, progress=messages.append)
+    assert not again.reused and any("does not match its manifest.json" in m and "rebuilding" in m for m in messages)
+    assert load_ingest(cfg, storage).manifest["rows"] == first.manifest["rows"]
+    import os
+
+    os.remove(f"{again.path}/feature_spec.json")
+    with pytest.raises(InputError, match="feature_spec.json is missing"):
+        load_ingest(cfg, storage)

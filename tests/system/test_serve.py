@@ -257,3 +257,39 @@ def test_batch_predictions_equal_online_and_reconcile(served, records, tmp_path,
     assert got.keys() == want.keys()
     for k in got:
         np.testing.assert_allclose(sorted(got[k]), sorted(want[k]), atol=1e-6)
+
+
+def test_batch_output_never_destroys_input_or_an_existing_output(served, records, tmp_path):
+    import pyarrow.csv as pacsv
+
+    from rayline.errors import InputError
+
+    scfg, storage, _, d = served
+    data = tmp_path / "data"
+    data.mkdir()
+    pq.write_table(pa.Table.from_pylist(records[:50]), data / "in.parquet")
+    before = (data / "in.parquet").read_bytes()
+
+    def run(inp, out, **kw):
+        return run_batch_predict(scfg, storage, str(inp), str(out), model=str(d.model_version), **kw)
+    for out, words in ((data, "is the input"), (data / "preds", "is inside the input"), (tmp_path, "contains the input")):
+        with pytest.raises(InputError, match=words):
+            run(data, out, overwrite=True)
+    assert (data / "in.parquet").read_bytes() == before and os.listdir(data) == ["in.parquet"]
+
+    out = tmp_path / "out"
+    assert run(data, out).rows_out == 50
+    with pytest.raises(InputError, match="already exists; pass --overwrite"):
+        run(data, out)
+    assert run(data, out, overwrite=True).rows_out == 50
+    assert pq.read_table(out / "predictions").num_rows == 50
+
+    # a run that fails part-way (a malformed row deep in a CSV) leaves the old output and no staging
+    bad = tmp_path / "bad.csv"
+    pacsv.write_csv(pa.Table.from_pylist(records[:30]), bad)
+    with open(bad, "a") as f:
+        f.write("only,two\n")
+    with pytest.raises(InputError, match="bad.csv"):
+        run(bad, out, overwrite=True)
+    assert pq.read_table(out / "predictions").num_rows == 50
+    assert sorted(os.listdir(tmp_path)) == ["bad.csv", "data", "out"]  # no .tmp-* or .old-* left

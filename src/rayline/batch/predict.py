@@ -4,6 +4,7 @@ An actor pool (GPU actors when the cluster has GPUs) loads the model once per ac
 batch is validated with the same constraints the endpoint enforces and transformed by the same
 FeatureSpec code, so batch and online predictions agree exactly. Invalid rows go to a
 quarantine with the reason; rows out + rows quarantined = rows in, checked at the end.
+The output is staged and published whole (see `output.py` for what it may never overwrite).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from rayline.config import ColumnRule, RaylineConfig, SourceConfig
+from rayline.batch.output import check_output, location
 from rayline.data import sources as src_mod
 from rayline.data.validate import Failures, apply_rules
 from rayline.errors import InputError
@@ -86,13 +88,12 @@ def _pad(t: pa.Table, other: pa.Schema) -> pa.Table:
 
 
 def run_batch_predict(cfg: RaylineConfig, storage: Storage, input_path: str, output_path: str, *,
-                      model: str | None = None, fmt: str | None = None, keep: list[str] | None = None) -> BatchResult:
+                      model: str | None = None, fmt: str | None = None, keep: list[str] | None = None,
+                      overwrite: bool = False) -> BatchResult:
     import ray
-    import ray.data
-    from ray.data import ActorPoolStrategy
 
+    from rayline.model.artifact import SPEC
     from rayline.registry import Registry
-    from rayline.model.artifact import MODEL_CONFIG, SPEC, WEIGHTS
 
     t0 = time.perf_counter()
     registry = Registry(storage, cfg.name)
@@ -105,7 +106,28 @@ def run_batch_predict(cfg: RaylineConfig, storage: Storage, input_path: str, out
     use_gpu = ray.cluster_resources().get("GPU", 0) >= 1
     parent, name = split_uri(output_path)
     out = Storage(parent)
+    in_fs, in_path = src_mod.filesystem_for(input_path)
+    check_output(location(in_fs, in_path), location(out.fs, out.path(name)), out.exists(name), overwrite=overwrite,
+                 shown_input=input_path, shown_output=output_path)
     tmp = out.temp_dir(name)
+    try:
+        result = _predict_into(cfg, registry, version, spec, src, keep, use_gpu, out, tmp)
+        retired = out.publish(tmp, name)
+    except BaseException:
+        out.delete_dir(tmp)  # a failed run leaves nothing behind; an existing output is untouched
+        raise
+    if retired:
+        out.delete_dir(retired)
+    rows_in, rows_out, quarantined = result
+    return BatchResult(version, rows_in, rows_out, quarantined, out.uri(name), round(time.perf_counter() - t0, 2))
+
+
+def _predict_into(cfg: RaylineConfig, registry, version: int, spec: FeatureSpec, src, keep: list[str], use_gpu: bool,
+                  out: Storage, tmp: str) -> tuple[int, int, int]:
+    from ray.data import ActorPoolStrategy
+
+    from rayline.model.artifact import MODEL_CONFIG, WEIGHTS
+
     # Small CPU shares: batch inference often shares a cluster with live Serve replicas.
     ds = src_mod.read_dataset(src, num_cpus=0.25)
     ds = ds.rename_columns({"path": src_mod.PATH_COLUMN})
@@ -131,8 +153,7 @@ def run_batch_predict(cfg: RaylineConfig, storage: Storage, input_path: str, out
     for kind, sub in (("ok", "predictions"), ("quarantine", "quarantine")):
         if out.exists(f"{tmp}/{KIND}={kind}"):
             out.move_dir(f"{tmp}/{KIND}={kind}", f"{tmp}/{sub}")
-    out.publish(tmp, name)
-    return BatchResult(version, rows_in, rows_out, quarantined, out.uri(name), round(time.perf_counter() - t0, 2))
+    return rows_in, rows_out, quarantined
 
 
 def _rows(storage: Storage, rel: str) -> int:

