@@ -257,6 +257,20 @@ class AutoscalingConfig(_Model):
         return self
 
 
+class ServeAuthConfig(_Model):
+    """API-key (bearer token) authentication of /predict, /model and /drift; /healthz and /readyz
+    stay open for probes. The keys never live in the config: it names where replicas read them."""
+
+    api_key_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+                                    description="environment variable holding the key(s), whitespace-separated")
+    api_key_file: str | None = Field(None, description="file holding the key(s), one per line (rotation: old and new)")
+    allow_unauthenticated: bool = Field(False, description="serve on a non-loopback host without keys (behind your own auth)")
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.api_key_env or self.api_key_file)
+
+
 class ServeConfig(_Model):
     model_alias: str = "production"
     model_poll_s: float = Field(5.0, ge=0, description="how often replicas check the alias (0: only on redeploy)")
@@ -273,6 +287,17 @@ class ServeConfig(_Model):
     max_replicas_per_node: int | None = Field(None, ge=1, description="spread replicas across nodes")
     gpus_per_replica: float = Field(0.0, ge=0)
     autoscaling: AutoscalingConfig = Field(default_factory=AutoscalingConfig)
+    auth: ServeAuthConfig = Field(default_factory=ServeAuthConfig)
+
+    @model_validator(mode="after")
+    def _closed_beyond_loopback(self) -> "ServeConfig":
+        # An endpoint reachable from other machines answers strangers only when asked to.
+        loopback = self.host in ("localhost", "::1") or self.host.startswith("127.")
+        if not loopback and not self.auth.enabled and not self.auth.allow_unauthenticated:
+            raise ValueError(f"host {self.host} exposes the endpoint beyond this machine without authentication: "
+                             f"set serve.auth.api_key_env or serve.auth.api_key_file (or "
+                             f"serve.auth.allow_unauthenticated=true behind your own gateway)")
+        return self
 
 
 class BatchConfig(_Model):

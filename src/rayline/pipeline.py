@@ -130,6 +130,7 @@ class PipelineResult:
 def run_pipeline(cfg: RaylineConfig, storage: Storage, config_path: str, overrides: list[str], *,
                  fresh: bool = False, progress=lambda m: None) -> PipelineResult:
     """ingest -> train -> evaluate -> register -> promote (gated) -> deploy -> one smoke request."""
+    from rayline.serve.auth import client_headers
     from rayline.serve.deploy import deploy
 
     seconds: dict[str, float] = {}
@@ -165,7 +166,7 @@ def run_pipeline(cfg: RaylineConfig, storage: Storage, config_path: str, overrid
 
     def smoke():
         req = urllib.request.Request(f"{dep.url}/predict", data=json.dumps(example_record(ingest.spec)).encode(),
-                                     headers={"content-type": "application/json"})
+                                     headers={"content-type": "application/json", **client_headers(cfg.serve.auth)})
         with urllib.request.urlopen(req, timeout=30) as r:
             return {"status": r.status, **json.loads(r.read())}
     stages["smoke"] = timed("smoke", smoke)

@@ -12,7 +12,7 @@ from rayline.serve.deploy import serve_config
 from tests.conftest import FLIGHTS_CONFIG, ROOT
 
 CLUSTER = ROOT / "cluster"
-SERVE_OVERRIDES = ["storage.root=/mnt/rayline", "serve.host=0.0.0.0"]
+SERVE_OVERRIDES = ["storage.root=/mnt/rayline", "serve.host=0.0.0.0", "serve.auth.api_key_env=RAYLINE_API_KEY"]
 
 
 @pytest.mark.parametrize("name", ["aws.yaml", "gcp.yaml", "local.yaml"])
@@ -56,3 +56,25 @@ def test_kuberay_manifests_share_one_cluster_spec_and_the_serve_config():
     assert job["spec"]["backoffLimit"] >= 1 and job["spec"]["shutdownAfterJobFinishes"] is True
     assert "storage.root=/mnt/rayline" in job["spec"]["entrypoint"]
     assert yaml.safe_load(service["spec"]["serveConfigV2"]) == yaml.safe_load((CLUSTER / "serve-flights.yaml").read_text())
+
+
+@pytest.mark.parametrize("name", ["aws.yaml", "gcp.yaml", "local.yaml"])
+def test_launcher_clusters_are_closed(name):
+    cfg = yaml.safe_load((CLUSTER / name).read_text())
+    assert cfg["file_mounts"]["~/.ray/auth_token"]                        # the token reaches every node
+    for cmd in cfg["head_start_ray_commands"] + cfg["worker_start_ray_commands"]:
+        assert "RAY_AUTH_MODE=token" in cmd and "chmod 600 ~/.ray/auth_token" in cmd
+    head = " ".join(cfg["head_start_ray_commands"])
+    assert "--dashboard-host=127.0.0.1" in head and "0.0.0.0" not in head
+
+
+def test_scripts_and_kuberay_are_closed():
+    script = (CLUSTER / "start-head.sh").read_text()
+    assert "export RAY_AUTH_MODE=token" in script and 'DASHBOARD_HOST:-127.0.0.1' in script and "umask 077" in script
+    spec = yaml.safe_load((CLUSTER / "kuberay/raycluster.yaml").read_text())["spec"]
+    assert spec["authOptions"] == {"mode": "token"}                       # rayjob/rayservice embed this spec
+    for pod in [spec["headGroupSpec"]] + spec["workerGroupSpecs"]:        # replicas may run on any pod
+        env = {e["name"]: e for e in pod["template"]["spec"]["containers"][0]["env"]}
+        assert env["RAYLINE_API_KEY"]["valueFrom"]["secretKeyRef"] == {"name": "rayline-api-key", "key": "api-key"}
+    serving = load_config(FLIGHTS_CONFIG, SERVE_OVERRIDES).serve
+    assert serving.host == "0.0.0.0" and serving.auth.api_key_env == "RAYLINE_API_KEY"

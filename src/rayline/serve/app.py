@@ -26,6 +26,7 @@ from ray import serve
 
 from rayline.config import RaylineConfig, config_from_dict, load_config
 from rayline.model.artifact import LoadedModel
+from rayline.serve.auth import CHALLENGE, authorized, load_api_keys
 from rayline.serve.monitor import DriftTracker
 from rayline.serve.schema import RequestError, parse_body, request_schema, validate_instances
 
@@ -62,6 +63,7 @@ class ModelServer:
 
         self.cfg = config_from_dict(config)
         sc = self.cfg.serve
+        self.api_keys = load_api_keys(sc.auth)  # configured but missing: the replica does not start
         self.loader = loader or registry_loader(self.cfg)
         self.resolver = resolver or registry_resolver(self.cfg)
         torch.set_num_threads(max(1, math.ceil(sc.cpus_per_replica)))
@@ -130,6 +132,13 @@ class ModelServer:
         self.pinned.move_to_end(version)
         return self.pinned[version]
 
+    def _denied(self, request: Request) -> JSONResponse | None:
+        if authorized(request.headers.get("authorization"), self.api_keys):
+            return None
+        self.m_invalid.inc(tags={"reason": "unauthorized"})
+        return JSONResponse({"error": "unauthorized", "message": "missing or invalid API key: send the header "
+                             "'Authorization: Bearer <key>'"}, 401, headers=CHALLENGE)
+
     def check_health(self) -> None:
         if self.current is None:
             raise RuntimeError("no model loaded")
@@ -176,6 +185,8 @@ class ModelServer:
                              {"type": "object", "properties": {"instances": {"type": "array"}}}]}}}}})
     async def predict(self, request: Request) -> JSONResponse:
         self._ensure_watcher()
+        if denied := self._denied(request):
+            return denied
         t0 = time.perf_counter()
         rid = request.headers.get("x-request-id") or uuid.uuid4().hex[:16]
         try:
@@ -208,8 +219,10 @@ class ModelServer:
                             headers={"x-model-version": str(version), "x-request-id": rid})
 
     @api.get("/model")
-    async def model_info(self) -> dict:
+    async def model_info(self, request: Request):
         self._ensure_watcher()
+        if denied := self._denied(request):
+            return denied
         v, model = self.current
         from rayline.registry import Registry
         from rayline.storage import Storage
@@ -235,7 +248,9 @@ class ModelServer:
         return JSONResponse({"ready": True, "model_version": self.current[0]})
 
     @api.get("/drift")
-    async def drift_report(self) -> dict:
+    async def drift_report(self, request: Request):
+        if denied := self._denied(request):
+            return denied
         return {"replica": os.getpid(), "model_version": self.current[0] if self.current else None,
                 **(self.drift.report() if self.drift else {})}
 
