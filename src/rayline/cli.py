@@ -242,6 +242,22 @@ def models_show(version: str, config: ConfigOpt, set_: SetOpt = None, as_json: J
     _run(body, as_json)
 
 
+@models_app.command("history")
+def models_history(config: ConfigOpt, set_: SetOpt = None, alias: Annotated[str, typer.Option("--alias")] = "production",
+                   as_json: JsonOpt = False) -> None:
+    """Every change of an alias: version, previous, promote/force/rollback, metrics compared, when."""
+    def body():
+        _, _, reg = _registry(config, set_)
+        return {"alias": alias, "changes": reg.alias_log(alias)}
+
+    def render(s):
+        for e in s["changes"]:
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(e["updated_unix"]))
+            typer.echo(f"{e['seq']:>4}  {when}Z  {e['event']:<8} -> version {e['version']} (was {e['previous']})"
+                       + (f"  {e['metric']} {e['value']:.4f}" if "value" in e else ""))
+    _run(body, as_json, render)
+
+
 @models_app.command("promote")
 def models_promote(version: str, config: ConfigOpt, set_: SetOpt = None,
                    alias: Annotated[str, typer.Option("--alias")] = "production",

@@ -57,3 +57,22 @@ def test_console_script_runs_as_a_process(tmp_path):
                        cwd=ROOT, timeout=120)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout.strip().splitlines()[-1])["valid"] is True
+
+
+def test_models_history_lists_every_alias_change(tmp_path):
+    from rayline.registry import Registry, promote
+    from rayline.storage import Storage
+
+    root = tmp_path / "root"
+    cfg = save_yaml(small_config(tmp_path, root), tmp_path / "c.yaml")
+    reg = Registry(Storage(str(root)), "trips")
+    for auc in (0.7, 0.6):
+        reg.register({"weights.pt": b"w"}, {"metric": "auc", "mode": "max", "test": {"auc": auc}}, {"run_name": "r"})
+    promote(reg, 1, "production")
+    promote(reg, 2, "production", force=True)
+    r = runner.invoke(app, ["models", "history", "--config", str(cfg)])
+    assert r.exit_code == 0, r.output
+    lines = r.output.strip().splitlines()
+    assert "promote  -> version 1 (was None)" in lines[0] and "force    -> version 2 (was 1)  auc 0.6000" in lines[1]
+    r = runner.invoke(app, ["models", "history", "--config", str(cfg), "--alias", "../x", "--json"])
+    assert r.exit_code == 1 and "invalid alias name" in r.output
