@@ -74,8 +74,8 @@ class RayNodes:
     """Ray nodes started with `ray start` under their own temp dir, stopped by PID: never the
     stop-everything command, which would also kill any other Ray on the machine."""
 
-    def __init__(self, temp_dir: Path):
-        self.temp_dir = temp_dir
+    def __init__(self, temp_dir: Path, port: int = HEAD_PORT):
+        self.temp_dir, self.port = temp_dir, port
         self.ray = str(Path(sys.executable).parent / "ray")
 
     def start_head(self) -> None:
@@ -99,7 +99,9 @@ class RayNodes:
         out = set()
         for p in psutil.process_iter(["cmdline"]):
             cmd = " ".join(p.info["cmdline"] or [])
-            if str(self.temp_dir) in cmd or f"127.0.0.1:{HEAD_PORT}" in cmd or f":{HEAD_PORT} " in cmd:
+            # Only this cluster's processes: its temp dir or its GCS port (another cluster's
+            # teardown must never take the test session's head down with it).
+            if str(self.temp_dir) in cmd or f"127.0.0.1:{self.port}" in cmd or f":{self.port} " in cmd:
                 out.add(p.pid)
                 try:
                     # Agents and workers retitle themselves (ray::DashboardAgent, ray::IDLE):

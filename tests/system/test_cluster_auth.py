@@ -51,7 +51,7 @@ def closed_head(tmp_path_factory):
     out = subprocess.run(["bash", str(SCRIPT), "--num-cpus=1", f"--ray-client-server-port={free_port()}",
                           f"--dashboard-agent-listen-port={free_port()}", "--disable-usage-stats"],
                          env=env, capture_output=True, text=True, timeout=180)
-    nodes = RayNodes(temp_dir)
+    nodes = RayNodes(temp_dir, port=ports["RAY_PORT"])
     try:
         assert out.returncode == 0, out.stderr[-3000:]
         url = f"http://127.0.0.1:{ports['DASHBOARD_PORT']}"
