@@ -19,7 +19,7 @@ from rayline.evaluate.report import render_markdown, render_plots
 from rayline.features.spec import FeatureSpec
 from rayline.model.artifact import LoadedModel
 from rayline.registry import ModelVersion, Registry, promote
-from rayline.registry.register import read_json_file, register_run
+from rayline.lineage import register_run
 from rayline.storage import Storage, join_uri
 from rayline.train import TrainResult, default_run_name, run_training
 
@@ -82,7 +82,7 @@ def evaluate_version(cfg: RaylineConfig, storage: Storage, ref: str | None = Non
     ingest = load_ingest(cfg, storage, mv.lineage["ingest_key"])
     ev = evaluate_model(model, ingest.split_uri("test"), slice_columns=cfg.train.slice_columns,
                         threshold=cfg.train.threshold)
-    history = read_json_file(registry, v, "history.json")
+    history = json.loads(registry.read_file(v, "history.json"))
     report = build_report(f"{cfg.name}: version {v}", ev, history, mv.lineage)
     for name, data in report.items():
         storage.write_bytes(data, registry.base, str(v), "report", name)

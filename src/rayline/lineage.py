@@ -1,8 +1,11 @@
-"""Turning a finished training run into a registry version with its lineage and report."""
+"""Turning a finished training run into a registry version: its files, metrics and lineage.
+
+This sits above the stages it reads (ingest, training, evaluation) so that the registry below
+knows none of them: it stores the files, metrics and lineage it is given, nothing else.
+"""
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import subprocess
@@ -13,7 +16,8 @@ from rayline.data.ingest import IngestResult
 from rayline.evaluate.evaluate import Evaluation
 from rayline.evaluate.metrics import primary_metric
 from rayline.model.artifact import MODEL_CONFIG, SPEC, WEIGHTS
-from rayline.registry.registry import ModelVersion, Registry, json_bytes
+from rayline.registry import ModelVersion, Registry
+from rayline.registry.registry import json_bytes
 from rayline.train.trainer import TrainResult
 
 
@@ -63,6 +67,3 @@ def register_run(registry: Registry, cfg: RaylineConfig, ingest: IngestResult, t
     }
     return registry.register(files, metrics, lineage)
 
-
-def read_json_file(registry: Registry, version: int, rel: str):
-    return json.loads(registry.read_file(version, rel))
