@@ -35,6 +35,7 @@ class ColumnRule(_Model):
     min: float | None = None
     max: float | None = None
     allowed: list[str] | None = None
+    max_length: int | None = Field(None, ge=1, description="longest accepted text, in characters")
 
     @model_validator(mode="after")
     def _range_is_ordered(self) -> "ColumnRule":
@@ -282,7 +283,9 @@ class ServeConfig(_Model):
     batch_wait_timeout_s: float = Field(0.005, ge=0)
     max_ongoing_requests: int = Field(128, ge=1)
     max_instances_per_request: int = Field(1024, ge=1)
-    max_body_bytes: int = Field(1 << 20, ge=1024)
+    max_body_bytes: int = Field(1 << 20, ge=1024, description="largest request body, counted as it arrives (chunked too)")
+    body_timeout_s: float = Field(10.0, gt=0, description="a request body must arrive within this (slow clients get 408)")
+    request_timeout_s: float = Field(30.0, gt=0, description="server-side limit per request; no client header lifts it")
     cpus_per_replica: float = Field(0.5, gt=0)
     max_replicas_per_node: int | None = Field(None, ge=1, description="spread replicas across nodes")
     gpus_per_replica: float = Field(0.0, ge=0)
@@ -304,6 +307,7 @@ class BatchConfig(_Model):
     """Batch inference (rayline predict) resources."""
 
     cpus_per_actor: float = Field(0.5, ge=0)
+    gpus_per_actor: float | Literal["auto"] = Field("auto", description="0: CPU; auto: one GPU per actor when one is free")
     max_actors: int = Field(2, ge=1)
     batch_rows: int = Field(65_536, ge=1)
 

@@ -113,3 +113,15 @@ def test_model_table_round_trip(fitted):
 
 def test_empty_partial_stats_merge():
     assert PartialStats().merge(PartialStats()).rows == 0
+
+
+def test_values_beyond_training_are_clipped_to_its_range(fitted):
+    """Any finite input gives bounded model inputs (so a finite prediction); training rows are untouched."""
+    _, t, spec, _ = fitted
+    f = next(n for n in spec.numeric if n.name == "distance")
+    j = spec.numeric_inputs.index("distance")
+    edge = spec.transform_records([{"distance": f.max}, {"distance": f.min}]).num[:, j]
+    far = spec.transform_records([{"distance": 1.7e308}, {"distance": -1.7e308}]).num[:, j]
+    assert np.isfinite(far).all() and np.array_equal(far, edge)
+    raw = (t.column("distance").to_numpy() - f.mean) / f.std
+    np.testing.assert_allclose(spec.transform(t).num[:, j], raw.astype(np.float32), rtol=1e-6)

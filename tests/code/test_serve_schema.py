@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from rayline.features.contract import Contract
 from rayline.features.spec import CategoricalSpec, Constraint, FeatureSpec, LabelSpec, NumericSpec, TimeSpec
 from rayline.serve.schema import RequestError, parse_body, request_schema, validate_instances
 
@@ -22,13 +23,16 @@ def spec():
 
 def _err(body, spec, max_instances=10, max_bytes=10_000):
     with pytest.raises(RequestError) as e:
-        validate_instances(parse_body(body if isinstance(body, bytes) else json.dumps(body).encode(), max_bytes), spec, max_instances)
+        validate_instances(parse_body(body if isinstance(body, bytes) else json.dumps(body).encode(), max_bytes),
+                           Contract(spec), max_instances)
     return e.value
 
 
 def test_valid_single_and_batch(spec):
-    assert validate_instances({"distance": 100, "carrier": "UA"}, spec, 10) == [{"distance": 100, "carrier": "UA"}]
-    assert len(validate_instances({"instances": [{"distance": 1.5}, {"distance": 2, "ts": "2013-01-01T10:00:00Z"}]}, spec, 10)) == 2
+    t = validate_instances({"distance": 100, "carrier": "UA"}, Contract(spec), 10)
+    assert t.to_pylist() == [{"distance": 100.0, "carrier": "UA", "ts": None}]
+    t = validate_instances({"instances": [{"distance": 1.5}, {"distance": 2, "ts": "2013-01-01T10:00:00Z"}]}, Contract(spec), 10)
+    assert t.num_rows == 2 and str(t.schema.field("ts").type) == "timestamp[us, tz=UTC]"
 
 
 @pytest.mark.parametrize("body,status,reason,fragment", [
@@ -36,14 +40,14 @@ def test_valid_single_and_batch(spec):
     (b'{"distance": NaN}', 400, "malformed_json", "NaN is not valid JSON"),
     (b'{"distance": Infinity}', 400, "malformed_json", "Infinity is not valid JSON"),
     (b"   ", 400, "empty_body", "empty"),
-    ({"distance": "far"}, 422, "wrong_type", "record.distance must be a number, got string \"far\""),
-    ({"distance": True}, 422, "wrong_type", "must be a number, got boolean"),
+    ({"distance": "far"}, 422, "wrong_type", "record.distance must be a finite number (float64 range), got string \"far\""),
+    ({"distance": True}, 422, "wrong_type", "must be a finite number (float64 range), got boolean true"),
     ({"carrier": "UA"}, 422, "missing_field", "record.distance is required"),
     ({"distance": 1, "bogus": 2}, 422, "unknown_field", "unknown field(s) ['bogus']"),
-    ({"distance": -5}, 422, "out_of_range", "record.distance = -5 is outside the allowed range [0.0, 6000.0]"),
-    ({"distance": 5, "carrier": "ZZ"}, 422, "not_allowed", "record.carrier = \"ZZ\" is not one of the allowed values"),
-    ({"distance": 5, "carrier": ["UA"]}, 422, "wrong_type", "record.carrier must be a string, got array"),
-    ({"distance": 5, "ts": "yesterday"}, 422, "wrong_type", "record.ts is not an ISO 8601 date-time"),
+    ({"distance": -5}, 422, "out_of_range", "record.distance = -5.0 is outside the allowed range [0.0, 6000.0]"),
+    ({"distance": 5, "carrier": "ZZ"}, 422, "not_allowed", "record.carrier = ZZ is not one of the allowed values"),
+    ({"distance": 5, "carrier": ["UA"]}, 422, "wrong_type", "record.carrier must be a string or an integer (a category), got an array of 1"),
+    ({"distance": 5, "ts": "yesterday"}, 422, "wrong_type", "record.ts must be an ISO 8601 date-time string"),
     ({"instances": []}, 422, "empty_batch", "'instances' is empty"),
     ({"instances": [{"distance": 1}] * 11}, 413, "batch_too_large", "the limit is 10"),
     ({"instances": [{"distance": 1}, 7]}, 422, "wrong_type", "instances[1] must be a JSON object, got integer"),

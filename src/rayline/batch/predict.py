@@ -1,6 +1,6 @@
 """Batch inference on Ray Data: raw records in, predictions (with the input's key columns) out.
 
-An actor pool (GPU actors when the cluster has GPUs) loads the model once per actor; each
+An actor pool (GPU actors per `batch.gpus_per_actor`, sized to the GPUs free) loads the model once per actor; each
 batch is validated with the same constraints the endpoint enforces and transformed by the same
 FeatureSpec code, so batch and online predictions agree exactly. Invalid rows go to a
 quarantine with the reason; rows out + rows quarantined = rows in, checked at the end.
@@ -16,10 +16,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from rayline.config import ColumnRule, RaylineConfig, SourceConfig
+from rayline.config import RaylineConfig, SourceConfig
 from rayline.batch.output import check_output, location
 from rayline.data import sources as src_mod
-from rayline.data.validate import Failures, apply_rules
 from rayline.errors import InputError
 from rayline.features.spec import FeatureSpec
 from rayline.model.artifact import LoadedModel
@@ -41,32 +40,23 @@ class BatchResult:
         return {"stage": "predict", **self.__dict__}
 
 
-def spec_rules(spec: FeatureSpec) -> dict[str, ColumnRule]:
-    """The endpoint's checks as validation rules (types, required, ranges, allowed values)."""
-    rules = {}
-    for name, kind in spec.raw_kinds().items():
-        c = spec.constraints.get(name)
-        rules[name] = ColumnRule(type=kind, nullable=not (c and c.required),
-                                 min=c.min if c and kind != "string" else None,
-                                 max=c.max if c and kind != "string" else None, allowed=c.allowed if c else None)
-    return rules
-
-
 class Predictor:
     """Ray Data actor: loads the model once, predicts pyarrow batches."""
 
-    def __init__(self, weights: bytes, spec_json: str, model_json: str, version: int, keep: list[str], use_gpu: bool):
-        self.model = LoadedModel.from_bytes(weights, spec_json, model_json, device="cuda" if use_gpu else "cpu")
+    def __init__(self, weights: bytes, spec_json: str, model_json: str, version: int, keep: list[str], gpus: float):
+        import torch
+
+        device = "cuda" if gpus > 0 and torch.cuda.is_available() else "cpu"
+        self.model = LoadedModel.from_bytes(weights, spec_json, model_json, device=device)
         self.version, self.keep = version, keep
-        self.rules = spec_rules(self.model.spec)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        failures = Failures(batch.num_rows)
-        typed = apply_rules(batch, self.rules, failures)
-        ok = ~failures.bad
-        clean = typed.filter(pa.array(ok))
+        # The endpoint's contract: a row is accepted here exactly when /predict would accept it.
+        typed, failures = self.model.contract.check_table(batch)
+        ok = pa.array(~failures.bad)
+        clean = typed.filter(ok)
         preds = self.model.predict_inputs(self.model.spec.transform(clean))
-        raw_ok = batch.filter(pa.array(ok))  # key columns exactly as they came in
+        raw_ok = batch.filter(ok)  # key columns exactly as they came in
         out = {c: raw_ok.column(c) for c in self.keep if c in raw_ok.column_names}
         if preds.ndim == 2:
             out["prediction"] = pa.FixedSizeListArray.from_arrays(pa.array(preds.reshape(-1).astype(np.float64)), preds.shape[1])
@@ -103,7 +93,8 @@ def run_batch_predict(cfg: RaylineConfig, storage: Storage, input_path: str, out
     src = src_mod.resolve("input", SourceConfig(format=fmt, path=input_path), storage)
     src_mod.check_files(src, sorted(n for n, c in spec.constraints.items() if c.required))
     keep = keep if keep is not None else [c for c in dict.fromkeys(spec.passthrough + cfg.data.passthrough)]
-    use_gpu = ray.cluster_resources().get("GPU", 0) >= 1
+    gpus, actors = gpu_plan(cfg.batch.gpus_per_actor, cfg.batch.max_actors, ray.cluster_resources().get("GPU", 0),
+                            ray.available_resources().get("GPU", 0))
     parent, name = split_uri(output_path)
     out = Storage(parent)
     in_fs, in_path = src_mod.filesystem_for(input_path)
@@ -111,7 +102,7 @@ def run_batch_predict(cfg: RaylineConfig, storage: Storage, input_path: str, out
                  shown_input=input_path, shown_output=output_path)
     tmp = out.temp_dir(name)
     try:
-        result = _predict_into(cfg, registry, version, spec, src, keep, use_gpu, out, tmp)
+        result = _predict_into(cfg, registry, version, spec, src, keep, gpus, actors, out, tmp)
         retired = out.publish(tmp, name)
     except BaseException:
         out.delete_dir(tmp)  # a failed run leaves nothing behind; an existing output is untouched
@@ -122,8 +113,25 @@ def run_batch_predict(cfg: RaylineConfig, storage: Storage, input_path: str, out
     return BatchResult(version, rows_in, rows_out, quarantined, out.uri(name), round(time.perf_counter() - t0, 2))
 
 
-def _predict_into(cfg: RaylineConfig, registry, version: int, spec: FeatureSpec, src, keep: list[str], use_gpu: bool,
-                  out: Storage, tmp: str) -> tuple[int, int, int]:
+def gpu_plan(asked: float | str, max_actors: int, total: float, free: float) -> tuple[float, int]:
+    """(GPUs per actor, most actors) for what the cluster has now; an error rather than a wait
+    that never ends (a Serve replica may hold the only GPU)."""
+    if asked == "auto":
+        asked = 1.0 if free >= 1 else 0.0
+    if asked <= 0:
+        return 0.0, max_actors
+    if total < asked:
+        raise InputError(f"batch.gpus_per_actor={asked:g} but the cluster has {total:g} GPU(s); "
+                         f"set batch.gpus_per_actor=0 to predict on CPU")
+    if free < asked:
+        raise InputError(f"batch.gpus_per_actor={asked:g} but only {free:g} of the cluster's {total:g} GPU(s) are free "
+                         f"(held by other work, e.g. Serve replicas with serve.gpus_per_replica); set "
+                         f"batch.gpus_per_actor=0 to predict on CPU, or free a GPU")
+    return float(asked), max(1, min(max_actors, int(free // asked)))
+
+
+def _predict_into(cfg: RaylineConfig, registry, version: int, spec: FeatureSpec, src, keep: list[str], gpus: float,
+                  actors: int, out: Storage, tmp: str) -> tuple[int, int, int]:
     from ray.data import ActorPoolStrategy
 
     from rayline.model.artifact import MODEL_CONFIG, WEIGHTS
@@ -133,10 +141,10 @@ def _predict_into(cfg: RaylineConfig, registry, version: int, spec: FeatureSpec,
     ds = ds.rename_columns({"path": src_mod.PATH_COLUMN})
     ds = ds.map_batches(
         Predictor, fn_constructor_args=(registry.read_file(version, WEIGHTS), spec.to_json(),
-                                        registry.read_file(version, MODEL_CONFIG).decode(), version, keep, use_gpu),
+                                        registry.read_file(version, MODEL_CONFIG).decode(), version, keep, gpus),
         batch_format="pyarrow", batch_size=cfg.batch.batch_rows,
-        compute=ActorPoolStrategy(min_size=1, max_size=cfg.batch.max_actors),
-        num_gpus=1 if use_gpu else 0, num_cpus=cfg.batch.cpus_per_actor)
+        compute=ActorPoolStrategy(min_size=1, max_size=actors),
+        num_gpus=gpus, num_cpus=cfg.batch.cpus_per_actor)
     try:
         ds.write_parquet(out.path(tmp), filesystem=out.fs, partition_cols=[KIND])
     except Exception as e:  # noqa: BLE001

@@ -57,8 +57,9 @@ def coerce(arr: pa.Array | pa.ChunkedArray, kind: str) -> tuple[pa.Array, np.nda
 
     if kind == "string":
         if pa.types.is_floating(t):
-            # 1545.0 and 1545 name the same category.
-            whole = pc.equal(pc.floor(arr), arr)
+            # 1545.0 and 1545 name the same category (only where int64 holds the value: 1e20
+            # keeps its float spelling instead of wrapping around).
+            whole = pc.and_(pc.equal(pc.floor(arr), arr), pc.less(pc.abs(arr), 2.0 ** 62))
             as_int = pc.cast(pc.if_else(whole, arr, None), pa.int64(), safe=False).cast(pa.string())
             return pc.coalesce(as_int, arr.cast(pa.string())), _no_bad(n)
         return arr.cast(pa.string()), _no_bad(n)

@@ -147,6 +147,10 @@ class FeatureSpec(_Spec):
                 x = np.clip(x, f.clip[0], f.clip[1])
             std = f.std or 1.0
             z = (x - f.mean) / std
+            if f.min is not None and f.max is not None:
+                # Values beyond what training saw count as its edge (a no-op on training rows):
+                # any finite input, 1.7e308 included, gives a bounded input and a finite prediction.
+                np.clip(z, (f.min - f.mean) / std, (f.max - f.mean) / std, out=z)
             z[missing] = (f.impute - f.mean) / std
             num[j] = z
             j += 1

@@ -6,6 +6,7 @@ refuses arbitrary pickled objects, so a tampered model file cannot run code in a
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ import numpy as np
 import torch
 
 from rayline.config import ModelConfig
+from rayline.features.contract import Contract
 from rayline.features.spec import FeatureSpec, ModelInputs
 from rayline.model.network import TabularNet, predict_from_output
 
@@ -53,6 +55,11 @@ class LoadedModel:
         dev = torch.device(device)
         net.to(dev).eval()
         return cls(net, spec, cfg, dev)
+
+    @functools.cached_property
+    def contract(self) -> Contract:
+        """What this model accepts (the same verdicts online and in batch)."""
+        return Contract(self.spec)
 
     @torch.inference_mode()
     def predict_inputs(self, inputs: ModelInputs) -> np.ndarray:

@@ -20,18 +20,24 @@ import uuid
 from collections import OrderedDict
 from typing import Any, Callable
 
+import numpy as np
+import pyarrow as pa
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from ray import serve
+from starlette.requests import ClientDisconnect
 
 from rayline.config import RaylineConfig, config_from_dict, load_config
 from rayline.model.artifact import LoadedModel
 from rayline.serve.auth import CHALLENGE, authorized, load_api_keys
-from rayline.serve.monitor import DriftTracker
+from rayline.serve.monitor import WINDOW_S, DriftTracker, drift_report
+from rayline.features.contract import shown
 from rayline.serve.schema import RequestError, parse_body, request_schema, validate_instances
 
 log = logging.getLogger("ray.serve")
 VERSION_HEADER = "x-model-version"
+UNKNOWN_VERSION_TTL_S = 30.0
+DRIFT_PUSH_S = 5.0
 
 api = FastAPI(title="rayline", description="Predictions from a model in the rayline registry.",
               docs_url="/docs", openapi_url="/openapi.json")
@@ -39,12 +45,12 @@ api = FastAPI(title="rayline", description="Predictions from a model in the rayl
 Loader = Callable[[str], "tuple[int, LoadedModel]"]
 
 
-def registry_loader(cfg: RaylineConfig) -> Loader:
+def registry_loader(cfg: RaylineConfig, device: str = "cpu") -> Loader:
     from rayline.registry import Registry
     from rayline.storage import Storage
 
     registry = Registry(Storage(cfg.storage.root), cfg.name)
-    return lambda ref: registry.load(ref)
+    return lambda ref: registry.load(ref, device=device)
 
 
 def registry_resolver(cfg: RaylineConfig) -> Callable[[str], int]:
@@ -54,28 +60,81 @@ def registry_resolver(cfg: RaylineConfig) -> Callable[[str], int]:
     return Registry(Storage(cfg.storage.root), cfg.name).resolve
 
 
+def registry_info(cfg: RaylineConfig) -> Callable[[int], dict]:
+    from rayline.registry import Registry
+    from rayline.storage import Storage
+
+    registry = Registry(Storage(cfg.storage.root), cfg.name)
+
+    def info(version: int) -> dict:
+        mv = registry.get(version)
+        return {"metrics": mv.metrics, "lineage": mv.lineage}
+    return info
+
+
+def replica_device(gpus: float) -> str:
+    """A replica that holds a GPU uses it; one without CUDA says so instead of idling it silently."""
+    if gpus <= 0:
+        return "cpu"
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    log.warning(json.dumps({"event": "gpu_reserved_without_cuda", "gpus_per_replica": gpus,
+                            "message": "serve.gpus_per_replica > 0 but torch sees no CUDA device: serving on CPU"}))
+    return "cpu"
+
+
+def json_content(content_type: str | None) -> bool:
+    """application/json, optionally with a UTF-8 charset: nothing a browser form can send."""
+    media, _, params = (content_type or "").partition(";")
+    if media.strip().lower() != "application/json":
+        return False
+    charset = next((p.split("=", 1)[1].strip().strip('"').lower() for p in params.split(";") if "=" in p
+                    and p.split("=", 1)[0].strip().lower() == "charset"), "utf-8")
+    return charset in ("utf-8", "utf8")
+
+
+# Everything the routes below call must be defined above them: @serve.ingress pickles the
+# FastAPI app by value when the class is defined, with the module globals that exist then.
+def _request_id(given: str | None) -> str:
+    """The client's id if it is a sane token (it is echoed in headers and logs), else a new one."""
+    if given and len(given) <= 64 and given.isascii() and all(c.isalnum() or c in "-_.:" for c in given):
+        return given
+    return uuid.uuid4().hex[:16]
+
+
 @serve.deployment(name="ModelServer", max_ongoing_requests=128, health_check_period_s=10, health_check_timeout_s=30,
                   graceful_shutdown_wait_loop_s=1, graceful_shutdown_timeout_s=20)
 @serve.ingress(api)
 class ModelServer:
-    def __init__(self, config: dict, loader: Loader | None = None, resolver: Callable[[str], int] | None = None):
+    def __init__(self, config: dict, loader: Loader | None = None, resolver: Callable[[str], int] | None = None,
+                 info: Callable[[int], dict] | None = None):
         import torch
 
         self.cfg = config_from_dict(config)
         sc = self.cfg.serve
         self.api_keys = load_api_keys(sc.auth)  # configured but missing: the replica does not start
-        self.loader = loader or registry_loader(self.cfg)
+        self.device = replica_device(sc.gpus_per_replica)
+        self.loader = loader or registry_loader(self.cfg, self.device)
         self.resolver = resolver or registry_resolver(self.cfg)
+        self.info = info or registry_info(self.cfg)
         torch.set_num_threads(max(1, math.ceil(sc.cpus_per_replica)))
         self.ref, self.poll_s = sc.model_alias, sc.model_poll_s
         self.current: tuple[int, LoadedModel] | None = None
+        self.current_info: dict = {}
         self.pinned: OrderedDict[int, LoadedModel] = OrderedDict()
+        self.unknown: dict[int, float] = {}               # version -> until when it is known not to exist
+        self.loading: dict[int, asyncio.Future] = {}      # one load per version at a time
         self.drift: DriftTracker | None = None
         self._switch(self.ref)
         self._predict_batch.set_max_batch_size(sc.max_batch_size)
         self._predict_batch.set_batch_wait_timeout_s(sc.batch_wait_timeout_s)
         self._metrics()
         self._watcher: asyncio.Task | None = None
+        self._pusher: asyncio.Task | None = None
+        self._board_handle = None
+        self._replica_id = str(os.getpid())
 
     # ------------------------------------------------------------------ model lifecycle
     def _metrics(self) -> None:
@@ -90,16 +149,22 @@ class ModelServer:
                                          "values outside the range seen in training", tag_keys=("feature",))
 
     def _switch(self, ref: str) -> None:
-        """Load and warm the model `ref` points at, then swap it in (one reference assignment)."""
+        """Load and warm the model `ref` points at, then swap it in (one reference assignment).
+        Runs in a worker thread once serving (storage I/O never blocks the event loop)."""
         version = self.resolver(ref)
         if self.current is not None and self.current[0] == version:
             return
         v, model = self.loader(str(version))
-        model.predict_records([{}])  # warm-up: first call allocates
+        model.predict_inputs(model.spec.transform(model.contract.check_records([{}])[0]))  # warm-up allocates
+        try:
+            info = self.info(v)
+        except Exception as e:  # noqa: BLE001 - metadata is best effort; the model serves without it
+            log.warning(json.dumps({"event": "model_info_unavailable", "model_version": v, "error": str(e)[:200]}))
+            info = {"metadata": "unavailable"}
         if self.drift is None or self.drift.spec != model.spec:
             self.drift = DriftTracker(model.spec)
-        self.current = (v, model)
-        log.info(json.dumps({"event": "model_loaded", "ref": ref, "model_version": v}))
+        self.current, self.current_info = (v, model), info
+        log.info(json.dumps({"event": "model_loaded", "ref": ref, "model_version": v, "device": self.device}))
 
     def reconfigure(self, user_config: dict) -> None:
         """Serve calls this with the deployment's user_config, at start and on every change."""
@@ -115,22 +180,71 @@ class ModelServer:
             try:
                 await loop.run_in_executor(None, self._switch, self.ref)
             except Exception as e:  # noqa: BLE001 - keep serving the current model
-                log.warning(json.dumps({"event": "model_refresh_failed", "ref": self.ref, "error": str(e)}))
+                log.warning(json.dumps({"event": "model_refresh_failed", "ref": self.ref, "error": str(e)[:200]}))
 
     def _ensure_watcher(self) -> None:
-        if self._watcher is None and self.poll_s > 0:
-            self._watcher = asyncio.get_running_loop().create_task(self._watch())
+        if self._watcher is None:
+            loop = asyncio.get_running_loop()
+            self._watcher = loop.create_task(self._watch()) if self.poll_s > 0 else loop.create_task(asyncio.sleep(0))
+            self._pusher = loop.create_task(self._push_drift_forever())
 
-    def _pinned_model(self, version: int) -> LoadedModel:
+    # ------------------------------------------------------------------ drift across replicas
+    async def _board(self):
+        if self._board_handle is None:
+            from ray import get_runtime_context
+
+            from rayline.serve.monitor import board_actor
+
+            self._replica_id = get_runtime_context().get_actor_id() or str(os.getpid())
+            name = f"rayline-drift-{self.cfg.serve.app_name}"
+            self._board_handle = await asyncio.get_running_loop().run_in_executor(None, board_actor, name)
+        return self._board_handle
+
+    async def _push_drift(self) -> None:
+        if self.current is not None and self.drift is not None:
+            board = await self._board()
+            await board.push.remote(self._replica_id, self.current[0], self.drift.snapshot())
+
+    async def _push_drift_forever(self) -> None:
+        pushed = -1
+        while True:
+            await asyncio.sleep(DRIFT_PUSH_S)
+            try:
+                if self.drift is not None and self.drift.n != pushed:
+                    pushed = self.drift.n
+                    await self._push_drift()
+            except Exception as e:  # noqa: BLE001 - drift is advisory; serving goes on
+                log.warning(json.dumps({"event": "drift_push_failed", "error": str(e)[:200]}))
+
+    async def _pinned_model(self, version: int) -> LoadedModel:
+        """A pinned version: loaded in a worker thread, once, with unknown versions remembered."""
         if self.current and self.current[0] == version:
             return self.current[1]
-        if version not in self.pinned:
-            _, model = self.loader(str(version))
-            self.pinned[version] = model
-            while len(self.pinned) > 2:
-                self.pinned.popitem(last=False)
-        self.pinned.move_to_end(version)
-        return self.pinned[version]
+        if version in self.pinned:
+            self.pinned.move_to_end(version)
+            return self.pinned[version]
+        now = time.monotonic()
+        if self.unknown.get(version, 0.0) > now:
+            raise RequestError(404, "unknown_version", f"model version {version} does not exist")
+        if version not in self.loading:
+            self.loading[version] = asyncio.get_running_loop().run_in_executor(None, self.loader, str(version))
+        try:
+            _, model = await asyncio.shield(self.loading[version])
+        except Exception:  # noqa: BLE001 - an unknown version is the client's problem
+            if len(self.unknown) > 1024:
+                self.unknown = {v: t for v, t in self.unknown.items() if t > now}
+            self.unknown[version] = now + UNKNOWN_VERSION_TTL_S
+            raise RequestError(404, "unknown_version", f"model version {version} does not exist") from None
+        finally:
+            self.loading.pop(version, None)
+        self.pinned[version] = model
+        while len(self.pinned) > 2:
+            self.pinned.popitem(last=False)
+        return model
+
+    def check_health(self) -> None:
+        if self.current is None:
+            raise RuntimeError("no model loaded")
 
     def _denied(self, request: Request) -> JSONResponse | None:
         if authorized(request.headers.get("authorization"), self.api_keys):
@@ -139,36 +253,49 @@ class ModelServer:
         return JSONResponse({"error": "unauthorized", "message": "missing or invalid API key: send the header "
                              "'Authorization: Bearer <key>'"}, 401, headers=CHALLENGE)
 
-    def check_health(self) -> None:
-        if self.current is None:
-            raise RuntimeError("no model loaded")
-
     # ------------------------------------------------------------------ prediction
     @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.005)
-    async def _predict_batch(self, items: list[tuple[int, LoadedModel, list[dict]]]) -> list[tuple[list, int]]:
-        """Many concurrent requests -> one transform and one forward pass per model version."""
+    async def _predict_batch(self, items: list[tuple[int, LoadedModel, pa.Table]]) -> list:
+        """Many concurrent requests -> one transform and one forward pass per model version.
+
+        Every item arrives validated and typed by the contract, so the batched step sees only
+        clean columns. If it fails anyway, each request is retried alone: only the one that
+        breaks fails (its slot holds the exception), the others are answered.
+        """
         out: list[Any] = [None] * len(items)
         groups: dict[int, list[int]] = {}
         for i, (v, _, _) in enumerate(items):
             groups.setdefault(v, []).append(i)
         for v, idx in groups.items():
-            model = items[idx[0]][1]
-            records = [r for i in idx for r in items[i][2]]
-            inputs = model.spec.transform_records(records)
-            preds = model.predict_inputs(inputs)
-            if self.drift is not None and model.spec == self.drift.spec:
-                for name in self.drift.observe(records, inputs):
-                    self.m_outside.inc(tags={"feature": name})
-            self.m_predictions.inc(len(records), tags={"model_version": str(v)})
-            scores = preds.max(axis=1) if preds.ndim == 2 else preds
-            for score in scores.tolist():
-                self.m_score.observe(score, tags={"model_version": str(v)})
-            start = 0
-            for i in idx:
-                n = len(items[i][2])
-                out[i] = (self._format(model, preds[start:start + n]), v)
-                start += n
+            try:
+                self._predict_group(v, items, idx, out)
+            except Exception:  # noqa: BLE001 - isolate the culprit
+                for i in idx:
+                    try:
+                        self._predict_group(v, items, [i], out)
+                    except Exception as e:  # noqa: BLE001
+                        out[i] = e
         return out
+
+    def _predict_group(self, v: int, items: list, idx: list[int], out: list) -> None:
+        model = items[idx[0]][1]
+        table = pa.concat_tables([items[i][2] for i in idx]) if len(idx) > 1 else items[idx[0]][2]
+        inputs = model.spec.transform(table)
+        preds = model.predict_inputs(inputs)
+        if not np.isfinite(preds).all():
+            raise ValueError("the model produced a non-finite prediction")
+        if self.drift is not None and model.spec == self.drift.spec:
+            for name in self.drift.observe(table, inputs):
+                self.m_outside.inc(tags={"feature": name})
+        self.m_predictions.inc(len(table), tags={"model_version": str(v)})
+        scores = preds.max(axis=1) if preds.ndim == 2 else preds
+        for score in scores.tolist():
+            self.m_score.observe(score, tags={"model_version": str(v)})
+        start = 0
+        for i in idx:
+            n = items[i][2].num_rows
+            out[i] = (self._format(model, preds[start:start + n]), v)
+            start += n
 
     def _format(self, model: LoadedModel, preds) -> list:
         task = model.spec.label.task
@@ -180,6 +307,31 @@ class ModelServer:
             return [{"probabilities": dict(zip(classes, map(float, p))), "label": classes[int(p.argmax())]} for p in preds]
         return [{"value": float(p)} for p in preds]
 
+    async def _read_body(self, request: Request) -> bytes:
+        """The body, counted as it arrives (chunked too) and within a deadline: a client cannot
+        make the replica buffer more than the limit or hold a request slot open for long."""
+        sc = self.cfg.serve
+        limit = sc.max_body_bytes
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and len(declared) < 20 and int(declared) > limit:
+            raise RequestError(413, "too_large", f"request body is {int(declared):,} bytes; the limit is {limit:,}")
+        chunks: list[bytes] = []
+
+        async def read() -> None:
+            size = 0
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise RequestError(413, "too_large", f"request body is over the limit of {limit:,} bytes")
+                chunks.append(chunk)
+        try:
+            await asyncio.wait_for(read(), sc.body_timeout_s)
+        except asyncio.TimeoutError:
+            raise RequestError(408, "body_timeout", f"the request body did not arrive within {sc.body_timeout_s:g}s") from None
+        except ClientDisconnect:
+            raise RequestError(400, "client_disconnected", "the client went away before sending the whole body") from None
+        return b"".join(chunks)
+
     @api.post("/predict", openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
         "schema": {"oneOf": [{"type": "object", "description": "one record"},
                              {"type": "object", "properties": {"instances": {"type": "array"}}}]}}}}})
@@ -187,36 +339,45 @@ class ModelServer:
         self._ensure_watcher()
         if denied := self._denied(request):
             return denied
-        t0 = time.perf_counter()
-        rid = request.headers.get("x-request-id") or uuid.uuid4().hex[:16]
+        rid = _request_id(request.headers.get("x-request-id"))
         try:
-            if self.current is None:
-                return JSONResponse({"error": "not_ready", "message": "no model loaded yet"}, 503)
-            declared = request.headers.get("content-length")
-            limit = self.cfg.serve.max_body_bytes
-            if declared and declared.isdigit() and int(declared) > limit:
-                raise RequestError(413, "too_large", f"request body is {int(declared):,} bytes; the limit is {limit:,}")
-            body = await request.body()
-            pin = request.headers.get(VERSION_HEADER)
-            if pin is not None:
-                if not pin.isdigit():
-                    raise RequestError(400, "bad_version", f"header {VERSION_HEADER} must be a version number, got {pin!r}")
-                try:
-                    v, model = int(pin), self._pinned_model(int(pin))
-                except Exception:  # noqa: BLE001 - unknown version is the client's problem
-                    raise RequestError(404, "unknown_version", f"model version {pin} does not exist") from None
-            else:
-                v, model = self.current
-            records = validate_instances(parse_body(body, limit), model.spec, self.cfg.serve.max_instances_per_request)
-            preds, version = await self._predict_batch((v, model, records))
+            # The replica's own deadline: the proxy's can be lifted by a client header.
+            return await asyncio.wait_for(self._predict(request, rid), self.cfg.serve.request_timeout_s)
         except RequestError as e:
             self.m_invalid.inc(tags={"reason": e.reason})
-            log.info(json.dumps({"event": "rejected", "request_id": rid, "status": e.status, "reason": e.reason}))
-            return JSONResponse({"error": e.reason, "message": e.message, "request_id": rid}, e.status)
-        log.info(json.dumps({"event": "predict", "request_id": rid, "model_version": version, "records": len(records),
-                             "ms": round((time.perf_counter() - t0) * 1000, 2)}))
+            body = {"error": e.reason, "message": e.message, "request_id": rid}
+            if e.details:
+                body["errors"] = e.details
+            return JSONResponse(body, e.status)
+        except asyncio.TimeoutError:
+            return JSONResponse({"error": "timeout", "message": f"not answered within {self.cfg.serve.request_timeout_s:g}s",
+                                 "request_id": rid}, 503)
+
+    async def _predict(self, request: Request, rid: str) -> JSONResponse:
+        if self.current is None:
+            return JSONResponse({"error": "not_ready", "message": "no model loaded yet", "request_id": rid}, 503)
+        if not json_content(request.headers.get("content-type")):
+            raise RequestError(415, "unsupported_media_type", "send the body as JSON with the header "
+                               "'Content-Type: application/json' (UTF-8)")
+        body = await self._read_body(request)
+        pin = request.headers.get(VERSION_HEADER)
+        if pin is not None:
+            if not (pin.isascii() and pin.isdigit() and len(pin) <= 9):
+                raise RequestError(400, "bad_version", f"header {VERSION_HEADER} must be a version number, got {shown(pin, 40)!r}")
+            v, model = int(pin), await self._pinned_model(int(pin))
+        else:
+            v, model = self.current
+        table = validate_instances(parse_body(body, self.cfg.serve.max_body_bytes), model.contract,
+                                   self.cfg.serve.max_instances_per_request)
+        result = await self._predict_batch((v, model, table))
+        if isinstance(result, Exception):
+            log.error(json.dumps({"event": "predict_failed", "request_id": rid, "model_version": v,
+                                  "error": f"{type(result).__name__}: {str(result)[:300]}"}))
+            return JSONResponse({"error": "model_error", "message": "the model could not score this request",
+                                 "request_id": rid}, 500)
+        preds, version = result
         return JSONResponse({"predictions": preds, "model_version": version, "request_id": rid},
-                            headers={"x-model-version": str(version), "x-request-id": rid})
+                            headers={"x-model-version": str(version)})  # the proxy sets x-request-id
 
     @api.get("/model")
     async def model_info(self, request: Request):
@@ -224,17 +385,8 @@ class ModelServer:
         if denied := self._denied(request):
             return denied
         v, model = self.current
-        from rayline.registry import Registry
-        from rayline.storage import Storage
-
-        info: dict[str, Any] = {"model_version": v, "following": self.ref, "task": model.spec.label.task,
-                                "request_schema": request_schema(model.spec)}
-        try:
-            mv = Registry(Storage(self.cfg.storage.root), self.cfg.name).get(v)
-            info.update(metrics=mv.metrics, lineage=mv.lineage)
-        except Exception as e:  # noqa: BLE001 - metadata is best effort
-            info["lineage_error"] = str(e)
-        return info
+        return {"model_version": v, "following": self.ref, "task": model.spec.label.task, "device": self.device,
+                "request_schema": request_schema(model.spec), **self.current_info}
 
     @api.get("/healthz")
     async def healthz(self) -> dict:
@@ -251,8 +403,20 @@ class ModelServer:
     async def drift_report(self, request: Request):
         if denied := self._denied(request):
             return denied
-        return {"replica": os.getpid(), "model_version": self.current[0] if self.current else None,
-                **(self.drift.report() if self.drift else {})}
+        self._ensure_watcher()
+        if self.current is None or self.drift is None:
+            return JSONResponse({"error": "not_ready", "message": "no model loaded yet"}, 503)
+        v, local = self.current[0], self.drift.snapshot()
+        snapshots, note = [local], None
+        try:  # every replica's counts, not only the one this request reached
+            await asyncio.wait_for(self._push_drift(), 5)
+            board = await self._board()
+            snapshots = await asyncio.wait_for(board.collect.remote(v, WINDOW_S), 5) or [local]
+        except Exception as e:  # noqa: BLE001 - fall back to this replica's own counts
+            note = f"other replicas' counts unavailable ({type(e).__name__}); this replica only"
+        report = drift_report(self.drift.spec, snapshots, time.time() - WINDOW_S)
+        return {"replica": os.getpid(), "model_version": v, "observed_records": local["records"],
+                "observed_batches": local["batches"], **report, **({"note": note} if note else {})}
 
 
 def deployment_options(cfg: RaylineConfig) -> dict:
@@ -275,7 +439,7 @@ def build_app(cfg: RaylineConfig, loader: Loader | None = None, resolver=None, m
     opts = deployment_options(cfg)
     if model is not None:
         opts["user_config"] = {**opts["user_config"], "model": str(model)}
-    return ModelServer.options(**opts).bind(cfg.model_dump(mode="json"), loader, resolver)
+    return ModelServer.options(**opts).bind(cfg.model_dump(mode="json"), loader, resolver, None)
 
 
 def app_builder(args: dict):

@@ -30,7 +30,7 @@ def serve_config(cfg: RaylineConfig, config_path: str, overrides: list[str] | No
         opts["user_config"] = {**opts["user_config"], "model": str(model)}
     return {
         "proxy_location": "EveryNode",
-        "http_options": {"host": cfg.serve.host, "port": cfg.serve.port, "request_timeout_s": 30},
+        "http_options": {"host": cfg.serve.host, "port": cfg.serve.port, "request_timeout_s": cfg.serve.request_timeout_s},
         "applications": [{
             "name": cfg.serve.app_name,
             "route_prefix": cfg.serve.route_prefix,

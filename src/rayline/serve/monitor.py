@@ -1,80 +1,144 @@
-"""Request statistics against training statistics: a simple, per-replica drift signal."""
+"""Request statistics against training statistics: which features drifted, across replicas.
+
+Each replica counts what it is asked in one-minute buckets: per numeric feature the values
+present, missing, below and above the training range, and the sum and sum of squares of the
+values *clipped to the training range*; per categorical feature the values out of vocabulary
+and missing. Counts add up, so replicas' snapshots merge exactly (a small named actor
+collects them), and clipped sums are bounded, so no request can turn a statistic into NaN or
+drag it for millions of records: one value of 1e308 counts as one value at the training max.
+Non-finite numbers never get here (the contract rejects them).
+
+A feature is flagged when the window's clipped mean moved by more than `z` training standard
+deviations, or its out-of-range (numeric) or out-of-vocabulary (categorical) share exceeds
+`share` (and twice its training share for categories).
+"""
 
 from __future__ import annotations
 
 import math
 import threading
+import time
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
-from rayline.features.spec import FeatureSpec, ModelInputs
+from rayline.features.spec import OOV_INDEX, FeatureSpec, ModelInputs
+
+WINDOW_S, BUCKET_S = 900, 60
+NUM_FIELDS = ("present", "missing", "below", "above", "sum", "sumsq")
 
 
 class DriftTracker:
-    """Running statistics of what a replica has been asked, compared with the FeatureSpec.
+    """One replica's counts over the last `window_s` seconds."""
 
-    Numeric features: mean of raw values (exponentially weighted, so it follows recent traffic),
-    share of values outside the training range, share missing. Categorical: share out of
-    vocabulary. A feature is flagged when its mean moved by more than `z` training standard
-    deviations, or when the out-of-range / OOV share exceeds `share`.
-    """
-
-    def __init__(self, spec: FeatureSpec, halflife: int = 5000, z: float = 0.5, share: float = 0.05):
-        self.spec, self.z, self.share = spec, z, share
-        self.alpha = 1 - 0.5 ** (1 / halflife)
+    def __init__(self, spec: FeatureSpec, window_s: int = WINDOW_S, bucket_s: int = BUCKET_S, clock=time.time):
+        self.spec, self.window_s, self.bucket_s, self.clock = spec, window_s, bucket_s, clock
         self.lock = threading.Lock()
-        self.n = 0
+        self.n = 0         # records observed since start (this replica)
         self.batches = 0
-        self.mean = {f.name: None for f in spec.numeric}
-        self.out_of_range = {f.name: 0.0 for f in spec.numeric}
-        self.missing = {f.name: 0.0 for f in spec.numeric}
-        self.oov = {c.name: 0.0 for c in spec.categorical}
+        self.buckets: dict[int, dict] = {}
 
-    def observe(self, records: list[dict], inputs: ModelInputs) -> list[str]:
-        """Update with a batch; return the names of numeric features outside the training range."""
+    def observe(self, table: pa.Table, inputs: ModelInputs) -> list[str]:
+        """Count a batch of typed input columns; return the numeric features with values outside
+        the training range in it."""
         outside: list[str] = []
+        rows = table.num_rows
+        stats: dict[str, list[float]] = {}
+        for f in self.spec.numeric:
+            col = table.column(f.name) if f.name in table.column_names else pa.nulls(rows, pa.float64())
+            x = pc.fill_null(pc.cast(col, pa.float64()), math.nan).to_numpy(zero_copy_only=False)
+            present = np.isfinite(x)
+            v = x[present]
+            lo = f.min if f.min is not None else -math.inf
+            hi = f.max if f.max is not None else math.inf
+            below, above = int((v < lo).sum()), int((v > hi).sum())
+            if below or above:
+                outside.append(f.name)
+            c = np.clip(v, lo, hi) if math.isfinite(lo) and math.isfinite(hi) else v
+            stats[f.name] = [int(present.sum()), rows - int(present.sum()), below, above, float(c.sum()), float((c * c).sum())]
+        for j, cat in enumerate(self.spec.categorical):
+            codes = inputs.cat[:, j] if len(inputs) else np.zeros(0, np.int64)
+            stats[cat.name] = [rows, int((codes == OOV_INDEX).sum()), int((codes == 0).sum())]
+        key = int(self.clock() // self.bucket_s) * self.bucket_s
         with self.lock:
-            for f in self.spec.numeric:
-                vals = np.array([r.get(f.name) for r in records], dtype=np.float64)
-                present = ~np.isnan(vals)
-                miss = 1.0 - present.mean()
-                oor = 0.0
-                if present.any():
-                    v = vals[present]
-                    lo = f.min if f.min is not None else -math.inf
-                    hi = f.max if f.max is not None else math.inf
-                    bad = (v < lo) | (v > hi)
-                    oor = float(bad.mean())
-                    if bad.any():
-                        outside.append(f.name)
-                    m = float(v.mean())
-                    self.mean[f.name] = m if self.mean[f.name] is None else self._ewm(self.mean[f.name], m, len(v))
-                self.out_of_range[f.name] = self._ewm(self.out_of_range[f.name], oor, len(records))
-                self.missing[f.name] = self._ewm(self.missing[f.name], miss, len(records))
-            for j, c in enumerate(self.spec.categorical):
-                oov = float((inputs.cat[:, j] == 1).mean()) if len(inputs) else 0.0
-                self.oov[c.name] = self._ewm(self.oov[c.name], oov, len(records))
-            self.n += len(records)
+            bucket = self.buckets.setdefault(key, {"records": 0, "features": {}})
+            bucket["records"] += rows
+            for name, vals in stats.items():
+                acc = bucket["features"].setdefault(name, [0] * len(vals))
+                for k, val in enumerate(vals):
+                    acc[k] += val
+            self.n += rows
             self.batches += 1
+            oldest = self.clock() - self.window_s
+            for k in [k for k in self.buckets if k + self.bucket_s < oldest]:
+                del self.buckets[k]
         return outside
 
-    def _ewm(self, old: float, new: float, weight: int) -> float:
-        a = 1 - (1 - self.alpha) ** max(weight, 1)
-        return old + a * (new - old) if self.n else new
-
-    def report(self) -> dict:
+    def snapshot(self) -> dict:
+        """This replica's buckets, as plain data (sent to the board, merged by `report`)."""
         with self.lock:
-            feats = {}
-            for f in self.spec.numeric:
-                m = self.mean[f.name]
-                shift = None if m is None else (m - f.mean) / (f.std or 1.0)
-                drifted = (shift is not None and abs(shift) > self.z) or self.out_of_range[f.name] > self.share
-                feats[f.name] = {"kind": "numeric", "train_mean": f.mean, "train_std": f.std, "recent_mean": m,
-                                 "shift_in_std": shift, "out_of_training_range": self.out_of_range[f.name],
-                                 "missing": self.missing[f.name], "train_missing": f.null_fraction, "drifted": drifted}
-            for c in self.spec.categorical:
-                drifted = self.oov[c.name] > max(self.share, 2 * c.oov_fraction)
-                feats[c.name] = {"kind": "categorical", "out_of_vocabulary": self.oov[c.name],
-                                 "train_out_of_vocabulary": c.oov_fraction, "drifted": drifted}
-            return {"observed_records": self.n, "observed_batches": self.batches, "drifted": sorted(k for k, v in feats.items() if v["drifted"]),
-                    "features": feats}
+            return {"records": self.n, "batches": self.batches,
+                    "buckets": {k: {"records": b["records"], "features": {n: list(v) for n, v in b["features"].items()}}
+                                for k, b in self.buckets.items()}}
+
+    def report(self, others: list[dict] = ()) -> dict:
+        """This replica's counts merged with other replicas' snapshots."""
+        return drift_report(self.spec, [self.snapshot(), *others], self.clock() - self.window_s, self.window_s)
+
+
+def drift_report(spec: FeatureSpec, snapshots: list[dict], since: float, window_s: int = WINDOW_S,
+                 z: float = 0.5, share: float = 0.05) -> dict:
+    """Merge snapshots (one per replica) over the buckets newer than `since` and compare with
+    the training statistics."""
+    total: dict[str, list[float]] = {}
+    records = 0
+    for snap in snapshots:
+        for key, b in snap["buckets"].items():
+            if float(key) + BUCKET_S <= since:
+                continue
+            records += b["records"]
+            for name, vals in b["features"].items():
+                acc = total.setdefault(name, [0] * len(vals))
+                for k, val in enumerate(vals):
+                    acc[k] += val
+    feats = {}
+    for f in spec.numeric:
+        present, missing, below, above, s, _ = total.get(f.name, [0] * len(NUM_FIELDS))
+        mean = s / present if present else None
+        shift = None if mean is None else (mean - f.mean) / (f.std or 1.0)
+        seen = present + missing
+        oor = (below + above) / present if present else 0.0
+        feats[f.name] = {"kind": "numeric", "train_mean": f.mean, "train_std": f.std, "recent_mean_clipped": mean,
+                         "shift_in_std": shift, "out_of_training_range": oor, "below_training_min": below,
+                         "above_training_max": above, "missing": missing / seen if seen else 0.0,
+                         "train_missing": f.null_fraction,
+                         "drifted": bool((shift is not None and abs(shift) > z) or oor > share)}
+    for c in spec.categorical:
+        n, oov, missing = total.get(c.name, [0, 0, 0])
+        share_oov = oov / n if n else 0.0
+        feats[c.name] = {"kind": "categorical", "out_of_vocabulary": share_oov, "train_out_of_vocabulary": c.oov_fraction,
+                         "missing": missing / n if n else 0.0, "train_missing": c.null_fraction,
+                         "drifted": bool(share_oov > max(share, 2 * c.oov_fraction))}
+    return {"window_s": window_s, "replicas_reporting": len(snapshots), "records_in_window": records,
+            "drifted": sorted(k for k, v in feats.items() if v["drifted"]), "features": feats}
+
+
+def board_actor(name: str):
+    """The named actor that collects replicas' snapshots (created by the first replica that asks)."""
+    import ray
+
+    @ray.remote(num_cpus=0, max_restarts=-1)
+    class DriftBoard:
+        def __init__(self) -> None:
+            self.snaps: dict[str, tuple[float, int, dict]] = {}
+
+        def push(self, replica: str, version: int, snapshot: dict) -> None:
+            self.snaps[replica] = (time.time(), version, snapshot)
+
+        def collect(self, version: int, max_age_s: float) -> list[dict]:
+            now = time.time()
+            self.snaps = {r: e for r, e in self.snaps.items() if now - e[0] < max_age_s}
+            return [snap for _, v, snap in self.snaps.values() if v == version]
+
+    return DriftBoard.options(name=name, namespace="rayline", get_if_exists=True, lifetime="detached").remote()

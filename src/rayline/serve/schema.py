@@ -2,17 +2,22 @@
 
 Every way a body can be wrong maps to a 4xx with a message naming the field and the problem:
 malformed JSON, NaN/Infinity, wrong types, missing required fields, unknown fields, values
-outside the configured ranges or allowed values, empty or oversized batches. Nothing here can
-raise anything but RequestError, so bad input never becomes a 5xx.
+outside the configured ranges or allowed values, empty or oversized batches. The values
+themselves are judged by the feature contract (`rayline.features.contract`), the same code
+batch inference uses; this module adds the HTTP-level shape. Nothing here can raise anything
+but RequestError, so bad input never becomes a 5xx.
 """
 
 from __future__ import annotations
 
 import json
-import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+import pyarrow as pa
+
+from rayline.features.contract import Contract, shown
 from rayline.features.spec import FeatureSpec
 
 
@@ -21,6 +26,7 @@ class RequestError(Exception):
     status: int
     reason: str  # short machine-readable class, used as a metric label
     message: str
+    details: list = field(default_factory=list)  # per-record problems, at most 20
 
     def __str__(self) -> str:
         return self.message
@@ -36,9 +42,12 @@ def parse_body(body: bytes, max_bytes: int) -> Any:
     if not body.strip():
         raise RequestError(400, "empty_body", "request body is empty; send a JSON object")
     try:
-        return json.loads(body, parse_constant=_reject_constant)
-    except (ValueError, RecursionError) as e:
-        raise RequestError(400, "malformed_json", f"request body is not valid JSON: {e}") from None
+        # UTF-8 only (RFC 8259): json.loads on bytes would also guess UTF-16 and UTF-32.
+        return json.loads(body.decode("utf-8"), parse_constant=_reject_constant)
+    except RecursionError:
+        raise RequestError(400, "malformed_json", "request body is not valid JSON: nested too deeply") from None
+    except ValueError as e:  # includes UnicodeDecodeError
+        raise RequestError(400, "malformed_json", f"request body is not valid JSON: {shown(str(e), 200)}") from None
 
 
 def request_schema(spec: FeatureSpec) -> dict:
@@ -68,12 +77,18 @@ def request_schema(spec: FeatureSpec) -> dict:
     return {"type": "object", "properties": props, "required": required, "additionalProperties": False}
 
 
-def validate_instances(payload: Any, spec: FeatureSpec, max_instances: int) -> list[dict]:
-    """Body -> list of clean records (still raw values); RequestError on the first problem."""
+# rule of the shared contract -> the reason an HTTP client (and the metric label) sees
+REASONS = {"type": "wrong_type", "not_null": "missing_field", "range": "out_of_range", "allowed": "not_allowed",
+           "too_long": "too_long"}
+
+
+def validate_instances(payload: Any, contract: Contract, max_instances: int) -> pa.Table:
+    """Body -> typed input columns of valid records; RequestError naming every invalid record's
+    first problem (HTTP-level shape here, values by the contract batch inference uses too)."""
     if isinstance(payload, dict) and "instances" in payload:
-        extra = sorted(set(payload) - {"instances"})
+        extra = sorted(shown(k, 40) for k in payload if k != "instances")
         if extra:
-            raise RequestError(422, "unknown_field", f"unknown top-level field(s) {extra}; expected only 'instances'")
+            raise RequestError(422, "unknown_field", f"unknown top-level field(s) {extra[:10]}; expected only 'instances'")
         instances = payload["instances"]
         if not isinstance(instances, list):
             raise RequestError(422, "wrong_type", f"'instances' must be a list of objects, got {_tname(instances)}")
@@ -81,66 +96,34 @@ def validate_instances(payload: Any, spec: FeatureSpec, max_instances: int) -> l
             raise RequestError(422, "empty_batch", "'instances' is empty; send at least one record")
         if len(instances) > max_instances:
             raise RequestError(413, "batch_too_large", f"'instances' has {len(instances):,} records; the limit is {max_instances:,}")
+        batched = True
     elif isinstance(payload, dict):
-        instances = [payload]
+        instances, batched = [payload], False
     else:
         raise RequestError(422, "wrong_type", f"expected a JSON object (one record) or {{'instances': [...]}}, got {_tname(payload)}")
-    kinds = spec.raw_kinds()
-    return [_check_record(i, r, kinds, spec, len(instances) > 1 or "instances" in payload) for i, r in enumerate(instances)]
-
-
-def _check_record(i: int, rec: Any, kinds: dict[str, str], spec: FeatureSpec, batched: bool) -> dict:
-    where = f"instances[{i}]" if batched else "record"
-    if not isinstance(rec, dict):
-        raise RequestError(422, "wrong_type", f"{where} must be a JSON object, got {_tname(rec)}")
-    unknown = sorted(k for k in rec if k not in kinds)
-    if unknown:
-        raise RequestError(422, "unknown_field", f"{where}: unknown field(s) {unknown[:10]}; "
-                                                 f"accepted fields are {sorted(kinds)}")
-    for name, c in spec.constraints.items():
-        if c.required and name in kinds and rec.get(name) is None:
-            raise RequestError(422, "missing_field", f"{where}.{name} is required")
-    for name, value in rec.items():
-        if value is None:
-            continue
-        kind = kinds[name]
-        field = f"{where}.{name}"
-        if kind == "float":
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise RequestError(422, "wrong_type", f"{field} must be a number, got {_tname(value)} {_short(value)}")
-            if isinstance(value, float) and not math.isfinite(value):
-                raise RequestError(422, "not_finite", f"{field} must be finite, got {value}")
-        elif kind == "string":
-            if isinstance(value, bool) or not isinstance(value, (str, int)):
-                raise RequestError(422, "wrong_type", f"{field} must be a string, got {_tname(value)} {_short(value)}")
-            if isinstance(value, str) and len(value) > 256:
-                raise RequestError(422, "too_long", f"{field} is {len(value)} characters; the limit is 256")
-        elif kind == "timestamp":
-            if not isinstance(value, str):
-                raise RequestError(422, "wrong_type", f"{field} must be an ISO 8601 date-time string, got {_tname(value)}")
-            if not _parses_as_time(value):
-                raise RequestError(422, "wrong_type", f"{field} is not an ISO 8601 date-time: {_short(value)}")
-        c = spec.constraints.get(name)
-        if c is None:
-            continue
-        if kind == "float" and ((c.min is not None and value < c.min) or (c.max is not None and value > c.max)):
-            raise RequestError(422, "out_of_range", f"{field} = {value} is outside the allowed range [{c.min}, {c.max}]")
-        if c.allowed is not None and str(value) not in c.allowed:
-            raise RequestError(422, "not_allowed", f"{field} = {_short(value)} is not one of the allowed values {c.allowed[:20]}")
-    return rec
-
-
-def _parses_as_time(text: str) -> bool:
-    from rayline.features.coerce import _parse_timestamp
-
-    return len(text) <= 40 and _parse_timestamp(text) is not None
+    kinds = contract.kinds
+    for i, rec in enumerate(instances):
+        where = f"instances[{i}]" if batched else "record"
+        if not isinstance(rec, dict):
+            raise RequestError(422, "wrong_type", f"{where} must be a JSON object, got {_tname(rec)}")
+        unknown = sorted(shown(k, 40) for k in rec if k not in kinds)
+        if unknown:
+            raise RequestError(422, "unknown_field", f"{where}: unknown field(s) {unknown[:10]}; "
+                                                     f"accepted fields are {sorted(kinds)}")
+    table, failures = contract.check_records(instances)
+    if failures.bad.any():
+        bad = np.flatnonzero(failures.bad)
+        details = []
+        for i in bad[:20].tolist():
+            rule, column, value = failures.first(i)
+            where = f"instances[{i}]" if batched else "record"
+            details.append({"instance": i, "field": column, "rule": rule,
+                            "message": f"{where}.{contract.message(rule, column, value)}"})
+        more = f" ({len(bad) - 1} more invalid record(s) listed in 'errors')" if len(bad) > 1 else ""
+        raise RequestError(422, REASONS.get(details[0]["rule"], details[0]["rule"]), details[0]["message"] + more, details)
+    return table
 
 
 def _tname(v: Any) -> str:
     return {dict: "object", list: "array", str: "string", bool: "boolean", int: "integer", float: "number",
             type(None): "null"}.get(type(v), type(v).__name__)
-
-
-def _short(v: Any) -> str:
-    text = json.dumps(v)
-    return text if len(text) <= 60 else text[:57] + "..."
