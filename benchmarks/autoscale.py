@@ -19,9 +19,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from _common import deployed_model  # noqa: E402
+from _common import deployed_model, free_port  # noqa: E402
 
-PORT = 8743
 RECORD = {"carrier": "UA", "origin": "EWR", "dest": "IAH", "distance": 1400.0, "sched_dep_time": 515, "hour": 5,
           "minute": 15, "day": 1, "flight": 1545, "time_hour": "2013-01-01T10:00:00Z"}
 
@@ -77,7 +76,7 @@ def main() -> None:
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="rayline-autoscale-"))
     try:
-        overrides = [f"storage.root={work}", "train.epochs=1", f"serve.port={PORT}", "serve.cpus_per_replica=0.5",
+        overrides = [f"storage.root={work}", "train.epochs=1", f"serve.port={free_port()}", "serve.cpus_per_replica=0.5",
                      "serve.autoscaling.min_replicas=1", "serve.autoscaling.max_replicas=2",
                      "serve.autoscaling.target_ongoing_requests=2", "serve.autoscaling.upscale_delay_s=1",
                      "serve.autoscaling.downscale_delay_s=10"]

@@ -20,8 +20,8 @@ app = FastAPI()
 @app.post("/predict")
 async def predict(request: Request):
     try:
-        records = validate_instances(parse_body(await request.body(), 1 << 20), model.spec, 1024)
+        table = validate_instances(parse_body(await request.body(), 1 << 20), model.contract, 1024)
     except RequestError as e:
         return JSONResponse({"error": e.reason, "message": e.message}, e.status)
-    preds = model.predict_records(records)
+    preds = model.predict_inputs(model.spec.transform(table))
     return {"predictions": [{"probability": float(p), "label": int(p >= 0.5)} for p in preds], "model_version": version}

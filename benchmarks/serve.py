@@ -3,7 +3,8 @@
 Closed-loop load from wrk (a C client: it does not itself saturate a core) at concurrency 1,
 16 and 64 against (a) the rayline Serve endpoint (one replica) and (b) benchmarks/baseline_app.py
 on one uvicorn worker doing the same validation, preprocessing and forward pass. Prints
-requests/s, p50, p99 and errors for each, then one JSON line for concurrency 64.
+requests/s, p50, p99 and errors for each, a row with two replicas of rayline (concurrency 64),
+then one JSON line. Ports are picked free on every run.
 
     python benchmarks/serve.py [--seconds 10]          (needs `wrk`: apt-get install wrk)
 """
@@ -25,9 +26,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from _common import deployed_model  # noqa: E402
+from _common import deployed_model, free_port  # noqa: E402
 
-RAYLINE_PORT, BASELINE_PORT = 8741, 8742
 RECORD = {"carrier": "UA", "origin": "EWR", "dest": "IAH", "distance": 1400.0, "sched_dep_time": 515, "hour": 5,
           "minute": 15, "day": 1, "flight": 1545, "time_hour": "2013-01-01T10:00:00Z", "temp": 39.0, "visib": 10.0}
 
@@ -59,27 +59,37 @@ def main() -> None:
         sys.exit("wrk is not installed (apt-get install wrk)")
     work = Path(tempfile.mkdtemp(prefix="rayline-serve-bench-"))
     baseline_proc = None
+    rayline_port, baseline_port = free_port(), free_port()
     try:
-        overrides = [f"storage.root={work}", "train.epochs=1", f"serve.port={RAYLINE_PORT}",
+        overrides = [f"storage.root={work}", "train.epochs=1", f"serve.port={rayline_port}",
                      "serve.autoscaling.min_replicas=1", "serve.autoscaling.max_replicas=1", "serve.cpus_per_replica=1"]
         cfg, storage, d = deployed_model(overrides)
         env = {**os.environ, "RAYLINE_ROOT": str(work), "RAYLINE_MODEL": cfg.name, "RAYLINE_VERSION": str(d.model_version),
                "PYTHONPATH": f"{ROOT / 'src'}:{ROOT / 'benchmarks'}"}
         baseline_proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "baseline_app:app", "--host", "127.0.0.1",
-                                          "--port", str(BASELINE_PORT), "--workers", "1", "--log-level", "warning"],
+                                          "--port", str(baseline_port), "--workers", "1", "--log-level", "warning"],
                                          env=env, cwd=ROOT / "benchmarks")
         import httpx
 
         for _ in range(120):
             try:
-                if httpx.post(f"http://127.0.0.1:{BASELINE_PORT}/predict", json=RECORD).status_code == 200:
+                if httpx.post(f"http://127.0.0.1:{baseline_port}/predict", json=RECORD).status_code == 200:
                     break
             except httpx.HTTPError:
                 time.sleep(0.5)
         rows = {}
-        for target, url in (("rayline", d.url), ("baseline", f"http://127.0.0.1:{BASELINE_PORT}")):
+        for target, url in (("rayline", d.url), ("baseline", f"http://127.0.0.1:{baseline_port}")):
             for c in (1, 16, 64):
                 rows[(target, c)] = wrk(url, c, args.seconds, work)
+        from rayline.serve.deploy import deploy
+
+        two = [*overrides, "serve.autoscaling.min_replicas=2", "serve.autoscaling.max_replicas=2",
+               "serve.cpus_per_replica=0.5"]
+        from rayline.config import load_config
+
+        deploy(load_config(ROOT / "configs/flights.yaml", two), str(ROOT / "configs/flights.yaml"), two)
+        time.sleep(5)  # both replicas serving
+        rows[("rayline x2", 64)] = wrk(d.url, 64, args.seconds, work)
         print(f"{'target':<10}{'conc.':>6}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'errors':>8}")
         for (target, c), r in rows.items():
             print(f"{target:<10}{c:>6}{r['rps']:>10,.0f}{r['p50_ms']:>10.1f}{r['p99_ms']:>10.1f}{r['errors']:>8}")
@@ -87,7 +97,9 @@ def main() -> None:
         print(json.dumps({"name": "serve", "concurrency": 64, "rayline_rps": round(rl["rps"], 1), "baseline_rps": round(bl["rps"], 1),
                           "ratio": round(rl["rps"] / bl["rps"], 3), "rayline_p99_ms": rl["p99_ms"],
                           "rayline_p99_ms_c16": rows[("rayline", 16)]["p99_ms"],
-                          "errors": sum(r["errors"] for (t, _), r in rows.items() if t == "rayline")}))
+                          "rayline_p50_ms_c1": rows[("rayline", 1)]["p50_ms"], "baseline_p50_ms_c1": rows[("baseline", 1)]["p50_ms"],
+                          "rayline_x2_rps": round(rows[("rayline x2", 64)]["rps"], 1),
+                          "errors": sum(r["errors"] for (t, _), r in rows.items() if t.startswith("rayline"))}))
     finally:
         if baseline_proc is not None:
             baseline_proc.terminate()

@@ -85,11 +85,12 @@ class RayNodes:
                         "--ray-client-server-port=6391", "--disable-usage-stats"],
                        check=True, capture_output=True, text=True, timeout=120)
 
-    def add_worker(self, num_cpus: float, label: str) -> list[int]:
-        """Another node on this machine; returns the PIDs that make it up."""
+    def add_worker(self, num_cpus: float, label: str, num_gpus: int = 0) -> list[int]:
+        """Another node on this machine; returns the PIDs that make it up. `num_gpus` advertises
+        GPUs that are not there (no CUDA): enough to test where work is placed."""
         before = set(self.pids())
         subprocess.run([self.ray, "start", f"--address=127.0.0.1:{HEAD_PORT}", f"--num-cpus={num_cpus}",
-                        f"--resources={{\"node_{label}\": 1}}", "--disable-usage-stats"],
+                        f"--num-gpus={num_gpus}", f"--resources={{\"node_{label}\": 1}}", "--disable-usage-stats"],
                        check=True, capture_output=True, text=True, timeout=120)
         return sorted(set(self.pids()) - before)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import warnings
 from pathlib import Path
 from typing import Any, Literal
 
@@ -240,7 +241,7 @@ class TrainConfig(_Model):
     in_memory_max_bytes: int = Field(2 << 30, ge=0, description="load a shard into memory up to this size, else stream")
     slice_columns: list[str] = Field(default_factory=list)
     threshold: float = Field(0.5, gt=0, lt=1)
-    promotion_tolerance: float = Field(0.005, ge=0, description="max metric drop vs production before promote refuses")
+    promotion_tolerance: float | None = Field(None, ge=0, description="deprecated: use promote.tolerance")
     model: ModelConfig = Field(default_factory=ModelConfig)
 
 
@@ -312,6 +313,14 @@ class BatchConfig(_Model):
     batch_rows: int = Field(65_536, ge=1)
 
 
+class PromoteConfig(_Model):
+    """The promotion gate (rayline models promote, and the pipeline's promote step)."""
+
+    tolerance: float = Field(0.005, ge=0, description="largest test-metric drop vs the alias holder that is still promoted")
+    baseline_margin: float = Field(0.01, ge=0, lt=1, description="how much a version must beat the trivial baseline "
+                                   "on the test split: +margin for AUC, a fraction (margin x baseline) for losses and RMSE")
+
+
 class StorageConfig(_Model):
     root: str = Field(".rayline", description="local directory or pyarrow.fs URI (s3://, gs://, ...)")
 
@@ -324,6 +333,16 @@ class RaylineConfig(_Model):
     train: TrainConfig = Field(default_factory=TrainConfig)
     serve: ServeConfig = Field(default_factory=ServeConfig)
     batch: BatchConfig = Field(default_factory=BatchConfig)
+    promote: PromoteConfig = Field(default_factory=PromoteConfig)
+
+    @model_validator(mode="after")
+    def _moved_fields(self) -> "RaylineConfig":
+        # A field lives with the stage that reads it; old keys keep working for one release.
+        if self.train.promotion_tolerance is not None:
+            warnings.warn("train.promotion_tolerance is deprecated: use promote.tolerance", DeprecationWarning, stacklevel=2)
+            if "tolerance" not in self.promote.model_fields_set:
+                self.promote.tolerance = self.train.promotion_tolerance
+        return self
 
     @model_validator(mode="after")
     def _task_label(self) -> "RaylineConfig":

@@ -104,7 +104,7 @@ def reevaluator(cfg: RaylineConfig, storage: Storage):
 def promote_version(cfg: RaylineConfig, storage: Storage, ref: str | int, alias: str, force: bool = False) -> dict:
     registry = Registry(storage, cfg.name)
     v = registry.resolve(ref)
-    p = promote(registry, v, alias, tolerance=cfg.train.promotion_tolerance, force=force,
+    p = promote(registry, v, alias, tolerance=cfg.promote.tolerance, margin=cfg.promote.baseline_margin, force=force,
                 reevaluate=reevaluator(cfg, storage))
     return {"stage": "promote", **p.summary()}
 

@@ -85,3 +85,13 @@ def test_data_hash_ignores_training_settings():
     c = load_config(FLIGHTS_CONFIG, ["data.split.valid_fraction=0.2"])
     assert a.data_hash() == b.data_hash() != c.data_hash()
     assert a.config_hash() != b.config_hash()
+
+
+def test_promotion_tolerance_moved_to_promote_with_a_deprecation():
+    import warnings
+
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        cfg = load_config(FLIGHTS_CONFIG, ["train.promotion_tolerance=0.02"])
+    assert cfg.promote.tolerance == 0.02 and any("promote.tolerance" in str(x.message) for x in w)
+    assert load_config(FLIGHTS_CONFIG).promote.tolerance == 0.005

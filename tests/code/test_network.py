@@ -50,3 +50,18 @@ def test_weights_round_trip_and_refuse_pickled_code(spec):
     torch.save({"x": Evil()}, buf)
     with pytest.raises(pickle.UnpicklingError):
         LoadedModel.from_bytes(buf.getvalue(), spec.to_json(), cfg.model_dump_json())
+
+
+def test_regression_target_is_learned_standardized_and_answered_in_original_units():
+    import torch
+
+    from rayline.features.spec import LabelSpec
+    from rayline.model.network import predict_from_output, training_target
+
+    label = LabelSpec(column="y", task="regression", train_mean=12_000.0, train_std=3_000.0, standardized=True)
+    y = torch.tensor([6_000.0, 12_000.0, 30_000.0])
+    z = training_target(label, y)
+    assert torch.allclose(z, torch.tensor([-2.0, 0.0, 6.0]))
+    assert torch.allclose(predict_from_output(label, z), y)
+    old = label.model_copy(update={"standardized": False})   # models trained before: raw values
+    assert torch.equal(training_target(old, y), y) and torch.equal(predict_from_output(old, y), y)

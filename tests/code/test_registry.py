@@ -167,3 +167,23 @@ def test_sweep_removes_abandoned_staging_and_unfinished_versions_only(tmp_path):
     left = sorted(p.name for p in (tmp_path / "models/m").iterdir())
     assert left == [".tmp-version-%d-0123456789" % young, "1", "3", "claims"]
     assert _register(reg, 0.7).version == 4 and reg.versions() == [1, 4]
+
+
+def _register_with_baseline(reg, metric, mode, value, baseline):
+    return reg.register({"weights.pt": b"w"}, {"metric": metric, "mode": mode,
+                                               "test": {metric: value, f"baseline_{metric}": baseline}}, {"run_name": "r"})
+
+
+def test_no_version_is_promoted_unless_it_beats_the_trivial_model(tmp_path):
+    reg = Registry(Storage(str(tmp_path)), "m")
+    _register_with_baseline(reg, "auc", "max", 0.505, 0.5)     # v1: barely better than a coin
+    _register_with_baseline(reg, "rmse", "min", 99.5, 100.0)   # v2: 0.5 % better than the mean
+    _register_with_baseline(reg, "rmse", "min", 60.0, 100.0)   # v3: clearly better
+    for v in (1, 2):
+        with pytest.raises(RegistryError, match=rf"version {v}.*does not beat the trivial model"):
+            promote(reg, v, "production", margin=0.01)         # the first version too
+    assert reg.aliases() == {}
+    assert promote(reg, 3, "staging", margin=0.01).forced is False
+    p = promote(reg, 1, "production", margin=0.01, force=True)
+    assert p.forced and reg.alias_log("production")[-1]["below_trivial"] is True
+    assert reg.alias_log("production")[-1]["event"] == "force"

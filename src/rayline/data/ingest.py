@@ -45,7 +45,7 @@ from rayline.features.spec import FeatureSpec
 from rayline.storage import Storage, join_uri
 
 log = logging.getLogger(__name__)
-FORMAT_VERSION = 4  # bump when the layout of the output changes (4: x_cat int32, missing-only indicators)
+FORMAT_VERSION = 5  # bump when the output changes (4: x_cat int32, missing-only indicators; 5: regression target standardized)
 SPLITS = ("train", "valid", "test")
 
 

@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
-from rayline.evaluate.metrics import calibration, primary_metric, roc_curve, task_metrics
+from rayline.evaluate.metrics import calibration, primary_metric, roc_curve, task_metrics, trivial_metrics
 from rayline.features.spec import ModelInputs, model_inputs_from_table
 from rayline.model.artifact import LoadedModel
 
@@ -53,7 +53,8 @@ def evaluate_model(model: LoadedModel, split_uri: str, *, split: str = "test", s
     slice_columns = slice_columns or []
     y, p, extra = predict_split(model, split_uri, slice_columns)
     metric, _ = primary_metric(task)
-    ev = Evaluation(split=split, metrics=task_metrics(task, y, p, threshold), metric=metric)
+    ev = Evaluation(split=split, metrics={**task_metrics(task, y, p, threshold),
+                                          **trivial_metrics(task, y, model.spec.label.train_mean)}, metric=metric)
     for col in slice_columns:
         if col not in extra.column_names:
             continue

@@ -85,6 +85,28 @@ def multiclass_metrics(y: np.ndarray, p: np.ndarray) -> dict:
             "baseline_log_loss": float(-np.log(np.clip(prior[y], EPS, 1)).mean())}
 
 
+def trivial_metrics(task: str, y: np.ndarray, train_mean: float | None) -> dict:
+    """The trivial model's test metrics, from *training* statistics: the training base rate
+    (binary) or mean (regression) predicted for every row. (Multiclass keeps the test prior from
+    `multiclass_metrics`: the spec holds no training class prior.)"""
+    if task == "multiclass" or train_mean is None or not len(y):
+        return {}
+    if task == "binary":
+        p0 = float(np.clip(train_mean, EPS, 1 - EPS))
+        return {"baseline_auc": 0.5, "baseline_log_loss": log_loss(y, np.full(len(y), p0)),
+                "baseline_accuracy": float(((p0 >= 0.5) == (y == 1)).mean()), "train_base_rate": train_mean}
+    err = y - train_mean
+    var = float(((y - y.mean()) ** 2).mean())
+    mse = float((err ** 2).mean())
+    return {"baseline_rmse": mse ** 0.5, "baseline_mae": float(np.abs(err).mean()),
+            "baseline_r2": 1 - mse / var if var else float("nan"), "train_mean": train_mean}
+
+
+def beats_trivial(metric: str, mode: str, value: float, baseline: float, margin: float) -> bool:
+    """+margin for a score (AUC), a fraction of the baseline for a loss (log loss, RMSE)."""
+    return value >= baseline + margin if mode == "max" else value <= baseline * (1 - margin)
+
+
 def task_metrics(task: str, y: np.ndarray, p: np.ndarray, threshold: float = 0.5) -> dict:
     if task == "binary":
         return binary_metrics(y, p, threshold)

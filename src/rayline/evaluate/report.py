@@ -72,13 +72,14 @@ def render_markdown(title: str, ev: Evaluation, history: list[dict], lineage: di
     m = ev.metrics
     lines = [f"# {title}", "", f"Held-out split: **{ev.split}**, {m.get('rows', 0):,} rows.", "", "## Metrics", "",
              "| metric | model | baseline |", "|---|---|---|"]
-    baselines = {"auc": 0.5, "log_loss": m.get("baseline_log_loss"), "accuracy": m.get("baseline_accuracy"),
-                 "rmse": m.get("baseline_rmse")}
     for k, v in m.items():
-        if k.startswith("baseline_") or k == "rows":
+        if k.startswith("baseline_") or k in ("rows", "train_mean", "train_base_rate"):
             continue
-        lines.append(f"| {k} | {_fmt(v)} | {_fmt(baselines[k]) if baselines.get(k) is not None else ''} |")
-    lines += ["", "The baseline predicts the training base rate (binary), the class prior (multiclass) or the mean (regression).", ""]
+        base = m.get(f"baseline_{k}")
+        lines.append(f"| {k} | {_fmt(v)} | {_fmt(base) if base is not None else ''} |")
+    lines += ["", "The baseline is the trivial model: it predicts the training base rate (binary), the class "
+              "prior (multiclass) or the training mean (regression) for every row. No version is promoted "
+              "unless it beats it (promote.baseline_margin).", ""]
     for name in plots:
         if name in ("roc.png", "calibration.png", "curves.png"):
             lines.append(f"![{name[:-4]}]({name})")

@@ -81,6 +81,14 @@ class LabelSpec(_Spec):
     classes: list[str] | None = None
     train_mean: float | None = Field(None, description="base rate (binary) or mean (regression)")
     train_std: float | None = None
+    standardized: bool = Field(False, description="regression: the network predicts (y - train_mean) / train_std")
+
+    def target_scale(self) -> tuple[float, float] | None:
+        """(mean, std) of the units a regression network works in; None where it predicts raw values
+        (classification, and regression models trained before standardization)."""
+        if self.task != "regression" or not self.standardized or self.train_mean is None:
+            return None
+        return self.train_mean, (self.train_std or 1.0)
 
     @property
     def num_outputs(self) -> int:

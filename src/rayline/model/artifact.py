@@ -67,7 +67,7 @@ class LoadedModel:
             return np.zeros((0,) if self.spec.label.num_outputs == 1 else (0, self.spec.label.num_outputs), np.float32)
         num = torch.from_numpy(np.require(inputs.num, requirements=["C", "W"])).to(self.device, non_blocking=True)
         cat = torch.from_numpy(np.require(inputs.cat, requirements=["C", "W"])).to(self.device, non_blocking=True)
-        out = predict_from_output(self.spec.label.task, self.net(num, cat))
+        out = predict_from_output(self.spec.label, self.net(num, cat))
         return out.cpu().numpy()
 
     def predict_records(self, records: list[dict]) -> np.ndarray:

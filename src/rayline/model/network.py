@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from rayline.config import ModelConfig
-from rayline.features.spec import FeatureSpec
+from rayline.features.spec import FeatureSpec, LabelSpec
 
 
 def embedding_dim(cardinality: int, max_dim: int) -> int:
@@ -50,10 +50,18 @@ def loss_fn(task: str) -> nn.Module:
     return {"binary": nn.BCEWithLogitsLoss(), "regression": nn.MSELoss(), "multiclass": nn.CrossEntropyLoss()}[task]
 
 
-def predict_from_output(task: str, out: torch.Tensor) -> torch.Tensor:
-    """Model output -> what a user gets: P(positive), the value, or class probabilities."""
-    if task == "binary":
+def predict_from_output(label: LabelSpec, out: torch.Tensor) -> torch.Tensor:
+    """Model output -> what a user gets: P(positive), class probabilities, or the value in the
+    target's original units (training, evaluation, serving and batch all go through here)."""
+    if label.task == "binary":
         return torch.sigmoid(out.float())
-    if task == "multiclass":
+    if label.task == "multiclass":
         return torch.softmax(out.float(), dim=1)
-    return out.float()
+    scale = label.target_scale()
+    return out.float() if scale is None else out.float() * scale[1] + scale[0]
+
+
+def training_target(label: LabelSpec, y: torch.Tensor) -> torch.Tensor:
+    """What the network is trained to output for target `y` (the inverse of predict_from_output)."""
+    scale = label.target_scale()
+    return y if scale is None else (y - scale[0]) / scale[1]

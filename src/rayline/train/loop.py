@@ -22,7 +22,7 @@ from rayline.config import TrainConfig
 from rayline.evaluate.metrics import primary_metric, task_metrics
 from rayline.features.spec import FeatureSpec
 from rayline.model.artifact import weights_to_bytes
-from rayline.model.network import TabularNet, loss_fn, predict_from_output
+from rayline.model.network import TabularNet, loss_fn, predict_from_output, training_target
 from rayline.train.feed import MemoryFeed, StreamFeed
 
 STATE_FILE = "state.pt"
@@ -86,7 +86,7 @@ def train_loop_per_worker(config: dict) -> dict:
         for num, cat, y in train_feed.epoch(epoch):
             with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
                 out = model(num, cat)
-            loss = criterion(out.float(), y)
+            loss = criterion(out.float(), training_target(spec.label, y))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip:
@@ -98,7 +98,7 @@ def train_loop_per_worker(config: dict) -> dict:
         train_loss = _mean_across_ranks(total, count, device)
         train_time = time.perf_counter() - t
 
-        y_val, p_val, val_loss = _validate(model, valid_feed, criterion, task, device, amp)
+        y_val, p_val, val_loss = _validate(model, valid_feed, criterion, spec.label, device, amp)
         scores = task_metrics(task, y_val, p_val, cfg.threshold)
         value = scores[metric]
         improved = best is None or (value > best if mode == "max" else value < best)
@@ -171,17 +171,18 @@ def _mean_across_ranks(total: torch.Tensor, count: int, device) -> float:
 
 
 @torch.no_grad()
-def _validate(model, feed, criterion, task, device, amp) -> tuple[np.ndarray, np.ndarray, float]:
-    """Predictions of every rank gathered, so each rank computes identical metrics."""
+def _validate(model, feed, criterion, label, device, amp) -> tuple[np.ndarray, np.ndarray, float]:
+    """Predictions of every rank gathered, so each rank computes identical metrics (in the
+    target's original units; the loss in the units the network learns)."""
     model.eval()
     ys, ps, total, n = [], [], 0.0, 0
     for num, cat, y in feed.epoch(0, shuffle=False):
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
             out = model(num, cat)
-        total += float(criterion(out.float(), y)) * len(y)
+        total += float(criterion(out.float(), training_target(label, y))) * len(y)
         n += len(y)
         ys.append(y.cpu().numpy())
-        ps.append(predict_from_output(task, out).cpu().numpy())
+        ps.append(predict_from_output(label, out).cpu().numpy())
     local = (np.concatenate(ys) if ys else np.zeros(0), np.concatenate(ps) if ps else np.zeros(0), total, n)
     gathered = _gather(local)
     y = np.concatenate([g[0] for g in gathered])
