@@ -100,6 +100,9 @@ def _finite(arr: pa.Array) -> tuple[pa.Array, np.ndarray]:
     n = len(arr)
     if arr.null_count == n:
         return arr, _no_bad(n)
+    x = arr.to_numpy(zero_copy_only=False)  # nulls read as NaN
+    if not np.isinf(x).any() and int(np.isnan(x).sum()) == arr.null_count:
+        return arr, _no_bad(n)  # the common case, without Arrow kernels
     nan = pc.fill_null(pc.is_nan(arr), False)
     inf = pc.fill_null(pc.is_inf(arr), False)
     if not pc.any(pc.or_(nan, inf)).as_py():

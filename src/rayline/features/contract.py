@@ -59,6 +59,8 @@ class Failures:
         self.all: dict[int, list[str]] = {}
 
     def add(self, mask: np.ndarray, rule: str, column: str, raw: pa.Array | list | None) -> None:
+        if not mask.any():  # the common case: nothing to record
+            return
         if not self.details:
             self.bad |= mask
             return
@@ -139,8 +141,12 @@ def _json_rows(table: pa.Table) -> list[str]:
 
 # ---------------------------------------------------------------------- rules over Arrow columns
 def apply_rules(table: pa.Table, rules: dict[str, ColumnRule], failures: Failures) -> pa.Table:
-    """Coerce each ruled column to its type and record every rule violation in `failures`."""
-    out = table
+    """Coerce each ruled column to its type and record every rule violation in `failures`.
+
+    Kernels run only where they can find something (a column without nulls needs no null
+    check), and the output table is assembled once: an online request is a one-row table, where
+    per-call overhead, not data, is the cost."""
+    typed_cols: dict[str, pa.Array] = {}
     for name, rule in rules.items():
         if name not in table.column_names:
             # A row-level check cannot fix a missing column; sources.check_files reports it
@@ -148,12 +154,13 @@ def apply_rules(table: pa.Table, rules: dict[str, ColumnRule], failures: Failure
             raw = pa.nulls(table.num_rows)
         else:
             raw = table.column(name)
-            raw = raw.combine_chunks() if isinstance(raw, pa.ChunkedArray) else raw
+            if isinstance(raw, pa.ChunkedArray):
+                raw = raw.chunk(0) if raw.num_chunks == 1 else raw.combine_chunks()
         typed, type_bad = raw, np.zeros(table.num_rows, dtype=bool)
         if rule.type is not None:
             typed, type_bad = coerce(raw, rule.type)
             failures.add(type_bad, "type", name, raw)
-        if not rule.nullable:
+        if not rule.nullable and typed.null_count:
             # Values that failed the type rule are null now but were not missing.
             failures.add(pc.is_null(typed).to_numpy(zero_copy_only=False) & ~type_bad, "not_null", name, raw)
         if rule.min is not None or rule.max is not None:
@@ -167,14 +174,17 @@ def apply_rules(table: pa.Table, rules: dict[str, ColumnRule], failures: Failure
                 ok = pc.is_in(as_str, value_set=pa.array(rule.allowed, pa.string()))
                 failures.add(pc.and_(pc.is_valid(as_str), pc.invert(pc.fill_null(ok, False))).to_numpy(zero_copy_only=False),
                              "allowed", name, raw)
-        out = _set_column(out, name, typed)
-    return out
+        typed_cols[name] = typed
+    cols = {c: typed_cols.pop(c, table.column(c)) for c in table.column_names}  # input order kept
+    return pa.table({**cols, **typed_cols})
 
 
 def _out_of_range(typed: pa.Array, rule: ColumnRule) -> np.ndarray:
     if pa.types.is_timestamp(typed.type):
         vals = pc.cast(typed, pa.int64()).to_numpy(zero_copy_only=False)  # only numeric bounds make sense
         vals = vals.astype(np.float64) / 1e6
+    elif pa.types.is_floating(typed.type):
+        vals = typed.to_numpy(zero_copy_only=False).astype(np.float64, copy=False)  # nulls read as NaN
     else:
         vals = pc.fill_null(pc.cast(typed, pa.float64()), np.nan).to_numpy(zero_copy_only=False)
     bad = np.zeros(len(vals), dtype=bool)
@@ -184,12 +194,6 @@ def _out_of_range(typed: pa.Array, rule: ColumnRule) -> np.ndarray:
         if rule.max is not None:
             bad |= vals > rule.max
     return bad
-
-
-def _set_column(table: pa.Table, name: str, arr: pa.Array) -> pa.Table:
-    if name in table.column_names:
-        return table.set_column(table.column_names.index(name), name, arr)
-    return table.append_column(name, arr)
 
 
 # ---------------------------------------------------------------------- the model's contract

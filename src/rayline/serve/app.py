@@ -32,7 +32,7 @@ from rayline.model.artifact import LoadedModel
 from rayline.serve.auth import CHALLENGE, authorized, load_api_keys
 from rayline.serve.monitor import WINDOW_S, DriftTracker, drift_report
 from rayline.features.contract import shown
-from rayline.serve.schema import RequestError, parse_body, request_schema, validate_instances
+from rayline.serve.schema import RequestError, parse_body, parse_instances, request_schema, verdict_error
 
 log = logging.getLogger("ray.serve")
 VERSION_HEADER = "x-model-version"
@@ -255,16 +255,18 @@ class ModelServer:
 
     # ------------------------------------------------------------------ prediction
     @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.005)
-    async def _predict_batch(self, items: list[tuple[int, LoadedModel, pa.Table]]) -> list:
-        """Many concurrent requests -> one transform and one forward pass per model version.
+    async def _predict_batch(self, items: list[tuple[int, LoadedModel, list[dict], bool]]) -> list:
+        """Many concurrent requests -> one contract check, one transform and one forward pass
+        per model version.
 
-        Every item arrives validated and typed by the contract, so the batched step sees only
-        clean columns. If it fails anyway, each request is retried alone: only the one that
-        breaks fails (its slot holds the exception), the others are answered.
+        Verdicts are per row, so each request is answered by its own rows alone: one request's
+        invalid or oddly typed values give it a 4xx and change nothing for the others (the
+        checked columns have one schema whatever was sent). If the batched step still fails,
+        each request is retried alone and only the one that breaks fails.
         """
         out: list[Any] = [None] * len(items)
         groups: dict[int, list[int]] = {}
-        for i, (v, _, _) in enumerate(items):
+        for i, (v, _, _, _) in enumerate(items):
             groups.setdefault(v, []).append(i)
         for v, idx in groups.items():
             try:
@@ -279,7 +281,22 @@ class ModelServer:
 
     def _predict_group(self, v: int, items: list, idx: list[int], out: list) -> None:
         model = items[idx[0]][1]
-        table = pa.concat_tables([items[i][2] for i in idx]) if len(idx) > 1 else items[idx[0]][2]
+        records = [r for i in idx for r in items[i][2]]
+        table, failures = model.contract.check_records(records)
+        keep, start, answered = [], 0, []
+        for i in idx:
+            n, batched = len(items[i][2]), items[i][3]
+            error = verdict_error(model.contract, failures, start, n, batched)
+            if error is None:
+                keep.append(np.arange(start, start + n))
+                answered.append(i)
+            else:
+                out[i] = error
+            start += n
+        if not answered:
+            return
+        rows = np.concatenate(keep)
+        table = table if len(rows) == table.num_rows else table.take(pa.array(rows))
         inputs = model.spec.transform(table)
         preds = model.predict_inputs(inputs)
         if not np.isfinite(preds).all():
@@ -292,8 +309,8 @@ class ModelServer:
         for score in scores.tolist():
             self.m_score.observe(score, tags={"model_version": str(v)})
         start = 0
-        for i in idx:
-            n = items[i][2].num_rows
+        for i in answered:
+            n = len(items[i][2])
             out[i] = (self._format(model, preds[start:start + n]), v)
             start += n
 
@@ -367,9 +384,11 @@ class ModelServer:
             v, model = int(pin), await self._pinned_model(int(pin))
         else:
             v, model = self.current
-        table = validate_instances(parse_body(body, self.cfg.serve.max_body_bytes), model.contract,
-                                   self.cfg.serve.max_instances_per_request)
-        result = await self._predict_batch((v, model, table))
+        records, batched = parse_instances(parse_body(body, self.cfg.serve.max_body_bytes), model.contract.kinds,
+                                           self.cfg.serve.max_instances_per_request)
+        result = await self._predict_batch((v, model, records, batched))
+        if isinstance(result, RequestError):
+            raise result
         if isinstance(result, Exception):
             log.error(json.dumps({"event": "predict_failed", "request_id": rid, "model_version": v,
                                   "error": f"{type(result).__name__}: {str(result)[:300]}"}))

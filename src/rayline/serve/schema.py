@@ -82,9 +82,9 @@ REASONS = {"type": "wrong_type", "not_null": "missing_field", "range": "out_of_r
            "too_long": "too_long"}
 
 
-def validate_instances(payload: Any, contract: Contract, max_instances: int) -> pa.Table:
-    """Body -> typed input columns of valid records; RequestError naming every invalid record's
-    first problem (HTTP-level shape here, values by the contract batch inference uses too)."""
+def parse_instances(payload: Any, kinds: dict[str, str], max_instances: int) -> tuple[list[dict], bool]:
+    """The HTTP-level shape of a body: (records, whether it was {"instances": [...]}).
+    Values are judged later by the contract (see `verdict_error`)."""
     if isinstance(payload, dict) and "instances" in payload:
         extra = sorted(shown(k, 40) for k in payload if k != "instances")
         if extra:
@@ -101,7 +101,6 @@ def validate_instances(payload: Any, contract: Contract, max_instances: int) -> 
         instances, batched = [payload], False
     else:
         raise RequestError(422, "wrong_type", f"expected a JSON object (one record) or {{'instances': [...]}}, got {_tname(payload)}")
-    kinds = contract.kinds
     for i, rec in enumerate(instances):
         where = f"instances[{i}]" if batched else "record"
         if not isinstance(rec, dict):
@@ -110,17 +109,32 @@ def validate_instances(payload: Any, contract: Contract, max_instances: int) -> 
         if unknown:
             raise RequestError(422, "unknown_field", f"{where}: unknown field(s) {unknown[:10]}; "
                                                      f"accepted fields are {sorted(kinds)}")
-    table, failures = contract.check_records(instances)
-    if failures.bad.any():
-        bad = np.flatnonzero(failures.bad)
-        details = []
-        for i in bad[:20].tolist():
-            rule, column, value = failures.first(i)
-            where = f"instances[{i}]" if batched else "record"
-            details.append({"instance": i, "field": column, "rule": rule,
-                            "message": f"{where}.{contract.message(rule, column, value)}"})
-        more = f" ({len(bad) - 1} more invalid record(s) listed in 'errors')" if len(bad) > 1 else ""
-        raise RequestError(422, REASONS.get(details[0]["rule"], details[0]["rule"]), details[0]["message"] + more, details)
+    return instances, batched
+
+
+def verdict_error(contract: Contract, failures, start: int, n: int, batched: bool) -> RequestError | None:
+    """The 4xx for one request whose records are rows [start, start + n) of a checked table, or
+    None when they are all valid. Only the request's own rows decide its answer."""
+    bad = np.flatnonzero(failures.bad[start:start + n])
+    if not bad.size:
+        return None
+    details = []
+    for i in bad[:20].tolist():
+        rule, column, value = failures.first(start + i)
+        where = f"instances[{i}]" if batched else "record"
+        details.append({"instance": i, "field": column, "rule": rule, "message": f"{where}.{contract.message(rule, column, value)}"})
+    more = f" ({bad.size - 1} more invalid record(s) listed in 'errors')" if bad.size > 1 else ""
+    return RequestError(422, REASONS.get(details[0]["rule"], details[0]["rule"]), details[0]["message"] + more, details)
+
+
+def validate_instances(payload: Any, contract: Contract, max_instances: int) -> pa.Table:
+    """Body -> typed input columns of valid records; RequestError naming every invalid record's
+    first problem (HTTP-level shape here, values by the contract batch inference uses too)."""
+    records, batched = parse_instances(payload, contract.kinds, max_instances)
+    table, failures = contract.check_records(records)
+    error = verdict_error(contract, failures, 0, len(records), batched)
+    if error is not None:
+        raise error
     return table
 
 
