@@ -4,21 +4,11 @@ deploy it on an embedded Ray."""
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
 
+from rayline.runtime import free_port  # noqa: F401  (the benchmarks' ports)
+
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    """A free TCP port outside Ray's worker range (10002-19999). A fixed port fails to bind for
-    ~60 s after a load test leaves its sockets in TIME_WAIT."""
-    while True:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if not 10002 <= port <= 19999:
-            return port
 
 
 def deployed_model(overrides: list[str]):

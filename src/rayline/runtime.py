@@ -51,3 +51,16 @@ def configure_data_context() -> None:
     # output it writes: 256 MiB blocks measured no faster (3.4M rows) but put the 30M-row
     # ingest's peak memory at 7.4-8.1 GiB.
     ctx.target_max_block_size = 128 * 1024 * 1024
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1 outside Ray's worker port range (10002-19999). A fixed port
+    fails to bind for ~60 s after a load test leaves its sockets in TIME_WAIT."""
+    import socket
+
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if not 10002 <= port <= 19999:
+            return port

@@ -6,7 +6,6 @@ outside Ray's worker range, and is stopped by PID.
 
 import os
 import shutil
-import socket
 import stat
 import subprocess
 import sys
@@ -17,20 +16,11 @@ from pathlib import Path
 import httpx
 import pytest
 
+from rayline.runtime import free_port
 from tests.conftest import ROOT, RayNodes
 
 SCRIPT = ROOT / "cluster" / "start-head.sh"
 RAY = str(Path(sys.executable).parent / "ray")
-
-
-def free_port() -> int:
-    """A free TCP port outside Ray's worker range (10002-19999)."""
-    while True:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if not 10002 <= port <= 19999:
-            return port
 
 
 def _env(home: Path, **extra) -> dict:

@@ -102,11 +102,6 @@ def trivial_metrics(task: str, y: np.ndarray, train_mean: float | None) -> dict:
             "baseline_r2": 1 - mse / var if var else float("nan"), "train_mean": train_mean}
 
 
-def beats_trivial(metric: str, mode: str, value: float, baseline: float, margin: float) -> bool:
-    """+margin for a score (AUC), a fraction of the baseline for a loss (log loss, RMSE)."""
-    return value >= baseline + margin if mode == "max" else value <= baseline * (1 - margin)
-
-
 def task_metrics(task: str, y: np.ndarray, p: np.ndarray, threshold: float = 0.5) -> dict:
     if task == "binary":
         return binary_metrics(y, p, threshold)

@@ -15,7 +15,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from rayline.errors import RegistryError
-from rayline.evaluate.metrics import beats_trivial
 from rayline.registry.registry import AliasConflict, AliasState, ModelVersion, Registry, metric_of
 
 
@@ -33,6 +32,11 @@ class Promotion:
         return dict(self.__dict__)
 
 
+def beats_trivial(mode: str, value: float, baseline: float, margin: float) -> bool:
+    """+margin for a score (AUC), a fraction of the baseline for a loss (log loss, RMSE)."""
+    return value >= baseline + margin if mode == "max" else value <= baseline * (1 - margin)
+
+
 def promote(registry: Registry, version: int, alias: str = "production", *, tolerance: float = 0.005,
             margin: float = 0.01, force: bool = False,
             reevaluate: Callable[[ModelVersion, ModelVersion], float] | None = None, attempts: int = 50) -> Promotion:
@@ -46,7 +50,7 @@ def promote(registry: Registry, version: int, alias: str = "production", *, tole
     cand = registry.get(version)
     metric, mode, cand_value = metric_of(cand)
     trivial = cand.metrics.get("test", {}).get(f"baseline_{metric}")
-    below_trivial = trivial is not None and not beats_trivial(metric, mode, cand_value, trivial, margin)
+    below_trivial = trivial is not None and not beats_trivial(mode, cand_value, trivial, margin)
     if below_trivial and not force:
         raise RegistryError(
             f"refusing to promote version {version} to {alias!r}: test {metric} {cand_value:.4f} does not beat the "
