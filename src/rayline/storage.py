@@ -93,6 +93,14 @@ class Storage:
         return self.exists(*parts, SUCCESS_MARKER)
 
     def list_dir(self, *parts: str) -> list[str]:
+        """Names in a directory ([] if there is none). Locally through os.listdir: Arrow stats
+        every entry it lists, and fails the whole listing when a concurrent writer's temporary
+        file vanishes in between (seen with four processes registering at once)."""
+        if self.is_local:
+            try:
+                return sorted(os.listdir(self.path(*parts)))
+            except (FileNotFoundError, NotADirectoryError):
+                return []
         info = self.fs.get_file_info(pafs.FileSelector(self.path(*parts), allow_not_found=True))
         return sorted(i.base_name for i in info)
 
@@ -131,22 +139,27 @@ class Storage:
         """Create a file only if it does not exist yet; False if another writer got there first.
 
         This is the one primitive every concurrent write in rayline rests on (version numbers,
-        alias changes), so it must be atomic on the store itself: O_EXCL on local disks (and
-        NFS v3+), a conditional PUT (`If-None-Match: *`) on S3 and S3-compatible stores.
+        alias changes), so it must be atomic on the store itself, content included (a reader
+        that sees the name must see the whole file): locally the content is written to a private
+        file and hard-linked to the name, which fails if the name exists (POSIX, NFS); on S3 and
+        S3-compatible stores a conditional PUT (`If-None-Match: *`).
         pyarrow cannot send that header, so S3 goes through boto3. Other object stores fall
         back to check-then-write, which two simultaneous writers can both pass (logged).
         """
         final = self.path(*parts)
         self.fs.create_dir(final.rsplit("/", 1)[0], recursive=True)
         if self.is_local:
-            try:
-                fd = os.open(final, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            except FileExistsError:
-                return False
-            with os.fdopen(fd, "wb") as f:
+            tmp = f"{final}.tmp-{uuid.uuid4().hex[:8]}"
+            with open(tmp, "wb") as f:
                 f.write(data)
                 f.flush()
                 os.fsync(f.fileno())
+            try:
+                os.link(tmp, final)  # O_EXCL would expose an empty file between create and write
+            except FileExistsError:
+                return False
+            finally:
+                os.unlink(tmp)
             return True
         if self.fs.type_name == "s3":
             return self._s3_put_if_absent(data, final)
