@@ -6,8 +6,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from rayline.runtime import free_port  # noqa: F401  (the benchmarks' ports)
-
 ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -45,22 +45,9 @@ api = FastAPI(title="rayline", description="Predictions from a model in the rayl
 Loader = Callable[[str], "tuple[int, LoadedModel]"]
 
 
-def registry_loader(cfg: RaylineConfig, device: str = "cpu") -> Loader:
-    from rayline.registry import Registry
-    from rayline.storage import Storage
-
-    registry = Registry(Storage(cfg.storage.root), cfg.name)
-    return lambda ref: registry.load(ref, device=device)
-
-
-def registry_resolver(cfg: RaylineConfig) -> Callable[[str], int]:
-    from rayline.registry import Registry
-    from rayline.storage import Storage
-
-    return Registry(Storage(cfg.storage.root), cfg.name).resolve
-
-
-def registry_info(cfg: RaylineConfig) -> Callable[[int], dict]:
+def registry_hooks(cfg: RaylineConfig, device: str) -> tuple[Loader, Callable[[str], int], Callable[[int], dict]]:
+    """(load a version onto `device`, resolve a reference, read a version's metadata), all over
+    one Registry (its manifest cache is shared)."""
     from rayline.registry import Registry
     from rayline.storage import Storage
 
@@ -69,7 +56,7 @@ def registry_info(cfg: RaylineConfig) -> Callable[[int], dict]:
     def info(version: int) -> dict:
         mv = registry.get(version)
         return {"metrics": mv.metrics, "lineage": mv.lineage}
-    return info
+    return (lambda ref: registry.load(ref, device=device)), registry.resolve, info
 
 
 def replica_device(gpus: float) -> str:
@@ -116,9 +103,10 @@ class ModelServer:
         sc = self.cfg.serve
         self.api_keys = load_api_keys(sc.auth)  # configured but missing: the replica does not start
         self.device = replica_device(sc.gpus_per_replica)
-        self.loader = loader or registry_loader(self.cfg, self.device)
-        self.resolver = resolver or registry_resolver(self.cfg)
-        self.info = info or registry_info(self.cfg)
+        default_loader, default_resolver, default_info = registry_hooks(self.cfg, self.device)
+        self.loader = loader or default_loader
+        self.resolver = resolver or default_resolver
+        self.info = info or default_info
         torch.set_num_threads(max(1, math.ceil(sc.cpus_per_replica)))
         self.ref, self.poll_s = sc.model_alias, sc.model_poll_s
         self.current: tuple[int, LoadedModel] | None = None
@@ -183,10 +171,12 @@ class ModelServer:
                 log.warning(json.dumps({"event": "model_refresh_failed", "ref": self.ref, "error": str(e)[:200]}))
 
     def _ensure_watcher(self) -> None:
-        if self._watcher is None:
+        """Start the background tasks on the first request (the event loop exists only then)."""
+        if self._pusher is None:
             loop = asyncio.get_running_loop()
-            self._watcher = loop.create_task(self._watch()) if self.poll_s > 0 else loop.create_task(asyncio.sleep(0))
             self._pusher = loop.create_task(self._push_drift_forever())
+            if self.poll_s > 0:
+                self._watcher = loop.create_task(self._watch())
 
     # ------------------------------------------------------------------ drift across replicas
     async def _board(self):
