@@ -19,3 +19,8 @@ class InputError(RaylineError):
 
 class RegistryError(RaylineError):
     """A registry operation cannot be done (unknown version, refused promotion, ...)."""
+
+
+class ResourceError(RaylineError):
+    """The cluster does not have what the config asks for (GPUs, CPUs): raised at once, never a
+    wait that cannot end."""

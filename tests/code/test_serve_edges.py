@@ -3,7 +3,7 @@
 import pytest
 
 from rayline.batch.predict import gpu_plan
-from rayline.errors import InputError
+from rayline.errors import ResourceError
 from rayline.serve.app import _request_id, json_content
 
 
@@ -33,7 +33,7 @@ def test_gpu_plan_fits_what_is_free(asked, total, free, plan):
 
 
 def test_gpu_plan_fails_at_once_instead_of_waiting():
-    with pytest.raises(InputError, match=r"gpus_per_actor=1 but the cluster has 0 GPU\(s\); set batch.gpus_per_actor=0"):
+    with pytest.raises(ResourceError, match=r"gpus_per_actor=1 but the cluster has 0 GPU\(s\); set batch.gpus_per_actor=0"):
         gpu_plan(1, 2, 0, 0)
-    with pytest.raises(InputError, match=r"only 0 of the cluster's 1 GPU\(s\) are free .*Serve replicas"):
+    with pytest.raises(ResourceError, match=r"only 0 of the cluster's 1 GPU\(s\) are free .*Serve replicas"):
         gpu_plan(1, 2, 1, 0)

@@ -10,7 +10,7 @@ import pytest
 
 from rayline.batch import run_batch_predict
 from rayline.config import load_config
-from rayline.errors import InputError
+from rayline.errors import ResourceError
 from rayline.pipeline import example_record
 from rayline.registry import Registry
 from rayline.serve.deploy import deploy
@@ -57,7 +57,7 @@ def test_gpu_replica_and_batch_inference_share_one_gpu_without_waiting(gpu_node,
 
         t0 = time.time()
         asks_gpu = load_config(FLIGHTS_CONFIG, _overrides(cfg, **{"batch.gpus_per_actor": 1}))
-        with pytest.raises(InputError, match=r"only 0 of the cluster's 1 GPU\(s\) are free"):
+        with pytest.raises(ResourceError, match=r"only 0 of the cluster's 1 GPU\(s\) are free"):
             run_batch_predict(asks_gpu, storage, str(tmp_path / "in.parquet"), str(tmp_path / "out1"))
         assert time.time() - t0 < 30                                   # at once, not after a wait
 
@@ -70,3 +70,22 @@ def test_gpu_replica_and_batch_inference_share_one_gpu_without_waiting(gpu_node,
         time.sleep(0.5)
     res = run_batch_predict(asks_gpu, storage, str(tmp_path / "in.parquet"), str(tmp_path / "out3"))
     assert res.rows_out == 20                                          # the freed GPU is used (CPU fallback inside)
+
+
+def test_training_and_serving_are_sized_to_the_gpus_the_cluster_has(gpu_node):
+    """The default config (num_workers 2, use_gpu auto) on a one-GPU cluster plans one GPU
+    worker instead of waiting forever for a second GPU; impossible asks fail at once."""
+    from rayline.serve.deploy import check_replica_resources
+    from rayline.train.resources import cluster_worker_plan
+
+    cfg, _, _ = gpu_node
+    notes = []
+    plan = cluster_worker_plan(load_config(FLIGHTS_CONFIG, [f"storage.root={cfg.storage.root}"]).train, notes.append)
+    assert (plan.workers, plan.use_gpu, plan.resources["GPU"]) == (1, True, 1)
+    assert notes and "training on 1 GPU worker" in notes[0]
+    t0 = time.time()
+    with pytest.raises(ResourceError, match=r"needs 2 GPU\(s\), one per worker, but the cluster has 1"):
+        cluster_worker_plan(load_config(FLIGHTS_CONFIG, ["train.use_gpu=true"]).train)
+    with pytest.raises(ResourceError, match=r"serve.gpus_per_replica=1 x serve.autoscaling.min_replicas=2 needs 2 GPU"):
+        check_replica_resources(load_config(FLIGHTS_CONFIG, ["serve.gpus_per_replica=1", "serve.autoscaling.min_replicas=2"]))
+    assert time.time() - t0 < 5

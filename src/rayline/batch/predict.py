@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 from rayline.config import RaylineConfig, SourceConfig
 from rayline.batch.output import check_output, location
 from rayline.data import sources as src_mod
-from rayline.errors import InputError
+from rayline.errors import InputError, ResourceError
 from rayline.features.spec import FeatureSpec
 from rayline.model.artifact import LoadedModel
 from rayline.storage import Storage, split_uri
@@ -43,11 +43,11 @@ class BatchResult:
 class Predictor:
     """Ray Data actor: loads the model once, predicts pyarrow batches."""
 
-    def __init__(self, weights: bytes, spec_json: str, model_json: str, version: int, keep: list[str], gpus: float):
+    def __init__(self, model: bytes, spec_json: str, model_json: str, version: int, keep: list[str], gpus: float):
         import torch
 
         device = "cuda" if gpus > 0 and torch.cuda.is_available() else "cpu"
-        self.model = LoadedModel.from_bytes(weights, spec_json, model_json, device=device)
+        self.model = LoadedModel.from_bytes(model, spec_json, model_json, device=device)
         self.version, self.keep = version, keep
 
     def __call__(self, batch: pa.Table) -> pa.Table:
@@ -121,10 +121,10 @@ def gpu_plan(asked: float | str, max_actors: int, total: float, free: float) -> 
     if asked <= 0:
         return 0.0, max_actors
     if total < asked:
-        raise InputError(f"batch.gpus_per_actor={asked:g} but the cluster has {total:g} GPU(s); "
+        raise ResourceError(f"batch.gpus_per_actor={asked:g} but the cluster has {total:g} GPU(s); "
                          f"set batch.gpus_per_actor=0 to predict on CPU")
     if free < asked:
-        raise InputError(f"batch.gpus_per_actor={asked:g} but only {free:g} of the cluster's {total:g} GPU(s) are free "
+        raise ResourceError(f"batch.gpus_per_actor={asked:g} but only {free:g} of the cluster's {total:g} GPU(s) are free "
                          f"(held by other work, e.g. Serve replicas with serve.gpus_per_replica); set "
                          f"batch.gpus_per_actor=0 to predict on CPU, or free a GPU")
     return float(asked), max(1, min(max_actors, int(free // asked)))
@@ -134,14 +134,15 @@ def _predict_into(cfg: RaylineConfig, registry, version: int, spec: FeatureSpec,
                   actors: int, out: Storage, tmp: str) -> tuple[int, int, int]:
     from ray.data import ActorPoolStrategy
 
-    from rayline.model.artifact import MODEL_CONFIG, WEIGHTS
+    from rayline.model.artifact import MODEL_CONFIG, model_file
 
+    model_json = registry.read_file(version, MODEL_CONFIG)
     # Small CPU shares: batch inference often shares a cluster with live Serve replicas.
     ds = src_mod.read_dataset(src, num_cpus=0.25)
     ds = ds.rename_columns({"path": src_mod.PATH_COLUMN})
     ds = ds.map_batches(
-        Predictor, fn_constructor_args=(registry.read_file(version, WEIGHTS), spec.to_json(),
-                                        registry.read_file(version, MODEL_CONFIG).decode(), version, keep, gpus),
+        Predictor, fn_constructor_args=(registry.read_file(version, model_file(model_json)), spec.to_json(),
+                                        model_json.decode(), version, keep, gpus),
         batch_format="pyarrow", batch_size=cfg.batch.batch_rows,
         compute=ActorPoolStrategy(min_size=1, max_size=actors),
         num_gpus=gpus, num_cpus=cfg.batch.cpus_per_actor)

@@ -17,7 +17,7 @@ import urllib.request
 from dataclasses import dataclass
 
 from rayline.config import RaylineConfig
-from rayline.errors import RaylineError
+from rayline.errors import RaylineError, ResourceError
 from rayline.serve.app import deployment_options
 
 IMPORT_PATH = "rayline.serve.app:app_builder"
@@ -79,6 +79,19 @@ def _wait_running(apps: list[str], timeout_s: float) -> None:
     raise RaylineError(f"deployment of {apps} not running after {timeout_s}s: {serve.status().applications}")
 
 
+def check_replica_resources(cfg: RaylineConfig) -> None:
+    """A replica asking for more GPUs than the cluster has would stay PENDING forever (Serve
+    retries it quietly): say so at once instead."""
+    import ray
+
+    gpus = cfg.serve.gpus_per_replica
+    total = ray.cluster_resources().get("GPU", 0.0)
+    if gpus > 0 and total < gpus * max(1, cfg.serve.autoscaling.min_replicas):
+        raise ResourceError(f"serve.gpus_per_replica={gpus:g} x serve.autoscaling.min_replicas="
+                            f"{cfg.serve.autoscaling.min_replicas} needs {gpus * max(1, cfg.serve.autoscaling.min_replicas):g} "
+                            f"GPU(s) but the cluster has {total:g}: set serve.gpus_per_replica=0 to serve on CPU")
+
+
 def base_url(cfg: RaylineConfig) -> str:
     host = "127.0.0.1" if cfg.serve.host in ("0.0.0.0", "::") else cfg.serve.host
     return f"http://{host}:{cfg.serve.port}{cfg.serve.route_prefix.rstrip('/')}"
@@ -107,6 +120,7 @@ def deploy(cfg: RaylineConfig, config_path: str, overrides: list[str] | None = N
 
     ref = str(model) if model is not None else cfg.serve.model_alias
     version = Registry(Storage(cfg.storage.root), cfg.name).resolve(ref)  # fail early, with a clear message
+    check_replica_resources(cfg)
     apply(serve_config(cfg, config_path, overrides, model), timeout_s)
     url = base_url(cfg)
     return Deployment(url=url, model_version=wait_ready(url, timeout_s, version), app=cfg.serve.app_name)
