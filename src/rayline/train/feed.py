@@ -30,10 +30,9 @@ def _tensors(table: pa.Table, device, pin: bool = False) -> Batch:
 
 
 class MemoryFeed:
-    def __init__(self, shard, batch_size: int, device: torch.device, seed: int):
-        tables = [b for b in shard.iter_batches(batch_size=65_536, batch_format="pyarrow", prefetch_batches=2)]
-        table = pa.concat_tables([t.select(COLUMNS) for t in tables]) if tables else None
-        self.num, self.cat, self.y = _tensors(table, device) if table is not None else (
+    def __init__(self, table: pa.Table, batch_size: int, device: torch.device, seed: int):
+        """`table`: the worker's share (train.shard.read_shard)."""
+        self.num, self.cat, self.y = _tensors(table.select(COLUMNS), device) if table.num_rows else (
             torch.zeros(0, 0), torch.zeros(0, 0, dtype=torch.long), torch.zeros(0))
         self.batch_size, self.device, self.seed = batch_size, device, seed
 
