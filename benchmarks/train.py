@@ -79,7 +79,7 @@ def main() -> None:
         ray.init(num_cpus=os.cpu_count(), include_dashboard=False, logging_level="ERROR")
         configure_data_context()
         startup = time.perf_counter() - t
-        cfg = load_config(ROOT / "configs/flights.yaml", [f"storage.root={work}", f"train.epochs={epochs}",
+        cfg = load_config(ROOT / "configs/flights.yaml", [f"storage.root={work}", f"train.epochs={epochs}", "train.model.family=mlp",
                                                           f"train.num_workers={args.workers}", "train.early_stopping_patience=null"])
         storage = Storage(cfg.storage.root)
         ingest = run_ingest(cfg, storage)

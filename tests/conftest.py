@@ -277,14 +277,28 @@ def flights_ingest(ray_local, shared_root):
 
 @pytest.fixture(scope="session")
 def flights_model(flights_ingest):
-    """A small model trained on the real flights data, registered and promoted to production."""
+    """The default config's model family (xgboost), trained briefly on the real flights data,
+    registered and promoted to production."""
     from rayline.config import load_config
     from rayline.pipeline import promote_version, train_and_register
     from rayline.storage import Storage
 
     cfg, ingest = flights_ingest
-    cfg = load_config(FLIGHTS_CONFIG, [f"storage.root={cfg.storage.root}", "train.epochs=2"])
+    cfg = load_config(FLIGHTS_CONFIG, [f"storage.root={cfg.storage.root}", "train.model.xgboost.num_boost_round=150"])
     storage = Storage(cfg.storage.root)
     out = train_and_register(cfg, storage, ingest=ingest)
     promote_version(cfg, storage, out.version.version, "production")
     return cfg, storage, out
+
+
+@pytest.fixture(scope="session")
+def flights_mlp_model(flights_model):
+    """The MLP family on the same data (2 epochs), registered as a second version (not promoted)."""
+    from rayline.config import load_config
+    from rayline.pipeline import train_and_register
+    from rayline.storage import Storage
+
+    cfg, _, _ = flights_model
+    cfg = load_config(FLIGHTS_CONFIG, [f"storage.root={cfg.storage.root}", "train.model.family=mlp", "train.epochs=2"])
+    storage = Storage(cfg.storage.root)
+    return cfg, storage, train_and_register(cfg, storage)

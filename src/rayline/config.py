@@ -147,6 +147,9 @@ class LabelConfig(_Model):
     column: str
     positive_if: dict[Literal[">", ">=", "<", "<=", "==", "!="], float | str] | None = None
     classes: list[str] | None = Field(None, description="multiclass: the classes, in index order")
+    transform: Literal["none", "log1p"] = Field("none", description="regression: learn log(1 + y) for a "
+                                                "positive, right-skewed target (rows with y < 0 are quarantined); "
+                                                "predictions and metrics stay in the target's units")
 
     @model_validator(mode="after")
     def _one_op(self) -> "LabelConfig":
@@ -214,18 +217,44 @@ class DataConfig(_Model):
 
 
 # ---------------------------------------------------------------- later stages
+class XGBoostConfig(_Model):
+    """Gradient-boosted trees (family: xgboost). Rounds stop early when the validation metric
+    has not improved for `early_stopping_rounds`; the model kept is the best round's."""
+
+    num_boost_round: int = Field(1000, ge=1)
+    early_stopping_rounds: int | None = Field(50, ge=1)
+    eta: float = Field(0.05, gt=0, le=1)
+    max_depth: int = Field(6, ge=0)
+    min_child_weight: float = Field(5.0, ge=0)
+    subsample: float = Field(0.8, gt=0, le=1)
+    colsample_bytree: float = Field(0.8, gt=0, le=1)
+    reg_lambda: float = Field(1.0, ge=0)
+    reg_alpha: float = Field(0.0, ge=0)
+    max_bin: int = Field(256, ge=2)
+    max_cat_to_onehot: int = Field(4, ge=1)
+    max_cat_threshold: int = Field(64, ge=1, description="most categories on one side of a categorical split")
+    checkpoint_every: int = Field(100, ge=1, description="rounds between checkpoints (and history rows): each costs a "
+                                  "Ray Train report (~1 s), so not every round")
+
+
 class ModelConfig(_Model):
+    family: Literal["mlp", "xgboost"] = Field("mlp", description="mlp: the network (TorchTrainer); xgboost: "
+                                              "gradient-boosted trees (XGBoostTrainer)")
     hidden: list[int] = Field(default_factory=lambda: [256, 128], min_length=1)
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
     norm: Literal["batch", "layer", "none"] = "layer"
     embedding_max_dim: int = Field(16, ge=1)
+    xgboost: XGBoostConfig = Field(default_factory=XGBoostConfig)
 
 
 class TrainConfig(_Model):
     num_workers: int = Field(2, ge=1)
-    use_gpu: bool | Literal["auto"] = "auto"
+    use_gpu: bool | Literal["auto"] = Field("auto", description="auto: one GPU per worker when the cluster has GPUs, "
+                                            "with no more workers than GPUs; else CPU")
     cpus_per_worker: float = Field(0.5, gt=0)
     placement_strategy: Literal["PACK", "SPREAD", "STRICT_SPREAD"] = "PACK"
+    resource_wait_s: float = Field(0.0, ge=0, description="how long to wait for an autoscaling cluster to "
+                                   "grow to the workers asked for before failing (0: fail at once)")
     epochs: int = Field(8, ge=1)
     batch_size: int = Field(1024, ge=1)
     lr: float = Field(2e-3, gt=0)
@@ -353,6 +382,8 @@ class RaylineConfig(_Model):
             raise ValueError("data.label.positive_if is for task binary")
         if self.task == "multiclass" and lab.positive_if:
             raise ValueError("data.label.positive_if is for task binary")
+        if self.task != "regression" and lab.transform != "none":
+            raise ValueError(f"data.label.transform={lab.transform!r} is for task regression")
         if lab.column in self.data.features.columns():
             raise ValueError(f"the label column {lab.column!r} cannot also be a feature")
         return self

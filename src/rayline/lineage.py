@@ -15,7 +15,7 @@ from rayline.config import RaylineConfig, dump_config
 from rayline.data.ingest import IngestResult
 from rayline.evaluate.evaluate import Evaluation
 from rayline.evaluate.metrics import primary_metric
-from rayline.model.artifact import MODEL_CONFIG, SPEC, WEIGHTS
+from rayline.model.artifact import MODEL_CONFIG, SPEC
 from rayline.registry import ModelVersion, Registry
 from rayline.registry.registry import json_bytes
 from rayline.train.trainer import TrainResult
@@ -33,7 +33,7 @@ def git_commit() -> str | None:
 
 def environment() -> dict:
     versions = {}
-    for pkg in ("rayline", "ray", "torch", "pyarrow", "numpy", "pandas", "pydantic"):
+    for pkg in ("rayline", "ray", "torch", "xgboost", "xgboost-cpu", "pyarrow", "numpy", "pandas", "pydantic"):
         try:
             versions[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:
@@ -46,7 +46,7 @@ def register_run(registry: Registry, cfg: RaylineConfig, ingest: IngestResult, t
                  evaluation: Evaluation, report_files: dict[str, bytes], timings: dict) -> ModelVersion:
     metric, mode = primary_metric(cfg.task)
     files = {
-        WEIGHTS: train.weights,
+        train.model_file: train.model_bytes,
         SPEC: ingest.spec.to_json().encode(),
         MODEL_CONFIG: json_bytes(cfg.train.model.model_dump(mode="json")),
         "config.yaml": dump_config(cfg).encode(),
@@ -61,7 +61,7 @@ def register_run(registry: Registry, cfg: RaylineConfig, ingest: IngestResult, t
         "ingest_key": ingest.key, "ingest_uri": ingest.path,
         "data_fingerprint": ingest.manifest["input_fingerprint"], "data_config_hash": ingest.manifest["config_hash"],
         "config_hash": cfg.config_hash(), "git_commit": git_commit(), **environment(),
-        "training": {"device": train.device, "workers": train.workers, "feed": train.feed,
+        "training": {"family": cfg.train.model.family, "device": train.device, "workers": train.workers, "feed": train.feed,
                      "epochs_run": len(train.history)},
         "timings_s": timings,
     }

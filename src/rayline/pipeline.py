@@ -62,7 +62,7 @@ def train_and_register(cfg: RaylineConfig, storage: Storage, *, ingest: IngestRe
     trained = run_training(cfg, ingest, storage, run_name=run_name, fresh=fresh, progress=progress)
     train_s = time.perf_counter() - t
     t = time.perf_counter()
-    model = LoadedModel.from_bytes(trained.weights, ingest.spec.to_json(), cfg.train.model.model_dump_json())
+    model = LoadedModel.from_bytes(trained.model_bytes, ingest.spec.to_json(), cfg.train.model.model_dump_json())
     ev = evaluate_model(model, ingest.split_uri("test"), slice_columns=cfg.train.slice_columns,
                         threshold=cfg.train.threshold)
     eval_s = time.perf_counter() - t

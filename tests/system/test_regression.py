@@ -48,10 +48,12 @@ def _config(tmp_path):
     }
 
 
-def test_regression_learns_the_signal_and_answers_in_original_units(ray_local, tmp_path):
+@pytest.mark.parametrize("family", ["mlp", "xgboost"])
+def test_regression_learns_the_signal_and_answers_in_original_units(ray_local, tmp_path, family):
     from ray import serve
 
     raw = _config(tmp_path)
+    raw["train"]["model"] = {"family": family, "xgboost": {"num_boost_round": 300, "checkpoint_every": 150}}
     cfg = config_from_dict(raw)
     storage = Storage(cfg.storage.root)
     out = train_and_register(cfg, storage)
@@ -95,3 +97,37 @@ def test_a_trivial_regression_model_is_not_promoted(ray_local, tmp_path):
         promote_version(cfg, storage, out.version.version, "production")
     forced = promote_version(cfg, storage, out.version.version, "production", force=True)
     assert forced["forced"] is True
+
+
+def test_log1p_target_is_learned_and_answered_in_its_units(ray_local, tmp_path):
+    """A positive, right-skewed target (prices from ~100 to ~100,000) with label.transform: log1p:
+    negative targets are quarantined with their reason, and the model, trained in log space,
+    answers in the target's units (batch inference: the endpoint shares the code path above)."""
+    rng = np.random.default_rng(3)
+    n = 3000
+    x1, x2 = rng.uniform(0, 100, n), rng.uniform(-50, 50, n)
+    group = rng.choice(list(EFFECT), n)
+    log_y = 6 + 0.04 * x1 - 0.02 * x2 + np.vectorize({"A": 0.0, "B": 0.7, "C": 1.5}.get)(group) + rng.normal(0, 0.1, n)
+    y = np.exp(log_y)
+    y[:7] = -5.0                                                  # impossible for log1p: quarantined, not dropped
+    raw = _config(tmp_path)                                       # (writes its own data: replaced below)
+    pq.write_table(pa.table({"id": np.arange(n), "x1": x1, "x2": x2, "group": group, "price": y}), tmp_path / "sales.parquet")
+    raw["data"]["label"]["transform"] = "log1p"
+    raw["train"]["model"] = {"family": "xgboost", "xgboost": {"num_boost_round": 300, "checkpoint_every": 150}}
+    cfg = config_from_dict(raw)
+    storage = Storage(cfg.storage.root)
+    out = train_and_register(cfg, storage)
+    from rayline.data import load_ingest
+    ingest = load_ingest(cfg, storage, out.version.lineage["ingest_key"])
+    assert sum(ingest.manifest["quarantine_by_rule"].values()) == 7
+    q = pq.read_table(ingest.quarantine_uri).to_pylist()
+    assert {r["column"] for r in q} == {"price"} and all(r["value"] == "-5.0" for r in q)
+    test = out.version.metrics["test"]
+    assert test["r2"] >= 0.9, test                               # on the original scale
+    assert out.train.metric == "rmsle"
+    rows = [{"id": 0, "x1": 5.0, "x2": 40.0, "group": "A"}, {"id": 1, "x1": 95.0, "x2": -45.0, "group": "C"}]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "score.parquet")
+    run_batch_predict(cfg, storage, str(tmp_path / "score.parquet"), str(tmp_path / "scored"), keep=["id"], model=str(out.version.version))
+    got = {r["id"]: r["prediction"] for r in pq.read_table(tmp_path / "scored" / "predictions").to_pylist()}
+    truth = np.exp([6 + 0.2 - 0.8, 6 + 3.8 + 0.9 + 1.5])
+    np.testing.assert_allclose([got[0], got[1]], truth, rtol=0.25)   # ~300 and ~46,000: units, not logs

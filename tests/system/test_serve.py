@@ -170,15 +170,25 @@ def test_concurrent_requests_form_batches(served, records):
 
 
 def _new_version(storage, cfg, base: int) -> int:
-    """Register a second model: the same network with perturbed weights."""
+    """Register a second model: the same network with perturbed weights, or the booster with
+    its last rounds cut (either way: other predictions)."""
+    from rayline.model import boosted
+    from rayline.model.artifact import model_file
+
     reg = Registry(storage, cfg.name)
-    state = torch.load(io.BytesIO(reg.read_file(base, "weights.pt")), weights_only=True)
-    state = {k: v + 0.01 * torch.randn_like(v) if v.is_floating_point() else v for k, v in state.items()}
-    buf = io.BytesIO()
-    torch.save(state, buf)
     files = {n: reg.read_file(base, n) for n in ("feature_spec.json", "model_config.json")}
+    name = model_file(files["model_config.json"])
+    if name == "weights.pt":
+        state = torch.load(io.BytesIO(reg.read_file(base, name)), weights_only=True)
+        state = {k: v + 0.01 * torch.randn_like(v) if v.is_floating_point() else v for k, v in state.items()}
+        buf = io.BytesIO()
+        torch.save(state, buf)
+        data = buf.getvalue()
+    else:
+        booster = boosted.load(reg.read_file(base, name))
+        data = bytes(booster[: max(1, booster.num_boosted_rounds() - 10)].save_raw("ubj"))
     mv = reg.get(base)
-    return reg.register({**files, "weights.pt": buf.getvalue()}, mv.metrics, {**mv.lineage, "run_name": "perturbed"}).version
+    return reg.register({**files, name: data}, mv.metrics, {**mv.lineage, "run_name": "perturbed"}).version
 
 
 def test_rollout_under_load_has_zero_failed_requests(served, records):

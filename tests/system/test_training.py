@@ -89,7 +89,7 @@ def test_same_config_and_seed_give_same_metrics(ray_local, small_data):
 
 def test_killed_worker_resumes_from_checkpoint(ray_local, flights_ingest):
     base, ingest = flights_ingest
-    cfg = load_config(FLIGHTS_CONFIG, [f"storage.root={base.storage.root}", "train.epochs=5",
+    cfg = load_config(FLIGHTS_CONFIG, [f"storage.root={base.storage.root}", "train.epochs=5", "train.model.family=mlp",
                                        "train.max_failures=2", "train.early_stopping_patience=null"])
     storage = Storage(cfg.storage.root)
     run = "worker-kill"
@@ -113,7 +113,8 @@ def test_killed_driver_rerun_resumes(ray_local, flights_ingest, tmp_path):
     import ray
 
     base, ingest = flights_ingest
-    overrides = [f"storage.root={base.storage.root}", "train.epochs=5", "train.early_stopping_patience=null"]
+    overrides = [f"storage.root={base.storage.root}", "train.epochs=5", "train.early_stopping_patience=null",
+                 "train.model.family=mlp"]
     cfg = load_config(FLIGHTS_CONFIG, overrides)
     storage = Storage(cfg.storage.root)
     run = "driver-kill"
@@ -140,3 +141,33 @@ def test_killed_driver_rerun_resumes(ray_local, flights_ingest, tmp_path):
     _assert_resumed_once(out.train.history, 5)
     saved = json.loads(Path(storage.root, "runs", run, "history.json").read_text())["history"]
     assert saved == out.train.history
+
+
+def test_xgboost_killed_worker_resumes_from_checkpoint(ray_local, flights_ingest):
+    """XGBoostTrainer with two data-parallel workers: one is killed after a checkpoint; the group
+    restarts and boosting continues from the checkpointed booster, no round trained twice."""
+    base, ingest = flights_ingest
+    cfg = load_config(FLIGHTS_CONFIG, [f"storage.root={base.storage.root}", "train.model.family=xgboost",
+                                       "train.model.xgboost.num_boost_round=60", "train.model.xgboost.checkpoint_every=10",
+                                       "train.model.xgboost.early_stopping_rounds=null", "train.max_failures=2"])
+    storage = Storage(cfg.storage.root)
+    run = "xgb-worker-kill"
+    killed = []
+
+    def killer():
+        _wait_for_checkpoint(Path(storage.root, "runs", run))
+        workers = _train_workers()
+        if workers:
+            workers[-1].send_signal(signal.SIGKILL)
+            killed.append(workers[-1].pid)
+    t = threading.Thread(target=killer, daemon=True)
+    t.start()
+    out = train_and_register(cfg, storage, ingest=ingest, run_name=run, fresh=True)
+    t.join(timeout=5)
+    assert killed, "no training worker process was found to kill"
+    history = out.train.history
+    assert [h["round"] for h in history] == [10, 20, 30, 40, 50, 60], "a round was skipped or trained twice"
+    first_resumed = _assert_resumed_once(history, 6)
+    assert history[first_resumed]["round"] > 10
+    assert out.version.lineage["training"]["family"] == "xgboost" and out.train.workers == 2
+    assert out.version.metrics["test"]["auc"] > 0.68

@@ -41,6 +41,8 @@ def label_rule(cfg: RaylineConfig) -> ColumnRule:
         return ColumnRule(type="string" if isinstance(value, str) else "float", nullable=False)
     if cfg.task == "binary":
         return ColumnRule(type="float", nullable=False, min=0, max=1)
+    if lab.transform == "log1p":
+        return ColumnRule(type="float", nullable=False, min=0)
     return ColumnRule(type="float", nullable=False)
 
 

@@ -59,9 +59,10 @@ class PartialStats:
     categorical: dict[str, Counter] = field(default_factory=dict)
     cat_nulls: dict[str, int] = field(default_factory=dict)
     label: Moments = field(default_factory=Moments)
+    learned: Moments = field(default_factory=Moments)  # of the transformed target (label.transform)
 
     def merge(self, o: "PartialStats") -> "PartialStats":
-        out = PartialStats(rows=self.rows + o.rows, label=self.label.merge(o.label))
+        out = PartialStats(rows=self.rows + o.rows, label=self.label.merge(o.label), learned=self.learned.merge(o.learned))
         for k in self.numeric.keys() | o.numeric.keys():
             out.numeric[k] = self.numeric.get(k, Moments()).merge(o.numeric.get(k, Moments()))
         for k in self.categorical.keys() | o.categorical.keys():
@@ -77,6 +78,7 @@ class PartialStats:
             "categorical": {k: dict(c) for k, c in self.categorical.items()},
             "cat_nulls": self.cat_nulls,
             "label": vars(self.label),
+            "learned": vars(self.learned),
         }
 
     @classmethod
@@ -87,6 +89,7 @@ class PartialStats:
             categorical={k: Counter(c) for k, c in d["categorical"].items()},
             cat_nulls=dict(d["cat_nulls"]),
             label=Moments(**d["label"]),
+            learned=Moments(**d["learned"]),
         )
 
 
@@ -107,6 +110,8 @@ def partial_stats(table: pa.Table, cfg: RaylineConfig, label: np.ndarray | None)
         out.cat_nulls[f.name] = col.null_count
     if label is not None and cfg.task != "multiclass":
         out.label = Moments.of(label.astype(np.float64))
+        if cfg.data.label.transform == "log1p":  # the rule quarantined y < 0 before this
+            out.learned = Moments.of(np.log1p(label.astype(np.float64)))
     return out
 
 
@@ -144,6 +149,9 @@ def build_spec(stats: PartialStats, cfg: RaylineConfig, constraints: dict | None
         # A regression target in the thousands and an output layer near 0 make MSE training
         # fail (measured: test R2 -0.96); the network learns the standardized target instead.
         standardized=cfg.task == "regression",
+        transform=lab.transform,
+        learned_mean=stats.learned.mean if stats.learned.n else None,
+        learned_std=stats.learned.std if stats.learned.n else None,
     )
     return FeatureSpec(numeric=numeric, categorical=categorical, time=time, label=label,
                        passthrough=list(cfg.data.passthrough), constraints=constraints or {}, train_rows=stats.rows)

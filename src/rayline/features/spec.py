@@ -82,12 +82,18 @@ class LabelSpec(_Spec):
     train_mean: float | None = Field(None, description="base rate (binary) or mean (regression)")
     train_std: float | None = None
     standardized: bool = Field(False, description="regression: the network predicts (y - train_mean) / train_std")
+    transform: Literal["none", "log1p"] = "none"
+    learned_mean: float | None = Field(None, description="log1p: mean of log1p(y) on the training split")
+    learned_std: float | None = None
 
     def target_scale(self) -> tuple[float, float] | None:
-        """(mean, std) of the units a regression network works in; None where it predicts raw values
-        (classification, and regression models trained before standardization)."""
+        """(mean, std) of the units a regression model works in (of log1p(y) when transformed); None
+        where it predicts raw values (classification, and regression models trained before
+        standardization). train_mean stays the target's own mean: the trivial baseline's."""
         if self.task != "regression" or not self.standardized or self.train_mean is None:
             return None
+        if self.transform == "log1p":
+            return (self.learned_mean or 0.0), (self.learned_std or 1.0)
         return self.train_mean, (self.train_std or 1.0)
 
     @property

@@ -1,7 +1,9 @@
-"""A trained model as files: weights (no pickle), FeatureSpec, model config.
+"""A trained model as files: the model (no pickle), FeatureSpec, model config.
 
-Weights are a plain tensor state dict loaded with `torch.load(weights_only=True)`, which
-refuses arbitrary pickled objects, so a tampered model file cannot run code in a server.
+The one model interface serving, batch inference and evaluation use, whatever the family: an
+MLP's weights are a plain tensor state dict loaded with `torch.load(weights_only=True)`, which
+refuses arbitrary pickled objects; a booster is XGBoost's own UBJSON. Either way a tampered
+model file cannot run code in a server.
 """
 
 from __future__ import annotations
@@ -17,9 +19,11 @@ import torch
 from rayline.config import ModelConfig
 from rayline.features.contract import Contract
 from rayline.features.spec import FeatureSpec, ModelInputs
+from rayline.model import boosted
 from rayline.model.network import TabularNet, predict_from_output
 
 WEIGHTS = "weights.pt"
+BOOSTER = boosted.BOOSTER
 SPEC = "feature_spec.json"
 MODEL_CONFIG = "model_config.json"
 
@@ -31,30 +35,45 @@ def weights_to_bytes(model: torch.nn.Module) -> bytes:
     return buf.getvalue()
 
 
+def model_file(config: ModelConfig | bytes | str) -> str:
+    """The registry file that holds a model of this config's family."""
+    if not isinstance(config, ModelConfig):
+        config = ModelConfig.model_validate(json.loads(config))
+    return BOOSTER if config.family == "xgboost" else WEIGHTS
+
+
 def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return getattr(model, "module", model)
 
 
 @dataclass
 class LoadedModel:
-    """A network ready for inference, with the spec that prepares its inputs."""
+    """A model ready for inference (a network or a booster), with the spec that prepares its inputs."""
 
-    net: TabularNet
+    net: TabularNet | None
     spec: FeatureSpec
     config: ModelConfig
     device: torch.device
+    booster: object | None = None
 
     @classmethod
-    def from_bytes(cls, weights: bytes, spec_json: bytes | str, config_json: bytes | str,
+    def from_bytes(cls, model: bytes, spec_json: bytes | str, config_json: bytes | str,
                    device: str | torch.device = "cpu") -> "LoadedModel":
+        """`model` is the content of `model_file(config)`: weights.pt or booster.ubj."""
         spec = FeatureSpec.from_json(spec_json)
         cfg = ModelConfig.model_validate(json.loads(config_json))
-        net = TabularNet(spec, cfg)
-        state = torch.load(io.BytesIO(weights), map_location="cpu", weights_only=True)
-        net.load_state_dict(state)
         dev = torch.device(device)
+        if cfg.family == "xgboost":
+            return cls(None, spec, cfg, dev, boosted.load(model, "cuda" if dev.type == "cuda" else "cpu"))
+        net = TabularNet(spec, cfg)
+        state = torch.load(io.BytesIO(model), map_location="cpu", weights_only=True)
+        net.load_state_dict(state)
         net.to(dev).eval()
         return cls(net, spec, cfg, dev)
+
+    @property
+    def family(self) -> str:
+        return self.config.family
 
     @functools.cached_property
     def contract(self) -> Contract:
@@ -65,6 +84,9 @@ class LoadedModel:
     def predict_inputs(self, inputs: ModelInputs) -> np.ndarray:
         if len(inputs) == 0:
             return np.zeros((0,) if self.spec.label.num_outputs == 1 else (0, self.spec.label.num_outputs), np.float32)
+        if self.booster is not None:
+            raw = torch.from_numpy(boosted.margins(self.booster, inputs.num, inputs.cat))
+            return predict_from_output(self.spec.label, raw).numpy()
         num = torch.from_numpy(np.require(inputs.num, requirements=["C", "W"])).to(self.device, non_blocking=True)
         cat = torch.from_numpy(np.require(inputs.cat, requirements=["C", "W"])).to(self.device, non_blocking=True)
         out = predict_from_output(self.spec.label, self.net(num, cat))

@@ -58,10 +58,19 @@ def predict_from_output(label: LabelSpec, out: torch.Tensor) -> torch.Tensor:
     if label.task == "multiclass":
         return torch.softmax(out.float(), dim=1)
     scale = label.target_scale()
-    return out.float() if scale is None else out.float() * scale[1] + scale[0]
+    value = out.float() if scale is None else out.float() * scale[1] + scale[0]
+    if label.transform == "log1p":
+        # clamped below float32 overflow: a prediction is always finite
+        return torch.expm1(value.clamp(max=LOG_MAX))
+    return value
+
+
+LOG_MAX = 88.0  # expm1(88) ~ 1.7e38 < float32 max
 
 
 def training_target(label: LabelSpec, y: torch.Tensor) -> torch.Tensor:
     """What the network is trained to output for target `y` (the inverse of predict_from_output)."""
+    if label.transform == "log1p":
+        y = torch.log1p(y.clamp(min=0))
     scale = label.target_scale()
     return y if scale is None else (y - scale[0]) / scale[1]

@@ -31,7 +31,7 @@ import time
 from dataclasses import dataclass, field
 
 from rayline.errors import RegistryError
-from rayline.model.artifact import MODEL_CONFIG, SPEC, WEIGHTS, LoadedModel
+from rayline.model.artifact import MODEL_CONFIG, SPEC, LoadedModel, model_file
 from rayline.storage import Storage
 
 MANIFEST = "manifest.json"
@@ -178,8 +178,9 @@ class Registry:
 
     def load(self, ref: str | int | None, device: str = "cpu") -> tuple[int, LoadedModel]:
         v = self.resolve(ref)
-        model = LoadedModel.from_bytes(self.read_file(v, WEIGHTS), self.read_file(v, SPEC),
-                                       self.read_file(v, MODEL_CONFIG), device=device)
+        config = self.read_file(v, MODEL_CONFIG)
+        model = LoadedModel.from_bytes(self.read_file(v, model_file(config)), self.read_file(v, SPEC), config,
+                                       device=device)
         return v, model
 
     def find_run(self, run_name: str) -> ModelVersion | None:

@@ -21,12 +21,13 @@ import torch.distributed as dist
 from rayline.config import TrainConfig
 from rayline.evaluate.metrics import primary_metric, task_metrics
 from rayline.features.spec import FeatureSpec
-from rayline.model.artifact import weights_to_bytes
+from rayline.model.artifact import WEIGHTS, weights_to_bytes
 from rayline.model.network import TabularNet, loss_fn, predict_from_output, training_target
 from rayline.train.feed import MemoryFeed, StreamFeed
+from rayline.train.shard import read_shard
 
 STATE_FILE = "state.pt"
-WEIGHTS_FILE = "weights.pt"
+WEIGHTS_FILE = WEIGHTS  # the registry file name: a checkpoint holds the model as registered
 META_FILE = "meta.json"
 
 
@@ -46,9 +47,12 @@ def train_loop_per_worker(config: dict) -> dict:
 
     # ---- data: load the shard once when it fits, else stream it every epoch
     t0 = time.perf_counter()
-    feed_cls = MemoryFeed if config["feed"] == "memory" else StreamFeed
-    train_feed = feed_cls(ray.train.get_dataset_shard("train"), cfg.batch_size, device, seed=cfg.seed + 1000 * rank)
-    valid_feed = MemoryFeed(ray.train.get_dataset_shard("valid"), 8192, device, seed=0)
+    splits, train_seed = config["splits"], cfg.seed + 1000 * rank
+    if config["feed"] == "memory":
+        train_feed = MemoryFeed(read_shard(splits["train"], rank, world), cfg.batch_size, device, seed=train_seed)
+    else:
+        train_feed = StreamFeed(ray.train.get_dataset_shard("train"), cfg.batch_size, device, seed=train_seed)
+    valid_feed = MemoryFeed(read_shard(splits["valid"], rank, world), 8192, device, seed=0)
     steps = train_feed.steps_per_epoch(config["train_rows_per_worker"])
     nodes = _gather(ray.get_runtime_context().get_node_id())  # where the ranks run (recorded in history)
     if rank == 0:

@@ -17,7 +17,8 @@ from rayline.data.ingest import IngestResult
 from rayline.errors import RaylineError
 from rayline.evaluate.metrics import primary_metric
 from rayline.storage import Storage
-from rayline.train.loop import META_FILE, WEIGHTS_FILE, train_loop_per_worker
+from rayline.model.artifact import model_file
+from rayline.train.resources import cluster_worker_plan
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +28,8 @@ class TrainResult:
     run_name: str
     run_uri: str
     checkpoint_uri: str  # the best checkpoint by the validation metric
-    weights: bytes = field(repr=False)
+    model_bytes: bytes = field(repr=False)  # the content of model_file
+    model_file: str
     history: list[dict]
     best_epoch: int
     metric: str
@@ -48,19 +50,31 @@ def default_run_name(cfg: RaylineConfig, ingest: IngestResult) -> str:
     return f"{cfg.name}-{ingest.key[:8]}-{cfg.config_hash()[:8]}"
 
 
-def cluster_has_gpu() -> bool:
-    import ray
+def _family(family: str):
+    """(Ray Train trainer class, per-worker loop) of a model family. Both loops write META_FILE
+    and the family's model file into each checkpoint."""
+    if family == "xgboost":
+        from ray.train.xgboost import XGBoostTrainer
 
-    return ray.cluster_resources().get("GPU", 0) >= 1
+        from rayline.train.boosted_loop import train_loop_per_worker as boosted_loop
+        return XGBoostTrainer, boosted_loop
+    from ray.train.torch import TorchTrainer
+
+    from rayline.train.loop import train_loop_per_worker
+    return TorchTrainer, train_loop_per_worker
+
+
+META_FILE = "meta.json"  # written by both loops
 
 
 def choose_feed(cfg: RaylineConfig, ingest: IngestResult, workers: int) -> tuple[str, int]:
-    """'memory' when a worker's shard fits the configured budget, else 'stream'."""
+    """'memory' when a worker's shard fits the configured budget, else 'stream' (mlp only: an
+    xgboost worker builds its DMatrix in memory either way)."""
     spec = ingest.spec
     row_bytes = 4 * len(spec.numeric_inputs) + 8 * len(spec.categorical) + 8
     rows_per_worker = -(-ingest.manifest["rows"]["train"] // workers)
     need = row_bytes * rows_per_worker
-    feed = "memory" if need <= cfg.train.in_memory_max_bytes else "stream"
+    feed = "memory" if need <= cfg.train.in_memory_max_bytes or cfg.train.model.family == "xgboost" else "stream"
     log.info("train feed: %s (%d rows/worker x %d B = %.1f MiB, budget %.1f MiB)", feed, rows_per_worker,
              row_bytes, need / 2**20, cfg.train.in_memory_max_bytes / 2**20)
     return feed, rows_per_worker
@@ -72,7 +86,6 @@ def run_training(cfg: RaylineConfig, ingest: IngestResult, storage: Storage, *, 
     import ray.data
     from ray.data import ExecutionOptions
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
 
     t0 = time.perf_counter()
     tc = cfg.train
@@ -82,22 +95,25 @@ def run_training(cfg: RaylineConfig, ingest: IngestResult, storage: Storage, *, 
         storage.delete_dir(runs_rel, run_name)
     elif storage.exists(runs_rel, run_name):
         progress(f"train: run {run_name} exists, resuming from its latest checkpoint (use --fresh to start over)")
-    use_gpu = cluster_has_gpu() if tc.use_gpu == "auto" else bool(tc.use_gpu)
-    resources = {"CPU": tc.cpus_per_worker, **({"GPU": 1} if use_gpu else {})}
-    feed, rows_per_worker = choose_feed(cfg, ingest, tc.num_workers)
-    progress(f"train: {tc.num_workers} worker(s) x {resources}, {'GPU' if use_gpu else 'CPU'}, feed={feed}")
+    plan = cluster_worker_plan(tc, progress)
+    feed, rows_per_worker = choose_feed(cfg, ingest, plan.workers)
+    progress(f"train: {plan.workers} worker(s) x {plan.resources}, {plan.device}, feed={feed}")
 
-    def read(split: str):
-        return ray.data.read_parquet(ingest.split_uri(split), partitioning=None).select_columns(["x_num", "x_cat", "y"])
-
-    # preserve_order makes the split of blocks across workers deterministic (same seed, same metrics).
-    data_config = DataConfig(datasets_to_split=["train", "valid"],
-                             execution_options=ExecutionOptions(preserve_order=True))
-    trainer = TorchTrainer(
-        train_loop_per_worker,
+    # Shares that fit in memory are read by each worker straight from the split's Parquet
+    # (train.shard: no Ray Data pipeline to start); only a streamed train split goes through
+    # Ray Data's split coordinator (preserve_order: deterministic shares, same seed, same metrics).
+    datasets, data_config = {}, None
+    if feed == "stream":
+        datasets = {"train": ray.data.read_parquet(ingest.split_uri("train"), partitioning=None)
+                    .select_columns(["x_num", "x_cat", "y"])}
+        data_config = DataConfig(datasets_to_split=["train"], execution_options=ExecutionOptions(preserve_order=True))
+    trainer_cls, loop = _family(tc.model.family)
+    trainer = trainer_cls(
+        loop,
         train_loop_config={"train": tc.model_dump(mode="json"), "spec": ingest.spec.to_json(), "feed": feed,
-                           "train_rows_per_worker": rows_per_worker},
-        scaling_config=ScalingConfig(num_workers=tc.num_workers, use_gpu=use_gpu, resources_per_worker=resources,
+                           "train_rows_per_worker": rows_per_worker, "use_gpu": plan.use_gpu,
+                           "splits": {s: ingest.split_uri(s) for s in ("train", "valid")}},
+        scaling_config=ScalingConfig(num_workers=plan.workers, use_gpu=plan.use_gpu, resources_per_worker=plan.resources,
                                      placement_strategy=tc.placement_strategy),
         run_config=RunConfig(
             # The filesystem object, not a URI: it carries a custom endpoint (MinIO) and credentials.
@@ -106,8 +122,8 @@ def run_training(cfg: RaylineConfig, ingest: IngestResult, storage: Storage, *, 
             checkpoint_config=CheckpointConfig(num_to_keep=tc.keep_checkpoints, checkpoint_score_attribute="score",
                                                checkpoint_score_order="max"),
         ),
-        datasets={"train": read("train"), "valid": read("valid")},
-        dataset_config=data_config,
+        datasets=datasets or None,
+        **({"dataset_config": data_config} if data_config else {}),
     )
     try:
         result = trainer.fit()
@@ -118,16 +134,18 @@ def run_training(cfg: RaylineConfig, ingest: IngestResult, storage: Storage, *, 
     best = result.get_best_checkpoint("score", "max") if result.checkpoint else None
     if best is None:
         raise RaylineError(f"training run {run_name} produced no checkpoint")
+    file = model_file(tc.model)
     with best.as_directory() as d:
-        weights = Path(d, WEIGHTS_FILE).read_bytes()
+        model_bytes = Path(d, file).read_bytes()
         best_meta = json.loads(Path(d, META_FILE).read_text())
     with result.checkpoint.as_directory() as d:
         history = json.loads(Path(d, META_FILE).read_text())["history"]
-    metric, _ = primary_metric(cfg.task)
+    metric = best_meta.get("metric") or primary_metric(cfg.task)[0]  # the loop's name for what it watched
     storage.write_json({"history": history}, runs_rel, run_name, "history.json")
     return TrainResult(
-        run_name=run_name, run_uri=storage.uri(runs_rel, run_name), checkpoint_uri=best.path, weights=weights,
-        history=history, best_epoch=best_meta["epoch"] + 1, metric=metric, best_value=best_meta["best"],
-        device="cuda" if use_gpu else "cpu", workers=tc.num_workers, feed=feed,
+        run_name=run_name, run_uri=storage.uri(runs_rel, run_name), checkpoint_uri=best.path,
+        model_bytes=model_bytes, model_file=file, history=history,
+        best_epoch=best_meta.get("best_round", best_meta["epoch"] + 1), metric=metric, best_value=best_meta["best"],
+        device=plan.device, workers=plan.workers, feed=feed,
         timings_s={"fit": round(fit_s, 2)},
     )
