@@ -20,7 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from rayline.errors import ConfigError
 
 ColumnType = Literal["int", "float", "string", "bool", "timestamp"]
-TimePart = Literal["hour", "dow", "month", "day", "minute"]
+# cyclical parts (sin/cos each), and us_holiday: days to the nearest US federal holiday (0-30)
+TimePart = Literal["hour", "dow", "month", "day", "minute", "us_holiday"]
 
 
 class _Model(BaseModel):

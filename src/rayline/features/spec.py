@@ -29,6 +29,7 @@ SPEC_VERSION = 1
 MISSING_INDEX = 0
 OOV_INDEX = 1
 TIME_PERIODS = {"hour": 24, "dow": 7, "month": 12, "day": 31, "minute": 60}
+LINEAR_PARTS = {"us_holiday"}  # one column each, scaled to [0, 1]
 
 
 class _Spec(BaseModel):
@@ -131,7 +132,7 @@ class FeatureSpec(_Spec):
                 names.append(f"{f.name}__missing")
         for t in self.time:
             for p in t.parts:
-                names += [f"{t.name}__{p}_sin", f"{t.name}__{p}_cos"]
+                names += [f"{t.name}__{p}"] if p in LINEAR_PARTS else [f"{t.name}__{p}_sin", f"{t.name}__{p}_cos"]
         return names
 
     @property
@@ -176,6 +177,10 @@ class FeatureSpec(_Spec):
             # Wall-clock time in the configured zone, converted once for all parts.
             local = pc.local_timestamp(ts.cast(pa.timestamp("us", tz=t.timezone))) if t.timezone else ts
             for p in t.parts:
+                if p in LINEAR_PARTS:
+                    num[j] = _linear_part(local, p)
+                    j += 1
+                    continue
                 # Parts are small integers: look sin/cos up instead of computing them per row.
                 sin, cos = _circle(p)
                 k = _time_part(local, p)
@@ -308,6 +313,16 @@ def _time_part(ts: pa.Array, part: str) -> np.ndarray:
     """Integer value of `part` per row (hour 0-23, dow 0-6, month 1-12, ...); -1 where null."""
     fn = {"hour": pc.hour, "dow": pc.day_of_week, "month": pc.month, "day": pc.day, "minute": pc.minute}[part]
     return pc.fill_null(fn(ts), -1).to_numpy(zero_copy_only=False).astype(np.int64)
+
+
+def _linear_part(ts: pa.Array, part: str) -> np.ndarray:
+    """us_holiday: days to the nearest US federal holiday / 30 (1.0: none within 30 days or null)."""
+    from rayline.features.calendar import HORIZON_DAYS, days_to_holiday
+
+    days = pc.cast(pc.cast(ts, pa.timestamp("s")), pa.int64())
+    valid = pc.is_valid(days).to_numpy(zero_copy_only=False)
+    epoch_days = np.floor_divide(pc.fill_null(days, 0).to_numpy(zero_copy_only=False), 86_400)
+    return days_to_holiday(epoch_days, valid) / HORIZON_DAYS
 
 
 @functools.lru_cache(maxsize=None)
