@@ -184,6 +184,50 @@ def _render_train(s: dict) -> None:
 
 
 @app.command()
+def tune(config: ConfigOpt, set_: SetOpt = None, address: AddressOpt = None,
+         trials: Annotated[Optional[int], typer.Option("--trials", min=1, help="trials (default: tune.trials)")] = None,
+         fresh: Annotated[bool, typer.Option("--fresh", help="start over instead of resuming")] = False,
+         promote: Annotated[bool, typer.Option("--promote/--no-promote",
+                                               help="promote the best through the gate to serve.model_alias")] = True,
+         as_json: JsonOpt = False) -> None:
+    """Tune training with Ray Tune (ASHA); register the best trial, resuming a killed run."""
+    from rayline.pipeline import tune_and_register
+    from rayline.runtime import ray_session
+    from rayline.storage import Storage
+
+    def body():
+        cfg = _load(config, set_)
+        with ray_session(address):
+            out = tune_and_register(cfg, Storage(cfg.storage.root), trials=trials, fresh=fresh,
+                                    promote_to=cfg.serve.model_alias if promote else None, progress=_progress)
+        return out.summary()
+    _run(body, as_json, _render_tune)
+
+
+def _render_tune(s: dict) -> None:
+    typer.echo(f"experiment {s['name']}{' (resumed)' if s['restored'] else ''}: {s['uri']}")
+    keys = sorted({k for t in s["trials"] for k in t["params"]})
+    short = [k.rsplit(".", 1)[-1] for k in keys]
+    typer.echo(f"{'rank':<5}{'trial':<14}{'score':>9}{'reports':>8}  " + "  ".join(f"{k:>12}" for k in short))
+    for i, t in enumerate(s["trials"], 1):
+        score = f"{t['score']:.4f}" if isinstance(t["score"], (int, float)) else "-"
+        vals = "  ".join(f"{_short(t['params'].get(k)):>12}" for k in keys)
+        typer.echo(f"{i:<5}{str(t['trial_id']):<14}{score:>9}{t['reports']:>8}  {vals}  {t['status']}")
+    test = ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in s["test"].items())
+    typer.echo(f"best: trial {s['best_trial']['trial_id']} -> model version {s['version']}"
+               f"{' (already registered)' if s['reused'] else ''}; test: {test}")
+    if s["promotion"]:
+        p = s["promotion"]
+        typer.echo(f"promotion: refused: {p['refused']}" if "refused" in p else
+                   f"promotion: {p['alias']} -> version {p['version']} (was {p['previous']})")
+    typer.echo(f"time: {s['seconds']}s; report: {s['report']}")
+
+
+def _short(v) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+@app.command()
 def evaluate(config: ConfigOpt, set_: SetOpt = None,
              version: Annotated[Optional[str], typer.Option("--version", help="number, alias or latest")] = None,
              as_json: JsonOpt = False) -> None:

@@ -343,6 +343,44 @@ class BatchConfig(_Model):
     batch_rows: int = Field(65_536, ge=1)
 
 
+class SearchDim(_Model):
+    """One dimension of a tuning search space: exactly one of these."""
+
+    loguniform: tuple[float, float] | None = None
+    uniform: tuple[float, float] | None = None
+    randint: tuple[int, int] | None = Field(None, description="integers lo..hi, both included")
+    choice: list[Any] | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> "SearchDim":
+        given = [k for k in ("loguniform", "uniform", "randint", "choice") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of loguniform, uniform, randint, choice (got {given or 'none'})")
+        for k in ("loguniform", "uniform", "randint"):
+            lo_hi = getattr(self, k)
+            if lo_hi is not None and not lo_hi[0] < lo_hi[1] + (k == "randint"):
+                raise ValueError(f"{k} needs lo < hi, got {list(lo_hi)}")
+        if self.loguniform is not None and self.loguniform[0] <= 0:
+            raise ValueError("loguniform needs lo > 0")
+        if self.choice is not None and not self.choice:
+            raise ValueError("choice needs at least one value")
+        return self
+
+
+class TuneConfig(_Model):
+    """`rayline tune`: Ray Tune over the training stage of the configured family."""
+
+    trials: int = Field(8, ge=1)
+    max_concurrent: int | None = Field(None, ge=1, description="default: as many trials as the cluster fits")
+    scheduler: Literal["asha", "fifo"] = Field("asha", description="asha stops poor trials early")
+    grace_period: int = Field(2, ge=1, description="reports a trial makes before ASHA may stop it")
+    reduction_factor: int = Field(3, ge=2)
+    report_every_rounds: int = Field(25, ge=1, description="xgboost trials report (and checkpoint) this often")
+    search_space: dict[str, SearchDim] = Field(default_factory=dict, description="dotted config keys "
+                                               "(e.g. train.model.xgboost.eta); empty: the family's defaults")
+    seed: int = 0
+
+
 class PromoteConfig(_Model):
     """The promotion gate (rayline models promote, and the pipeline's promote step)."""
 
@@ -364,6 +402,7 @@ class RaylineConfig(_Model):
     serve: ServeConfig = Field(default_factory=ServeConfig)
     batch: BatchConfig = Field(default_factory=BatchConfig)
     promote: PromoteConfig = Field(default_factory=PromoteConfig)
+    tune: TuneConfig = Field(default_factory=TuneConfig)
 
     @model_validator(mode="after")
     def _moved_fields(self) -> "RaylineConfig":

@@ -43,7 +43,9 @@ def environment() -> dict:
 
 
 def register_run(registry: Registry, cfg: RaylineConfig, ingest: IngestResult, train: TrainResult,
-                 evaluation: Evaluation, report_files: dict[str, bytes], timings: dict) -> ModelVersion:
+                 evaluation: Evaluation, report_files: dict[str, bytes], timings: dict,
+                 extra: dict | None = None) -> ModelVersion:
+    """`extra`: more lineage (tuning: experiment, trial id, search space, the trial's params)."""
     metric, mode = primary_metric(cfg.task)
     files = {
         train.model_file: train.model_bytes,
@@ -64,6 +66,7 @@ def register_run(registry: Registry, cfg: RaylineConfig, ingest: IngestResult, t
         "training": {"family": cfg.train.model.family, "device": train.device, "workers": train.workers, "feed": train.feed,
                      "epochs_run": len(train.history)},
         "timings_s": timings,
+        **(extra or {}),
     }
     return registry.register(files, metrics, lineage)
 

@@ -10,6 +10,7 @@ import json
 import time
 import urllib.request
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from rayline.config import RaylineConfig
 from rayline.data import IngestResult, load_ingest, run_ingest
@@ -21,6 +22,9 @@ from rayline.model.artifact import LoadedModel
 from rayline.registry import ModelVersion, Registry, promote
 from rayline.lineage import register_run
 from rayline.storage import Storage, join_uri
+
+if TYPE_CHECKING:
+    from rayline.tune import TuneResult
 from rayline.train import TrainResult, default_run_name, run_training
 
 
@@ -72,6 +76,58 @@ def train_and_register(cfg: RaylineConfig, storage: Storage, *, ingest: IngestRe
     version = register_run(registry, cfg, ingest, trained, ev, report, timings)
     progress(f"train: registered {cfg.name} version {version.version} (test {ev.metric} {ev.value:.4f})")
     return TrainOutcome(version, False, trained, ev.metrics)
+
+
+@dataclass
+class TuneOutcome:
+    tuning: "TuneResult"
+    version: ModelVersion
+    reused: bool
+    promotion: dict
+
+    def summary(self) -> dict:
+        return {**self.tuning.summary(), "version": self.version.version, "reused": self.reused,
+                "test": self.version.summary()["test"], "promotion": self.promotion,
+                "report": join_uri(self.version.uri, "report", "report.md")}
+
+
+def tune_and_register(cfg: RaylineConfig, storage: Storage, *, trials: int | None = None, fresh: bool = False,
+                      promote_to: str | None = None, progress=lambda m: None) -> TuneOutcome:
+    """Ingest (reused) -> Ray Tune over training -> the best trial evaluated on test -> registered
+    with its trial and search space in the lineage -> promoted through the gate to `promote_to`."""
+    from rayline.tune import run_tuning
+    from rayline.tune.tuner import best_config
+
+    t0 = time.perf_counter()
+    ingest = run_ingest(cfg, storage, progress=progress)
+    result = run_tuning(cfg, ingest, storage, trials=trials, fresh=fresh, progress=progress)
+    registry = Registry(storage, cfg.name)
+    existing = registry.find_run(result.best.run_name)
+    if existing is not None:
+        version, reused = existing, True
+    else:
+        best_cfg = best_config(cfg, result.best_trial["params"])
+        model = LoadedModel.from_bytes(result.best.model_bytes, ingest.spec.to_json(),
+                                       best_cfg.train.model.model_dump_json())
+        ev = evaluate_model(model, ingest.split_uri("test"), slice_columns=cfg.train.slice_columns,
+                            threshold=cfg.train.threshold)
+        tuning = {"experiment": result.name, "experiment_uri": result.uri, "trial_id": result.best_trial["trial_id"],
+                  "params": result.best_trial["params"], "search_space": result.space, "trials": len(result.trials),
+                  "scheduler": cfg.tune.scheduler}
+        report = build_report(f"{cfg.name}: tuned, trial {tuning['trial_id']}", ev, result.best.history,
+                              {"run_name": result.best.run_name, "ingest_key": ingest.key, "tuning": tuning})
+        timings = {"tune": result.seconds, "total": round(time.perf_counter() - t0, 2)}
+        version = register_run(registry, best_cfg, ingest, result.best, ev, report, timings, extra={"tuning": tuning})
+        reused = False
+        progress(f"tune: registered {cfg.name} version {version.version} (trial {tuning['trial_id']}, "
+                 f"test {ev.metric} {ev.value:.4f})")
+    promotion: dict = {}
+    if promote_to:
+        try:
+            promotion = promote_version(cfg, storage, version.version, promote_to)
+        except RegistryError as e:
+            promotion = {"refused": str(e)}
+    return TuneOutcome(result, version, reused, promotion)
 
 
 def evaluate_version(cfg: RaylineConfig, storage: Storage, ref: str | None = None) -> dict:

@@ -39,6 +39,18 @@ class TrainResult:
     feed: str
     timings_s: dict
 
+    def to_json(self) -> dict:
+        """Everything but the model bytes (those stay in the checkpoint)."""
+        return {k: v for k, v in self.__dict__.items() if k != "model_bytes"}
+
+    @classmethod
+    def from_run(cls, storage: Storage, run_name: str) -> "TrainResult":
+        """A finished run's result, as `run_training` saved it (RESULT_FILE + the best checkpoint)."""
+        meta = storage.read_json("runs", run_name, RESULT_FILE)
+        fs, path = storage.fs, f"{meta['checkpoint_uri'].rstrip('/')}/{meta['model_file']}"
+        with fs.open_input_stream(path) as f:
+            return cls(model_bytes=f.read(), **meta)
+
     def summary(self) -> dict:
         return {"run_name": self.run_name, "best_epoch": self.best_epoch, f"val_{self.metric}": self.best_value,
                 "epochs_run": len(self.history), "device": self.device, "workers": self.workers, "feed": self.feed,
@@ -65,6 +77,7 @@ def _family(family: str):
 
 
 META_FILE = "meta.json"  # written by both loops
+RESULT_FILE = "result.json"  # runs/<run>/: the finished run's TrainResult (TrainResult.from_run)
 
 
 def choose_feed(cfg: RaylineConfig, ingest: IngestResult, workers: int) -> tuple[str, int]:
@@ -81,8 +94,9 @@ def choose_feed(cfg: RaylineConfig, ingest: IngestResult, workers: int) -> tuple
 
 
 def run_training(cfg: RaylineConfig, ingest: IngestResult, storage: Storage, *, run_name: str | None = None,
-                 fresh: bool = False, progress=lambda msg: None) -> TrainResult:
-    """Train on the ingest's train/valid splits with Ray Train; resume a run of the same name."""
+                 fresh: bool = False, progress=lambda msg: None, callbacks: list | None = None) -> TrainResult:
+    """Train on the ingest's train/valid splits with Ray Train; resume a run of the same name.
+    `callbacks`: Ray Train UserCallbacks (tuning passes Tune's report callback)."""
     import ray.data
     from ray.data import ExecutionOptions
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
@@ -118,7 +132,7 @@ def run_training(cfg: RaylineConfig, ingest: IngestResult, storage: Storage, *, 
         run_config=RunConfig(
             # The filesystem object, not a URI: it carries a custom endpoint (MinIO) and credentials.
             name=run_name, storage_path=storage.path(runs_rel), storage_filesystem=storage.fs,
-            failure_config=FailureConfig(max_failures=tc.max_failures),
+            failure_config=FailureConfig(max_failures=tc.max_failures), callbacks=callbacks or None,
             checkpoint_config=CheckpointConfig(num_to_keep=tc.keep_checkpoints, checkpoint_score_attribute="score",
                                                checkpoint_score_order="max"),
         ),
@@ -142,10 +156,13 @@ def run_training(cfg: RaylineConfig, ingest: IngestResult, storage: Storage, *, 
         history = json.loads(Path(d, META_FILE).read_text())["history"]
     metric = best_meta.get("metric") or primary_metric(cfg.task)[0]  # the loop's name for what it watched
     storage.write_json({"history": history}, runs_rel, run_name, "history.json")
-    return TrainResult(
+    result = TrainResult(
         run_name=run_name, run_uri=storage.uri(runs_rel, run_name), checkpoint_uri=best.path,
         model_bytes=model_bytes, model_file=file, history=history,
         best_epoch=best_meta.get("best_round", best_meta["epoch"] + 1), metric=metric, best_value=best_meta["best"],
         device=plan.device, workers=plan.workers, feed=feed,
         timings_s={"fit": round(fit_s, 2)},
     )
+    storage.write_json(result.to_json(), runs_rel, run_name, RESULT_FILE)
+    return result
+
