@@ -1,12 +1,16 @@
-"""Training throughput: rayline's Ray Train loop vs a plain single-process PyTorch loop.
+"""Training throughput: rayline's Ray Train loop vs plain PyTorch DDP doing the same work.
 
-Same model (TabularNet from the same FeatureSpec), same batch size, same data (the default
-config's training split, model-ready Parquet). The baseline loads the split into tensors once and
-runs the textbook loop; rayline runs TorchTrainer with the configured workers and feed. Rates
-are samples/s over the epochs after the first (warm-up); Ray start-up and the trainer's fixed
-cost (start to first step) are reported separately. The last line is one JSON object.
+Like for like: the same number of processes (Ray Train workers vs `torch.distributed`
+processes, gloo on CPU, NCCL on GPU), the same threads per process (Ray gives a worker with
+`cpus_per_worker` < 1 one thread; the baseline sets the same), the same shards (each process
+reads its contiguous share of the training split with rayline's `read_shard`), the same model
+(TabularNet from the same FeatureSpec), batch size, optimizer, gradient clipping and precision
+(bf16 autocast on GPUs that support it, on both sides). Rates are samples/s over the epochs after
+the first; each side runs --repeats times in one run and the median and range are printed. The
+trainer's fixed cost (fit() wall time minus epoch time) is reported separately. The last line
+is one JSON object: ratio (median of the per-repeat ratios), ratio_min, ratio_max, device.
 
-    python benchmarks/train.py [--epochs 4] [--workers 2] [--quick]
+    python benchmarks/train.py [--epochs 4] [--workers 2] [--repeats 3] [--quick]
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import argparse
 import json
 import os
 import shutil
+import socket
 import statistics
 import sys
 import tempfile
@@ -24,46 +29,90 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-import pyarrow.dataset as pads  # noqa: E402
 import torch  # noqa: E402
 
 from rayline.config import load_config  # noqa: E402
-from rayline.features.spec import model_inputs_from_table  # noqa: E402
-from rayline.model.network import TabularNet, loss_fn  # noqa: E402
 from rayline.storage import Storage  # noqa: E402
 
 
-def baseline(ingest, cfg, epochs: int, device: str) -> float:
-    table = pads.dataset(ingest.split_uri("train"), format="parquet", partitioning=None).to_table(columns=["x_num", "x_cat", "y"])
+def _ddp_process(rank: int, world: int, port: int, uri: str, spec_json: str, train_json: str, epochs: int,
+                 use_cuda: bool, threads: int, out) -> None:
+    """One plain-PyTorch DDP process: its share of the split in memory, the textbook loop."""
+    import numpy as np
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    from rayline.config import TrainConfig
+    from rayline.features.spec import FeatureSpec, model_inputs_from_table
+    from rayline.model.network import TabularNet, loss_fn, training_target
+    from rayline.train.shard import read_shard
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(threads)
+    dist.init_process_group("nccl" if use_cuda else "gloo", rank=rank, world_size=world)
+    dev = torch.device(f"cuda:{rank}" if use_cuda else "cpu")
+    cfg, spec = TrainConfig.model_validate_json(train_json), FeatureSpec.from_json(spec_json)
+    table = read_shard(uri, rank, world)
     num, cat = model_inputs_from_table(table)
-    num, cat = torch.tensor(num, device=device), torch.tensor(cat, device=device)
-    y = torch.tensor(table.column("y").to_numpy(), device=device)
-    torch.manual_seed(0)
-    model = TabularNet(ingest.spec, cfg.train.model).to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
-    crit = loss_fn(cfg.task)
-    bs, n = cfg.train.batch_size, len(y)
+    num, cat = torch.tensor(num, device=dev), torch.tensor(cat, device=dev)
+    y = torch.tensor(table.column("y").to_numpy(), device=dev)
+    torch.manual_seed(cfg.seed + rank)
+    model = TabularNet(spec, cfg.model).to(dev)
+    model = DDP(model, device_ids=[rank] if use_cuda else None)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    crit = loss_fn(spec.label.task)
+    amp = use_cuda and torch.cuda.is_bf16_supported()
+    bs, n = cfg.batch_size, len(y)
     rates = []
     for _ in range(epochs):
+        dist.barrier()
         t = time.perf_counter()
-        perm = torch.randperm(n, device=device)
+        perm = torch.randperm(n, device=dev)
         for s in range(0, n, bs):
             idx = perm[s:s + bs]
-            loss = crit(model(num[idx], cat[idx]), y[idx])
+            with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=amp):
+                out_ = model(num[idx], cat[idx])
+            loss = crit(out_.float(), training_target(spec.label, y[idx]))
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip or 1e9)
+            if cfg.grad_clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             opt.step()
-        if device == "cuda":
+        if use_cuda:
             torch.cuda.synchronize()
-        rates.append(n / (time.perf_counter() - t))
-    return statistics.median(rates[1:] if len(rates) > 1 else rates)
+        dist.barrier()
+        rates.append(n * world / (time.perf_counter() - t))
+    if rank == 0:
+        out.put(float(np.median(rates[1:] if len(rates) > 1 else rates)))
+    dist.destroy_process_group()
+
+
+def ddp_baseline(ingest, cfg, epochs: int, workers: int, use_cuda: bool, threads: int) -> float:
+    ctx = torch.multiprocessing.get_context("spawn")
+    q = ctx.Queue()
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    procs = [ctx.Process(target=_ddp_process, args=(r, workers, port, ingest.split_uri("train"), ingest.spec.to_json(),
+                                                   cfg.train.model_dump_json(), epochs, use_cuda, threads, q))
+             for r in range(workers)]
+    for p in procs:
+        p.start()
+    rate = q.get(timeout=1800)
+    for p in procs:
+        p.join(timeout=60)
+    return rate
+
+
+def _spread(xs: list[float]) -> str:
+    return f"{statistics.median(xs):>12,.0f}  ({min(xs):,.0f}-{max(xs):,.0f})"
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--epochs", type=int, default=4)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="3 epochs")
     args = ap.parse_args()
     epochs = 3 if args.quick else args.epochs
@@ -76,31 +125,39 @@ def main() -> None:
         from rayline.train import run_training
 
         t = time.perf_counter()
-        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, logging_level="ERROR")
-        configure_data_context()
+        ray.init(num_cpus=os.cpu_count(), include_dashboard=True, logging_level="ERROR", log_to_driver=False)
+        configure_data_context(progress_bars=False)
         startup = time.perf_counter() - t
         cfg = load_config(ROOT / "configs/flights.yaml", [f"storage.root={work}", f"train.epochs={epochs}", "train.model.family=mlp",
                                                           f"train.num_workers={args.workers}", "train.early_stopping_patience=null"])
         storage = Storage(cfg.storage.root)
         ingest = run_ingest(cfg, storage)
-        t = time.perf_counter()
-        result = run_training(cfg, ingest, storage, run_name="bench", fresh=True)
-        fit_s = time.perf_counter() - t
-        device = result.device
-        hist = result.history
-        rl_rates = [h["train_samples_per_s"] for h in hist[1:]] or [hist[0]["train_samples_per_s"]]
-        rayline_rate = statistics.median(rl_rates)
-        fixed = fit_s - sum(h["epoch_time_s"] for h in hist)
+        rl, fixed, device, feed = [], [], "cpu", ""
+        for i in range(args.repeats):
+            t = time.perf_counter()
+            result = run_training(cfg, ingest, storage, run_name=f"bench-{i}", fresh=True)
+            fit_s = time.perf_counter() - t
+            hist = result.history
+            rl.append(statistics.median([h["train_samples_per_s"] for h in hist[1:]] or [hist[0]["train_samples_per_s"]]))
+            fixed.append(fit_s - sum(h["epoch_time_s"] for h in hist))
+            device, feed, workers = result.device, result.feed, result.workers
         ray.shutdown()
-        torch.set_num_threads(os.cpu_count() or 1)
-        base_rate = baseline(ingest, cfg, epochs, device)
-        print(f"{'loop':<28}{'samples/s':>12}")
-        print(f"{'rayline (' + str(args.workers) + ' workers, ' + result.feed + ')':<28}{rayline_rate:>12,.0f}")
-        print(f"{'plain PyTorch (1 process)':<28}{base_rate:>12,.0f}")
-        print(f"ray start-up {startup:.1f}s; trainer fixed cost (fit wall time minus epochs) {fixed:.1f}s")
-        print(json.dumps({"name": "train", "rayline_samples_per_s": round(rayline_rate), "baseline_samples_per_s": round(base_rate),
-                          "ratio": round(rayline_rate / base_rate, 3), "device": device, "workers": args.workers,
-                          "feed": result.feed, "ray_startup_s": round(startup, 2), "trainer_fixed_s": round(fixed, 2)}))
+        # Ray gives a worker with a fractional CPU one thread (OMP_NUM_THREADS=1); the same here.
+        threads = max(1, int(cfg.train.cpus_per_worker))
+        base = [ddp_baseline(ingest, cfg, epochs, workers, device == "cuda", threads) for _ in range(args.repeats)]
+        ratios = [a / b for a, b in zip(rl, base)]
+        print(f"{'loop (' + str(workers) + ' processes, ' + device + ')':<34}{'samples/s median (range)':>30}")
+        print(f"{'rayline (Ray Train, ' + feed + ' feed)':<34}{_spread(rl)}")
+        print(f"{'plain PyTorch DDP (' + ('nccl' if device == 'cuda' else 'gloo') + ')':<34}{_spread(base)}")
+        print(f"ratio per repeat: {', '.join(f'{r:.3f}' for r in ratios)}")
+        print(f"ray start-up {startup:.1f}s; trainer fixed cost (fit wall time minus epochs) "
+              f"{statistics.median(fixed):.1f}s ({min(fixed):.1f}-{max(fixed):.1f})")
+        print(json.dumps({"name": "train", "rayline_samples_per_s": round(statistics.median(rl)),
+                          "baseline_samples_per_s": round(statistics.median(base)),
+                          "ratio": round(statistics.median(ratios), 3), "ratio_min": round(min(ratios), 3),
+                          "ratio_max": round(max(ratios), 3), "repeats": args.repeats, "device": device,
+                          "workers": workers, "threads_per_worker": threads, "feed": feed,
+                          "ray_startup_s": round(startup, 2), "trainer_fixed_s": round(statistics.median(fixed), 2)}))
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -26,6 +27,13 @@ models_app = typer.Typer(no_args_is_help=True, help="The model registry: list, s
 app.add_typer(config_app, name="config")
 app.add_typer(data_app, name="data")
 app.add_typer(models_app, name="models")
+
+
+@app.callback()
+def _global(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="also show Ray's, Ray Data's and Serve's "
+                                                  "own logs (default: in the session's log files)")] = False) -> None:
+    if verbose:
+        os.environ["RAYLINE_VERBOSE"] = "1"
 
 ConfigOpt = Annotated[str, typer.Option("--config", "-c", help="pipeline YAML file")]
 SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="override: dotted.key=value (repeatable)")]
@@ -348,11 +356,7 @@ def run(config: ConfigOpt, set_: SetOpt = None, address: AddressOpt = None,
                                   progress=_progress)
             if keep_serving:
                 typer.echo(f"serving at {result.stages['deploy']['url']}; Ctrl-C stops", err=True)
-                try:
-                    while True:
-                        time.sleep(1)
-                except KeyboardInterrupt:
-                    pass
+                _serve_until_stopped(cfg.serve.app_name)
         return result.summary()
     _run(body, as_json, _render_run)
 
@@ -390,16 +394,31 @@ def serve_cmd(config: ConfigOpt, set_: SetOpt = None, address: AddressOpt = None
             d = deploy(cfg, os.path.abspath(config), set_ or [], version)
             typer.echo(json.dumps(d.summary()) if as_json else
                        f"serving {cfg.name} version {d.model_version} at {d.url} (docs: {d.url}/docs); Ctrl-C stops")
-            try:
-                while True:
-                    time.sleep(1)
-            except KeyboardInterrupt:
-                from ray import serve
-
-                typer.echo("stopping: finishing in-flight requests", err=True)
-                serve.shutdown()
+            _serve_until_stopped(cfg.serve.app_name)
         return None
     _run(body, as_json)
+
+
+def _serve_until_stopped(app_name: str) -> None:
+    """Block until Ctrl-C or SIGTERM (what Kubernetes and systemd send), then delete the app:
+    Serve stops routing to it and its replicas finish their in-flight requests
+    (graceful_shutdown_timeout_s). One line, exit 0: a requested stop is not a crash. Python's
+    own SIGTERM handler replaces the one Ray's core installs, which dumps a stack trace."""
+    import signal
+
+    stop = threading.Event()
+    previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        while not stop.wait(1.0):
+            pass
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    from ray import serve
+
+    t0 = time.perf_counter()
+    serve.delete(app_name)
+    typer.echo(f"stopped: {app_name} drained in {time.perf_counter() - t0:.1f}s", err=True)
 
 
 @app.command("deploy")

@@ -9,44 +9,74 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sys
 from collections.abc import Iterator
 
 log = logging.getLogger(__name__)
 
 
+def verbose() -> bool:
+    """`--verbose` (RAYLINE_VERBOSE=1): Ray's, Ray Data's and Serve's own logs on the console."""
+    return os.environ.get("RAYLINE_VERBOSE", "") not in ("", "0")
+
+
 @contextlib.contextmanager
-def ray_session(address: str | None = None, *, num_cpus: int | None = None, quiet: bool = True) -> Iterator[None]:
+def ray_session(address: str | None = None, *, num_cpus: int | None = None, quiet: bool | None = None) -> Iterator[None]:
     """Use the connected Ray, attach to `address`, or start an embedded local one.
 
     Only a Ray started here is shut down on exit. `address` may be "auto", "HOST:PORT" or
     "ray://HOST:10001"; RAY_ADDRESS is honoured when no address is given (as `ray job submit`
-    sets it for a job's driver).
+    sets it for a job's driver). Quiet (the default unless `--verbose`): workers' output, Ray
+    Data's progress and Serve's logs stay in the session's log files (path printed once) and the
+    console shows rayline's own progress.
     """
     import ray
 
     if ray.is_initialized():
         yield
         return
+    quiet = not verbose() if quiet is None else quiet
     address = address or os.environ.get("RAY_ADDRESS") or None
-    kwargs: dict = {"logging_level": logging.WARNING if quiet else logging.INFO, "log_to_driver": True}
+    kwargs: dict = {"logging_level": logging.ERROR if quiet else logging.INFO, "log_to_driver": not quiet}
     if address is None:
-        # The embedded instance: no dashboard process (it costs a core on a laptop) unless asked.
-        kwargs.update(num_cpus=num_cpus, include_dashboard=False)
+        # The embedded instance. Its dashboard (127.0.0.1 only) serves the State API that Ray
+        # Train's placement-group cleaner polls: without it that warns every few seconds.
+        kwargs.update(num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1")
         # A job's working dir is uploaded by `ray job submit`; locally the package is importable.
     ray.init(address=address, **kwargs)
-    configure_data_context()
+    configure_data_context(progress_bars=not quiet)
+    if quiet:
+        _quiet_loggers()
+        log_dir = _session_logs()
+        if log_dir:
+            print(f"ray: logs in {log_dir} (--verbose shows them here)", file=sys.stderr)
     try:
         yield
     finally:
         ray.shutdown()
 
 
-def configure_data_context() -> None:
+def _quiet_loggers() -> None:
+    for name in ("ray", "ray.data", "ray.train", "ray.tune", "ray.serve"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def _session_logs() -> str | None:
+    try:
+        import ray
+
+        return os.path.join(ray._private.worker.global_worker.node.get_session_dir_path(), "logs")
+    except Exception:  # noqa: BLE001 - attached through Ray Client or an older layout: no path to show
+        return None
+
+
+def configure_data_context(progress_bars: bool = True) -> None:
     """Ray Data settings rayline relies on (applies to the current driver)."""
     from ray.data import DataContext
 
     ctx = DataContext.get_current()
-    ctx.enable_progress_bars = True
+    ctx.enable_progress_bars = progress_bars
+    ctx.print_on_execution_start = progress_bars
     # Ray's default block size (128 MiB). A map+write task holds its input block and all the
     # output it writes: 256 MiB blocks measured no faster (3.4M rows) but put the 30M-row
     # ingest's peak memory at 7.4-8.1 GiB.

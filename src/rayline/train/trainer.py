@@ -18,6 +18,7 @@ from rayline.errors import RaylineError
 from rayline.evaluate.metrics import primary_metric
 from rayline.storage import Storage
 from rayline.model.artifact import model_file
+from rayline.train.progress import follow
 from rayline.train.resources import cluster_worker_plan
 
 log = logging.getLogger(__name__)
@@ -139,8 +140,10 @@ def run_training(cfg: RaylineConfig, ingest: IngestResult, storage: Storage, *, 
         datasets=datasets or None,
         **({"dataset_config": data_config} if data_config else {}),
     )
+    total = tc.model.xgboost.num_boost_round if tc.model.family == "xgboost" else tc.epochs
     try:
-        result = trainer.fit()
+        with follow(storage, (runs_rel, run_name), total, primary_metric(cfg.task)[0], progress):
+            result = trainer.fit()
     except Exception as e:  # noqa: BLE001 - Ray's error types vary; keep the cause in the message
         raise RaylineError(f"training run {run_name} failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
                            f" (checkpoints, if any, are under {storage.uri(runs_rel, run_name)}; rerun to resume)") from e
