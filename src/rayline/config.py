@@ -195,10 +195,21 @@ class SplitConfig(_Model):
         return self
 
 
+class CountFeature(_Model):
+    """A column computed at ingest: how many primary rows share the `by` key values (a schedule
+    known in advance, e.g. departures at an origin in an hour). List `name` under
+    features.numeric to use it."""
+
+    name: str
+    by: list[str] = Field(min_length=1)
+
+
 class DataConfig(_Model):
     primary: str = Field(description="the fact table: one output row per clean input row")
     sources: dict[str, SourceConfig]
     joins: list[JoinConfig] = Field(default_factory=list)
+    counts: list[CountFeature] = Field(default_factory=list, description="per-key row counts over the "
+                                       "whole primary table (all splits, never the label)")
     features: FeaturesConfig
     label: LabelConfig
     split: SplitConfig = Field(default_factory=SplitConfig)
@@ -207,6 +218,9 @@ class DataConfig(_Model):
 
     @model_validator(mode="after")
     def _references(self) -> "DataConfig":
+        for c in self.counts:
+            if c.name in c.by or self.label.column in c.by:
+                raise ValueError(f"counts {c.name!r}: `by` cannot hold the count itself or the label")
         if self.primary not in self.sources:
             raise ValueError(f"primary {self.primary!r} is not one of sources {sorted(self.sources)}")
         for i, j in enumerate(self.joins):

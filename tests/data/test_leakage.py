@@ -21,6 +21,8 @@ def test_shuffled_test_labels_leave_test_features_unchanged(ray_local, tmp_path)
     tables = small_tables()
     raw = small_config(tmp_path / "a", tmp_path / "root-a")
     raw["data"]["features"]["time"] = [{"name": "ts", "parts": ["hour", "dow", "us_holiday"]}]
+    raw["data"]["counts"] = [{"name": "station_hour_trips", "by": ["station", "hour"]}]  # computed over all splits
+    raw["data"]["features"]["numeric"] += ["station_hour_trips"]
     write_tables(tables, tmp_path / "a")
     first = run_ingest(config_from_dict(raw), Storage(str(tmp_path / "root-a")))
     test_ids = _test_split(first).column("trip_id")
@@ -33,7 +35,8 @@ def test_shuffled_test_labels_leave_test_features_unchanged(ray_local, tmp_path)
     shuffled = {**tables, "trips": trips.set_column(trips.column_names.index("delay"), "delay", pa.array(delay))}
     write_tables(shuffled, tmp_path / "b")
     raw_b = small_config(tmp_path / "b", tmp_path / "root-b")
-    raw_b["data"]["features"]["time"] = raw["data"]["features"]["time"]
+    raw_b["data"]["features"] = raw["data"]["features"]
+    raw_b["data"]["counts"] = raw["data"]["counts"]
     second = run_ingest(config_from_dict(raw_b), Storage(str(tmp_path / "root-b")))
 
     a, b = _test_split(first), _test_split(second)

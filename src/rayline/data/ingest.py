@@ -173,12 +173,33 @@ def _load_dimensions(cfg: RaylineConfig, resolved) -> tuple[dict[int, pa.Table],
     return prepared, quarantined, counts
 
 
+def _count_features(cfg, primary: src_mod.ResolvedSource) -> dict:
+    """Count features (data/counts.py): one read of their key columns, partial counts per batch."""
+    from rayline.data.counts import PartialCounts, finish, key_columns
+
+    ds = src_mod.read_dataset(primary).select_columns(key_columns(cfg))
+    try:
+        parts = ds.map_batches(PartialCounts(cfg.data.counts), batch_format="pyarrow", batch_size=cfg.data.block_rows,
+                               zero_copy_batch=True).to_arrow_refs()
+        import ray
+
+        partial = pa.concat_tables(ray.get(parts), promote_options="permissive")
+    except Exception as e:  # noqa: BLE001 - a missing key column or an unreadable file: say which
+        raise _user_error(e, primary) from None
+    return finish(cfg, partial)
+
+
 def _execute(cfg, storage: Storage, primary, dims, dim_quarantine, tmp: str, progress, timings):
     import ray
 
     d = cfg.data
     fs = storage.fs
     pass1_dir = storage.path(tmp, "pass1")
+    if d.counts:
+        t = time.perf_counter()
+        progress(f"ingest: counting {', '.join(c.name for c in d.counts)} over all rows of {d.primary}")
+        dims = {**dims, **_count_features(cfg, primary)}
+        timings["counts"] = time.perf_counter() - t
     dims_ref = ray.put(dims) if dims else None
 
     # ---- pass 1: validate + join + split -> partial statistics and quarantined rows

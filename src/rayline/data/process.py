@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 
 from rayline.config import ColumnRule, RaylineConfig
+from rayline.data.counts import add_counts
 from rayline.data.join import left_join
 from rayline.data.sources import PATH_COLUMN
 from rayline.data.split import SPLITS, TRAIN_CODE, assign
@@ -47,7 +48,8 @@ def label_rule(cfg: RaylineConfig) -> ColumnRule:
 
 
 def joined_columns(cfg: RaylineConfig) -> set[str]:
-    return {j.output_name(c) for j in cfg.data.joins for c in j.columns}
+    """Columns that come from joins or count features, not from the primary table's files."""
+    return {j.output_name(c) for j in cfg.data.joins for c in j.columns} | {c.name for c in cfg.data.counts}
 
 
 def primary_rules(cfg: RaylineConfig) -> dict[str, ColumnRule]:
@@ -101,7 +103,8 @@ def required_primary_columns(cfg: RaylineConfig) -> list[str]:
     """Columns every file of the primary table must have (anything else is a whole-file error)."""
     d = cfg.data
     from_joins = joined_columns(cfg)
-    needed = list(primary_rules(cfg)) + [k for j in d.joins for k in j.keys] + d.passthrough + d.split.key
+    needed = list(primary_rules(cfg)) + [k for j in d.joins for k in j.keys] + d.passthrough + d.split.key \
+        + [k for c in d.counts for k in c.by]
     return sorted({c for c in needed if c not in from_joins})
 
 
@@ -127,7 +130,7 @@ class BatchProcessor:
     """
 
     cfg: RaylineConfig
-    dims_ref: object | None = None  # ObjectRef of {join index: prepared dimension}, or the dict itself
+    dims_ref: object | None = None  # ObjectRef of {join index or count name: prepared table}, or the dict itself
     spec_json: str | None = None
     _dims: dict | None = field(default=None, init=False, repr=False)
     _spec: FeatureSpec | None = field(default=None, init=False, repr=False)
@@ -164,6 +167,8 @@ class BatchProcessor:
             if j.required:
                 key = next(iter(j.keys))
                 failures.add(unmatched, "join", f"{j.table}({','.join(j.keys)})", batch.column(key).combine_chunks())
+        if d.counts:
+            typed = add_counts(typed, batch, {c.name: dims[c.name] for c in d.counts}, self.cfg)
         split, undecided = assign(typed, d.split)
         if d.split.method == "time":
             failures.add(undecided & ~failures.bad, "split", d.split.column, batch.column(d.split.column).combine_chunks())
