@@ -52,6 +52,25 @@ def _assert_resumed_once(history: list[dict], epochs: int) -> int:
     return first_resumed
 
 
+def _train_killing_a_worker(cfg, ingest, run: str):
+    """Train (fresh) while a thread SIGKILLs one training worker once a checkpoint is registered."""
+    storage = Storage(cfg.storage.root)
+    killed = []
+
+    def killer():
+        _wait_for_checkpoint(Path(storage.root, "runs", run))
+        workers = _train_workers()
+        if workers:
+            workers[-1].send_signal(signal.SIGKILL)
+            killed.append(workers[-1].pid)
+    t = threading.Thread(target=killer, daemon=True)
+    t.start()
+    out = train_and_register(cfg, storage, ingest=ingest, run_name=run, fresh=True)
+    t.join(timeout=5)
+    assert killed, "no training worker process was found to kill"
+    return out
+
+
 def test_small_pipeline_trains_registers_and_reuses(ray_local, small_data):
     data, root = small_data
     cfg = config_from_dict(small_config(data, root))
@@ -91,21 +110,7 @@ def test_killed_worker_resumes_from_checkpoint(ray_local, flights_ingest):
     base, ingest = flights_ingest
     cfg = load_config(FLIGHTS_CONFIG, [f"storage.root={base.storage.root}", "train.epochs=5", "train.model.family=mlp",
                                        "train.max_failures=2", "train.early_stopping_patience=null"])
-    storage = Storage(cfg.storage.root)
-    run = "worker-kill"
-    killed = []
-
-    def killer():
-        _wait_for_checkpoint(Path(storage.root, "runs", run))
-        workers = _train_workers()
-        if workers:
-            workers[-1].send_signal(signal.SIGKILL)
-            killed.append(workers[-1].pid)
-    t = threading.Thread(target=killer, daemon=True)
-    t.start()
-    out = train_and_register(cfg, storage, ingest=ingest, run_name=run, fresh=True)
-    t.join(timeout=5)
-    assert killed, "no training worker process was found to kill"
+    out = _train_killing_a_worker(cfg, ingest, "worker-kill")
     _assert_resumed_once(out.train.history, 5)
 
 
@@ -150,21 +155,7 @@ def test_xgboost_killed_worker_resumes_from_checkpoint(ray_local, flights_ingest
     cfg = load_config(FLIGHTS_CONFIG, [f"storage.root={base.storage.root}", "train.model.family=xgboost",
                                        "train.model.xgboost.num_boost_round=60", "train.model.xgboost.checkpoint_every=10",
                                        "train.model.xgboost.early_stopping_rounds=null", "train.max_failures=2"])
-    storage = Storage(cfg.storage.root)
-    run = "xgb-worker-kill"
-    killed = []
-
-    def killer():
-        _wait_for_checkpoint(Path(storage.root, "runs", run))
-        workers = _train_workers()
-        if workers:
-            workers[-1].send_signal(signal.SIGKILL)
-            killed.append(workers[-1].pid)
-    t = threading.Thread(target=killer, daemon=True)
-    t.start()
-    out = train_and_register(cfg, storage, ingest=ingest, run_name=run, fresh=True)
-    t.join(timeout=5)
-    assert killed, "no training worker process was found to kill"
+    out = _train_killing_a_worker(cfg, ingest, "xgb-worker-kill")
     history = out.train.history
     assert [h["round"] for h in history] == [10, 20, 30, 40, 50, 60], "a round was skipped or trained twice"
     first_resumed = _assert_resumed_once(history, 6)
