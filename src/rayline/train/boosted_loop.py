@@ -18,12 +18,14 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 import xgboost as xgb
 
 from rayline.config import TrainConfig
 from rayline.evaluate.metrics import primary_metric
 from rayline.features.spec import FeatureSpec, LabelSpec, model_inputs_from_table
 from rayline.model import boosted
+from rayline.model.network import training_target
 from rayline.train.shard import read_shard
 
 STATE_FILE = "state.ubj"
@@ -42,11 +44,8 @@ def _shard_arrays(uri: str, rank: int, world: int) -> tuple[np.ndarray, np.ndarr
 
 
 def target(label: LabelSpec, y: np.ndarray) -> np.ndarray:
-    """The network's training target, in numpy (see model.network.training_target)."""
-    if label.transform == "log1p":
-        y = np.log1p(np.maximum(y, 0))
-    scale = label.target_scale()
-    return y if scale is None else (y - scale[0]) / scale[1]
+    """The network's training target (one definition for both families), as numpy."""
+    return training_target(label, torch.from_numpy(np.ascontiguousarray(y, dtype=np.float32))).numpy()
 
 
 def watched_metric(label: LabelSpec, primary: str) -> str:
