@@ -96,3 +96,51 @@ def test_messages_name_the_field_and_never_recurse(contract):
     assert contract.message(rule, col, val) == "distance must be a finite number (float64 range), got an array of 1"
     _, f = contract.check_records([{"distance": 1, "dest": "\ud800" * 500}])
     assert "\\ud800" in contract.message(*f.first(0)) and len(contract.message(*f.first(0))) < 400
+
+
+def test_a_few_rows_and_many_rows_get_the_same_verdicts_and_columns():
+    """Small batches take Python/numpy shortcuts (one-row requests pay per kernel call, not per
+    value): row by row and as one large table, every verdict and typed value is the same."""
+    from rayline.features.contract import SMALL
+
+    spec = FeatureSpec(
+        numeric=[NumericSpec(name="distance", mean=500, std=100, impute=500, min=10, max=4000, null_fraction=0,
+                             missing_indicator=True),
+                 NumericSpec(name="temp", mean=50, std=10, impute=50, min=0, max=100, null_fraction=0.1,
+                             missing_indicator=True)],
+        categorical=[CategoricalSpec(name="dest", vocabulary=["IAH", "ORD"], frequencies=[0.5, 0.5]),
+                     CategoricalSpec(name="carrier", vocabulary=["UA", "AA"], frequencies=[0.5, 0.5])],
+        time=[TimeSpec(name="ts", parts=["hour"])],
+        label=LabelSpec(column="y", task="binary"),
+        constraints={"distance": Constraint(required=True, min=0, max=6000),
+                     "temp": Constraint(min=-40, max=130), "carrier": Constraint(required=True, allowed=["UA", "AA"])})
+    contract = Contract(spec)
+    values = {"distance": [1.0, -1.0, 7000.0, None, float("nan"), float("inf"), -float("inf"), 1.7e308, 0.0],
+              "temp": [20.0, None, 200.0, float("nan"), -50.0, float("inf")],
+              "dest": ["IAH", "ORD", "ZZZ", None, "x" * (MAX_TEXT + 1), "é" * MAX_TEXT],
+              "carrier": ["UA", "AA", "DL", None, "ua"],
+              "ts": ["2013-01-01T10:00:00Z", None, "not a time"]}
+    rng = np.random.default_rng(3)
+    rows = [{k: v[rng.integers(len(v))] for k, v in values.items()} for _ in range(4 * SMALL)]
+    table = pa.Table.from_pylist(rows, schema=pa.schema([("distance", pa.float64()), ("temp", pa.float64()),
+                                                         ("dest", pa.string()), ("carrier", pa.string()),
+                                                         ("ts", pa.string())]))
+
+    def judged(t):
+        typed, f = contract.check_table(t)
+        return [f.first(i) if f.bad[i] else None for i in range(t.num_rows)], typed
+
+    whole, typed = judged(table)
+    one_by_one = [judged(table.slice(i, 1)) for i in range(table.num_rows)]
+    assert whole == [v[0] for v, _ in one_by_one]
+    assert {r for r in whole if r} >= {("type", "distance", "inf"), ("not_null", "distance", None),
+                                       ("range", "distance", "-1.0"), ("range", "temp", "200.0"),
+                                       ("allowed", "carrier", "DL"), ("not_null", "carrier", None)}
+    assert typed.to_pylist() == [t.to_pylist()[0] for _, t in one_by_one]
+    ok = pa.array([r is None for r in whole])
+    good = typed.filter(ok)
+    batch = spec.transform(good)
+    for i in range(good.num_rows):
+        one = spec.transform(good.slice(i, 1))
+        np.testing.assert_array_equal(one.num[0], batch.num[i])
+        np.testing.assert_array_equal(one.cat[0], batch.cat[i])

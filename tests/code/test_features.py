@@ -125,3 +125,17 @@ def test_values_beyond_training_are_clipped_to_its_range(fitted):
     assert np.isfinite(far).all() and np.array_equal(far, edge)
     raw = (t.column("distance").to_numpy() - f.mean) / f.std
     np.testing.assert_allclose(spec.transform(t).num[:, j], raw.astype(np.float32), rtol=1e-6)
+
+
+def test_specs_compare_by_their_fields_after_transforming(fitted):
+    """Transforms cache derived constants on the spec: equality must still mean equal fields
+    (serving compares the live spec with a newly loaded one)."""
+    _, t, spec, _ = fitted
+    copy = FeatureSpec.from_json(spec.to_json())
+    spec.transform(t.slice(0, 3))
+    assert spec == copy and copy == spec
+    copy.transform(t.slice(0, 3))
+    assert spec == copy
+    other = FeatureSpec.from_json(spec.to_json().replace('"train_rows": ', '"train_rows": 1'))
+    other.transform(t.slice(0, 3))
+    assert spec != other

@@ -30,6 +30,7 @@ MISSING_INDEX = 0
 OOV_INDEX = 1
 TIME_PERIODS = {"hour": 24, "dow": 7, "month": 12, "day": 31, "minute": 60}
 LINEAR_PARTS = {"us_holiday"}  # one column each, scaled to [0, 1]
+SMALL_BATCH = 64  # rows: below this, Python over the values beats Arrow's ~10-20 us per kernel call
 
 
 class _Spec(BaseModel):
@@ -58,6 +59,11 @@ class CategoricalSpec(_Spec):
     @property
     def cardinality(self) -> int:
         return len(self.vocabulary) + 2  # + missing + out-of-vocabulary
+
+    @functools.cached_property
+    def codes(self) -> dict[str, int]:
+        """value -> model code (past MISSING_INDEX and OOV_INDEX), for a few rows at a time."""
+        return {v: i + OOV_INDEX + 1 for i, v in reversed(list(enumerate(self.vocabulary)))}
 
 
 class TimeSpec(_Spec):
@@ -147,6 +153,10 @@ class FeatureSpec(_Spec):
         return kinds
 
     # ------------------------------------------------------------------ transforms
+    @functools.cached_property
+    def _numeric_plan(self) -> "_NumericPlan":
+        return _NumericPlan.of(self.numeric)
+
     def transform(self, table: pa.Table) -> ModelInputs:
         """Raw columns -> model inputs. Columns that are absent count as all-null."""
         n = table.num_rows
@@ -154,24 +164,21 @@ class FeatureSpec(_Spec):
         # Filled one contiguous feature row at a time and transposed once: writing the columns
         # of an (n, k) matrix directly is strided.
         num = np.empty((len(self.numeric_inputs), n), dtype=np.float32)
-        j = 0
-        for f in self.numeric:
-            x = _float_column(table, f.name, n) if f.name in cols else np.full(n, np.nan)
+        plan = self._numeric_plan
+        if self.numeric:
+            x = np.empty((len(self.numeric), n), dtype=np.float64)
+            for k, f in enumerate(self.numeric):
+                x[k] = _float_column(table, f.name, n) if f.name in cols else np.nan
+            # All numeric features at once (one-row requests pay per call, not per value).
             missing = ~np.isfinite(x)
-            if f.clip is not None:
-                x = np.clip(x, f.clip[0], f.clip[1])
-            std = f.std or 1.0
-            z = (x - f.mean) / std
-            if f.min is not None and f.max is not None:
-                # Values beyond what training saw count as its edge (a no-op on training rows):
-                # any finite input, 1.7e308 included, gives a bounded input and a finite prediction.
-                np.clip(z, (f.min - f.mean) / std, (f.max - f.mean) / std, out=z)
-            z[missing] = (f.impute - f.mean) / std
-            num[j] = z
-            j += 1
-            if f.missing_indicator:
-                num[j] = missing
-                j += 1
+            with np.errstate(invalid="ignore", over="ignore"):
+                z = (np.clip(x, plan.clip_lo, plan.clip_hi) - plan.mean) / plan.std
+            # Values beyond what training saw count as its edge (a no-op on training rows): any
+            # finite input, 1.7e308 included, gives a bounded input and a finite prediction.
+            np.clip(z, plan.z_lo, plan.z_hi, out=z)
+            num[plan.z_rows] = np.where(missing, plan.z_impute, z)
+            num[plan.flag_rows] = missing[plan.flagged]
+        j = plan.next_row
         for t in self.time:
             ts = coerce(table.column(t.name), "timestamp")[0] if t.name in cols else pa.nulls(n, pa.timestamp("us", tz="UTC"))
             # Wall-clock time in the configured zone, converted once for all parts.
@@ -189,7 +196,11 @@ class FeatureSpec(_Spec):
                 j += 2
         cat = np.empty((len(self.categorical), n), dtype=np.int64)
         for k, c in enumerate(self.categorical):
-            cat[k] = _category_index(table.column(c.name) if c.name in cols else pa.nulls(n, pa.string()), c.vocabulary)
+            col = table.column(c.name) if c.name in cols else pa.nulls(n, pa.string())
+            if n <= SMALL_BATCH and pa.types.is_string(col.type):  # dict lookups beat ~5 kernel calls
+                cat[k] = [MISSING_INDEX if v is None else c.codes.get(v, OOV_INDEX) for v in col.to_pylist()]
+            else:
+                cat[k] = _category_index(col, c.vocabulary)
         return ModelInputs(num=np.ascontiguousarray(num.T), cat=np.ascontiguousarray(cat.T))
 
     def transform_records(self, records: list[dict[str, Any]]) -> ModelInputs:
@@ -242,6 +253,47 @@ class FeatureSpec(_Spec):
 
 
 # ---------------------------------------------------------------------- helpers
+@dataclass(eq=False)  # identity equality: a spec's == (pydantic compares __dict__, where this is cached) stays
+class _NumericPlan:     # about its fields, never an elementwise array comparison
+    """Per-feature constants of the numeric transform as column vectors, and where each
+    feature's standardized value and missing flag go in `num` (computed once per spec)."""
+
+    clip_lo: np.ndarray
+    clip_hi: np.ndarray
+    mean: np.ndarray
+    std: np.ndarray
+    z_lo: np.ndarray
+    z_hi: np.ndarray
+    z_impute: np.ndarray
+    z_rows: list[int]
+    flag_rows: list[int]
+    flagged: list[int]
+    next_row: int
+
+    @classmethod
+    def of(cls, numeric: list[NumericSpec]) -> "_NumericPlan":
+        def col(values) -> np.ndarray:
+            return np.array(values, dtype=np.float64).reshape(-1, 1)
+        std = [f.std or 1.0 for f in numeric]
+        bounded = [f.min is not None and f.max is not None for f in numeric]
+        z_rows, flag_rows, flagged, j = [], [], [], 0
+        for k, f in enumerate(numeric):
+            z_rows.append(j)
+            j += 1
+            if f.missing_indicator:
+                flag_rows.append(j)
+                flagged.append(k)
+                j += 1
+        return cls(
+            clip_lo=col([f.clip[0] if f.clip else -np.inf for f in numeric]),
+            clip_hi=col([f.clip[1] if f.clip else np.inf for f in numeric]),
+            mean=col([f.mean for f in numeric]), std=col(std),
+            z_lo=col([(f.min - f.mean) / s if b else -np.inf for f, s, b in zip(numeric, std, bounded)]),
+            z_hi=col([(f.max - f.mean) / s if b else np.inf for f, s, b in zip(numeric, std, bounded)]),
+            z_impute=col([(f.impute - f.mean) / s for f, s in zip(numeric, std)]),
+            z_rows=z_rows, flag_rows=flag_rows, flagged=flagged, next_row=j)
+
+
 def model_inputs_from_table(table: pa.Table) -> tuple[np.ndarray, np.ndarray]:
     """Read x_num/x_cat of a model-ready table back into (n, d) matrices without copying."""
     def mat(name: str, dtype) -> np.ndarray:
