@@ -21,6 +21,12 @@ if [ "${RAY_AUTH_MODE:-token}" != token ]; then
   exit 2
 fi
 export RAY_AUTH_MODE=token
+# Serve's HAProxy ingress (serve.ingress: haproxy; docs/system-patterns.md, Serving): HAProxy on
+# Serve's port forwards straight to the replicas; a request whose replica died is sent to another.
+# RAY_SERVE_ENABLE_HA_PROXY=0 keeps Serve's Python proxy.
+export RAY_SERVE_ENABLE_HA_PROXY=${RAY_SERVE_ENABLE_HA_PROXY:-1}
+export RAY_SERVE_HAPROXY_RETRY_ON=${RAY_SERVE_HAPROXY_RETRY_ON:-conn-failure empty-response}
+export RAY_SERVE_HAPROXY_OBSERVE_ERROR_LIMIT=${RAY_SERVE_HAPROXY_OBSERVE_ERROR_LIMIT:-1}
 if [ -z "${RAY_AUTH_TOKEN:-}" ]; then
   token_file=${RAY_AUTH_TOKEN_PATH:-$HOME/.ray/auth_token}
   if [ ! -s "$token_file" ]; then

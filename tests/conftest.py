@@ -36,6 +36,13 @@ atexit.register(shutil.rmtree, _TOKEN_DIR, True)
 os.environ.update({"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
                    "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"})
 
+# The session's head serves through the default ingress (HAProxy): the same variables the
+# embedded Ray and the cluster scripts set, inherited by every node started below.
+from rayline.config import ServeConfig  # noqa: E402 - after the environment above
+from rayline.serve.ingress import ingress_env  # noqa: E402
+
+os.environ.update(ingress_env(ServeConfig()))
+
 ROOT = Path(__file__).resolve().parents[1]
 FLIGHTS_CONFIG = ROOT / "configs" / "flights.yaml"
 

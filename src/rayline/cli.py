@@ -186,7 +186,7 @@ def _render_train(s: dict) -> None:
     if "training" in s:
         tr = s["training"]
         typer.echo(f"training: {tr['epochs_run']} epoch(s), best epoch {tr['best_epoch']}, {tr['workers']} worker(s) "
-                   f"on {tr['device']}, feed {tr['feed']}")
+                   f"on {tr['device']}, feed {tr['feed']} (on {tr.get('feed_device', tr['device'])}, {tr.get('precision', 'fp32')})")
     typer.echo(f"time: {s['seconds']}s")
     typer.echo(f"report: {s['report']}")
 
@@ -347,11 +347,12 @@ def run(config: ConfigOpt, set_: SetOpt = None, address: AddressOpt = None,
     """ingest -> train -> evaluate -> register -> promote -> deploy -> smoke request."""
     from rayline.pipeline import run_pipeline
     from rayline.runtime import ray_session
+    from rayline.serve.ingress import ingress_env
     from rayline.storage import Storage
 
     def body():
         cfg = _load(config, set_)
-        with ray_session(address):
+        with ray_session(address, env=ingress_env(cfg.serve)):
             result = run_pipeline(cfg, Storage(cfg.storage.root), os.path.abspath(config), set_ or [], fresh=fresh,
                                   progress=_progress)
             if keep_serving:
@@ -387,10 +388,11 @@ def serve_cmd(config: ConfigOpt, set_: SetOpt = None, address: AddressOpt = None
     """Deploy the endpoint (embedded local Ray unless --address) and serve until Ctrl-C."""
     from rayline.runtime import ray_session
     from rayline.serve.deploy import deploy
+    from rayline.serve.ingress import ingress_env
 
     def body():
         cfg = _load(config, set_)
-        with ray_session(address):
+        with ray_session(address, env=ingress_env(cfg.serve)):
             d = deploy(cfg, os.path.abspath(config), set_ or [], version)
             typer.echo(json.dumps(d.summary()) if as_json else
                        f"serving {cfg.name} version {d.model_version} at {d.url} (docs: {d.url}/docs); Ctrl-C stops")

@@ -324,8 +324,13 @@ class ServeConfig(_Model):
     route_prefix: str = "/"
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
+    ingress: Literal["haproxy", "proxy"] = Field(
+        "haproxy", description="haproxy: Serve's HAProxy ingress, straight to the replicas (c=1 p50 ~4 ms here); "
+        "proxy: Serve's Python HTTP proxy (~20 ms). Applies where Ray starts: the embedded Ray takes it from "
+        "here, a cluster from its start scripts (see docs/system-patterns.md)")
     max_batch_size: int = Field(64, ge=1)
-    batch_wait_timeout_s: float = Field(0.005, ge=0)
+    batch_wait_timeout_s: float = Field(0.0, ge=0, description="how long a batch waits for more requests; 0: take "
+                                        "what is queued (under load, batches fill while the last one runs)")
     max_ongoing_requests: int = Field(128, ge=1)
     max_instances_per_request: int = Field(1024, ge=1)
     max_body_bytes: int = Field(1 << 20, ge=1024, description="largest request body, counted as it arrives (chunked too)")

@@ -21,14 +21,16 @@ def verbose() -> bool:
 
 
 @contextlib.contextmanager
-def ray_session(address: str | None = None, *, num_cpus: int | None = None, quiet: bool | None = None) -> Iterator[None]:
+def ray_session(address: str | None = None, *, num_cpus: int | None = None, quiet: bool | None = None,
+                env: dict[str, str] | None = None) -> Iterator[None]:
     """Use the connected Ray, attach to `address`, or start an embedded local one.
 
     Only a Ray started here is shut down on exit. `address` may be "auto", "HOST:PORT" or
     "ray://HOST:10001"; RAY_ADDRESS is honoured when no address is given (as `ray job submit`
     sets it for a job's driver). Quiet (the default unless `--verbose`): workers' output, Ray
     Data's progress and Serve's logs stay in the session's log files (path printed once) and the
-    console shows rayline's own progress.
+    console shows rayline's own progress. `env` is set for an embedded Ray before it starts (its
+    processes inherit it; a variable already set by the user wins); a cluster has its own.
     """
     import ray
 
@@ -42,6 +44,8 @@ def ray_session(address: str | None = None, *, num_cpus: int | None = None, quie
         # The embedded instance. Its dashboard (127.0.0.1 only) serves the State API that Ray
         # Train's placement-group cleaner polls: without it that warns every few seconds.
         kwargs.update(num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1")
+        for k, v in (env or {}).items():
+            os.environ.setdefault(k, v)
         # A job's working dir is uploaded by `ray job submit`; locally the package is importable.
     ray.init(address=address, **kwargs)
     configure_data_context(progress_bars=not quiet)
@@ -59,6 +63,15 @@ def ray_session(address: str | None = None, *, num_cpus: int | None = None, quie
 def _quiet_loggers() -> None:
     for name in ("ray", "ray.data", "ray.train", "ray.tune", "ray.serve"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    # Serve resets its logger's level when it starts (and then says "Started Serve in namespace"):
+    # a filter on the logger outlives that.
+    serve_log = logging.getLogger("ray.serve")
+    if _errors_only not in serve_log.filters:
+        serve_log.addFilter(_errors_only)
+
+
+def _errors_only(record: logging.LogRecord) -> bool:
+    return record.levelno >= logging.ERROR
 
 
 def _session_logs() -> str | None:

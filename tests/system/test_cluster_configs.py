@@ -78,3 +78,39 @@ def test_scripts_and_kuberay_are_closed():
         assert env["RAYLINE_API_KEY"]["valueFrom"]["secretKeyRef"] == {"name": "rayline-api-key", "key": "api-key"}
     serving = load_config(FLIGHTS_CONFIG, SERVE_OVERRIDES).serve
     assert serving.host == "0.0.0.0" and serving.auth.api_key_env == "RAYLINE_API_KEY"
+
+
+def test_every_cluster_starts_serve_with_the_default_ingress():
+    """The ingress is read from the nodes' environment when Ray starts: every way rayline starts a
+    cluster sets what `ingress_env` sets for the embedded Ray (HAProxy, its retry policy)."""
+    from rayline.config import ServeConfig
+    from rayline.serve.ingress import ingress_env
+
+    wanted = {k: v for k, v in ingress_env(ServeConfig()).items() if "PORT" not in k}  # ports: Ray's defaults there
+    for name in ("aws.yaml", "gcp.yaml", "local.yaml"):
+        cfg = yaml.safe_load((CLUSTER / name).read_text())
+        for cmd in cfg["head_start_ray_commands"] + cfg["worker_start_ray_commands"]:
+            for k, v in wanted.items():
+                assert f"{k}={v}" in cmd or f"{k}='{v}'" in cmd, (name, k)
+    for script in ("start-head.sh", "start-worker.sh"):
+        text = (CLUSTER / script).read_text()
+        for k, v in wanted.items():
+            assert f"export {k}=${{{k}:-{v}}}" in text, (script, k)
+    for manifest in ("raycluster.yaml", "rayjob.yaml", "rayservice.yaml"):
+        docs = list(yaml.safe_load_all((CLUSTER / "kuberay" / manifest).read_text()))
+        containers = []
+
+        def walk(node):
+            if isinstance(node, dict):
+                if "containers" in node:
+                    containers.extend(c for c in node["containers"] if c["name"].startswith("ray-"))
+                for v in node.values():
+                    walk(v)
+            elif isinstance(node, list):
+                for v in node:
+                    walk(v)
+        walk(docs)
+        assert containers, manifest
+        for c in containers:
+            env = {e["name"]: e.get("value") for e in c.get("env", [])}
+            assert {k: env.get(k) for k in wanted} == wanted, (manifest, c["name"])

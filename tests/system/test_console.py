@@ -11,7 +11,7 @@ import time
 from tests.conftest import ROOT, SERVE_PORT, save_yaml, small_config
 
 NOISE = ("logging_progress", "PlacementGroupCleaner", "SIGTERM received", "Traceback", "(RayTrainWorker",
-         "streaming_executor", "Token authentication is enabled")
+         "streaming_executor", "Token authentication is enabled", "Started Serve in namespace")
 
 
 def test_run_is_quiet_and_sigterm_stops_it_cleanly(ray_local, small_data, tmp_path):

@@ -215,30 +215,31 @@ def test_rollout_under_load_has_zero_failed_requests(served, records):
     assert old in versions[:first_new]
 
 
-def test_killed_replica_is_replaced_and_endpoint_keeps_answering(served, records):
+def test_a_replica_killed_under_load_loses_at_most_its_requests_in_flight(served, records):
+    """SIGKILL one of two replicas under 16 concurrent clients that never retry. New requests
+    never reach the dead replica's port (HAProxy retries a refused connection on the other one
+    and takes the dead one out of rotation on its first failure): no request gets an HTTP error.
+    Only requests already in flight on it can fail, as a closed connection (HAProxy did not
+    replay them here, even with retry-on empty-response): at most one per client; measured 2 of
+    ~2,600."""
     _, _, _, d = served
     deadline = time.time() + 60  # steady state first: earlier tests may have left a replica draining
     while len(pids := set(_replica_stats(d.url))) != 2 and time.time() < deadline:
         time.sleep(1)
     assert len(pids) == 2, pids
     victim = sorted(pids)[0]
-    os.kill(victim, signal.SIGKILL)
-    failures_before_retry, failed = 0, 0
-    end = time.time() + 20
-    with httpx.Client(timeout=10) as client:
-        while time.time() < end:
-            for attempt in range(8):  # a production client: retries with exponential backoff (~6 s in all)
-                try:
-                    r = client.post(f"{d.url}/predict", json=records[0])
-                    if r.status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                failures_before_retry += 1
-                time.sleep(min(0.1 * 2 ** attempt, 1.5))
-            else:
-                failed += 1
-    assert failed == 0, f"{failed} requests failed even with retries ({failures_before_retry} retried)"
+    log = []
+
+    async def scenario():
+        load = asyncio.create_task(_load(d.url, records, 12, 16, log))
+        await asyncio.sleep(3)
+        os.kill(victim, signal.SIGKILL)
+        await load
+    asyncio.run(scenario())
+    http_errors = [x for x in log if x[1] not in (0, 200)]
+    dropped = [x for x in log if x[1] == 0]
+    assert len(log) > 500 and not http_errors, (len(log), http_errors[:5])
+    assert len(dropped) <= 16 and all("disconnected without sending a response" in x[2] for x in dropped), dropped[:5]
     deadline = time.time() + 60
     while time.time() < deadline:
         now = set(_replica_stats(d.url))

@@ -38,36 +38,45 @@ class DriftTracker:
         self.n = 0         # records observed since start (this replica)
         self.batches = 0
         self.buckets: dict[int, dict] = {}
+        lo = np.array([-math.inf if f.min is None else f.min for f in spec.numeric])
+        hi = np.array([math.inf if f.max is None else f.max for f in spec.numeric])
+        bounded = np.isfinite(lo) & np.isfinite(hi)  # sums are clipped only where both ends are known
+        self._bounds = (lo, hi, np.where(bounded, lo, -math.inf), np.where(bounded, hi, math.inf))
 
     def observe(self, table: pa.Table, inputs: ModelInputs) -> list[str]:
         """Count a batch of typed input columns; return the numeric features with values outside
-        the training range in it."""
-        outside: list[str] = []
+        the training range in it. All features at once: a one-record batch pays per call."""
         rows = table.num_rows
-        stats: dict[str, list[float]] = {}
-        for f in self.spec.numeric:
-            col = table.column(f.name) if f.name in table.column_names else pa.nulls(rows, pa.float64())
-            x = pc.fill_null(pc.cast(col, pa.float64()), math.nan).to_numpy(zero_copy_only=False)
+        numeric, categorical = self.spec.numeric, self.spec.categorical
+        num = np.zeros((len(numeric), len(NUM_FIELDS)))
+        outside: list[str] = []
+        if numeric:
+            lo, hi, clip_lo, clip_hi = self._bounds
+            types = dict(zip(table.schema.names, table.schema.types))
+            x = np.full((rows, len(numeric)), math.nan)
+            for j, f in enumerate(numeric):
+                if f.name in types:
+                    col = table.column(f.name)
+                    if types[f.name] != pa.float64():
+                        col = pc.cast(col, pa.float64())
+                    x[:, j] = col.to_numpy()  # nulls read as NaN
             present = np.isfinite(x)
-            v = x[present]
-            lo = f.min if f.min is not None else -math.inf
-            hi = f.max if f.max is not None else math.inf
-            below, above = int((v < lo).sum()), int((v > hi).sum())
-            if below or above:
-                outside.append(f.name)
-            c = np.clip(v, lo, hi) if math.isfinite(lo) and math.isfinite(hi) else v
-            stats[f.name] = [int(present.sum()), rows - int(present.sum()), below, above, float(c.sum()), float((c * c).sum())]
-        for j, cat in enumerate(self.spec.categorical):
-            codes = inputs.cat[:, j] if len(inputs) else np.zeros(0, np.int64)
-            stats[cat.name] = [rows, int((codes == OOV_INDEX).sum()), int((codes == 0).sum())]
+            with np.errstate(invalid="ignore"):
+                below, above = ((x < lo) & present).sum(axis=0), ((x > hi) & present).sum(axis=0)
+            c = np.where(present, np.clip(x, clip_lo, clip_hi), 0.0)
+            n_present = present.sum(axis=0)
+            num = np.stack([n_present, rows - n_present, below, above, c.sum(axis=0), (c * c).sum(axis=0)], axis=1)
+            outside = [numeric[j].name for j in np.flatnonzero(below + above)]
+        codes = inputs.cat if len(inputs) else np.zeros((0, len(categorical)), np.int64)
+        cat = np.stack([np.full(len(categorical), rows), (codes == OOV_INDEX).sum(axis=0), (codes == 0).sum(axis=0)], axis=1)
         key = int(self.clock() // self.bucket_s) * self.bucket_s
         with self.lock:
-            bucket = self.buckets.setdefault(key, {"records": 0, "features": {}})
+            bucket = self.buckets.get(key)
+            if bucket is None:
+                bucket = self.buckets[key] = {"records": 0, "num": np.zeros_like(num), "cat": np.zeros(cat.shape, np.int64)}
             bucket["records"] += rows
-            for name, vals in stats.items():
-                acc = bucket["features"].setdefault(name, [0] * len(vals))
-                for k, val in enumerate(vals):
-                    acc[k] += val
+            bucket["num"] += num
+            bucket["cat"] += cat
             self.n += rows
             self.batches += 1
             oldest = self.clock() - self.window_s
@@ -77,10 +86,17 @@ class DriftTracker:
 
     def snapshot(self) -> dict:
         """This replica's buckets, as plain data (sent to the board, merged by `report`)."""
+        int_fields = [i for i, f in enumerate(NUM_FIELDS) if f not in ("sum", "sumsq")]
         with self.lock:
-            return {"records": self.n, "batches": self.batches,
-                    "buckets": {k: {"records": b["records"], "features": {n: list(v) for n, v in b["features"].items()}}
-                                for k, b in self.buckets.items()}}
+            buckets = {}
+            for k, b in self.buckets.items():
+                features = {}
+                for j, f in enumerate(self.spec.numeric):
+                    features[f.name] = [int(v) if i in int_fields else float(v) for i, v in enumerate(b["num"][j])]
+                for j, c in enumerate(self.spec.categorical):
+                    features[c.name] = [int(v) for v in b["cat"][j]]
+                buckets[k] = {"records": b["records"], "features": features}
+            return {"records": self.n, "batches": self.batches, "buckets": buckets}
 
     def report(self, others: list[dict] = ()) -> dict:
         """This replica's counts merged with other replicas' snapshots."""

@@ -1,0 +1,35 @@
+"""How HTTP reaches the replicas: Serve's HAProxy ingress (the default) or its Python proxy.
+
+Serve reads the choice from its processes' environment, so it is made where Ray starts: the
+embedded Ray of `rayline` sets these variables from `serve.ingress` before it starts; a
+cluster's start scripts (`cluster/start-head.sh`, `start-worker.sh`, the KubeRay spec) export
+the same ones. With HAProxy, each replica runs its own HTTP server (ports 30000-31000, bound to
+`serve.host`, answering with the same app and API-key check) and HAProxy, bound to
+`serve.host:serve.port`, forwards to them: no Python proxy hop (docs/system-patterns.md has the
+numbers).
+"""
+
+from __future__ import annotations
+
+from rayline.config import ServeConfig
+from rayline.runtime import free_port
+
+HAPROXY = "RAY_SERVE_ENABLE_HA_PROXY"
+# A prediction is idempotent: a request whose replica died (connection refused, or closed with
+# no answer) is sent to another replica instead of failing. Only those two: a slow answer is
+# not retried (the request may still be running).
+RETRY_ON = "conn-failure empty-response"
+# A replica is taken out of rotation on its first failed connection, not the third: with
+# leastconn a dead replica (no connections) is every retry's first pick until then. Measured on
+# a SIGKILL under 16 clients: 6-7 failed requests with 3, 2 with 1 (those in flight on it).
+ERROR_LIMIT = "1"
+
+
+def ingress_env(serve: ServeConfig) -> dict[str, str]:
+    """Environment for a Ray about to start. HAProxy's stats page and Prometheus exporter get
+    free ports (Ray's fixed 8404/9101 collide between two Rays on one host)."""
+    if serve.ingress == "proxy":
+        return {HAPROXY: "0"}
+    return {HAPROXY: "1", "RAY_SERVE_HAPROXY_RETRY_ON": RETRY_ON, "RAY_SERVE_HAPROXY_OBSERVE_ERROR_LIMIT": ERROR_LIMIT,
+            "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()), "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port())}
+
