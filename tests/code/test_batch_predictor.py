@@ -1,0 +1,67 @@
+"""The batch predictor's per-batch work (contract, transform, forward pass, quarantine), without
+a cluster: what each Ray Data actor does to one Arrow batch."""
+
+import io
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from rayline.batch.predict import KIND, Predictor
+from rayline.config import ModelConfig
+from rayline.data.sources import PATH_COLUMN
+from rayline.features.spec import CategoricalSpec, Constraint, FeatureSpec, LabelSpec, NumericSpec, TimeSpec
+from rayline.model.network import TabularNet
+
+
+def _predictor(task="binary", classes=None):
+    spec = FeatureSpec(
+        numeric=[NumericSpec(name="distance", mean=500, std=100, impute=500, min=10, max=4000, null_fraction=0,
+                             missing_indicator=True)],
+        categorical=[CategoricalSpec(name="dest", vocabulary=["IAH", "ORD"], frequencies=[0.5, 0.5])],
+        time=[TimeSpec(name="ts", parts=["hour"])],
+        label=LabelSpec(column="y", task=task, classes=classes),
+        constraints={"distance": Constraint(required=True, min=0, max=6000)})
+    cfg = ModelConfig(hidden=[8])
+    torch.manual_seed(0)
+    buf = io.BytesIO()
+    torch.save(TabularNet(spec, cfg).state_dict(), buf)
+    return Predictor(buf.getvalue(), spec.to_json(), cfg.model_dump_json(), version=7, keep=["id"], gpus=0)
+
+
+def _batch():
+    return pa.table({"id": [1, 2, 3, 4, 5],
+                     "distance": [100.0, -5.0, None, 2500.0, float("inf")],
+                     "dest": ["IAH", "ORD", "IAH", "ZZZ", "ORD"],
+                     "ts": ["2013-01-01T10:00:00Z", "2013-01-01T11:00:00Z", None, "nope", "2013-01-02T00:00:00Z"],
+                     PATH_COLUMN: ["f.parquet"] * 5})
+
+
+def test_rows_out_plus_quarantined_is_rows_in_with_reasons_and_keys():
+    out = _predictor()(_batch())
+    ok = out.filter(pa.compute.equal(out.column(KIND), "ok"))
+    q = out.filter(pa.compute.equal(out.column(KIND), "quarantine"))
+    assert ok.num_rows + q.num_rows == 5
+    assert ok.column("id").to_pylist() == [1]
+    p = np.array(ok.column("prediction").to_pylist())
+    assert np.all((p > 0) & (p < 1)) and ok.column("model_version").to_pylist() == [7]
+    assert sorted(q.column("rule").to_pylist()) == ["not_null", "range", "type", "type"]
+    assert set(q.column("column").to_pylist()) == {"distance", "ts"}
+    assert set(q.column("source_file").to_pylist()) == {"f.parquet"}
+
+
+def test_predictions_do_not_depend_on_batch_boundaries():
+    pred = _predictor()
+    t = pa.table({"id": list(range(40)), "distance": [float(100 + 50 * i) for i in range(40)],
+                  "dest": ["IAH", "ORD", "XYZ", None] * 10, "ts": [f"2013-01-01T{i % 24:02d}:00:00Z" for i in range(40)],
+                  PATH_COLUMN: ["f"] * 40})
+    whole = pred(t).column("prediction").to_pylist()
+    parts = sum((pred(t.slice(i, 7)).column("prediction").to_pylist() for i in range(0, 40, 7)), [])
+    np.testing.assert_allclose(whole, parts, rtol=1e-6)
+
+
+def test_multiclass_predictions_are_probability_vectors():
+    out = _predictor("multiclass", ["a", "b", "c"])(_batch())
+    ok = out.filter(pa.compute.equal(out.column(KIND), "ok"))
+    probs = np.array(ok.column("prediction").to_pylist())
+    assert probs.shape == (1, 3) and np.allclose(probs.sum(axis=1), 1.0, atol=1e-5)
