@@ -334,7 +334,9 @@ def _json_column(values: list, kind: str) -> tuple[pa.Array, np.ndarray]:
     n = len(values)
     bad = np.zeros(n, dtype=bool)
     if kind == "float":
-        out: list = [None] * n
+        # Through numpy: pa.array over a Python list costs ~17 us even for one value.
+        x = np.zeros(n, dtype=np.float64)
+        null = np.ones(n, dtype=bool)
         for i, v in enumerate(values):
             if v is None:
                 continue
@@ -342,10 +344,11 @@ def _json_column(values: list, kind: str) -> tuple[pa.Array, np.ndarray]:
                 bad[i] = True
                 continue
             try:
-                out[i] = float(v)  # ints of any size; too large for float64 -> OverflowError
+                x[i] = float(v)  # ints of any size; too large for float64 -> OverflowError
+                null[i] = False
             except OverflowError:
                 bad[i] = True
-        return pa.array(out, pa.float64()), bad
+        return pa.array(x, pa.float64(), mask=null), bad
     if kind == "string":
         # Categories: text as it is; integers and floats spelled as the shared coercion spells
         # them in a batch column (1545 and 1545.0 -> "1545"), so both paths agree.

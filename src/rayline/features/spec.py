@@ -167,8 +167,15 @@ class FeatureSpec(_Spec):
         plan = self._numeric_plan
         if self.numeric:
             x = np.empty((len(self.numeric), n), dtype=np.float64)
+            types = dict(zip(table.schema.names, table.schema.types))
             for k, f in enumerate(self.numeric):
-                x[k] = _float_column(table, f.name, n) if f.name in cols else np.nan
+                t = types.get(f.name)
+                if t is None:
+                    x[k] = np.nan
+                elif t == pa.float64():
+                    x[k] = table.column(f.name).to_numpy()  # nulls read as NaN; infinities count as missing below
+                else:
+                    x[k] = _float_column(table, f.name, n)
             # All numeric features at once (one-row requests pay per call, not per value).
             missing = ~np.isfinite(x)
             with np.errstate(invalid="ignore", over="ignore"):
