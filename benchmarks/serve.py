@@ -1,10 +1,14 @@
-"""Serving throughput and latency: the rayline endpoint vs a plain FastAPI app, same model.
+"""Serving throughput and latency: the rayline endpoint, through each of Serve's ingress modes,
+vs a plain FastAPI app doing the same work, in one run.
 
 Closed-loop load from wrk (a C client: it does not itself saturate a core) at concurrency 1,
-16 and 64 against (a) the rayline Serve endpoint (one replica) and (b) benchmarks/baseline_app.py
-on one uvicorn worker doing the same validation, preprocessing and forward pass. Prints
-requests/s, p50, p99 and errors for each, a row with two replicas of rayline (concurrency 64),
-then one JSON line. Ports are picked free on every run.
+16 and 64 against (a) the rayline Serve endpoint (one replica), once with the HAProxy ingress
+(the default, `serve.ingress: haproxy`) and once with Serve's Python proxy (`proxy`), and (b)
+benchmarks/baseline_app.py on one uvicorn worker doing the same parse, contract, transform and
+forward pass. The ingress is chosen when Ray starts, so each mode runs in its own process with
+its own embedded Ray, one after the other on the same model. Prints requests/s, p50, p99 and
+errors for each, a row with two replicas per mode (concurrency 64), then one JSON line
+(`rayline_*`: the default ingress; `proxy_*`: the Python proxy). Ports are picked free.
 
     python benchmarks/serve.py [--seconds 10]          (needs `wrk`: apt-get install wrk)
 """
@@ -26,11 +30,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from _common import deployed_model
 from rayline.runtime import free_port  # noqa: E402
 
 RECORD = {"carrier": "UA", "origin": "EWR", "dest": "IAH", "distance": 1400.0, "sched_dep_time": 515, "hour": 5,
           "minute": 15, "day": 1, "flight": 1545, "time_hour": "2013-01-01T10:00:00Z", "temp": 39.0, "visib": 10.0}
+MODES = ("haproxy", "proxy")
 
 
 def wrk(url: str, concurrency: int, seconds: int, workdir: Path) -> dict:
@@ -52,20 +56,65 @@ def _ms(text: str) -> float:
     return v / 1000 if unit == "us" else v * 1000 if unit == "s" else v
 
 
+def measure(ingress: str, work: Path, seconds: int) -> dict:
+    """One ingress mode, in this process: its own embedded Ray, the model trained on the first
+    call and reused after (the registry is shared through `work`)."""
+    import ray
+
+    from rayline.config import ServeConfig, load_config
+    from rayline.pipeline import promote_version, train_and_register
+    from rayline.registry import Registry
+    from rayline.runtime import configure_data_context
+    from rayline.serve.deploy import deploy
+    from rayline.serve.ingress import ingress_env
+    from rayline.storage import Storage
+
+    os.environ.update(ingress_env(ServeConfig(ingress=ingress)))
+    port = free_port()
+    overrides = [f"storage.root={work}", f"serve.port={port}", f"serve.ingress={ingress}",
+                 "serve.autoscaling.min_replicas=1", "serve.autoscaling.max_replicas=1", "serve.cpus_per_replica=1"]
+    cfg = load_config(ROOT / "configs/flights.yaml", overrides)
+    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, logging_level="ERROR")
+    configure_data_context(progress_bars=False)
+    storage = Storage(cfg.storage.root)
+    if "production" not in Registry(storage, cfg.name).aliases():
+        out = train_and_register(cfg, storage)
+        promote_version(cfg, storage, out.version.version, "production")
+    d = deploy(cfg, str(ROOT / "configs/flights.yaml"), overrides)
+    rows = {c: wrk(d.url, c, seconds, work) for c in (1, 16, 64)}
+    two = [*overrides, "serve.autoscaling.min_replicas=2", "serve.autoscaling.max_replicas=2", "serve.cpus_per_replica=0.5"]
+    deploy(load_config(ROOT / "configs/flights.yaml", two), str(ROOT / "configs/flights.yaml"), two)
+    time.sleep(5)  # both replicas serving
+    rows["x2"] = wrk(d.url, 64, seconds, work)
+    ray.shutdown()
+    return {"model_version": d.model_version, "rows": rows}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=int, default=10)
+    ap.add_argument("--mode", choices=MODES, help=argparse.SUPPRESS)  # internal: one mode in a child process
+    ap.add_argument("--work", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed (apt-get install wrk)")
+    if args.mode:
+        print("RESULT " + json.dumps(measure(args.mode, Path(args.work), args.seconds)), flush=True)
+        return
     work = Path(tempfile.mkdtemp(prefix="rayline-serve-bench-"))
     baseline_proc = None
-    rayline_port, baseline_port = free_port(), free_port()
     try:
-        overrides = [f"storage.root={work}", "train.epochs=1", f"serve.port={rayline_port}",
-                     "serve.autoscaling.min_replicas=1", "serve.autoscaling.max_replicas=1", "serve.cpus_per_replica=1"]
-        cfg, storage, d = deployed_model(overrides)
-        env = {**os.environ, "RAYLINE_ROOT": str(work), "RAYLINE_MODEL": cfg.name, "RAYLINE_VERSION": str(d.model_version),
+        results = {}
+        for mode in MODES:
+            out = subprocess.run([sys.executable, __file__, "--mode", mode, "--work", str(work), "--seconds", str(args.seconds)],
+                                 capture_output=True, text=True, timeout=1800)
+            line = next((ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")), None)
+            if line is None:
+                sys.exit(f"{mode} run failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
+            results[mode] = json.loads(line[len("RESULT "):])
+        version = results[MODES[0]]["model_version"]
+        baseline_port = free_port()
+        env = {**os.environ, "RAYLINE_ROOT": str(work), "RAYLINE_MODEL": "flights", "RAYLINE_VERSION": str(version),
                "PYTHONPATH": f"{ROOT / 'src'}:{ROOT / 'benchmarks'}"}
         baseline_proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "baseline_app:app", "--host", "127.0.0.1",
                                           "--port", str(baseline_port), "--workers", "1", "--log-level", "warning"],
@@ -78,29 +127,23 @@ def main() -> None:
                     break
             except httpx.HTTPError:
                 time.sleep(0.5)
-        rows = {}
-        for target, url in (("rayline", d.url), ("baseline", f"http://127.0.0.1:{baseline_port}")):
-            for c in (1, 16, 64):
-                rows[(target, c)] = wrk(url, c, args.seconds, work)
-        from rayline.serve.deploy import deploy
-
-        two = [*overrides, "serve.autoscaling.min_replicas=2", "serve.autoscaling.max_replicas=2",
-               "serve.cpus_per_replica=0.5"]
-        from rayline.config import load_config
-
-        deploy(load_config(ROOT / "configs/flights.yaml", two), str(ROOT / "configs/flights.yaml"), two)
-        time.sleep(5)  # both replicas serving
-        rows[("rayline x2", 64)] = wrk(d.url, 64, args.seconds, work)
-        print(f"{'target':<10}{'conc.':>6}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'errors':>8}")
-        for (target, c), r in rows.items():
-            print(f"{target:<10}{c:>6}{r['rps']:>10,.0f}{r['p50_ms']:>10.1f}{r['p99_ms']:>10.1f}{r['errors']:>8}")
-        rl, bl = rows[("rayline", 64)], rows[("baseline", 64)]
-        print(json.dumps({"name": "serve", "concurrency": 64, "rayline_rps": round(rl["rps"], 1), "baseline_rps": round(bl["rps"], 1),
-                          "ratio": round(rl["rps"] / bl["rps"], 3), "rayline_p99_ms": rl["p99_ms"],
-                          "rayline_p99_ms_c16": rows[("rayline", 16)]["p99_ms"],
-                          "rayline_p50_ms_c1": rows[("rayline", 1)]["p50_ms"], "baseline_p50_ms_c1": rows[("baseline", 1)]["p50_ms"],
-                          "rayline_x2_rps": round(rows[("rayline x2", 64)]["rps"], 1),
-                          "errors": sum(r["errors"] for (t, _), r in rows.items() if t.startswith("rayline"))}))
+        base = {c: wrk(f"http://127.0.0.1:{baseline_port}", c, args.seconds, work) for c in (1, 16, 64)}
+        print(f"{'target':<18}{'conc.':>6}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'errors':>8}")
+        table = [(f"rayline {m}", c, r) for m in MODES for c, r in results[m]["rows"].items()]
+        table += [("baseline", c, r) for c, r in base.items()]
+        for target, c, r in table:
+            label = "64 x2" if c == "x2" else str(c)
+            print(f"{target:<18}{label:>6}{r['rps']:>10,.0f}{r['p50_ms']:>10.1f}{r['p99_ms']:>10.1f}{r['errors']:>8}")
+        rl, px = results["haproxy"]["rows"], results["proxy"]["rows"]
+        print(json.dumps({"name": "serve", "ingress": "haproxy", "concurrency": 64, "rayline_rps": round(rl["64"]["rps"], 1),
+                          "baseline_rps": round(base[64]["rps"], 1), "ratio": round(rl["64"]["rps"] / base[64]["rps"], 3),
+                          "rayline_p99_ms": rl["64"]["p99_ms"], "rayline_p99_ms_c16": rl["16"]["p99_ms"],
+                          "rayline_p50_ms_c1": rl["1"]["p50_ms"], "baseline_p50_ms_c1": base[1]["p50_ms"],
+                          "rayline_x2_rps": round(rl["x2"]["rps"], 1),
+                          "proxy_rps": round(px["64"]["rps"], 1), "proxy_ratio": round(px["64"]["rps"] / base[64]["rps"], 3),
+                          "proxy_p99_ms_c16": px["16"]["p99_ms"], "proxy_p50_ms_c1": px["1"]["p50_ms"],
+                          "proxy_x2_rps": round(px["x2"]["rps"], 1),
+                          "errors": sum(r["errors"] for m in MODES for r in results[m]["rows"].values())}))
     finally:
         if baseline_proc is not None:
             baseline_proc.terminate()
