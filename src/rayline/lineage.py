@@ -64,7 +64,7 @@ def register_run(registry: Registry, cfg: RaylineConfig, ingest: IngestResult, t
         "data_fingerprint": ingest.manifest["input_fingerprint"], "data_config_hash": ingest.manifest["config_hash"],
         "config_hash": cfg.config_hash(), "git_commit": git_commit(), **environment(),
         "training": {"family": cfg.train.model.family, "device": train.device, "workers": train.workers, "feed": train.feed,
-                     "epochs_run": len(train.history)},
+                     "precision": train.precision, "feed_device": train.feed_device, "epochs_run": len(train.history)},
         "timings_s": timings,
         **(extra or {}),
     }

@@ -83,6 +83,10 @@ def test_small_pipeline_trains_registers_and_reuses(ray_local, small_data):
     for key in ("data_fingerprint", "config_hash", "ingest_key", "packages", "hardware", "timings_s", "git_commit"):
         assert key in lineage
     assert lineage["packages"]["ray"] == "2.60.0"
+    # precision and where the batches lived, per epoch and in the lineage (bf16 on a GPU that has it)
+    assert all(h["precision"] == "fp32" and h["feed_device"] in ("cpu", "host") for h in history)
+    assert {k: lineage["training"][k] for k in ("device", "precision")} == {"device": "cpu", "precision": "fp32"}
+    assert lineage["training"]["feed_device"] == history[-1]["feed_device"]
     report = Path(out.version.uri, "report")
     assert {"report.md", "roc.png", "calibration.png", "curves.png"} <= {p.name for p in report.iterdir()}
     assert (Path(out.train.run_uri) / "history.json").exists()
@@ -161,4 +165,5 @@ def test_xgboost_killed_worker_resumes_from_checkpoint(ray_local, flights_ingest
     first_resumed = _assert_resumed_once(history, 6)
     assert history[first_resumed]["round"] > 10
     assert out.version.lineage["training"]["family"] == "xgboost" and out.train.workers == 2
+    assert (out.version.lineage["training"]["precision"], out.version.lineage["training"]["feed_device"]) == ("fp32", "cpu")
     assert out.version.metrics["test"]["auc"] > 0.68

@@ -100,7 +100,7 @@ def train_loop_per_worker(config: dict) -> None:
     if remaining <= 0 or _stopped(state, xc):
         return
 
-    reporter = _Reporter(spec, cfg, metric, mode, state, rank, world, rows)
+    reporter = _Reporter(spec, cfg, metric, mode, state, rank, world, rows, device)
     booster = xgb.train(params, dtrain, num_boost_round=remaining, evals=[(dtrain, "train"), (dvalid, "valid")],
                         xgb_model=start, callbacks=[reporter], verbose_eval=False)
     reporter.finish(booster)
@@ -114,8 +114,10 @@ class _Reporter(xgb.callback.TrainingCallback):
     """XGBoost callback: early stopping on the rayline metric, history rows, checkpoints, reports."""
 
     def __init__(self, spec: FeatureSpec, cfg: TrainConfig, metric: str, mode: str, state: dict, rank: int,
-                 world: int, rows: int):
+                 world: int, rows: int, device: str):
         super().__init__()
+        # XGBoost's histograms are fp32; with device cuda it copies the training matrix to the GPU once.
+        self.run_info = {"precision": "fp32", "feed_device": device}
         self.spec, self.cfg, self.metric, self.mode, self.state = spec, cfg, metric, mode, state
         self.rank, self.world, self.rows = rank, world, rows
         self.last_reported, self.t = None, time.perf_counter()
@@ -155,7 +157,7 @@ class _Reporter(xgb.callback.TrainingCallback):
                "train_loss": self._losses[0], "val_loss": self._losses[1], f"val_{self.metric}": self._value,
                "epoch_time_s": round(elapsed, 3),
                "train_samples_per_s": round(self.rows * self.world * self.rounds_since / max(elapsed, 1e-9), 1),
-               "attempt": s["attempt"], "best_round": s["best_round"]}
+               "attempt": s["attempt"], "best_round": s["best_round"], **self.run_info}
         s["history"].append(row)
         best_score = s["best"] if self.mode == "max" else -s["best"]
         metrics = {**row, "best": s["best"], "score": best_score}

@@ -110,7 +110,10 @@ def train_loop_per_worker(config: dict) -> dict:
         row = {"epoch": epoch + 1, "train_loss": train_loss, "val_loss": val_loss,
                f"val_{metric}": value, "epoch_time_s": round(time.perf_counter() - t, 3),
                "train_samples_per_s": round(count * world / max(train_time, 1e-9), 1), "lr": scheduler.get_last_lr()[0],
-               "attempt": attempt, "nodes": nodes}
+               "attempt": attempt, "nodes": nodes, "precision": "bf16" if amp else "fp32",
+               # where the training batches live: the in-memory shard sits on the device; a streamed
+               # one is copied from the host every step
+               "feed_device": device.type if config["feed"] == "memory" else "host"}
         if task == "binary":
             row["val_accuracy"] = scores["accuracy"]
         history.append(row)

@@ -39,6 +39,8 @@ class TrainResult:
     workers: int
     feed: str
     timings_s: dict
+    precision: str = "fp32"     # bf16 autocast on GPUs that support it
+    feed_device: str = "cpu"    # where the training batches live (the device, or "host" when streamed)
 
     def to_json(self) -> dict:
         """Everything but the model bytes (those stay in the checkpoint)."""
@@ -55,6 +57,7 @@ class TrainResult:
     def summary(self) -> dict:
         return {"run_name": self.run_name, "best_epoch": self.best_epoch, f"val_{self.metric}": self.best_value,
                 "epochs_run": len(self.history), "device": self.device, "workers": self.workers, "feed": self.feed,
+                "precision": self.precision, "feed_device": self.feed_device,
                 "checkpoint": self.checkpoint_uri, "timings_s": self.timings_s}
 
 
@@ -165,6 +168,8 @@ def run_training(cfg: RaylineConfig, ingest: IngestResult, storage: Storage, *, 
         best_epoch=best_meta.get("best_round", best_meta["epoch"] + 1), metric=metric, best_value=best_meta["best"],
         device=plan.device, workers=plan.workers, feed=feed,
         timings_s={"fit": round(fit_s, 2)},
+        precision=history[-1].get("precision", "fp32") if history else "fp32",
+        feed_device=history[-1].get("feed_device", plan.device) if history else plan.device,
     )
     storage.write_json(result.to_json(), runs_rel, run_name, RESULT_FILE)
     return result
