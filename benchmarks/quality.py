@@ -30,7 +30,7 @@ import numpy as np  # noqa: E402
 import pyarrow.dataset as pads  # noqa: E402
 
 from rayline.config import load_config  # noqa: E402
-from rayline.evaluate.metrics import log_loss, roc_auc  # noqa: E402
+from rayline.model.metrics import log_loss, roc_auc  # noqa: E402
 from rayline.features.spec import model_inputs_from_table  # noqa: E402
 from rayline.storage import Storage  # noqa: E402
 

@@ -14,7 +14,7 @@ from importlib import metadata
 from rayline.config import RaylineConfig, dump_config
 from rayline.data.ingest import IngestResult
 from rayline.evaluate.evaluate import Evaluation
-from rayline.evaluate.metrics import primary_metric
+from rayline.model.metrics import primary_metric
 from rayline.model.artifact import MODEL_CONFIG, SPEC
 from rayline.registry import ModelVersion, Registry
 from rayline.registry.registry import json_bytes

@@ -5,7 +5,7 @@ import pytest
 from sklearn.metrics import log_loss as sk_log_loss
 from sklearn.metrics import roc_auc_score
 
-from rayline.evaluate.metrics import binary_metrics, calibration, multiclass_metrics, regression_metrics, roc_auc
+from rayline.model.metrics import binary_metrics, calibration, multiclass_metrics, regression_metrics, roc_auc
 
 
 def test_auc_and_log_loss_match_sklearn_with_ties():

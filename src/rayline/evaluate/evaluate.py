@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
-from rayline.evaluate.metrics import calibration, primary_metric, roc_curve, task_metrics, trivial_metrics
+from rayline.model.metrics import calibration, primary_metric, roc_curve, task_metrics, trivial_metrics
 from rayline.features.spec import ModelInputs, model_inputs_from_table
 from rayline.model.artifact import LoadedModel
 

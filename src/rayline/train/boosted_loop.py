@@ -22,7 +22,7 @@ import torch
 import xgboost as xgb
 
 from rayline.config import TrainConfig
-from rayline.evaluate.metrics import primary_metric
+from rayline.model.metrics import primary_metric
 from rayline.features.spec import FeatureSpec, LabelSpec, model_inputs_from_table
 from rayline.model import boosted
 from rayline.model.network import training_target

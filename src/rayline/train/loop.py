@@ -19,7 +19,7 @@ import torch
 import torch.distributed as dist
 
 from rayline.config import TrainConfig
-from rayline.evaluate.metrics import primary_metric, task_metrics
+from rayline.model.metrics import primary_metric, task_metrics
 from rayline.features.spec import FeatureSpec
 from rayline.model.artifact import WEIGHTS, weights_to_bytes
 from rayline.model.network import TabularNet, loss_fn, predict_from_output, training_target

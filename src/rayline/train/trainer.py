@@ -15,7 +15,7 @@ from pathlib import Path
 from rayline.config import RaylineConfig
 from rayline.data.ingest import IngestResult
 from rayline.errors import RaylineError
-from rayline.evaluate.metrics import primary_metric
+from rayline.model.metrics import primary_metric
 from rayline.storage import Storage
 from rayline.model.artifact import model_file
 from rayline.train.progress import follow

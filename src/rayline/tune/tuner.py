@@ -20,7 +20,7 @@ from rayline.data.ingest import IngestResult
 from rayline.errors import RaylineError
 from rayline.storage import Storage
 from rayline.train.resources import plan_workers
-from rayline.evaluate.metrics import primary_metric
+from rayline.model.metrics import primary_metric
 from rayline.train.trainer import RESULT_FILE, TrainResult, default_run_name
 from rayline.tune.space import overrides, search_space, to_ray, trial_config
 

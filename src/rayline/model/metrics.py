@@ -1,4 +1,5 @@
-"""Metrics in plain numpy, shared by the training loop (validation) and evaluation (test)."""
+"""Metrics in plain numpy: how a model's predictions score against labels. Below both the training
+loop (validation) and evaluation (test), which use them alike."""
 
 from __future__ import annotations
 
