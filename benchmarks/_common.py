@@ -24,4 +24,4 @@ def deployed_model(overrides: list[str]):
     storage = Storage(cfg.storage.root)
     out = train_and_register(cfg, storage)
     promote_version(cfg, storage, out.version.version, "production")
-    return cfg, storage, deploy(cfg, str(ROOT / "configs/flights.yaml"), overrides)
+    return cfg, storage, deploy(cfg)

@@ -80,10 +80,10 @@ def measure(ingress: str, work: Path, seconds: int) -> dict:
     if "production" not in Registry(storage, cfg.name).aliases():
         out = train_and_register(cfg, storage)
         promote_version(cfg, storage, out.version.version, "production")
-    d = deploy(cfg, str(ROOT / "configs/flights.yaml"), overrides)
+    d = deploy(cfg)
     rows = {c: wrk(d.url, c, seconds, work) for c in (1, 16, 64)}
     two = [*overrides, "serve.autoscaling.min_replicas=2", "serve.autoscaling.max_replicas=2", "serve.cpus_per_replica=0.5"]
-    deploy(load_config(ROOT / "configs/flights.yaml", two), str(ROOT / "configs/flights.yaml"), two)
+    deploy(load_config(ROOT / "configs/flights.yaml", two))
     time.sleep(5)  # both replicas serving
     rows["x2"] = wrk(d.url, 64, seconds, work)
     ray.shutdown()

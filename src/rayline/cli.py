@@ -353,7 +353,7 @@ def run(config: ConfigOpt, set_: SetOpt = None, address: AddressOpt = None,
     def body():
         cfg = _load(config, set_)
         with ray_session(address, env=ingress_env(cfg.serve)):
-            result = run_pipeline(cfg, Storage(cfg.storage.root), os.path.abspath(config), set_ or [], fresh=fresh,
+            result = run_pipeline(cfg, Storage(cfg.storage.root), fresh=fresh,
                                   progress=_progress)
             if keep_serving:
                 typer.echo(f"serving at {result.stages['deploy']['url']}; Ctrl-C stops", err=True)
@@ -393,7 +393,7 @@ def serve_cmd(config: ConfigOpt, set_: SetOpt = None, address: AddressOpt = None
     def body():
         cfg = _load(config, set_)
         with ray_session(address, env=ingress_env(cfg.serve)):
-            d = deploy(cfg, os.path.abspath(config), set_ or [], version)
+            d = deploy(cfg, version)
             typer.echo(json.dumps(d.summary()) if as_json else
                        f"serving {cfg.name} version {d.model_version} at {d.url} (docs: {d.url}/docs); Ctrl-C stops")
             _serve_until_stopped(cfg.serve.app_name)
@@ -433,21 +433,21 @@ def deploy_cmd(config: ConfigOpt, set_: SetOpt = None, address: AddressOpt = Non
     def body():
         cfg = _load(config, set_)
         with ray_session(address or "auto"):
-            return deploy(cfg, os.path.abspath(config), set_ or [], version).summary()
+            return deploy(cfg, version).summary()
     _run(body, as_json, lambda s: typer.echo(f"{s['app']}: version {s['model_version']} at {s['url']}"))
 
 
 @app.command("serve-config")
-def serve_config_cmd(config: ConfigOpt, set_: SetOpt = None, version: ModelOpt = None,
-                     config_path: Annotated[Optional[str], typer.Option("--config-path", help="path as the cluster sees it")] = None) -> None:
-    """Print the Serve config (for `serve deploy`, or a RayService's serveConfigV2)."""
+def serve_config_cmd(config: ConfigOpt, set_: SetOpt = None, version: ModelOpt = None) -> None:
+    """Print the Serve config (for `serve deploy`, or a RayService's serveConfigV2), with the
+    resolved config inside it: the cluster needs no copy of the config file."""
     import yaml
 
     from rayline.serve.deploy import serve_config
 
     def body():
         cfg = _load(config, set_)
-        typer.echo(yaml.safe_dump(serve_config(cfg, config_path or config, set_ or [], version), sort_keys=False), nl=False)
+        typer.echo(yaml.safe_dump(serve_config(cfg, version), sort_keys=False), nl=False)
     _run(body, False)
 
 

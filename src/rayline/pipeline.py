@@ -183,8 +183,8 @@ class PipelineResult:
         return {"stage": "run", **self.stages, "seconds": self.seconds}
 
 
-def run_pipeline(cfg: RaylineConfig, storage: Storage, config_path: str, overrides: list[str], *,
-                 fresh: bool = False, progress=lambda m: None) -> PipelineResult:
+def run_pipeline(cfg: RaylineConfig, storage: Storage, *, fresh: bool = False,
+                 progress=lambda m: None) -> PipelineResult:
     """ingest -> train -> evaluate -> register -> promote (gated) -> deploy -> one smoke request."""
     from rayline.serve.auth import client_headers
     from rayline.serve.deploy import deploy
@@ -217,7 +217,7 @@ def run_pipeline(cfg: RaylineConfig, storage: Storage, config_path: str, overrid
     registry = Registry(storage, cfg.name)
     if cfg.serve.model_alias not in registry.aliases():
         raise RaylineError(f"nothing to serve: alias {cfg.serve.model_alias!r} is not set")
-    dep = timed("deploy", lambda: deploy(cfg, config_path, overrides))
+    dep = timed("deploy", lambda: deploy(cfg))
     stages["deploy"] = dep.summary()
 
     def smoke():

@@ -95,3 +95,16 @@ def test_promotion_tolerance_moved_to_promote_with_a_deprecation():
         cfg = load_config(FLIGHTS_CONFIG, ["train.promotion_tolerance=0.02"])
     assert cfg.promote.tolerance == 0.02 and any("promote.tolerance" in str(x.message) for x in w)
     assert load_config(FLIGHTS_CONFIG).promote.tolerance == 0.005
+
+
+def test_the_serve_config_carries_the_resolved_config_by_value():
+    """Replicas get the config validated at deploy time, not a path every node must have."""
+    from rayline.serve.app import CONFIG_ARG
+    from rayline.serve.deploy import serve_config
+
+    cfg = load_config(FLIGHTS_CONFIG, ["storage.root=/mnt/x", "serve.host=0.0.0.0", "serve.auth.api_key_env=K",
+                                "train.model.xgboost.eta=0.1"])
+    args = serve_config(cfg)["applications"][0]["args"]
+    assert set(args) == {CONFIG_ARG}
+    assert config_from_dict(args[CONFIG_ARG]) == cfg
+    assert "batch" not in args[CONFIG_ARG]          # only what differs from the defaults travels

@@ -28,7 +28,7 @@ def test_launcher_configs_validate_offline(name):
 
 def test_serve_config_file_is_what_the_code_generates():
     cfg = load_config(FLIGHTS_CONFIG, SERVE_OVERRIDES)
-    generated = serve_config(cfg, "/app/configs/flights.yaml", SERVE_OVERRIDES)
+    generated = serve_config(cfg)
     on_disk = yaml.safe_load((CLUSTER / "serve-flights.yaml").read_text())
     assert on_disk == generated
     from ray.serve.schema import ServeDeploySchema

@@ -45,7 +45,7 @@ def test_gpu_replica_and_batch_inference_share_one_gpu_without_waiting(gpu_node,
     cfg, storage, _ = gpu_node
     overrides = _overrides(cfg, **{"serve.gpus_per_replica": 1})
     scfg = load_config(FLIGHTS_CONFIG, overrides)
-    d = deploy(scfg, str(FLIGHTS_CONFIG), overrides)
+    d = deploy(scfg)
     try:
         assert ray.available_resources().get("GPU", 0) == 0          # the replica holds the GPU
         info = httpx.get(f"{d.url}/model", timeout=30).json()

@@ -13,7 +13,7 @@ from rayline.config import config_from_dict
 from rayline.pipeline import promote_version, train_and_register
 from rayline.serve.deploy import deploy
 from rayline.storage import Storage
-from tests.conftest import SERVE_PORT, save_yaml, small_config, small_tables, write_tables
+from tests.conftest import SERVE_PORT, small_config, small_tables, write_tables
 
 
 @pytest.fixture(scope="module")
@@ -109,13 +109,12 @@ def test_endpoint_survives_losing_a_replica_node(three_nodes, tmp_path, delete_a
     raw = _config(tmp_path, epochs=1)
     raw["serve"] = {"port": SERVE_PORT, "cpus_per_replica": 0.25, "app_name": "multinode", "route_prefix": "/mn",
                     "max_replicas_per_node": 1, "model_poll_s": 0, "autoscaling": {"min_replicas": 2, "max_replicas": 2}}
-    path = save_yaml(raw, tmp_path / "mn.yaml")
     cfg = config_from_dict(raw)
     delete_app_after.append(cfg.serve.app_name)
     storage = Storage(cfg.storage.root)
     out = train_and_register(cfg, storage)
     promote_version(cfg, storage, out.version.version, "production")
-    d = deploy(cfg, str(path), [])
+    d = deploy(cfg)
     rec = {"station": "AAA", "vehicle": "V001", "distance": 100.0, "hour": 3}
     replica_nodes = _replica_nodes(cfg.serve.app_name)
     head = ray.get_runtime_context().get_node_id()

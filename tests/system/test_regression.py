@@ -12,7 +12,7 @@ from rayline.config import config_from_dict
 from rayline.pipeline import promote_version, train_and_register
 from rayline.serve.deploy import deploy
 from rayline.storage import Storage
-from tests.conftest import SERVE_PORT, save_yaml
+from tests.conftest import SERVE_PORT
 
 EFFECT = {"A": 0.0, "B": 2000.0, "C": 5000.0}
 
@@ -66,8 +66,7 @@ def test_regression_learns_the_signal_and_answers_in_original_units(ray_local, t
             {"x1": 50.0, "x2": 0.0, "group": "B"}]
     truth = _truth(np.array([r["x1"] for r in rows]), np.array([r["x2"] for r in rows]),
                    np.array([r["group"] for r in rows]))
-    config_path = save_yaml(raw, tmp_path / "prices.yaml")
-    d = deploy(cfg, str(config_path))
+    d = deploy(cfg)
     try:
         r = httpx.post(f"{d.url}/predict", json={"instances": rows}, timeout=30)
         assert r.status_code == 200, r.text

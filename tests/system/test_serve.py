@@ -33,7 +33,7 @@ def served(flights_model):
                  # two replicas and a batch-inference actor share this 2-CPU node with Ray Data's own tasks
                  "serve.cpus_per_replica=0.25", "batch.cpus_per_actor=0.25"]
     scfg = load_config(FLIGHTS_CONFIG, overrides)
-    d = deploy(scfg, str(FLIGHTS_CONFIG), overrides)
+    d = deploy(scfg)
     yield scfg, storage, overrides, d
     serve.delete(scfg.serve.app_name)
 
@@ -203,7 +203,7 @@ def test_rollout_under_load_has_zero_failed_requests(served, records):
         await asyncio.sleep(2)
         reg.set_alias("production", new)                      # promotion: replicas follow the alias
         await asyncio.sleep(5)
-        await asyncio.to_thread(deploy, scfg, str(FLIGHTS_CONFIG), overrides, str(old))  # pin back via user_config
+        await asyncio.to_thread(deploy, scfg, str(old))  # pin back via user_config
         await load
     asyncio.run(scenario())
     reg.set_alias("production", old)

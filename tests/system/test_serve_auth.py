@@ -24,7 +24,7 @@ def secured(flights_model, tmp_path_factory):
                  "serve.autoscaling.min_replicas=1", "serve.autoscaling.max_replicas=1", "serve.cpus_per_replica=0.25",
                  f"serve.auth.api_key_file={keys}"]
     scfg = load_config(FLIGHTS_CONFIG, overrides)
-    d = deploy(scfg, str(FLIGHTS_CONFIG), overrides)
+    d = deploy(scfg)
     _, model = Registry(storage, cfg.name).load(d.model_version)
     yield d, example_record(model.spec)
     serve.delete(scfg.serve.app_name)

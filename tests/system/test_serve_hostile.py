@@ -40,7 +40,7 @@ def hostile(flights_model):
                  f"serve.body_timeout_s={BODY_TIMEOUT_S}", f"serve.max_body_bytes={MAX_BODY}",
                  "serve.max_instances_per_request=100", "batch.cpus_per_actor=0.25", "batch.gpus_per_actor=0"]
     scfg = load_config(FLIGHTS_CONFIG, overrides)
-    d = deploy(scfg, str(FLIGHTS_CONFIG), overrides)
+    d = deploy(scfg)
     _, model = Registry(storage, cfg.name).load(d.model_version)
     yield scfg, storage, d, example_record(model.spec)
     serve.delete(scfg.serve.app_name)

@@ -36,6 +36,7 @@ from rayline.serve.schema import RequestError, parse_body, parse_instances, requ
 
 log = logging.getLogger("ray.serve")
 VERSION_HEADER = "x-model-version"
+CONFIG_ARG = "rayline_config"  # app_builder's argument holding the config by value
 UNKNOWN_VERSION_TTL_S = 30.0
 DRIFT_PUSH_S = 5.0
 
@@ -464,6 +465,11 @@ def build_app(cfg: RaylineConfig, loader: Loader | None = None, resolver=None, m
 
 
 def app_builder(args: dict):
-    """Entry point for Serve config files: args {config: PATH, set: [dotted=value, ...]}."""
-    cfg = load_config(args["config"], list(args.get("set") or []))
+    """Entry point for Serve config files. args: {rayline_config: {...}} (the config by value, as
+    `rayline serve-config` writes it), or {config: PATH, set: [dotted=value, ...]} for a config
+    file present on every node."""
+    if CONFIG_ARG in args:
+        cfg = config_from_dict(args[CONFIG_ARG])
+    else:
+        cfg = load_config(args["config"], list(args.get("set") or []))
     return build_app(cfg, model=args.get("model"))

@@ -18,13 +18,15 @@ from dataclasses import dataclass
 
 from rayline.config import RaylineConfig
 from rayline.errors import RaylineError, ResourceError
-from rayline.serve.app import deployment_options
+from rayline.serve.app import CONFIG_ARG, deployment_options
 
 IMPORT_PATH = "rayline.serve.app:app_builder"
 
 
-def serve_config(cfg: RaylineConfig, config_path: str, overrides: list[str] | None = None,
-                 model: str | None = None) -> dict:
+def serve_config(cfg: RaylineConfig, model: str | None = None) -> dict:
+    """The Serve config of the app. The resolved rayline config travels in it by value (only what
+    differs from the defaults): the replicas need no config file on their node, and what was
+    validated here is what they run."""
     opts = deployment_options(cfg)
     if model is not None:
         opts["user_config"] = {**opts["user_config"], "model": str(model)}
@@ -35,7 +37,7 @@ def serve_config(cfg: RaylineConfig, config_path: str, overrides: list[str] | No
             "name": cfg.serve.app_name,
             "route_prefix": cfg.serve.route_prefix,
             "import_path": IMPORT_PATH,
-            "args": {"config": config_path, "set": list(overrides or [])},
+            "args": {CONFIG_ARG: cfg.model_dump(mode="json", exclude_defaults=True)},
             "deployments": [{"name": "ModelServer", **opts}],
         }],
     }
@@ -112,8 +114,7 @@ def wait_ready(url: str, timeout_s: float = 60, version: int | None = None) -> i
     raise RaylineError(f"{url} is not ready after {timeout_s}s ({last})")
 
 
-def deploy(cfg: RaylineConfig, config_path: str, overrides: list[str] | None = None, model: str | None = None,
-           timeout_s: float = 180) -> Deployment:
+def deploy(cfg: RaylineConfig, model: str | None = None, timeout_s: float = 180) -> Deployment:
     """Deploy or update the app; returns once it answers /readyz with the expected version."""
     from rayline.registry import Registry
     from rayline.storage import Storage
@@ -121,6 +122,6 @@ def deploy(cfg: RaylineConfig, config_path: str, overrides: list[str] | None = N
     ref = str(model) if model is not None else cfg.serve.model_alias
     version = Registry(Storage(cfg.storage.root), cfg.name).resolve(ref)  # fail early, with a clear message
     check_replica_resources(cfg)
-    apply(serve_config(cfg, config_path, overrides, model), timeout_s)
+    apply(serve_config(cfg, model), timeout_s)
     url = base_url(cfg)
     return Deployment(url=url, model_version=wait_ready(url, timeout_s, version), app=cfg.serve.app_name)
