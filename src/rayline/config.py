@@ -283,7 +283,7 @@ class TrainConfig(_Model):
     max_failures: int = Field(2, ge=0)
     keep_checkpoints: int = Field(2, ge=1)
     in_memory_max_bytes: int = Field(2 << 30, ge=0, description="load a shard into memory up to this size, else stream")
-    slice_columns: list[str] = Field(default_factory=list)
+    slice_columns: list[str] | None = Field(None, description="deprecated: use evaluate.slice_columns")
     threshold: float = Field(0.5, gt=0, lt=1)
     promotion_tolerance: float | None = Field(None, ge=0, description="deprecated: use promote.tolerance")
     model: ModelConfig = Field(default_factory=ModelConfig)
@@ -400,6 +400,13 @@ class TuneConfig(_Model):
     seed: int = 0
 
 
+class EvaluateConfig(_Model):
+    """Evaluation on the held-out test split (the pipeline's evaluate step, `rayline evaluate`)."""
+
+    slice_columns: list[str] = Field(default_factory=list, description="also report metrics per value of these "
+                                     "columns (passthrough columns of the data)")
+
+
 class PromoteConfig(_Model):
     """The promotion gate (rayline models promote, and the pipeline's promote step)."""
 
@@ -420,6 +427,7 @@ class RaylineConfig(_Model):
     train: TrainConfig = Field(default_factory=TrainConfig)
     serve: ServeConfig = Field(default_factory=ServeConfig)
     batch: BatchConfig = Field(default_factory=BatchConfig)
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     promote: PromoteConfig = Field(default_factory=PromoteConfig)
     tune: TuneConfig = Field(default_factory=TuneConfig)
 
@@ -430,6 +438,10 @@ class RaylineConfig(_Model):
             warnings.warn("train.promotion_tolerance is deprecated: use promote.tolerance", DeprecationWarning, stacklevel=2)
             if "tolerance" not in self.promote.model_fields_set:
                 self.promote.tolerance = self.train.promotion_tolerance
+        if self.train.slice_columns is not None:
+            warnings.warn("train.slice_columns is deprecated: use evaluate.slice_columns", DeprecationWarning, stacklevel=2)
+            if "slice_columns" not in self.evaluate.model_fields_set:
+                self.evaluate.slice_columns = list(self.train.slice_columns)
         return self
 
     @model_validator(mode="after")

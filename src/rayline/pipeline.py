@@ -67,7 +67,7 @@ def train_and_register(cfg: RaylineConfig, storage: Storage, *, ingest: IngestRe
     train_s = time.perf_counter() - t
     t = time.perf_counter()
     model = LoadedModel.from_bytes(trained.model_bytes, ingest.spec.to_json(), cfg.train.model.model_dump_json())
-    ev = evaluate_model(model, ingest.split_uri("test"), slice_columns=cfg.train.slice_columns,
+    ev = evaluate_model(model, ingest.split_uri("test"), slice_columns=cfg.evaluate.slice_columns,
                         threshold=cfg.train.threshold)
     eval_s = time.perf_counter() - t
     timings = {"train": round(train_s, 2), "evaluate": round(eval_s, 2), "total": round(time.perf_counter() - t0, 2)}
@@ -109,7 +109,7 @@ def tune_and_register(cfg: RaylineConfig, storage: Storage, *, trials: int | Non
         best_cfg = best_config(cfg, result.best_trial["params"])
         model = LoadedModel.from_bytes(result.best.model_bytes, ingest.spec.to_json(),
                                        best_cfg.train.model.model_dump_json())
-        ev = evaluate_model(model, ingest.split_uri("test"), slice_columns=cfg.train.slice_columns,
+        ev = evaluate_model(model, ingest.split_uri("test"), slice_columns=cfg.evaluate.slice_columns,
                             threshold=cfg.train.threshold)
         tuning = {"experiment": result.name, "experiment_uri": result.uri, "trial_id": result.best_trial["trial_id"],
                   "params": result.best_trial["params"], "search_space": result.space, "trials": len(result.trials),
@@ -136,7 +136,7 @@ def evaluate_version(cfg: RaylineConfig, storage: Storage, ref: str | None = Non
     v, model = registry.load(ref or "latest")
     mv = registry.get(v)
     ingest = load_ingest(cfg, storage, mv.lineage["ingest_key"])
-    ev = evaluate_model(model, ingest.split_uri("test"), slice_columns=cfg.train.slice_columns,
+    ev = evaluate_model(model, ingest.split_uri("test"), slice_columns=cfg.evaluate.slice_columns,
                         threshold=cfg.train.threshold)
     history = json.loads(registry.read_file(v, "history.json"))
     report = build_report(f"{cfg.name}: version {v}", ev, history, mv.lineage)

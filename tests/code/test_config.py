@@ -1,5 +1,7 @@
 """Config loading: defaults, overrides, and errors that name the field, the value and what is allowed."""
 
+from pathlib import Path
+
 import pytest
 
 from rayline.config import RaylineConfig, apply_overrides, config_from_dict, load_config
@@ -108,3 +110,14 @@ def test_the_serve_config_carries_the_resolved_config_by_value():
     assert set(args) == {CONFIG_ARG}
     assert config_from_dict(args[CONFIG_ARG]) == cfg
     assert "batch" not in args[CONFIG_ARG]          # only what differs from the defaults travels
+
+
+def test_moved_fields_keep_working_for_one_release_with_a_warning():
+    raw = small_config(Path("/tmp/d"), Path("/tmp/r"))
+    raw["train"] = {**raw.get("train", {}), "slice_columns": ["station"]}
+    with pytest.warns(DeprecationWarning, match="train.slice_columns is deprecated: use evaluate.slice_columns"):
+        cfg = config_from_dict(raw)
+    assert cfg.evaluate.slice_columns == ["station"]
+    raw["evaluate"] = {"slice_columns": ["vehicle"]}                 # the new key wins when both are set
+    with pytest.warns(DeprecationWarning):
+        assert config_from_dict(raw).evaluate.slice_columns == ["vehicle"]
