@@ -101,7 +101,7 @@ def test_messages_name_the_field_and_never_recurse(contract):
 def test_a_few_rows_and_many_rows_get_the_same_verdicts_and_columns():
     """Small batches take Python/numpy shortcuts (one-row requests pay per kernel call, not per
     value): row by row and as one large table, every verdict and typed value is the same."""
-    from rayline.features.contract import SMALL
+    from rayline.features.coerce import SMALL_BATCH
 
     spec = FeatureSpec(
         numeric=[NumericSpec(name="distance", mean=500, std=100, impute=500, min=10, max=4000, null_fraction=0,
@@ -121,7 +121,7 @@ def test_a_few_rows_and_many_rows_get_the_same_verdicts_and_columns():
               "carrier": ["UA", "AA", "DL", None, "ua"],
               "ts": ["2013-01-01T10:00:00Z", None, "not a time"]}
     rng = np.random.default_rng(3)
-    rows = [{k: v[rng.integers(len(v))] for k, v in values.items()} for _ in range(4 * SMALL)]
+    rows = [{k: v[rng.integers(len(v))] for k, v in values.items()} for _ in range(4 * SMALL_BATCH)]
     table = pa.Table.from_pylist(rows, schema=pa.schema([("distance", pa.float64()), ("temp", pa.float64()),
                                                          ("dest", pa.string()), ("carrier", pa.string()),
                                                          ("ts", pa.string())]))

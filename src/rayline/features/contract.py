@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from rayline.config import ColumnRule
-from rayline.features.coerce import coerce
+from rayline.features.coerce import SMALL_BATCH, as_array, coerce
 
 MAX_TEXT = 256          # characters in a category value
 MAX_TIME_TEXT = 40      # characters in a time stamp
@@ -160,7 +160,7 @@ def apply_rules(table: pa.Table, rules: dict[str, ColumnRule], failures: Failure
             # per file. Here (joined columns, JSON lines without the key) it is all-null.
             raw = pa.nulls(n)
         else:
-            raw = _single(table.column(name))
+            raw = as_array(table.column(name))
         typed, type_bad = raw, np.zeros(n, dtype=bool)
         if rule.type is not None:
             typed, type_bad = coerce(raw, rule.type)
@@ -172,7 +172,7 @@ def apply_rules(table: pa.Table, rules: dict[str, ColumnRule], failures: Failure
             failures.add(_out_of_range(typed, rule), "range", name, raw)
         if rule.allowed is not None or rule.max_length is not None:
             as_str = coerce(typed, "string")[0]
-            long, outside = (_text_rules_small if n <= SMALL else _text_rules)(as_str, rule)
+            long, outside = (_text_rules_small if n <= SMALL_BATCH else _text_rules)(as_str, rule)
             if long is not None:
                 failures.add(long, "too_long", name, raw)
             if outside is not None:
@@ -180,15 +180,6 @@ def apply_rules(table: pa.Table, rules: dict[str, ColumnRule], failures: Failure
         typed_cols[name] = typed
     cols = {c: typed_cols.pop(c, table.column(c)) for c in table.column_names}  # input order kept
     return pa.table({**cols, **typed_cols})
-
-
-SMALL = 64  # rows: below this, a loop over Python values beats Arrow's ~10-20 us per kernel call
-
-
-def _single(col: pa.Array | pa.ChunkedArray) -> pa.Array:
-    if isinstance(col, pa.ChunkedArray):
-        return col.chunk(0) if col.num_chunks == 1 else col.combine_chunks()
-    return col
 
 
 def _text_rules(as_str: pa.Array, rule: ColumnRule) -> tuple[np.ndarray | None, np.ndarray | None]:
@@ -227,7 +218,7 @@ class _FloatLane:
         self.index = {name: j for j, name in enumerate(names)}
         if not names:
             return
-        self.arrays = [_single(table.column(name)) for name in names]
+        self.arrays = [as_array(table.column(name)) for name in names]
         x = np.empty((table.num_rows, len(names)), dtype=np.float64)
         for j, a in enumerate(self.arrays):
             x[:, j] = a.to_numpy(zero_copy_only=False)  # nulls read as NaN

@@ -23,14 +23,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, Field
 
-from rayline.features.coerce import coerce
+from rayline.features.coerce import SMALL_BATCH, coerce
 
 SPEC_VERSION = 1
 MISSING_INDEX = 0
 OOV_INDEX = 1
 TIME_PERIODS = {"hour": 24, "dow": 7, "month": 12, "day": 31, "minute": 60}
 LINEAR_PARTS = {"us_holiday"}  # one column each, scaled to [0, 1]
-SMALL_BATCH = 64  # rows: below this, Python over the values beats Arrow's ~10-20 us per kernel call
 
 
 class _Spec(BaseModel):
@@ -166,16 +165,7 @@ class FeatureSpec(_Spec):
         num = np.empty((len(self.numeric_inputs), n), dtype=np.float32)
         plan = self._numeric_plan
         if self.numeric:
-            x = np.empty((len(self.numeric), n), dtype=np.float64)
-            types = dict(zip(table.schema.names, table.schema.types))
-            for k, f in enumerate(self.numeric):
-                t = types.get(f.name)
-                if t is None:
-                    x[k] = np.nan
-                elif t == pa.float64():
-                    x[k] = table.column(f.name).to_numpy()  # nulls read as NaN; infinities count as missing below
-                else:
-                    x[k] = _float_column(table, f.name, n)
+            x = numeric_matrix(table, [f.name for f in self.numeric])
             # All numeric features at once (one-row requests pay per call, not per value).
             missing = ~np.isfinite(x)
             with np.errstate(invalid="ignore", over="ignore"):
@@ -299,6 +289,23 @@ class _NumericPlan:     # about its fields, never an elementwise array compariso
             z_hi=col([(f.max - f.mean) / s if b else np.inf for f, s, b in zip(numeric, std, bounded)]),
             z_impute=col([(f.impute - f.mean) / s for f, s in zip(numeric, std)]),
             z_rows=z_rows, flag_rows=flag_rows, flagged=flagged, next_row=j)
+
+
+def numeric_matrix(table: pa.Table, names: list[str]) -> np.ndarray:
+    """float64 (len(names), n): nulls and absent columns read as NaN; infinities may remain (the
+    callers treat every non-finite value as missing)."""
+    n = table.num_rows
+    x = np.empty((len(names), n), dtype=np.float64)
+    types = dict(zip(table.schema.names, table.schema.types))
+    for k, name in enumerate(names):
+        t = types.get(name)
+        if t is None:
+            x[k] = np.nan
+        elif t == pa.float64():
+            x[k] = table.column(name).to_numpy()
+        else:
+            x[k] = _float_column(table, name, n)
+    return x
 
 
 def model_inputs_from_table(table: pa.Table) -> tuple[np.ndarray, np.ndarray]:

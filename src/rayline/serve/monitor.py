@@ -21,9 +21,8 @@ import time
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
-from rayline.features.spec import OOV_INDEX, FeatureSpec, ModelInputs
+from rayline.features.spec import OOV_INDEX, FeatureSpec, ModelInputs, numeric_matrix
 
 WINDOW_S, BUCKET_S = 900, 60
 NUM_FIELDS = ("present", "missing", "below", "above", "sum", "sumsq")
@@ -52,14 +51,7 @@ class DriftTracker:
         outside: list[str] = []
         if numeric:
             lo, hi, clip_lo, clip_hi = self._bounds
-            types = dict(zip(table.schema.names, table.schema.types))
-            x = np.full((rows, len(numeric)), math.nan)
-            for j, f in enumerate(numeric):
-                if f.name in types:
-                    col = table.column(f.name)
-                    if types[f.name] != pa.float64():
-                        col = pc.cast(col, pa.float64())
-                    x[:, j] = col.to_numpy()  # nulls read as NaN
+            x = numeric_matrix(table, [f.name for f in numeric]).T
             present = np.isfinite(x)
             with np.errstate(invalid="ignore"):
                 below, above = ((x < lo) & present).sum(axis=0), ((x > hi) & present).sum(axis=0)
