@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 CONFIG ?= configs/flights.yaml
 
-.PHONY: setup run test bench clean-venv
+.PHONY: setup run test bench mlflow-ui clean-venv
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,17 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/ingest.py --quick
 	$(PY) benchmarks/train.py --quick
+
+# The MLflow UI over the runs `make run` recorded (the embedded store under the storage root).
+# The full `mlflow` (server + UI) lives in its own environment, at the client's version.
+MLFLOW_VENV ?= .venv-mlflow
+STORAGE_ROOT ?= .rayline
+MLFLOW_PORT ?= 5000
+mlflow-ui:
+	test -x $(MLFLOW_VENV)/bin/mlflow || ($(PYTHON) -m venv $(MLFLOW_VENV) && \
+		$(MLFLOW_VENV)/bin/pip install -q "mlflow==$$(grep -i '^mlflow-skinny==' constraints.txt | cut -d= -f3)")
+	$(MLFLOW_VENV)/bin/mlflow ui --backend-store-uri "sqlite:///$(abspath $(STORAGE_ROOT))/mlflow/mlflow.db" \
+		--host 127.0.0.1 --port $(MLFLOW_PORT)
 
 clean-venv:
 	rm -rf $(VENV)

@@ -189,6 +189,12 @@ def _render_train(s: dict) -> None:
                    f"on {tr['device']}, feed {tr['feed']} (on {tr.get('feed_device', tr['device'])}, {tr.get('precision', 'fp32')})")
     typer.echo(f"time: {s['seconds']}s")
     typer.echo(f"report: {s['report']}")
+    _echo_tracking(s.get("tracking"))
+
+
+def _echo_tracking(t: dict | None, label: str = "mlflow: ") -> None:
+    if t:
+        typer.echo(f"{label}run {t['run_id']} in experiment {t['experiment']!r} at {t['uri']}")
 
 
 @app.command()
@@ -229,6 +235,7 @@ def _render_tune(s: dict) -> None:
         typer.echo(f"promotion: refused: {p['refused']}" if "refused" in p else
                    f"promotion: {p['alias']} -> version {p['version']} (was {p['previous']})")
     typer.echo(f"time: {s['seconds']}s; report: {s['report']}")
+    _echo_tracking(s.get("tracking"))
 
 
 def _short(v) -> str:
@@ -370,6 +377,7 @@ def _render_run(s: dict) -> None:
     test = ", ".join(f"{k} {v:.4f}" for k, v in tr["test"].items() if isinstance(v, float))
     typer.echo(f"model   version {tr['version']}{' (reused)' if tr['reused'] else ''}: test {test}")
     typer.echo(f"report  {tr['report']}")
+    _echo_tracking(tr.get("tracking"), "mlflow  ")
     promo = s["promote"]
     typer.echo("promote " + (f"refused: {promo['refused']}" if "refused" in promo else f"{promo['alias']} -> version {promo['version']}"))
     typer.echo(f"deploy  {dep['url']} serving version {dep['model_version']}")

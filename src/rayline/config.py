@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import re
 import warnings
 from pathlib import Path
 from typing import Any, Literal
@@ -415,6 +416,23 @@ class PromoteConfig(_Model):
                                    "on the test split: +margin for AUC, a fraction (margin x baseline) for losses and RMSE")
 
 
+class TrackingConfig(_Model):
+    """Experiment tracking: every training and tuning run recorded in MLflow (from the driver)."""
+
+    enabled: bool = True
+    uri: str | None = Field(None, description="MLflow tracking URI (http(s)://server, sqlite:///path, databricks); "
+                            "default: sqlite:///<storage root>/mlflow/mlflow.db when the storage root is local")
+    experiment: str | None = Field(None, description="MLflow experiment name; default: the pipeline's name")
+
+    @field_validator("uri")
+    @classmethod
+    def _scheme(cls, v: str | None) -> str | None:
+        if v is not None and not re.match(r"^(https?|sqlite|postgresql|mysql|mssql|databricks|file)(\+\w+)?:", v):
+            raise ValueError("expected an MLflow tracking URI: http(s)://host:port, sqlite:///path.db, "
+                             "postgresql://..., mysql://..., databricks or file:///path")
+        return v
+
+
 class StorageConfig(_Model):
     root: str = Field(".rayline", description="local directory or pyarrow.fs URI (s3://, gs://, ...)")
 
@@ -430,6 +448,7 @@ class RaylineConfig(_Model):
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     promote: PromoteConfig = Field(default_factory=PromoteConfig)
     tune: TuneConfig = Field(default_factory=TuneConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
 
     @model_validator(mode="after")
     def _moved_fields(self) -> "RaylineConfig":
@@ -468,6 +487,12 @@ class RaylineConfig(_Model):
 
     def config_hash(self) -> str:
         return _stable_hash(self.model_dump(mode="json"))
+
+    def model_hash(self, *also: str) -> str:
+        """Hash of what makes a trained and evaluated model (a training run's name): not how it is
+        served, stored, promoted or tracked, so changing those reuses the registered model. `also`:
+        more sections (a tuning experiment's name adds `tune`)."""
+        return _stable_hash(self.model_dump(mode="json", include={"name", "task", "data", "train", "evaluate", *also}))
 
 
 def _stable_hash(obj: Any) -> str:

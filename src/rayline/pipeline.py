@@ -22,6 +22,7 @@ from rayline.model.artifact import LoadedModel
 from rayline.registry import ModelVersion, Registry, promote
 from rayline.lineage import register_run
 from rayline.storage import Storage, join_uri
+from rayline.tracking import Tracker
 
 if TYPE_CHECKING:
     from rayline.tune import TuneResult
@@ -38,7 +39,8 @@ class TrainOutcome:
     def summary(self) -> dict:
         out = {"stage": "train", "version": self.version.version, "reused": self.reused,
                "run_name": self.version.lineage.get("run_name"), "test": self.version.summary()["test"],
-               "report": join_uri(self.version.uri, "report", "report.md")}
+               "report": join_uri(self.version.uri, "report", "report.md"),
+               "tracking": self.version.lineage.get("tracking")}
         if self.train:
             out["training"] = self.train.summary()
         return out
@@ -73,8 +75,13 @@ def train_and_register(cfg: RaylineConfig, storage: Storage, *, ingest: IngestRe
     timings = {"train": round(train_s, 2), "evaluate": round(eval_s, 2), "total": round(time.perf_counter() - t0, 2)}
     report = build_report(f"{cfg.name}: run {run_name}", ev, trained.history,
                           {"run_name": run_name, "ingest_key": ingest.key, "config_hash": cfg.config_hash()})
-    version = register_run(registry, cfg, ingest, trained, ev, report, timings)
-    progress(f"train: registered {cfg.name} version {version.version} (test {ev.metric} {ev.value:.4f})")
+    tracker = Tracker(cfg, storage, progress=progress)
+    tracked = tracker.record_training(cfg, ingest, trained, ev, report)
+    version = register_run(registry, cfg, ingest, trained, ev, report, timings,
+                           extra={"tracking": tracked.to_json()} if tracked else None)
+    tracker.link_version(tracked, cfg.name, version.version, version.uri)
+    progress(f"train: registered {cfg.name} version {version.version} (test {ev.metric} {ev.value:.4f})"
+             + (f", MLflow run {tracked.run_id}" if tracked else ""))
     return TrainOutcome(version, False, trained, ev.metrics)
 
 
@@ -88,7 +95,8 @@ class TuneOutcome:
     def summary(self) -> dict:
         return {**self.tuning.summary(), "version": self.version.version, "reused": self.reused,
                 "test": self.version.summary()["test"], "promotion": self.promotion,
-                "report": join_uri(self.version.uri, "report", "report.md")}
+                "report": join_uri(self.version.uri, "report", "report.md"),
+                "tracking": self.version.lineage.get("tracking")}
 
 
 def tune_and_register(cfg: RaylineConfig, storage: Storage, *, trials: int | None = None, fresh: bool = False,
@@ -117,7 +125,16 @@ def tune_and_register(cfg: RaylineConfig, storage: Storage, *, trials: int | Non
         report = build_report(f"{cfg.name}: tuned, trial {tuning['trial_id']}", ev, result.best.history,
                               {"run_name": result.best.run_name, "ingest_key": ingest.key, "tuning": tuning})
         timings = {"tune": result.seconds, "total": round(time.perf_counter() - t0, 2)}
-        version = register_run(registry, best_cfg, ingest, result.best, ev, report, timings, extra={"tuning": tuning})
+        tracker = Tracker(cfg, storage, progress=progress)
+        parent = tracker.start_tuning(cfg, result)
+        tracked = tracker.record_training(
+            best_cfg, ingest, result.best, ev, report, parent_run_id=parent.run_id if parent else None,
+            tags={"rayline.kind": "trial", "rayline.trial_id": str(tuning["trial_id"]), "rayline.best_trial": "true"})
+        if parent:
+            tuning["tracking_parent_run_id"] = parent.run_id
+        version = register_run(registry, best_cfg, ingest, result.best, ev, report, timings,
+                               extra={"tuning": tuning, **({"tracking": tracked.to_json()} if tracked else {})})
+        tracker.link_version(tracked, cfg.name, version.version, version.uri)
         reused = False
         progress(f"tune: registered {cfg.name} version {version.version} (trial {tuning['trial_id']}, "
                  f"test {ev.metric} {ev.value:.4f})")
@@ -205,7 +222,8 @@ def run_pipeline(cfg: RaylineConfig, storage: Storage, *, fresh: bool = False,
                         "quarantine_by_rule": ingest.manifest["quarantine_by_rule"]}
     trained = timed("train", lambda: train_and_register(cfg, storage, ingest=ingest, fresh=fresh, progress=progress))
     stages["train"] = {"version": trained.version.version, "reused": trained.reused, "test": trained.version.summary()["test"],
-                       "report": join_uri(trained.version.uri, "report", "report.md")}
+                       "report": join_uri(trained.version.uri, "report", "report.md"),
+                       "tracking": trained.version.lineage.get("tracking")}
 
     def do_promote():
         try:

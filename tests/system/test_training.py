@@ -90,9 +90,19 @@ def test_small_pipeline_trains_registers_and_reuses(ray_local, small_data):
     report = Path(out.version.uri, "report")
     assert {"report.md", "roc.png", "calibration.png", "curves.png"} <= {p.name for p in report.iterdir()}
     assert (Path(out.train.run_uri) / "history.json").exists()
-    # same data + config: the registered model is reused, no training
-    again = train_and_register(cfg, storage)
+    # recorded in MLflow (the embedded store under the root), and the lineage links to the run
+    from mlflow.tracking import MlflowClient
+
+    tracked = lineage["tracking"]
+    run = MlflowClient(tracking_uri=tracked["uri"]).get_run(tracked["run_id"])
+    assert tracked["uri"].startswith(f"sqlite:///{root}") and run.info.run_name == out.train.run_name
+    assert run.data.tags["rayline.model_version"] == "1" and run.data.params["train.epochs"] == "3"
+    assert run.data.metrics["test_auc"] == pytest.approx(out.version.metrics["test"]["auc"])
+    # same data + config: the registered model is reused, no training (and no second MLflow run);
+    # where it is served is not part of the model, so a new port reuses it too
+    again = train_and_register(cfg.model_copy(update={"serve": cfg.serve.model_copy(update={"port": 8999})}), storage)
     assert again.reused and again.version.version == 1
+    assert len(MlflowClient(tracking_uri=tracked["uri"]).search_runs([tracked["experiment_id"]])) == 1
     # `rayline evaluate` recomputes the same numbers for a registered version
     ev = evaluate_version(cfg, storage, "1")
     assert ev["value"] == pytest.approx(out.version.metrics["test"]["auc"], abs=1e-9)

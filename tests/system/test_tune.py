@@ -88,3 +88,15 @@ def test_tune_killed_driver_resumes_ranks_and_registers_the_best(ray_local, smal
     assert 0.02 <= best["params"]["train.model.xgboost.eta"] <= 0.3
     assert 2 <= best["params"]["train.model.xgboost.max_depth"] <= 5
     assert mv.metrics["test"]["auc"] > 0.5
+    # in MLflow: the search as a parent run, every trial a child with its curve, the best one in full
+    from mlflow.tracking import MlflowClient
+
+    tracked = out["tracking"]
+    client = MlflowClient(tracking_uri=tracked["uri"])
+    parent_id = tuning["tracking_parent_run_id"]
+    kids = client.search_runs([tracked["experiment_id"]], f"tags.mlflow.parentRunId = '{parent_id}'")
+    assert {r.data.tags["rayline.trial_id"] for r in kids} == {str(t["trial_id"]) for t in out["trials"]}
+    best_run = client.get_run(tracked["run_id"])
+    assert best_run.data.tags["rayline.best_trial"] == "true" and best_run.data.tags["rayline.model_version"] == str(out["version"])
+    other = next(r for r in kids if r.info.run_id != tracked["run_id"])
+    assert client.get_metric_history(other.info.run_id, "val_auc")        # the curve ASHA judged it on

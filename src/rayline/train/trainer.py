@@ -62,8 +62,9 @@ class TrainResult:
 
 
 def default_run_name(cfg: RaylineConfig, ingest: IngestResult) -> str:
-    """Same data and config -> same run name, so rerunning the same command resumes."""
-    return f"{cfg.name}-{ingest.key[:8]}-{cfg.config_hash()[:8]}"
+    """Same data and model config -> same run name, so rerunning the same command resumes (or
+    reuses the registered model); serving, storage, promotion and tracking settings do not count."""
+    return f"{cfg.name}-{ingest.key[:8]}-{cfg.model_hash()[:8]}"
 
 
 def _family(family: str):

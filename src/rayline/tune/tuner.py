@@ -21,7 +21,7 @@ from rayline.errors import RaylineError
 from rayline.storage import Storage
 from rayline.train.resources import plan_workers
 from rayline.model.metrics import primary_metric
-from rayline.train.trainer import RESULT_FILE, TrainResult, default_run_name
+from rayline.train.trainer import RESULT_FILE, TrainResult
 from rayline.tune.space import overrides, search_space, to_ray, trial_config
 
 TUNE_DIR = "tune"
@@ -38,6 +38,7 @@ class TuneResult:
     best_trial: dict = field(default_factory=dict)
     restored: bool = False
     seconds: float = 0.0
+    curves: dict[str, list[float]] = field(default_factory=dict, repr=False)  # trial id -> val metric per report
 
     def summary(self) -> dict:
         return {"stage": "tune", "name": self.name, "uri": self.uri, "restored": self.restored,
@@ -45,7 +46,8 @@ class TuneResult:
 
 
 def tune_name(cfg: RaylineConfig, ingest: IngestResult) -> str:
-    return "tune-" + default_run_name(cfg, ingest)
+    """Same data, model config and search -> same experiment, so a rerun restores it."""
+    return f"tune-{cfg.name}-{ingest.key[:8]}-{cfg.model_hash('tune')[:8]}"
 
 
 def _trial(config: dict, base: dict, ingest_key: str, name: str) -> None:
@@ -118,19 +120,22 @@ def run_tuning(cfg: RaylineConfig, ingest: IngestResult, storage: Storage, *, tr
                                       verbose=1),
         )
     grid = tuner.fit()
-    ranked = []
+    metric, mode = primary_metric(cfg.task)  # `best` is in the metric's units: max for AUC, min for losses
+    ranked, curves = [], {}
     for r in grid:
         if r.config is None:
             continue
-        trial_id = r.path.rstrip("/").rsplit("/", 1)[-1] if r.path else None
-        ranked.append({"trial_id": (r.metrics or {}).get("trial_id", trial_id), "params": r.config["params"],
+        trial_id = (r.metrics or {}).get("trial_id") or (r.path.rstrip("/").rsplit("/", 1)[-1] if r.path else None)
+        df = r.metrics_dataframe
+        if df is not None and f"val_{metric}" in df:
+            curves[trial_id] = [float(v) for v in df[f"val_{metric}"].dropna()]
+        ranked.append({"trial_id": trial_id, "params": r.config["params"],
                        "score": (r.metrics or {}).get("best", (r.metrics or {}).get("score")),
                        "reports": (r.metrics or {}).get("training_iteration", 0),
                        "status": "error" if r.error else "done"})
     finished = [t for t in ranked if t["status"] == "done" and t["score"] is not None]
     if not finished:
         raise RaylineError(f"tuning {name}: no trial finished ({len(ranked)} tried); see {storage.uri(TUNE_DIR, name)}")
-    _, mode = primary_metric(cfg.task)  # `best` is in the metric's units: max for AUC, min for losses
     finished.sort(key=lambda t: t["score"], reverse=mode == "max")
     ranked = finished + [t for t in ranked if t not in finished]
     # the best trial that ran to its end (one ASHA stopped early left no finished run behind)
@@ -142,7 +147,7 @@ def run_tuning(cfg: RaylineConfig, ingest: IngestResult, storage: Storage, *, tr
     return TuneResult(name=name, uri=storage.uri(TUNE_DIR, name), space={k: v.model_dump(exclude_none=True)
                                                                         for k, v in space.items()},
                       trials=ranked, best=best, best_trial=best_trial, restored=restored,
-                      seconds=round(time.perf_counter() - t0, 1))
+                      seconds=round(time.perf_counter() - t0, 1), curves=curves)
 
 
 def best_config(cfg: RaylineConfig, params: dict) -> RaylineConfig:
