@@ -202,7 +202,7 @@ def tune(config: ConfigOpt, set_: SetOpt = None, address: AddressOpt = None,
          trials: Annotated[Optional[int], typer.Option("--trials", min=1, help="trials (default: tune.trials)")] = None,
          fresh: Annotated[bool, typer.Option("--fresh", help="start over instead of resuming")] = False,
          promote: Annotated[bool, typer.Option("--promote/--no-promote",
-                                               help="promote the best through the gate to serve.model_alias")] = True,
+                                               help="promote the best through the gate to the config's alias")] = True,
          as_json: JsonOpt = False) -> None:
     """Tune training with Ray Tune (ASHA); register the best trial, resuming a killed run."""
     from rayline.pipeline import tune_and_register
@@ -213,7 +213,7 @@ def tune(config: ConfigOpt, set_: SetOpt = None, address: AddressOpt = None,
         cfg = _load(config, set_)
         with ray_session(address):
             out = tune_and_register(cfg, Storage(cfg.storage.root), trials=trials, fresh=fresh,
-                                    promote_to=cfg.serve.model_alias if promote else None, progress=_progress)
+                                    promote_to=cfg.alias if promote else None, progress=_progress)
         return out.summary()
     _run(body, as_json, _render_tune)
 
@@ -387,7 +387,7 @@ def _render_run(s: dict) -> None:
 
 
 # ------------------------------------------------------------------ serving
-ModelOpt = Annotated[Optional[str], typer.Option("--version", help="model version or alias (default: serve.model_alias)")]
+ModelOpt = Annotated[Optional[str], typer.Option("--version", help="model version or alias (default: the config's alias)")]
 
 
 @app.command("serve")

@@ -260,6 +260,8 @@ class ModelConfig(_Model):
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
     norm: Literal["batch", "layer", "none"] = "layer"
     embedding_max_dim: int = Field(16, ge=1)
+    threshold: float = Field(0.5, gt=0, lt=1, description="binary: the label is 1 when P(positive) >= this. Saved "
+                             "with the model, so its evaluation, the endpoint and batch inference decide alike")
     xgboost: XGBoostConfig = Field(default_factory=XGBoostConfig)
 
 
@@ -285,7 +287,7 @@ class TrainConfig(_Model):
     keep_checkpoints: int = Field(2, ge=1)
     in_memory_max_bytes: int = Field(2 << 30, ge=0, description="load a shard into memory up to this size, else stream")
     slice_columns: list[str] | None = Field(None, description="deprecated: use evaluate.slice_columns")
-    threshold: float = Field(0.5, gt=0, lt=1)
+    threshold: float | None = Field(None, gt=0, lt=1, description="deprecated: use train.model.threshold")
     promotion_tolerance: float | None = Field(None, ge=0, description="deprecated: use promote.tolerance")
     model: ModelConfig = Field(default_factory=ModelConfig)
 
@@ -319,7 +321,7 @@ class ServeAuthConfig(_Model):
 
 
 class ServeConfig(_Model):
-    model_alias: str = "production"
+    model_alias: str | None = Field(None, description="deprecated: use alias (top level)")
     model_poll_s: float = Field(5.0, ge=0, description="how often replicas check the alias (0: only on redeploy)")
     app_name: str = "rayline"
     route_prefix: str = "/"
@@ -440,6 +442,9 @@ class StorageConfig(_Model):
 class RaylineConfig(_Model):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     task: Literal["binary", "regression", "multiclass"] = "binary"
+    alias: str = Field("production", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
+                       description="the registry alias in service: the pipeline (and `rayline tune`) promote to "
+                       "it, the endpoint follows it, `rayline predict` uses it by default")
     storage: StorageConfig = Field(default_factory=StorageConfig)
     data: DataConfig
     train: TrainConfig = Field(default_factory=TrainConfig)
@@ -457,6 +462,14 @@ class RaylineConfig(_Model):
             warnings.warn("train.promotion_tolerance is deprecated: use promote.tolerance", DeprecationWarning, stacklevel=2)
             if "tolerance" not in self.promote.model_fields_set:
                 self.promote.tolerance = self.train.promotion_tolerance
+        if self.serve.model_alias is not None:
+            warnings.warn("serve.model_alias is deprecated: use alias (top level)", DeprecationWarning, stacklevel=2)
+            if "alias" not in self.model_fields_set:
+                self.alias = self.serve.model_alias
+        if self.train.threshold is not None:
+            warnings.warn("train.threshold is deprecated: use train.model.threshold", DeprecationWarning, stacklevel=2)
+            if "threshold" not in self.train.model.model_fields_set:
+                self.train.model.threshold = self.train.threshold
         if self.train.slice_columns is not None:
             warnings.warn("train.slice_columns is deprecated: use evaluate.slice_columns", DeprecationWarning, stacklevel=2)
             if "slice_columns" not in self.evaluate.model_fields_set:

@@ -69,8 +69,7 @@ def train_and_register(cfg: RaylineConfig, storage: Storage, *, ingest: IngestRe
     train_s = time.perf_counter() - t
     t = time.perf_counter()
     model = LoadedModel.from_bytes(trained.model_bytes, ingest.spec.to_json(), cfg.train.model.model_dump_json())
-    ev = evaluate_model(model, ingest.split_uri("test"), slice_columns=cfg.evaluate.slice_columns,
-                        threshold=cfg.train.threshold)
+    ev = evaluate_model(model, ingest.split_uri("test"), slice_columns=cfg.evaluate.slice_columns)
     eval_s = time.perf_counter() - t
     timings = {"train": round(train_s, 2), "evaluate": round(eval_s, 2), "total": round(time.perf_counter() - t0, 2)}
     report = build_report(f"{cfg.name}: run {run_name}", ev, trained.history,
@@ -117,8 +116,7 @@ def tune_and_register(cfg: RaylineConfig, storage: Storage, *, trials: int | Non
         best_cfg = best_config(cfg, result.best_trial["params"])
         model = LoadedModel.from_bytes(result.best.model_bytes, ingest.spec.to_json(),
                                        best_cfg.train.model.model_dump_json())
-        ev = evaluate_model(model, ingest.split_uri("test"), slice_columns=cfg.evaluate.slice_columns,
-                            threshold=cfg.train.threshold)
+        ev = evaluate_model(model, ingest.split_uri("test"), slice_columns=cfg.evaluate.slice_columns)
         tuning = {"experiment": result.name, "experiment_uri": result.uri, "trial_id": result.best_trial["trial_id"],
                   "params": result.best_trial["params"], "search_space": result.space, "trials": len(result.trials),
                   "scheduler": cfg.tune.scheduler}
@@ -153,8 +151,7 @@ def evaluate_version(cfg: RaylineConfig, storage: Storage, ref: str | None = Non
     v, model = registry.load(ref or "latest")
     mv = registry.get(v)
     ingest = load_ingest(cfg, storage, mv.lineage["ingest_key"])
-    ev = evaluate_model(model, ingest.split_uri("test"), slice_columns=cfg.evaluate.slice_columns,
-                        threshold=cfg.train.threshold)
+    ev = evaluate_model(model, ingest.split_uri("test"), slice_columns=cfg.evaluate.slice_columns)
     history = json.loads(registry.read_file(v, "history.json"))
     report = build_report(f"{cfg.name}: version {v}", ev, history, mv.lineage)
     for name, data in report.items():
@@ -170,7 +167,7 @@ def reevaluator(cfg: RaylineConfig, storage: Storage):
     def score(current: ModelVersion, candidate: ModelVersion) -> float:
         _, model = registry.load(current.version)
         ingest = load_ingest(cfg, storage, candidate.lineage["ingest_key"])
-        return evaluate_model(model, ingest.split_uri("test"), threshold=cfg.train.threshold).value
+        return evaluate_model(model, ingest.split_uri("test")).value
     return score
 
 
@@ -227,14 +224,14 @@ def run_pipeline(cfg: RaylineConfig, storage: Storage, *, fresh: bool = False,
 
     def do_promote():
         try:
-            return promote_version(cfg, storage, trained.version.version, cfg.serve.model_alias)
+            return promote_version(cfg, storage, trained.version.version, cfg.alias)
         except RegistryError as e:
             progress(f"[promote] refused: {e}")
             return {"refused": str(e)}
     stages["promote"] = timed("promote", do_promote)
     registry = Registry(storage, cfg.name)
-    if cfg.serve.model_alias not in registry.aliases():
-        raise RaylineError(f"nothing to serve: alias {cfg.serve.model_alias!r} is not set")
+    if cfg.alias not in registry.aliases():
+        raise RaylineError(f"nothing to serve: alias {cfg.alias!r} is not set")
     dep = timed("deploy", lambda: deploy(cfg))
     stages["deploy"] = dep.summary()
 

@@ -14,7 +14,7 @@ from rayline.features.spec import CategoricalSpec, Constraint, FeatureSpec, Labe
 from rayline.model.network import TabularNet
 
 
-def _predictor(task="binary", classes=None):
+def _predictor(task="binary", classes=None, threshold=0.5):
     spec = FeatureSpec(
         numeric=[NumericSpec(name="distance", mean=500, std=100, impute=500, min=10, max=4000, null_fraction=0,
                              missing_indicator=True)],
@@ -22,7 +22,7 @@ def _predictor(task="binary", classes=None):
         time=[TimeSpec(name="ts", parts=["hour"])],
         label=LabelSpec(column="y", task=task, classes=classes),
         constraints={"distance": Constraint(required=True, min=0, max=6000)})
-    cfg = ModelConfig(hidden=[8])
+    cfg = ModelConfig(hidden=[8], threshold=threshold)
     torch.manual_seed(0)
     buf = io.BytesIO()
     torch.save(TabularNet(spec, cfg).state_dict(), buf)
@@ -65,3 +65,13 @@ def test_multiclass_predictions_are_probability_vectors():
     ok = out.filter(pa.compute.equal(out.column(KIND), "ok"))
     probs = np.array(ok.column("prediction").to_pylist())
     assert probs.shape == (1, 3) and np.allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+    assert ok.column("label").to_pylist() == [["a", "b", "c"][int(probs[0].argmax())]]  # the endpoint's label
+
+
+def test_binary_labels_use_the_threshold_saved_with_the_model():
+    t = pa.table({"id": list(range(30)), "distance": [float(100 + 100 * i) for i in range(30)],
+                  "dest": ["IAH", "ORD"] * 15, "ts": ["2013-01-01T10:00:00Z"] * 30, PATH_COLUMN: ["f"] * 30})
+    for threshold in (0.2, 0.5, 0.8):
+        out = _predictor(threshold=threshold)(t)
+        p = np.array(out.column("prediction").to_pylist())
+        assert out.column("label").to_pylist() == (p >= threshold).astype(int).tolist()

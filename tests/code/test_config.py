@@ -121,3 +121,19 @@ def test_moved_fields_keep_working_for_one_release_with_a_warning():
     raw["evaluate"] = {"slice_columns": ["vehicle"]}                 # the new key wins when both are set
     with pytest.warns(DeprecationWarning):
         assert config_from_dict(raw).evaluate.slice_columns == ["vehicle"]
+
+
+def test_threshold_and_alias_moved_to_their_readers_with_a_warning():
+    raw = small_config(Path("/tmp/d"), Path("/tmp/r"))
+    raw["train"] = {**raw["train"], "threshold": 0.3}
+    raw["serve"] = {"model_alias": "staging"}
+    with pytest.warns(DeprecationWarning) as seen:
+        cfg = config_from_dict(raw)
+    said = " ".join(str(w.message) for w in seen)
+    assert "train.threshold is deprecated: use train.model.threshold" in said
+    assert "serve.model_alias is deprecated: use alias (top level)" in said
+    # the threshold travels with the model (model_config.json); the alias is shared by promote, serve, batch
+    assert cfg.train.model.threshold == 0.3 and cfg.alias == "staging"
+    assert config_from_dict(small_config(Path("/tmp/d"), Path("/tmp/r"))).alias == "production"
+    with pytest.raises(ConfigError, match="alias"):
+        config_from_dict({**small_config(Path("/tmp/d"), Path("/tmp/r")), "alias": "../etc"})

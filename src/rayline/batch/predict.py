@@ -62,6 +62,9 @@ class Predictor:
             out["prediction"] = pa.FixedSizeListArray.from_arrays(pa.array(preds.reshape(-1).astype(np.float64)), preds.shape[1])
         else:
             out["prediction"] = pa.array(preds.astype(np.float64))
+        labels = self.model.labels(preds)  # the endpoint's "label", at the same threshold
+        if labels is not None:
+            out["label"] = pa.array(labels.tolist(), pa.int64() if labels.dtype.kind == "i" else pa.string())
         out["model_version"] = pa.array(np.full(clean.num_rows, self.version, dtype=np.int64))
         good = pa.table(out).append_column(KIND, pa.array(["ok"] * clean.num_rows, pa.string()))
         q = failures.quarantine(batch, "predict", src_mod.PATH_COLUMN)
@@ -87,7 +90,7 @@ def run_batch_predict(cfg: RaylineConfig, storage: Storage, input_path: str, out
 
     t0 = time.perf_counter()
     registry = Registry(storage, cfg.name)
-    version = registry.resolve(model or cfg.serve.model_alias)
+    version = registry.resolve(model or cfg.alias)
     spec = FeatureSpec.from_json(registry.read_file(version, SPEC))
     fmt = fmt or _guess_format(input_path)
     src = src_mod.resolve("input", SourceConfig(format=fmt, path=input_path), storage)

@@ -48,8 +48,9 @@ def predict_split(model: LoadedModel, uri: str, columns: list[str]) -> tuple[np.
 
 
 def evaluate_model(model: LoadedModel, split_uri: str, *, split: str = "test", slice_columns: list[str] | None = None,
-                   threshold: float = 0.5, min_slice_rows: int = 100) -> Evaluation:
-    task = model.spec.label.task
+                   min_slice_rows: int = 100) -> Evaluation:
+    """Metrics at the model's own decision threshold (`train.model.threshold`, saved with it)."""
+    task, threshold = model.spec.label.task, model.config.threshold
     slice_columns = slice_columns or []
     y, p, extra = predict_split(model, split_uri, slice_columns)
     metric, _ = primary_metric(task)

@@ -92,5 +92,16 @@ class LoadedModel:
         out = predict_from_output(self.spec.label, self.net(num, cat))
         return out.cpu().numpy()
 
+    def labels(self, preds: np.ndarray) -> np.ndarray | None:
+        """The decided label of each prediction: 0/1 at the model's threshold (binary), the class
+        name (multiclass); None for regression, whose prediction is the answer."""
+        label = self.spec.label
+        if label.task == "binary":
+            return (preds >= self.config.threshold).astype(np.int64)
+        if label.task == "multiclass":
+            return np.asarray(label.classes or [], dtype=object)[preds.argmax(axis=1)] if len(preds) else \
+                np.zeros(0, dtype=object)
+        return None
+
     def predict_records(self, records: list[dict]) -> np.ndarray:
         return self.predict_inputs(self.spec.transform_records(records))

@@ -109,7 +109,7 @@ class ModelServer:
         self.resolver = resolver or default_resolver
         self.info = info or default_info
         torch.set_num_threads(max(1, math.ceil(sc.cpus_per_replica)))
-        self.ref, self.poll_s = sc.model_alias, sc.model_poll_s
+        self.ref, self.poll_s = self.cfg.alias, sc.model_poll_s
         self.current: tuple[int, LoadedModel] | None = None
         self.current_info: dict = {}
         self.pinned: OrderedDict[int, LoadedModel] = OrderedDict()
@@ -312,13 +312,12 @@ class ModelServer:
             start += n
 
     def _format(self, model: LoadedModel, preds) -> list:
-        task = model.spec.label.task
-        thr = self.cfg.train.threshold
+        task, labels = model.spec.label.task, model.labels(preds)  # at the model's own threshold
         if task == "binary":
-            return [{"probability": float(p), "label": int(p >= thr)} for p in preds]
+            return [{"probability": float(p), "label": int(y)} for p, y in zip(preds, labels)]
         if task == "multiclass":
             classes = model.spec.label.classes or []
-            return [{"probabilities": dict(zip(classes, map(float, p))), "label": classes[int(p.argmax())]} for p in preds]
+            return [{"probabilities": dict(zip(classes, map(float, p))), "label": y} for p, y in zip(preds, labels)]
         return [{"value": float(p)} for p in preds]
 
     async def _read_body(self, request: Request) -> bytes:
@@ -453,7 +452,7 @@ def deployment_options(cfg: RaylineConfig) -> dict:
                                "initial_replicas": a.min_replicas or 1},
         "ray_actor_options": {"num_cpus": sc.cpus_per_replica, "num_gpus": sc.gpus_per_replica},
         **({"max_replicas_per_node": sc.max_replicas_per_node} if sc.max_replicas_per_node else {}),
-        "user_config": {"model": sc.model_alias, "poll_s": sc.model_poll_s},
+        "user_config": {"model": cfg.alias, "poll_s": sc.model_poll_s},
     }
 
 

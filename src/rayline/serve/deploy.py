@@ -119,7 +119,7 @@ def deploy(cfg: RaylineConfig, model: str | None = None, timeout_s: float = 180)
     from rayline.registry import Registry
     from rayline.storage import Storage
 
-    ref = str(model) if model is not None else cfg.serve.model_alias
+    ref = str(model) if model is not None else cfg.alias
     version = Registry(Storage(cfg.storage.root), cfg.name).resolve(ref)  # fail early, with a clear message
     check_replica_resources(cfg)
     apply(serve_config(cfg, model), timeout_s)

@@ -103,7 +103,7 @@ def train_loop_per_worker(config: dict) -> dict:
         train_time = time.perf_counter() - t
 
         y_val, p_val, val_loss = _validate(model, valid_feed, criterion, spec.label, device, amp)
-        scores = task_metrics(task, y_val, p_val, cfg.threshold)
+        scores = task_metrics(task, y_val, p_val, cfg.model.threshold)
         value = scores[metric]
         improved = best is None or (value > best if mode == "max" else value < best)
         best, stale = (value, 0) if improved else (best, stale + 1)
