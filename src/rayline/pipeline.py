@@ -57,7 +57,7 @@ def train_and_register(cfg: RaylineConfig, storage: Storage, *, ingest: IngestRe
     """Ingest (reused when unchanged) -> train -> evaluate on test -> report -> register."""
     t0 = time.perf_counter()
     ingest = ingest or run_ingest(cfg, storage, progress=progress)
-    registry = Registry(storage, cfg.name)
+    registry = Registry.of(cfg, storage)
     run_name = run_name or default_run_name(cfg, ingest)
     if not fresh:
         existing = registry.find_run(run_name)
@@ -108,7 +108,7 @@ def tune_and_register(cfg: RaylineConfig, storage: Storage, *, trials: int | Non
     t0 = time.perf_counter()
     ingest = run_ingest(cfg, storage, progress=progress)
     result = run_tuning(cfg, ingest, storage, trials=trials, fresh=fresh, progress=progress)
-    registry = Registry(storage, cfg.name)
+    registry = Registry.of(cfg, storage)
     existing = registry.find_run(result.best.run_name)
     if existing is not None:
         version, reused = existing, True
@@ -147,7 +147,7 @@ def tune_and_register(cfg: RaylineConfig, storage: Storage, *, trials: int | Non
 
 def evaluate_version(cfg: RaylineConfig, storage: Storage, ref: str | None = None) -> dict:
     """Recompute a registered version's evaluation and report on the test split it was trained with."""
-    registry = Registry(storage, cfg.name)
+    registry = Registry.of(cfg, storage)
     v, model = registry.load(ref or "latest")
     mv = registry.get(v)
     ingest = load_ingest(cfg, storage, mv.lineage["ingest_key"])
@@ -162,7 +162,7 @@ def evaluate_version(cfg: RaylineConfig, storage: Storage, ref: str | None = Non
 
 def reevaluator(cfg: RaylineConfig, storage: Storage):
     """For the promotion gate: score the current model on the candidate's test split."""
-    registry = Registry(storage, cfg.name)
+    registry = Registry.of(cfg, storage)
 
     def score(current: ModelVersion, candidate: ModelVersion) -> float:
         _, model = registry.load(current.version)
@@ -172,7 +172,7 @@ def reevaluator(cfg: RaylineConfig, storage: Storage):
 
 
 def promote_version(cfg: RaylineConfig, storage: Storage, ref: str | int, alias: str, force: bool = False) -> dict:
-    registry = Registry(storage, cfg.name)
+    registry = Registry.of(cfg, storage)
     v = registry.resolve(ref)
     p = promote(registry, v, alias, tolerance=cfg.promote.tolerance, margin=cfg.promote.baseline_margin, force=force,
                 reevaluate=reevaluator(cfg, storage))
@@ -180,7 +180,7 @@ def promote_version(cfg: RaylineConfig, storage: Storage, ref: str | int, alias:
 
 
 def rollback_alias(cfg: RaylineConfig, storage: Storage, alias: str) -> dict:
-    registry = Registry(storage, cfg.name)
+    registry = Registry.of(cfg, storage)
     before = registry.aliases().get(alias)
     if before is None:
         raise RegistryError(f"model {cfg.name!r} has no alias {alias!r}")
@@ -229,7 +229,7 @@ def run_pipeline(cfg: RaylineConfig, storage: Storage, *, fresh: bool = False,
             progress(f"[promote] refused: {e}")
             return {"refused": str(e)}
     stages["promote"] = timed("promote", do_promote)
-    registry = Registry(storage, cfg.name)
+    registry = Registry.of(cfg, storage)
     if cfg.alias not in registry.aliases():
         raise RaylineError(f"nothing to serve: alias {cfg.alias!r} is not set")
     dep = timed("deploy", lambda: deploy(cfg))

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rayline import layout
 from rayline.config import RaylineConfig, dump_config
 from rayline.storage import Storage
 
@@ -32,7 +33,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-TRACKING_DIR = "mlflow"          # under a local storage root: mlflow.db and artifacts/<experiment>/
 MAX_PARAM_CHARS = 6000           # MLflow's limit on a parameter value
 PARAMS_PER_BATCH, METRICS_PER_BATCH = 100, 1000  # MLflow's log_batch limits
 _PARAM_KEY = re.compile(r"^[\w\-. /]+$")
@@ -55,14 +55,14 @@ def tracking_uri(cfg: RaylineConfig, storage: Storage) -> str | None:
     if cfg.tracking.uri:
         return cfg.tracking.uri
     if storage.is_local:
-        return f"sqlite:///{storage.path(TRACKING_DIR, 'mlflow.db')}"
+        return f"sqlite:///{storage.path(layout.tracking_db())}"
     return None
 
 
 def artifact_root(cfg: RaylineConfig, storage: Storage) -> str | None:
     """Where a new experiment keeps its artifacts: beside the embedded store; a server decides its own."""
     if cfg.tracking.uri is None and storage.is_local:
-        return Path(storage.path(TRACKING_DIR, "artifacts")).as_uri()
+        return Path(storage.path(layout.tracking_artifacts())).as_uri()
     return None
 
 

@@ -12,7 +12,7 @@ import rayline
 
 SRC = Path(rayline.__file__).parent
 LAYERS = [
-    {"config", "errors", "storage", "runtime"},
+    {"config", "errors", "storage", "layout", "runtime"},
     {"features"},
     {"data", "model"},
     {"train", "evaluate"},

@@ -89,7 +89,7 @@ def run_batch_predict(cfg: RaylineConfig, storage: Storage, input_path: str, out
     from rayline.registry import Registry
 
     t0 = time.perf_counter()
-    registry = Registry(storage, cfg.name)
+    registry = Registry.of(cfg, storage)
     version = registry.resolve(model or cfg.alias)
     spec = FeatureSpec.from_json(registry.read_file(version, SPEC))
     fmt = fmt or _guess_format(input_path)

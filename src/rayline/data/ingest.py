@@ -40,6 +40,7 @@ from rayline.data.process import (
 )
 from rayline.data.validate import QUARANTINE_SCHEMA, Failures, apply_rules, duplicate_mask
 from rayline.errors import InputError
+from rayline import layout
 from rayline.features.fit import PartialStats, build_spec
 from rayline.features.spec import FeatureSpec
 from rayline.storage import Storage, join_uri
@@ -71,7 +72,7 @@ class IngestResult:
 
 
 def dataset_dir(cfg: RaylineConfig, key: str) -> str:
-    return f"datasets/{cfg.name}/{key}"
+    return layout.dataset(cfg.name, key)
 
 
 def plan_key(cfg: RaylineConfig, resolved: dict[str, src_mod.ResolvedSource]) -> tuple[str, str]:
@@ -111,7 +112,7 @@ def run_ingest(cfg: RaylineConfig, storage: Storage, *, force: bool = False,
     dims, dim_quarantine, dim_counts = _load_dimensions(cfg, resolved)
     timings["dimensions"] = time.perf_counter() - t
 
-    storage.clean_stale(f"datasets/{cfg.name}")
+    storage.clean_stale(layout.datasets(cfg.name))
     tmp = storage.temp_dir(final)
     try:
         spec, counts, by_rule = _execute(cfg, storage, primary, dims, dim_quarantine, tmp, progress, timings)
@@ -141,7 +142,7 @@ def run_ingest(cfg: RaylineConfig, storage: Storage, *, force: bool = False,
         except Exception:  # noqa: BLE001 - the original error matters more
             log.warning("could not remove staging directory %s", storage.uri(tmp))
         raise
-    storage.write_json({"key": key}, f"datasets/{cfg.name}", "LATEST.json")
+    storage.write_json({"key": key}, layout.datasets(cfg.name), layout.LATEST)
     return IngestResult(key, storage.uri(final), False, manifest, spec)
 
 
@@ -329,9 +330,9 @@ def _user_error(e: Exception, src: src_mod.ResolvedSource) -> Exception:
 def load_ingest(cfg: RaylineConfig, storage: Storage, key: str | None = None) -> IngestResult:
     """Find a published ingest (the latest one of this config by default) without running it."""
     if key is None:
-        if not storage.exists(f"datasets/{cfg.name}", "LATEST.json"):
+        if not storage.exists(layout.datasets(cfg.name), layout.LATEST):
             raise InputError(f"no ingest has been run for {cfg.name!r} under {storage.uri()}: run `rayline ingest` first")
-        key = storage.read_json(f"datasets/{cfg.name}", "LATEST.json")["key"]
+        key = storage.read_json(layout.datasets(cfg.name), layout.LATEST)["key"]
     if not storage.is_complete(dataset_dir(cfg, key)):
         raise InputError(f"ingest {key} of {cfg.name!r} is missing or incomplete under {storage.uri()}")
     return _open_published(cfg, storage, key)

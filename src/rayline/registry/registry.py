@@ -30,6 +30,8 @@ import re
 import time
 from dataclasses import dataclass, field
 
+from rayline import layout
+from rayline.config import RaylineConfig
 from rayline.errors import RegistryError
 from rayline.model.artifact import MODEL_CONFIG, SPEC, LoadedModel, model_file
 from rayline.storage import Storage
@@ -70,9 +72,14 @@ class AliasState:
 
 
 class Registry:
+    @classmethod
+    def of(cls, cfg: RaylineConfig, storage: Storage | None = None) -> "Registry":
+        """The config's model registry, on `storage` or else on the config's storage root."""
+        return cls(storage if storage is not None else Storage(cfg.storage.root), cfg.name)
+
     def __init__(self, storage: Storage, name: str, stale_after_s: float = STALE_AFTER_S):
         self.storage, self.name = storage, name
-        self.base = f"models/{name}"
+        self.base = layout.models(name)
         self.stale_after_s = stale_after_s
         self._manifests: dict[int, dict | None] = {}  # published versions never change
 

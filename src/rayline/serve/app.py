@@ -50,9 +50,8 @@ def registry_hooks(cfg: RaylineConfig, device: str) -> tuple[Loader, Callable[[s
     """(load a version onto `device`, resolve a reference, read a version's metadata), all over
     one Registry (its manifest cache is shared)."""
     from rayline.registry import Registry
-    from rayline.storage import Storage
 
-    registry = Registry(Storage(cfg.storage.root), cfg.name)
+    registry = Registry.of(cfg)
 
     def info(version: int) -> dict:
         mv = registry.get(version)

@@ -117,10 +117,9 @@ def wait_ready(url: str, timeout_s: float = 60, version: int | None = None) -> i
 def deploy(cfg: RaylineConfig, model: str | None = None, timeout_s: float = 180) -> Deployment:
     """Deploy or update the app; returns once it answers /readyz with the expected version."""
     from rayline.registry import Registry
-    from rayline.storage import Storage
 
     ref = str(model) if model is not None else cfg.alias
-    version = Registry(Storage(cfg.storage.root), cfg.name).resolve(ref)  # fail early, with a clear message
+    version = Registry.of(cfg).resolve(ref)  # fail early, with a clear message
     check_replica_resources(cfg)
     apply(serve_config(cfg, model), timeout_s)
     url = base_url(cfg)

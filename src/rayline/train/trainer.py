@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rayline import layout
 from rayline.config import RaylineConfig
 from rayline.data.ingest import IngestResult
 from rayline.errors import RaylineError
@@ -49,7 +50,7 @@ class TrainResult:
     @classmethod
     def from_run(cls, storage: Storage, run_name: str) -> "TrainResult":
         """A finished run's result, as `run_training` saved it (RESULT_FILE + the best checkpoint)."""
-        meta = storage.read_json("runs", run_name, RESULT_FILE)
+        meta = storage.read_json(layout.run(run_name), RESULT_FILE)
         fs, path = storage.fs, f"{meta['checkpoint_uri'].rstrip('/')}/{meta['model_file']}"
         with fs.open_input_stream(path) as f:
             return cls(model_bytes=f.read(), **meta)
@@ -109,10 +110,10 @@ def run_training(cfg: RaylineConfig, ingest: IngestResult, storage: Storage, *, 
     t0 = time.perf_counter()
     tc = cfg.train
     run_name = run_name or default_run_name(cfg, ingest)
-    runs_rel = "runs"
+    run_rel = layout.run(run_name)
     if fresh:
-        storage.delete_dir(runs_rel, run_name)
-    elif storage.exists(runs_rel, run_name):
+        storage.delete_dir(run_rel)
+    elif storage.exists(run_rel):
         progress(f"train: run {run_name} exists, resuming from its latest checkpoint (use --fresh to start over)")
     plan = cluster_worker_plan(tc, progress)
     feed, rows_per_worker = choose_feed(cfg, ingest, plan.workers)
@@ -136,7 +137,7 @@ def run_training(cfg: RaylineConfig, ingest: IngestResult, storage: Storage, *, 
                                      placement_strategy=tc.placement_strategy),
         run_config=RunConfig(
             # The filesystem object, not a URI: it carries a custom endpoint (MinIO) and credentials.
-            name=run_name, storage_path=storage.path(runs_rel), storage_filesystem=storage.fs,
+            name=run_name, storage_path=storage.path(layout.RUNS), storage_filesystem=storage.fs,
             failure_config=FailureConfig(max_failures=tc.max_failures), callbacks=callbacks or None,
             checkpoint_config=CheckpointConfig(num_to_keep=tc.keep_checkpoints, checkpoint_score_attribute="score",
                                                checkpoint_score_order="max"),
@@ -146,11 +147,11 @@ def run_training(cfg: RaylineConfig, ingest: IngestResult, storage: Storage, *, 
     )
     total = tc.model.xgboost.num_boost_round if tc.model.family == "xgboost" else tc.epochs
     try:
-        with follow(storage, (runs_rel, run_name), total, primary_metric(cfg.task)[0], progress):
+        with follow(storage, (run_rel,), total, primary_metric(cfg.task)[0], progress):
             result = trainer.fit()
     except Exception as e:  # noqa: BLE001 - Ray's error types vary; keep the cause in the message
         raise RaylineError(f"training run {run_name} failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-                           f" (checkpoints, if any, are under {storage.uri(runs_rel, run_name)}; rerun to resume)") from e
+                           f" (checkpoints, if any, are under {storage.uri(run_rel)}; rerun to resume)") from e
     fit_s = time.perf_counter() - t0
     best = result.get_best_checkpoint("score", "max") if result.checkpoint else None
     if best is None:
@@ -162,9 +163,9 @@ def run_training(cfg: RaylineConfig, ingest: IngestResult, storage: Storage, *, 
     with result.checkpoint.as_directory() as d:
         history = json.loads(Path(d, META_FILE).read_text())["history"]
     metric = best_meta.get("metric") or primary_metric(cfg.task)[0]  # the loop's name for what it watched
-    storage.write_json({"history": history}, runs_rel, run_name, "history.json")
+    storage.write_json({"history": history}, run_rel, "history.json")
     result = TrainResult(
-        run_name=run_name, run_uri=storage.uri(runs_rel, run_name), checkpoint_uri=best.path,
+        run_name=run_name, run_uri=storage.uri(run_rel), checkpoint_uri=best.path,
         model_bytes=model_bytes, model_file=file, history=history,
         best_epoch=best_meta.get("best_round", best_meta["epoch"] + 1), metric=metric, best_value=best_meta["best"],
         device=plan.device, workers=plan.workers, feed=feed,
@@ -172,6 +173,6 @@ def run_training(cfg: RaylineConfig, ingest: IngestResult, storage: Storage, *, 
         precision=history[-1].get("precision", "fp32") if history else "fp32",
         feed_device=history[-1].get("feed_device", plan.device) if history else plan.device,
     )
-    storage.write_json(result.to_json(), runs_rel, run_name, RESULT_FILE)
+    storage.write_json(result.to_json(), run_rel, RESULT_FILE)
     return result
 

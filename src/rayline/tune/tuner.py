@@ -15,6 +15,7 @@ import math
 import time
 from dataclasses import dataclass, field
 
+from rayline import layout
 from rayline.config import RaylineConfig
 from rayline.data.ingest import IngestResult
 from rayline.errors import RaylineError
@@ -24,7 +25,6 @@ from rayline.model.metrics import primary_metric
 from rayline.train.trainer import RESULT_FILE, TrainResult
 from rayline.tune.space import overrides, search_space, to_ray, trial_config
 
-TUNE_DIR = "tune"
 TRIAL_CPU = 0.01  # the trial function only drives its Train run; Tune needs a non-empty request
 
 
@@ -90,9 +90,9 @@ def run_tuning(cfg: RaylineConfig, ingest: IngestResult, storage: Storage, *, tr
     if cfg.train.model.family == "xgboost" and "train.model.xgboost.checkpoint_every" not in space:
         base["train"]["model"]["xgboost"]["checkpoint_every"] = tc.report_every_rounds  # ASHA needs reports
     name = tune_name(cfg, ingest)
-    path = storage.path(TUNE_DIR, name)
+    path = storage.path(layout.tune_experiment(name))
     if fresh:
-        storage.delete_dir(TUNE_DIR, name)
+        storage.delete_dir(layout.tune_experiment(name))
     res = ray.cluster_resources()
     parallel = concurrency(cfg, res.get("CPU", 0.0), res.get("GPU", 0.0))
     # The trial only drives (its Train run holds the resources); Tune needs a non-empty request.
@@ -116,7 +116,7 @@ def run_tuning(cfg: RaylineConfig, ingest: IngestResult, storage: Storage, *, tr
             param_space={"params": to_ray(space)},
             tune_config=tune.TuneConfig(num_samples=tc.trials, metric="score", mode="max", scheduler=scheduler,
                                         search_alg=searcher),
-            run_config=tune.RunConfig(name=name, storage_path=storage.path(TUNE_DIR), storage_filesystem=storage.fs,
+            run_config=tune.RunConfig(name=name, storage_path=storage.path(layout.TUNE), storage_filesystem=storage.fs,
                                       verbose=1),
         )
     grid = tuner.fit()
@@ -135,16 +135,16 @@ def run_tuning(cfg: RaylineConfig, ingest: IngestResult, storage: Storage, *, tr
                        "status": "error" if r.error else "done"})
     finished = [t for t in ranked if t["status"] == "done" and t["score"] is not None]
     if not finished:
-        raise RaylineError(f"tuning {name}: no trial finished ({len(ranked)} tried); see {storage.uri(TUNE_DIR, name)}")
+        raise RaylineError(f"tuning {name}: no trial finished ({len(ranked)} tried); see {storage.uri(layout.tune_experiment(name))}")
     finished.sort(key=lambda t: t["score"], reverse=mode == "max")
     ranked = finished + [t for t in ranked if t not in finished]
     # the best trial that ran to its end (one ASHA stopped early left no finished run behind)
-    complete = [t for t in finished if storage.exists("runs", f"{name}-{t['trial_id']}", RESULT_FILE)]
+    complete = [t for t in finished if storage.exists(layout.run(f"{name}-{t['trial_id']}"), RESULT_FILE)]
     if not complete:
-        raise RaylineError(f"tuning {name}: no trial ran to its end; see {storage.uri(TUNE_DIR, name)}")
+        raise RaylineError(f"tuning {name}: no trial ran to its end; see {storage.uri(layout.tune_experiment(name))}")
     best_trial = complete[0]
     best = TrainResult.from_run(storage, f"{name}-{best_trial['trial_id']}")
-    return TuneResult(name=name, uri=storage.uri(TUNE_DIR, name), space={k: v.model_dump(exclude_none=True)
+    return TuneResult(name=name, uri=storage.uri(layout.tune_experiment(name)), space={k: v.model_dump(exclude_none=True)
                                                                         for k, v in space.items()},
                       trials=ranked, best=best, best_trial=best_trial, restored=restored,
                       seconds=round(time.perf_counter() - t0, 1), curves=curves)

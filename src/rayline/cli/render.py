@@ -1,0 +1,137 @@
+"""How each command's summary reads on a terminal (`--json` prints the summary itself)."""
+
+from __future__ import annotations
+
+import time
+
+import typer
+
+
+def ingest(s: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    rows = s["rows"]
+    t = Table(title=f"ingest {s['key']}" + (" (reused)" if s["reused"] else ""))
+    t.add_column("rows")
+    t.add_column("count", justify="right")
+    for k in ("read", "clean", "quarantined", "train", "valid", "test"):
+        t.add_row(k, f"{rows.get(k, 0):,}")
+    for rule, n in s["quarantine_by_rule"].items():
+        t.add_row(f"  quarantined {rule}", f"{n:,}")
+    total = s["timings_s"].get("total")
+    if total:
+        t.add_row("time (s)", f"{total:.1f}")
+        t.add_row("throughput (rows/s)", f"{rows['read'] / total:,.0f}")
+    Console().print(t)
+    ok = rows["read"] == rows["clean"] + rows["quarantined"]
+    typer.echo(f"rows read {rows['read']:,} = clean {rows['clean']:,} + quarantined {rows['quarantined']:,}: "
+               f"{'OK' if ok else 'MISMATCH'}")
+    typer.echo(f"output: {s['path']}")
+
+
+def synth(s: dict) -> None:
+    typer.echo(f"wrote {s['rows']:,} rows in {s['shards']} shard(s) to {s['path']} in {s['seconds']}s")
+
+
+def _test(metrics: dict, floats_only: bool = False) -> str:
+    return ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items()
+                     if isinstance(v, float) or not floats_only)
+
+
+def tracking(t: dict | None, label: str = "mlflow: ") -> None:
+    if t:
+        typer.echo(f"{label}run {t['run_id']} in experiment {t['experiment']!r} at {t['uri']}")
+
+
+def train(s: dict) -> None:
+    typer.echo(f"model version {s['version']}{' (reused: data and config unchanged)' if s['reused'] else ''}")
+    typer.echo(f"test: {_test(s['test'])}")
+    if "training" in s:
+        tr = s["training"]
+        typer.echo(f"training: {tr['epochs_run']} epoch(s), best epoch {tr['best_epoch']}, {tr['workers']} worker(s) "
+                   f"on {tr['device']}, feed {tr['feed']} (on {tr.get('feed_device', tr['device'])}, {tr.get('precision', 'fp32')})")
+    typer.echo(f"time: {s['seconds']}s")
+    typer.echo(f"report: {s['report']}")
+    tracking(s.get("tracking"))
+
+
+def _short(v) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def tune(s: dict) -> None:
+    typer.echo(f"experiment {s['name']}{' (resumed)' if s['restored'] else ''}: {s['uri']}")
+    keys = sorted({k for t in s["trials"] for k in t["params"]})
+    short = [k.rsplit(".", 1)[-1] for k in keys]
+    typer.echo(f"{'rank':<5}{'trial':<14}{'score':>9}{'reports':>8}  " + "  ".join(f"{k:>12}" for k in short))
+    for i, t in enumerate(s["trials"], 1):
+        score = f"{t['score']:.4f}" if isinstance(t["score"], (int, float)) else "-"
+        vals = "  ".join(f"{_short(t['params'].get(k)):>12}" for k in keys)
+        typer.echo(f"{i:<5}{str(t['trial_id']):<14}{score:>9}{t['reports']:>8}  {vals}  {t['status']}")
+    typer.echo(f"best: trial {s['best_trial']['trial_id']} -> model version {s['version']}"
+               f"{' (already registered)' if s['reused'] else ''}; test: {_test(s['test'])}")
+    if s["promotion"]:
+        p = s["promotion"]
+        typer.echo(f"promotion: refused: {p['refused']}" if "refused" in p else
+                   f"promotion: {p['alias']} -> version {p['version']} (was {p['previous']})")
+    typer.echo(f"time: {s['seconds']}s; report: {s['report']}")
+    tracking(s.get("tracking"))
+
+
+def evaluate(s: dict) -> None:
+    typer.echo(f"version {s['version']}: test {s['metric']} {s['value']:.4f}\nreport: {s['report']}")
+
+
+def models(s: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=f"model {s['model']}")
+    for c in ("version", "aliases", "test metric", "run"):
+        t.add_column(c)
+    for r in s["versions"]:
+        m = r["metric"]
+        t.add_row(str(r["version"]), ",".join(r["aliases"]), f"{m} {r['test'].get(m, float('nan')):.4f}", str(r["run_name"]))
+    Console().print(t)
+
+
+def alias_history(s: dict) -> None:
+    for e in s["changes"]:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(e["updated_unix"]))
+        typer.echo(f"{e['seq']:>4}  {when}Z  {e['event']:<8} -> version {e['version']} (was {e['previous']})"
+                   + (f"  {e['metric']} {e['value']:.4f}" if "value" in e else ""))
+
+
+def promotion(s: dict) -> None:
+    typer.echo(f"{s['alias']} -> version {s['version']} (was {s['previous']}; {s['metric']} {s['candidate_value']:.4f}"
+               + (f" vs {s['previous_value']:.4f}" if s["previous_value"] is not None else "") + ")")
+
+
+def rollback(s: dict) -> None:
+    typer.echo(f"{s['alias']}: version {s['from']} -> {s['to']}")
+
+
+def pipeline(s: dict) -> None:
+    ing, tr, dep = s["ingest"], s["train"], s["deploy"]
+    rows = ing["rows"]
+    typer.echo(f"ingest  {'reused' if ing['reused'] else 'ran'}: {rows['read']:,} rows, {rows['clean']:,} clean, "
+               f"{rows['quarantined']:,} quarantined; train/valid/test {rows['train']:,}/{rows['valid']:,}/{rows['test']:,}")
+    typer.echo(f"model   version {tr['version']}{' (reused)' if tr['reused'] else ''}: test {_test(tr['test'], True)}")
+    typer.echo(f"report  {tr['report']}")
+    tracking(tr.get("tracking"), "mlflow  ")
+    promo = s["promote"]
+    typer.echo("promote " + (f"refused: {promo['refused']}" if "refused" in promo else f"{promo['alias']} -> version {promo['version']}"))
+    typer.echo(f"deploy  {dep['url']} serving version {dep['model_version']}")
+    typer.echo(f"smoke   HTTP {s['smoke']['status']}: {s['smoke']['predictions'][0]}")
+    typer.echo("time    " + ", ".join(f"{k} {v:.1f}s" for k, v in s["seconds"].items())
+               + f"; total {sum(s['seconds'].values()):.1f}s")
+
+
+def deployed(s: dict) -> None:
+    typer.echo(f"{s['app']}: version {s['model_version']} at {s['url']}")
+
+
+def predicted(s: dict) -> None:
+    typer.echo(f"version {s['version']}: rows in {s['rows_in']:,} = predicted {s['rows_out']:,} + quarantined "
+               f"{s['quarantined']:,}\noutput: {s['output']} ({s['seconds']}s)")

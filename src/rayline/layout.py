@@ -1,0 +1,46 @@
+"""Where everything lives under the storage root: the one module that spells these paths.
+
+    <root>/datasets/<name>/<key>/        one ingest: ready/split=*/, quarantine/, manifest.json,
+                                         feature_spec.json (published whole)
+    <root>/datasets/<name>/LATEST.json   the newest ingest's key
+    <root>/runs/<run name>/              one Ray Train run: checkpoints, history.json, result.json
+    <root>/tune/<experiment>/            one Ray Tune search (its trials' runs are under runs/)
+    <root>/models/<name>/                the registry: <version>/, aliases/, claims/
+    <root>/mlflow/                       the embedded MLflow store: mlflow.db, artifacts/<experiment>/
+
+Stages pass these relative paths to `Storage`, which owns the I/O.
+"""
+
+from __future__ import annotations
+
+DATASETS, RUNS, TUNE, MODELS, TRACKING = "datasets", "runs", "tune", "models", "mlflow"
+LATEST = "LATEST.json"
+
+
+def datasets(name: str) -> str:
+    """All ingests of one pipeline (and its LATEST pointer)."""
+    return f"{DATASETS}/{name}"
+
+
+def dataset(name: str, key: str) -> str:
+    return f"{DATASETS}/{name}/{key}"
+
+
+def run(run_name: str) -> str:
+    return f"{RUNS}/{run_name}"
+
+
+def tune_experiment(experiment: str) -> str:
+    return f"{TUNE}/{experiment}"
+
+
+def models(name: str) -> str:
+    return f"{MODELS}/{name}"
+
+
+def tracking_db() -> str:
+    return f"{TRACKING}/mlflow.db"
+
+
+def tracking_artifacts() -> str:
+    return f"{TRACKING}/artifacts"
