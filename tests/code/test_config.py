@@ -101,7 +101,7 @@ def test_promotion_tolerance_moved_to_promote_with_a_deprecation():
 
 def test_the_serve_config_carries_the_resolved_config_by_value():
     """Replicas get the config validated at deploy time, not a path every node must have."""
-    from rayline.serve.app import CONFIG_ARG
+    from rayline.serve.options import CONFIG_ARG
     from rayline.serve.deploy import serve_config
 
     cfg = load_config(FLIGHTS_CONFIG, ["storage.root=/mnt/x", "serve.host=0.0.0.0", "serve.auth.api_key_env=K",

@@ -4,7 +4,7 @@ import pytest
 
 from rayline.batch.predict import gpu_plan
 from rayline.errors import ResourceError
-from rayline.serve.app import _request_id, json_content
+from rayline.serve.http import json_content, request_id as _request_id
 
 
 @pytest.mark.parametrize("value,ok", [

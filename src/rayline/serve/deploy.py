@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from rayline.config import RaylineConfig
 from rayline.errors import RaylineError, ResourceError
-from rayline.serve.app import CONFIG_ARG, deployment_options
+from rayline.serve.options import CONFIG_ARG, DEPLOYMENT, deployment_options
 
 IMPORT_PATH = "rayline.serve.app:app_builder"
 
@@ -27,9 +27,7 @@ def serve_config(cfg: RaylineConfig, model: str | None = None) -> dict:
     """The Serve config of the app. The resolved rayline config travels in it by value (only what
     differs from the defaults): the replicas need no config file on their node, and what was
     validated here is what they run."""
-    opts = deployment_options(cfg)
-    if model is not None:
-        opts["user_config"] = {**opts["user_config"], "model": str(model)}
+    opts = deployment_options(cfg, model)
     return {
         "proxy_location": "EveryNode",
         "http_options": {"host": cfg.serve.host, "port": cfg.serve.port, "request_timeout_s": cfg.serve.request_timeout_s},
@@ -38,7 +36,7 @@ def serve_config(cfg: RaylineConfig, model: str | None = None) -> dict:
             "route_prefix": cfg.serve.route_prefix,
             "import_path": IMPORT_PATH,
             "args": {CONFIG_ARG: cfg.model_dump(mode="json", exclude_defaults=True)},
-            "deployments": [{"name": "ModelServer", **opts}],
+            "deployments": [{"name": DEPLOYMENT, **opts}],
         }],
     }
 

@@ -28,6 +28,32 @@ WINDOW_S, BUCKET_S = 900, 60
 NUM_FIELDS = ("present", "missing", "below", "above", "sum", "sumsq")
 
 
+class ServeMetrics:
+    """The endpoint's Prometheus metrics (Ray's metrics export, beside Serve's `ray_serve_*`)."""
+
+    def __init__(self):
+        from ray.util import metrics
+
+        tags = ("model_version",)
+        self.predictions = metrics.Counter("rayline_predictions", "records predicted", tag_keys=tags)
+        self.score = metrics.Histogram("rayline_prediction_score", "predicted probability or value",
+                                       boundaries=[i / 10 for i in range(1, 10)], tag_keys=tags)
+        self.invalid_requests = metrics.Counter("rayline_invalid_requests", "rejected requests", tag_keys=("reason",))
+        self.outside = metrics.Counter("rayline_feature_outside_training_range",
+                                       "values outside the range seen in training", tag_keys=("feature",))
+
+    def predicted(self, version: int, preds: np.ndarray, outside: list[str]) -> None:
+        tags = {"model_version": str(version)}
+        self.predictions.inc(len(preds), tags=tags)
+        for score in (preds.max(axis=1) if preds.ndim == 2 else preds).tolist():
+            self.score.observe(score, tags=tags)
+        for name in outside:
+            self.outside.inc(tags={"feature": name})
+
+    def invalid(self, reason: str) -> None:
+        self.invalid_requests.inc(tags={"reason": reason})
+
+
 class DriftTracker:
     """One replica's counts over the last `window_s` seconds."""
 

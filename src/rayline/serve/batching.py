@@ -1,0 +1,84 @@
+"""Answering many concurrent requests with one contract check, one transform and one forward
+pass per model version, each request still judged by its own rows alone."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from rayline.model.artifact import LoadedModel
+from rayline.serve.monitor import DriftTracker, ServeMetrics
+from rayline.serve.schema import verdict_error
+
+# one request: (model version, its model, its records, whether it came as {"instances": [...]})
+Item = tuple[int, LoadedModel, list[dict], bool]
+
+
+def predict_items(items: list[Item], drift: DriftTracker | None = None, metrics: ServeMetrics | None = None) -> list[Any]:
+    """Per item: (predictions, version), a RequestError (its own invalid rows), or the exception
+    its rows caused.
+
+    Verdicts are per row, so one request's invalid or oddly typed values give it a 4xx and change
+    nothing for the others (the checked columns have one schema whatever was sent). If the
+    batched step still fails, each request is retried alone and only the one that breaks fails.
+    """
+    out: list[Any] = [None] * len(items)
+    groups: dict[int, list[int]] = {}
+    for i, (v, _, _, _) in enumerate(items):
+        groups.setdefault(v, []).append(i)
+    for v, idx in groups.items():
+        try:
+            _predict_group(v, items, idx, out, drift, metrics)
+        except Exception:  # noqa: BLE001 - isolate the culprit
+            for i in idx:
+                try:
+                    _predict_group(v, items, [i], out, drift, metrics)
+                except Exception as e:  # noqa: BLE001
+                    out[i] = e
+    return out
+
+
+def _predict_group(v: int, items: list[Item], idx: list[int], out: list, drift: DriftTracker | None,
+                   metrics: ServeMetrics | None) -> None:
+    model = items[idx[0]][1]
+    records = [r for i in idx for r in items[i][2]]
+    table, failures = model.contract.check_records(records)
+    keep, start, answered = [], 0, []
+    for i in idx:
+        n, batched = len(items[i][2]), items[i][3]
+        error = verdict_error(model.contract, failures, start, n, batched)
+        if error is None:
+            keep.append(np.arange(start, start + n))
+            answered.append(i)
+        else:
+            out[i] = error
+        start += n
+    if not answered:
+        return
+    rows = np.concatenate(keep)
+    table = table if len(rows) == table.num_rows else table.take(pa.array(rows))
+    inputs = model.spec.transform(table)
+    preds = model.predict_inputs(inputs)
+    if not np.isfinite(preds).all():
+        raise ValueError("the model produced a non-finite prediction")
+    outside = drift.observe(table, inputs) if drift is not None and model.spec is drift.spec else []
+    if metrics is not None:
+        metrics.predicted(v, preds, outside)
+    start = 0
+    for i in answered:
+        n = len(items[i][2])
+        out[i] = (format_predictions(model, preds[start:start + n]), v)
+        start += n
+
+
+def format_predictions(model: LoadedModel, preds: np.ndarray) -> list[dict]:
+    """The answer per record; the label at the model's own threshold (as batch inference writes it)."""
+    task, labels = model.spec.label.task, model.labels(preds)
+    if task == "binary":
+        return [{"probability": float(p), "label": int(y)} for p, y in zip(preds, labels)]
+    if task == "multiclass":
+        classes = model.spec.label.classes or []
+        return [{"probabilities": dict(zip(classes, map(float, p))), "label": y} for p, y in zip(preds, labels)]
+    return [{"value": float(p)} for p in preds]

@@ -1,0 +1,63 @@
+"""The endpoint's HTTP edge that needs no model: content type, request ids, bounded body
+reads and error bodies. Anything a client sends wrong here becomes a RequestError (a 4xx)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+from fastapi import Request
+from fastapi.responses import JSONResponse
+from starlette.requests import ClientDisconnect
+
+from rayline.serve.schema import RequestError
+
+VERSION_HEADER = "x-model-version"
+
+
+def json_content(content_type: str | None) -> bool:
+    """application/json, optionally with a UTF-8 charset: nothing a browser form can send."""
+    media, _, params = (content_type or "").partition(";")
+    if media.strip().lower() != "application/json":
+        return False
+    charset = next((p.split("=", 1)[1].strip().strip('"').lower() for p in params.split(";") if "=" in p
+                    and p.split("=", 1)[0].strip().lower() == "charset"), "utf-8")
+    return charset in ("utf-8", "utf8")
+
+
+def request_id(given: str | None) -> str:
+    """The client's id if it is a sane token (it is echoed in headers and logs), else a new one."""
+    if given and len(given) <= 64 and given.isascii() and all(c.isalnum() or c in "-_.:" for c in given):
+        return given
+    return uuid.uuid4().hex[:16]
+
+
+async def read_body(request: Request, limit: int, timeout_s: float) -> bytes:
+    """The body, counted as it arrives (chunked too) and within a deadline: a client cannot make
+    the replica buffer more than the limit or hold a request slot open for long."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and len(declared) < 20 and int(declared) > limit:
+        raise RequestError(413, "too_large", f"request body is {int(declared):,} bytes; the limit is {limit:,}")
+    chunks: list[bytes] = []
+
+    async def read() -> None:
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise RequestError(413, "too_large", f"request body is over the limit of {limit:,} bytes")
+            chunks.append(chunk)
+    try:
+        await asyncio.wait_for(read(), timeout_s)
+    except asyncio.TimeoutError:
+        raise RequestError(408, "body_timeout", f"the request body did not arrive within {timeout_s:g}s") from None
+    except ClientDisconnect:
+        raise RequestError(400, "client_disconnected", "the client went away before sending the whole body") from None
+    return b"".join(chunks)
+
+
+def error_response(e: RequestError, rid: str) -> JSONResponse:
+    body = {"error": e.reason, "message": e.message, "request_id": rid}
+    if e.details:
+        body["errors"] = e.details
+    return JSONResponse(body, e.status)

@@ -1,0 +1,113 @@
+"""The replica's model lifecycle and request batching, without Serve: many requests in one
+forward pass with each judged alone, rollouts that swap a warmed model, pinned and unknown versions."""
+
+import asyncio
+import io
+
+import numpy as np
+import pytest
+import torch
+
+from rayline.config import ModelConfig
+from rayline.features.spec import CategoricalSpec, Constraint, FeatureSpec, LabelSpec, NumericSpec
+from rayline.model.artifact import LoadedModel
+from rayline.model.network import TabularNet
+from rayline.serve.batching import format_predictions, predict_items
+from rayline.serve.lifecycle import ModelHolder
+from rayline.serve.monitor import DriftTracker
+from rayline.serve.schema import RequestError
+
+
+def _model(seed=0, threshold=0.5) -> LoadedModel:
+    spec = FeatureSpec(
+        numeric=[NumericSpec(name="distance", mean=500, std=100, impute=500, min=10, max=4000, null_fraction=0,
+                             missing_indicator=False)],
+        categorical=[CategoricalSpec(name="dest", vocabulary=["IAH", "ORD"], frequencies=[0.5, 0.5])],
+        time=[], label=LabelSpec(column="y", task="binary"),
+        constraints={"distance": Constraint(required=True, min=0, max=6000)})
+    cfg = ModelConfig(hidden=[8], threshold=threshold)
+    torch.manual_seed(seed)
+    buf = io.BytesIO()
+    torch.save(TabularNet(spec, cfg).state_dict(), buf)
+    return LoadedModel.from_bytes(buf.getvalue(), spec.to_json(), cfg.model_dump_json())
+
+
+class _Metrics:
+    def __init__(self):
+        self.calls = []
+
+    def predicted(self, version, preds, outside):
+        self.calls.append((version, len(preds), list(outside)))
+
+
+def test_one_bad_request_in_a_batch_fails_alone_and_the_others_get_what_they_would_alone():
+    m = _model()
+    good = [{"distance": 300.0, "dest": "IAH"}, {"distance": 9000.0, "dest": "ORD"}]  # 9000: beyond the contract max
+    items = [(1, m, [good[0]], False), (1, m, [good[1]], False), (1, m, [{"distance": 700, "dest": "XYZ"}], True)]
+    metrics = _Metrics()
+    drift = DriftTracker(m.spec)
+    out = predict_items(items, drift, metrics)
+    assert isinstance(out[1], RequestError) and out[1].status == 422 and "distance" in out[1].message
+    alone = [predict_items([it])[0] for it in (items[0], items[2])]
+    for got, want in zip((out[0], out[2]), alone):                 # the same answer batched or alone
+        assert got[1] == want[1] and [r["label"] for r in got[0]] == [r["label"] for r in want[0]]
+        assert [r["probability"] for r in got[0]] == pytest.approx([r["probability"] for r in want[0]], abs=1e-6)
+    assert out[0][1] == 1 and set(out[0][0][0]) == {"probability", "label"}
+    assert metrics.calls == [(1, 2, [])] and drift.n == 2          # one forward pass for the two good ones
+
+
+def test_requests_for_two_versions_are_grouped_per_version():
+    a, b = _model(0), _model(1)
+    rec = {"distance": 300.0, "dest": "IAH"}
+    out = predict_items([(1, a, [rec], False), (2, b, [rec], False), (1, a, [rec], False)])
+    assert [o[1] for o in out] == [1, 2, 1] and out[0] == out[2] and out[0][0] != out[1][0]
+
+
+def test_labels_follow_the_threshold_saved_with_the_model():
+    preds = np.array([0.1, 0.35, 0.6], np.float32)
+    assert [r["label"] for r in format_predictions(_model(threshold=0.3), preds)] == [0, 1, 1]
+    assert [r["label"] for r in format_predictions(_model(threshold=0.5), preds)] == [0, 0, 1]
+
+
+def _holder(models: dict[int, LoadedModel], alias: dict):
+    loads = []
+
+    def loader(ref):
+        v = int(ref)
+        loads.append(v)
+        if v not in models:
+            raise FileNotFoundError(f"no version {v}")
+        return v, models[v]
+    return ModelHolder(loader, lambda ref: alias[ref] if ref in alias else int(ref), lambda v: {"v": v}), loads
+
+
+def test_a_rollout_loads_the_new_version_once_and_swaps_it_in():
+    models = {1: _model(0), 2: _model(1)}
+    alias = {"production": 1}
+    h, loads = _holder(models, alias)
+    h.switch("production")
+    first_drift = h.drift
+    h.switch("production")                                         # unchanged: no reload
+    assert h.current[0] == 1 and loads == [1] and h.current_info == {"v": 1}
+    alias["production"] = 2
+    h.switch("production")
+    assert h.current == (2, models[2]) and loads == [1, 2]
+    assert h.drift is first_drift and h.drift.spec is models[2].spec  # same statistics: counts carry on
+
+
+def test_pinned_versions_are_kept_two_at_a_time_and_unknown_ones_remembered():
+    models = {v: _model(v) for v in (1, 2, 3, 4)}
+    h, loads = _holder(models, {"production": 1})
+    h.switch("production")
+
+    async def run():
+        assert await h.version(1) is models[1]                     # the current one: no load
+        for v in (2, 3, 4):
+            assert await h.version(v) is models[v]
+        assert list(h.pinned) == [3, 4]
+        for _ in range(3):
+            with pytest.raises(RequestError, match="model version 99 does not exist") as e:
+                await h.version(99)
+            assert e.value.status == 404
+    asyncio.run(run())
+    assert loads.count(99) == 1                                    # storage asked once, then remembered
