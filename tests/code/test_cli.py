@@ -76,3 +76,39 @@ def test_models_history_lists_every_alias_change(tmp_path):
     assert "promote  -> version 1 (was None)" in lines[0] and "force    -> version 2 (was 1)  auc 0.6000" in lines[1]
     r = runner.invoke(app, ["models", "history", "--config", str(cfg), "--alias", "../x", "--json"])
     assert r.exit_code == 1 and "invalid alias name" in r.output
+
+
+def test_a_terminal_gets_a_live_line_and_a_summary_table_other_outputs_plain_lines(monkeypatch):
+    import io
+
+    from rich.console import Console
+
+    from rayline.cli import render, runner as cli_runner
+
+    screen = io.StringIO()
+    console = Console(file=screen, force_terminal=True, width=120)
+    with cli_runner.live_display(True, console=console):
+        cli_runner.progress("[ingest] ...")
+        cli_runner.progress("train: epoch 1/3 val_auc 0.61")
+    shown = screen.getvalue()
+    assert "[ingest] ..." in shown and "train: epoch 1/3 val_auc 0.61" in shown  # each line kept above the spinner
+    assert cli_runner._live is None
+    # not a terminal, --json or --verbose: plain lines
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
+    monkeypatch.delenv("RAYLINE_VERBOSE", raising=False)
+    monkeypatch.setenv("TERM", "xterm")
+    assert cli_runner.live_wanted(False) and not cli_runner.live_wanted(True)
+    monkeypatch.setenv("RAYLINE_VERBOSE", "1")
+    assert not cli_runner.live_wanted(False)
+
+    summary = {"ingest": {"reused": True, "rows": {"read": 10, "clean": 9, "quarantined": 1, "train": 7, "valid": 1,
+                                                   "test": 1}},
+               "train": {"version": 3, "reused": False, "test": {"auc": 0.7123}, "report": "/r/report.md",
+                         "tracking": {"run_id": "abc", "experiment": "flights", "uri": "sqlite:///x"}},
+               "promote": {"alias": "production", "version": 3}, "deploy": {"url": "http://h:1", "model_version": 3},
+               "smoke": {"status": 200, "predictions": [{"probability": 0.2, "label": 0}]}, "seconds": {"ingest": 1.0}}
+    table = io.StringIO()
+    render.pipeline(summary, console=Console(file=table, force_terminal=True, width=160))
+    assert "rayline run" in table.getvalue() and "version 3: test auc 0.7123" in table.getvalue()
+    lines = [f"{stage:<7} {text}" for stage, text in render.pipeline_rows(summary)]
+    assert lines[0].startswith("ingest  reused: 10 rows") and lines[3] == "mlflow  run abc in experiment 'flights' at sqlite:///x"

@@ -15,7 +15,7 @@ from typing import Annotated, Optional
 import typer
 
 from rayline.cli import render
-from rayline.cli.runner import progress, run_body, run_stage
+from rayline.cli.runner import end_live, progress, run_body, run_stage
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="rayline: an ML pipeline on one Ray cluster.")
 config_app = typer.Typer(no_args_is_help=True, help="Validate and show pipeline configs.")
@@ -220,6 +220,7 @@ def _serve_until_stopped(app_name: str) -> None:
     own SIGTERM handler replaces the one Ray's core installs, which dumps a stack trace."""
     import signal
 
+    end_live()
     stop = threading.Event()
     previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 
 import typer
@@ -112,20 +113,43 @@ def rollback(s: dict) -> None:
     typer.echo(f"{s['alias']}: version {s['from']} -> {s['to']}")
 
 
-def pipeline(s: dict) -> None:
-    ing, tr, dep = s["ingest"], s["train"], s["deploy"]
+def pipeline_rows(s: dict) -> list[tuple[str, str]]:
+    """(stage, outcome) lines of `rayline run`'s summary."""
+    ing, tr, dep, promo = s["ingest"], s["train"], s["deploy"], s["promote"]
     rows = ing["rows"]
-    typer.echo(f"ingest  {'reused' if ing['reused'] else 'ran'}: {rows['read']:,} rows, {rows['clean']:,} clean, "
-               f"{rows['quarantined']:,} quarantined; train/valid/test {rows['train']:,}/{rows['valid']:,}/{rows['test']:,}")
-    typer.echo(f"model   version {tr['version']}{' (reused)' if tr['reused'] else ''}: test {_test(tr['test'], True)}")
-    typer.echo(f"report  {tr['report']}")
-    tracking(tr.get("tracking"), "mlflow  ")
-    promo = s["promote"]
-    typer.echo("promote " + (f"refused: {promo['refused']}" if "refused" in promo else f"{promo['alias']} -> version {promo['version']}"))
-    typer.echo(f"deploy  {dep['url']} serving version {dep['model_version']}")
-    typer.echo(f"smoke   HTTP {s['smoke']['status']}: {s['smoke']['predictions'][0]}")
-    typer.echo("time    " + ", ".join(f"{k} {v:.1f}s" for k, v in s["seconds"].items())
-               + f"; total {sum(s['seconds'].values()):.1f}s")
+    t = tr.get("tracking")
+    out = [("ingest", f"{'reused' if ing['reused'] else 'ran'}: {rows['read']:,} rows, {rows['clean']:,} clean, "
+                      f"{rows['quarantined']:,} quarantined; train/valid/test "
+                      f"{rows['train']:,}/{rows['valid']:,}/{rows['test']:,}"),
+           ("model", f"version {tr['version']}{' (reused)' if tr['reused'] else ''}: test {_test(tr['test'], True)}"),
+           ("report", tr["report"])]
+    if t:
+        out.append(("mlflow", f"run {t['run_id']} in experiment {t['experiment']!r} at {t['uri']}"))
+    out += [("promote", f"refused: {promo['refused']}" if "refused" in promo else
+             f"{promo['alias']} -> version {promo['version']}"),
+            ("deploy", f"{dep['url']} serving version {dep['model_version']}"),
+            ("smoke", f"HTTP {s['smoke']['status']}: {s['smoke']['predictions'][0]}"),
+            ("time", ", ".join(f"{k} {v:.1f}s" for k, v in s["seconds"].items())
+             + f"; total {sum(s['seconds'].values()):.1f}s")]
+    return out
+
+
+def pipeline(s: dict, console=None) -> None:
+    """A table at a terminal; elsewhere one `stage  outcome` line each, stable to grep."""
+    rows = pipeline_rows(s)
+    if console is None and not sys.stdout.isatty():
+        for stage, text in rows:
+            typer.echo(f"{stage:<7} {text}")
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title="rayline run", show_header=False, title_justify="left")
+    t.add_column("stage", style="bold")
+    t.add_column("outcome", overflow="fold")
+    for stage, text in rows:
+        t.add_row(stage, text)
+    (console or Console()).print(t)
 
 
 def deployed(s: dict) -> None:

@@ -4,11 +4,13 @@ and an exit code, never a traceback."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
+import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import typer
@@ -77,11 +79,70 @@ def run_stage(config: str, overrides: list[str] | None, as_json: bool, stage: St
             from rayline.serve.ingress import ingress_env
 
             env = ingress_env(cfg.serve)
-        with ray_session(address, env=env):
+        with ray_session(address, env=env), live_display(live_wanted(as_json)):
             return stage(cfg, storage)
     run_body(body, as_json, render)
 
 
+# ------------------------------------------------------------------ progress
+class _Live:
+    """A terminal's live line: each progress line is printed once, and a spinner below them shows
+    the latest one and the seconds since the command began (ticking between lines)."""
+
+    def __init__(self, console, status):
+        self.console, self.status, self.t0, self.last = console, status, time.monotonic(), "starting"
+        status.update(self)
+
+    def __rich__(self):
+        from rich.text import Text
+
+        line = Text(f"{time.monotonic() - self.t0:4.0f}s  ", style="dim", no_wrap=True, overflow="ellipsis")
+        return line.append(self.last)
+
+    def update(self, msg: str) -> None:
+        self.console.print(msg, markup=False, highlight=False)
+        self.last = msg
+
+
+_live: _Live | None = None
+
+
+def live_wanted(as_json: bool) -> bool:
+    """Only for a person at a terminal: plain lines for --json, pipes, files, CI and --verbose
+    (whose interleaved Ray logs a redrawn line would garble)."""
+    return not as_json and sys.stderr.isatty() and os.environ.get("TERM") != "dumb" \
+        and os.environ.get("RAYLINE_VERBOSE", "") in ("", "0")
+
+
+@contextlib.contextmanager
+def live_display(enabled: bool, console=None) -> Iterator[None]:
+    global _live
+    if not enabled:
+        yield
+        return
+    from rich.console import Console
+
+    console = console or Console(stderr=True)
+    with console.status("starting", spinner="dots") as status:
+        _live = _Live(console, status)
+        try:
+            yield
+        finally:
+            _live = None
+
+
+def end_live() -> None:
+    """Stop the live line (a command that goes on to serve until Ctrl-C has nothing to animate)."""
+    global _live
+    if _live is not None:
+        _live.status.stop()
+        _live = None
+
+
 def progress(msg: str) -> None:
-    """Stage progress: one line on stderr (stdout holds the summary)."""
-    typer.echo(msg, err=True)
+    """Stage progress: one line on stderr (stdout holds the summary), under a live spinner in a
+    terminal."""
+    if _live is not None:
+        _live.update(msg)
+    else:
+        typer.echo(msg, err=True)
