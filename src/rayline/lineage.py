@@ -12,7 +12,7 @@ import subprocess
 from importlib import metadata
 
 from rayline.config import RaylineConfig, dump_config
-from rayline.data.ingest import IngestResult
+from rayline.data.dataset import IngestResult
 from rayline.evaluate.evaluate import Evaluation
 from rayline.model.metrics import primary_metric
 from rayline.model.artifact import MODEL_CONFIG, SPEC

@@ -26,7 +26,7 @@ from rayline.config import RaylineConfig, dump_config
 from rayline.storage import Storage
 
 if TYPE_CHECKING:
-    from rayline.data.ingest import IngestResult
+    from rayline.data.dataset import IngestResult
     from rayline.evaluate.evaluate import Evaluation
     from rayline.train.trainer import TrainResult
     from rayline.tune.tuner import TuneResult

@@ -6,7 +6,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from rayline.config import config_from_dict
-from rayline.data.ingest import IngestResult
+from rayline.data.dataset import IngestResult
 from rayline.evaluate.evaluate import Evaluation
 from rayline.storage import Storage
 from rayline.tracking import MAX_PARAM_CHARS, Tracker, flatten, history_metrics, tracking_uri

@@ -8,8 +8,12 @@ __all__ = ["IngestResult", "run_ingest", "load_ingest"]
 
 
 def __getattr__(name: str):
-    if name in __all__:
+    if name == "run_ingest":
         from rayline.data import ingest
 
-        return getattr(ingest, name)
+        return ingest.run_ingest
+    if name in __all__:
+        from rayline.data import dataset
+
+        return getattr(dataset, name)
     raise AttributeError(f"module 'rayline.data' has no attribute {name!r}")

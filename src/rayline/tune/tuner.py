@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from rayline import layout
 from rayline.config import RaylineConfig
-from rayline.data.ingest import IngestResult
+from rayline.data.dataset import IngestResult
 from rayline.errors import RaylineError
 from rayline.storage import Storage
 from rayline.train.resources import plan_workers
@@ -55,7 +55,7 @@ def _trial(config: dict, base: dict, ingest_key: str, name: str) -> None:
     import ray.tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from rayline.data.ingest import load_ingest
+    from rayline.data.dataset import load_ingest
     from rayline.train.trainer import run_training
 
     cfg = trial_config(base, config["params"])
