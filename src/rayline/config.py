@@ -363,6 +363,11 @@ class BatchConfig(_Model):
     gpus_per_actor: float | Literal["auto"] = Field("auto", description="0: CPU; auto: one GPU per actor when one is free")
     max_actors: int = Field(2, ge=1)
     batch_rows: int = Field(65_536, ge=1)
+    split_stages: bool | Literal["auto"] = Field(
+        "auto", description="check and transform rows on CPU workers and run the model on its own actors, "
+        "pipelined (auto: when the actors hold GPUs, so the GPU only runs forward passes)")
+    score_batch_rows: int = Field(262_144, ge=1, description="rows per forward pass when the stages are split "
+                                  "(large batches keep a GPU busy)")
 
 
 class SearchDim(_Model):

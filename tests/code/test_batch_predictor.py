@@ -75,3 +75,21 @@ def test_binary_labels_use_the_threshold_saved_with_the_model():
         out = _predictor(threshold=threshold)(t)
         p = np.array(out.column("prediction").to_pylist())
         assert out.column("label").to_pylist() == (p >= threshold).astype(int).tolist()
+
+
+def test_the_split_stages_give_what_one_actor_gives():
+    from rayline.batch.predict import Prepare, Score, split_stages
+
+    one = _predictor()
+    prepared = Prepare(one.prepare.spec.to_json(), ["id"])(_batch())
+    assert {"x_num", "x_cat"} <= set(prepared.column_names)        # model inputs travel between the stages
+    scored = Score(_model_bytes(one), one.prepare.spec.to_json(),
+                   one.score.model.config.model_dump_json(), 7, 0)(prepared)
+    assert scored.to_pylist() == one(_batch()).to_pylist()
+    assert split_stages("auto", 1.0) and not split_stages("auto", 0.0) and split_stages(True, 0.0)
+
+
+def _model_bytes(p) -> bytes:
+    buf = io.BytesIO()
+    torch.save(p.score.model.net.state_dict(), buf)
+    return buf.getvalue()

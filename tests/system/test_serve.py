@@ -270,6 +270,16 @@ def test_batch_predictions_equal_online_and_reconcile(served, records, tmp_path,
     assert got.keys() == want.keys()
     for k in got:
         np.testing.assert_allclose(sorted(got[k]), sorted(want[k]), atol=1e-6)
+    # the GPU layout (CPU tasks prepare, model actors score), forced here on CPU: the same rows out
+    split = scfg.model_copy(update={"batch": scfg.batch.model_copy(update={"split_stages": True, "score_batch_rows": 64})})
+    res2 = run_batch_predict(split, storage, str(tmp_path / "in.parquet"), str(tmp_path / "out2"), model=str(d.model_version))
+    assert (res2.rows_in, res2.rows_out, res2.quarantined) == (202, 200, 2)
+    split_got = {}
+    for row in pq.read_table(tmp_path / "out2" / "predictions").select(["flight", "day", "prediction"]).to_pylist():
+        split_got.setdefault((row["flight"], row["day"]), []).append(row["prediction"])
+    assert split_got.keys() == got.keys()
+    for k in got:
+        np.testing.assert_allclose(sorted(split_got[k]), sorted(got[k]), atol=1e-6)
 
 
 def test_batch_output_never_destroys_input_or_an_existing_output(served, records, tmp_path):

@@ -1,8 +1,10 @@
 """Batch inference on Ray Data: raw records in, predictions (with the input's key columns) out.
 
-An actor pool (GPU actors per `batch.gpus_per_actor`, sized to the GPUs free) loads the model once per actor; each
-batch is validated with the same constraints the endpoint enforces and transformed by the same
-FeatureSpec code, so batch and online predictions agree exactly. Invalid rows go to a
+Two halves: `Prepare` validates each batch with the constraints the endpoint enforces and
+transforms it with the same FeatureSpec code (so batch and online predictions agree exactly);
+`Score` runs the model, loaded once per actor (GPU actors per `batch.gpus_per_actor`, sized to
+the GPUs free). On CPU one actor does both; with GPUs they are separate pipelined stages (CPU
+tasks prepare, the GPU actors score large batches), per `batch.split_stages`. Invalid rows go to a
 quarantine with the reason; rows out + rows quarantined = rows in, checked at the end.
 The output is staged and published whole (see `output.py` for what it may never overwrite).
 """
@@ -14,13 +16,14 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from rayline.config import RaylineConfig, SourceConfig
 from rayline.batch.output import check_output, location
 from rayline.data import sources as src_mod
 from rayline.errors import InputError, ResourceError
-from rayline.features.spec import FeatureSpec
+from rayline.features.spec import FeatureSpec, ModelInputs, model_inputs_from_table
 from rayline.model.artifact import LoadedModel
 from rayline.storage import Storage, split_uri
 
@@ -40,37 +43,71 @@ class BatchResult:
         return {"stage": "predict", **self.__dict__}
 
 
-class Predictor:
-    """Ray Data actor: loads the model once, predicts pyarrow batches."""
+class Prepare:
+    """The CPU half: the endpoint's contract, then the FeatureSpec transform. Valid rows leave as
+    their key columns plus the model inputs (`x_num`, `x_cat`, the ingest's model-ready layout),
+    invalid ones as quarantine rows with the reason; KIND tells them apart."""
 
-    def __init__(self, model: bytes, spec_json: str, model_json: str, version: int, keep: list[str], gpus: float):
+    def __init__(self, spec_json: str, keep: list[str]):
+        from rayline.features.contract import Contract
+
+        self.spec = FeatureSpec.from_json(spec_json)
+        self.contract, self.keep = Contract(self.spec), keep
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        # A row is accepted here exactly when /predict would accept it.
+        typed, failures = self.contract.check_table(batch)
+        ok = pa.array(~failures.bad)
+        inputs = self.spec.to_model_table(typed.filter(ok), with_label=False).select(["x_num", "x_cat"])
+        raw_ok = batch.filter(ok)  # key columns exactly as they came in
+        keys = {c: raw_ok.column(c) for c in self.keep if c in raw_ok.column_names}
+        good = pa.table({**keys, "x_num": inputs.column("x_num"), "x_cat": inputs.column("x_cat"),
+                         KIND: pa.array(["ok"] * raw_ok.num_rows, pa.string())})
+        q = failures.quarantine(batch, "predict", src_mod.PATH_COLUMN)
+        q = q.append_column(KIND, pa.array(["quarantine"] * q.num_rows, pa.string()))
+        # one output stream: predictions and quarantined rows, told apart by KIND
+        return pa.concat_tables([_pad(good, q.schema), _pad(q, good.schema)], promote_options="default")
+
+
+class Score:
+    """The device half: the forward pass over prepared rows (large batches on a GPU actor); the
+    model inputs are replaced by the prediction, the endpoint's label and the model version."""
+
+    def __init__(self, model: bytes, spec_json: str, model_json: str, version: int, gpus: float):
         import torch
 
         device = "cuda" if gpus > 0 and torch.cuda.is_available() else "cpu"
         self.model = LoadedModel.from_bytes(model, spec_json, model_json, device=device)
-        self.version, self.keep = version, keep
+        self.version = version
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        # The endpoint's contract: a row is accepted here exactly when /predict would accept it.
-        typed, failures = self.model.contract.check_table(batch)
-        ok = pa.array(~failures.bad)
-        clean = typed.filter(ok)
-        preds = self.model.predict_inputs(self.model.spec.transform(clean))
-        raw_ok = batch.filter(ok)  # key columns exactly as they came in
-        out = {c: raw_ok.column(c) for c in self.keep if c in raw_ok.column_names}
+        is_ok = pc.equal(batch.column(KIND), "ok")
+        good, q = batch.filter(is_ok), batch.filter(pc.invert(is_ok))
+        num, cat = model_inputs_from_table(good)
+        preds = self.model.predict_inputs(ModelInputs(num=num, cat=cat))
+        good = good.drop_columns(["x_num", "x_cat"])
         if preds.ndim == 2:
-            out["prediction"] = pa.FixedSizeListArray.from_arrays(pa.array(preds.reshape(-1).astype(np.float64)), preds.shape[1])
+            good = good.append_column("prediction", pa.FixedSizeListArray.from_arrays(
+                pa.array(preds.reshape(-1).astype(np.float64)), preds.shape[1]))
         else:
-            out["prediction"] = pa.array(preds.astype(np.float64))
+            good = good.append_column("prediction", pa.array(preds.astype(np.float64)))
         labels = self.model.labels(preds)  # the endpoint's "label", at the same threshold
         if labels is not None:
-            out["label"] = pa.array(labels.tolist(), pa.int64() if labels.dtype.kind == "i" else pa.string())
-        out["model_version"] = pa.array(np.full(clean.num_rows, self.version, dtype=np.int64))
-        good = pa.table(out).append_column(KIND, pa.array(["ok"] * clean.num_rows, pa.string()))
-        q = failures.quarantine(batch, "predict", src_mod.PATH_COLUMN)
-        # one output stream: predictions and quarantined rows, told apart by KIND
-        return pa.concat_tables([_pad(good, q.schema), _pad(q.append_column(KIND, pa.array(["quarantine"] * q.num_rows, pa.string())), good.schema)],
-                                promote_options="default")
+            good = good.append_column("label", pa.array(labels.tolist(), pa.int64() if labels.dtype.kind == "i" else pa.string()))
+        good = good.append_column("model_version", pa.array(np.full(good.num_rows, self.version, dtype=np.int64)))
+        q = q.drop_columns(["x_num", "x_cat"])
+        return pa.concat_tables([_pad(good, q.schema), _pad(q, good.schema)], promote_options="default")
+
+
+class Predictor:
+    """Both halves in one actor (CPU inference: no hand-off between them is worth its cost)."""
+
+    def __init__(self, model: bytes, spec_json: str, model_json: str, version: int, keep: list[str], gpus: float):
+        self.prepare = Prepare(spec_json, keep)
+        self.score = Score(model, spec_json, model_json, version, gpus)
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        return self.score(self.prepare(batch))
 
 
 def _pad(t: pa.Table, other: pa.Schema) -> pa.Table:
@@ -116,6 +153,16 @@ def run_batch_predict(cfg: RaylineConfig, storage: Storage, input_path: str, out
     return BatchResult(version, rows_in, rows_out, quarantined, out.uri(name), round(time.perf_counter() - t0, 2))
 
 
+def split_stages(setting: bool | str, gpus: float) -> bool:
+    """Transform and score in separate stages? auto: when the scoring actors hold GPUs."""
+    return gpus > 0 if setting == "auto" else bool(setting)
+
+
+def _prepare(batch: pa.Table, spec_json: str, keep: list[str]) -> pa.Table:
+    """`Prepare` as a Ray Data task (the spec parses in ~1 ms; tasks scale to every free CPU)."""
+    return Prepare(spec_json, keep)(batch)
+
+
 def gpu_plan(asked: float | str, max_actors: int, total: float, free: float) -> tuple[float, int]:
     """(GPUs per actor, most actors) for what the cluster has now; an error rather than a wait
     that never ends (a Serve replica may hold the only GPU)."""
@@ -140,15 +187,25 @@ def _predict_into(cfg: RaylineConfig, registry, version: int, spec: FeatureSpec,
     from rayline.model.artifact import MODEL_CONFIG, model_file
 
     model_json = registry.read_file(version, MODEL_CONFIG)
+    model = registry.read_file(version, model_file(model_json))
+    bc = cfg.batch
     # Small CPU shares: batch inference often shares a cluster with live Serve replicas.
     ds = src_mod.read_dataset(src, num_cpus=0.25)
     ds = ds.rename_columns({"path": src_mod.PATH_COLUMN})
-    ds = ds.map_batches(
-        Predictor, fn_constructor_args=(registry.read_file(version, model_file(model_json)), spec.to_json(),
-                                        model_json.decode(), version, keep, gpus),
-        batch_format="pyarrow", batch_size=cfg.batch.batch_rows,
-        compute=ActorPoolStrategy(min_size=1, max_size=actors),
-        num_gpus=gpus, num_cpus=cfg.batch.cpus_per_actor)
+    if split_stages(bc.split_stages, gpus):
+        # CPU workers check and transform while the model's actors run large forward passes on
+        # what is ready: Ray Data streams between the two, so neither waits for the other.
+        ds = ds.map_batches(_prepare, fn_args=(spec.to_json(), keep), batch_format="pyarrow",
+                            batch_size=bc.batch_rows, num_cpus=bc.cpus_per_actor)
+        ds = ds.map_batches(Score, fn_constructor_args=(model, spec.to_json(), model_json.decode(), version, gpus),
+                            batch_format="pyarrow", batch_size=bc.score_batch_rows,
+                            compute=ActorPoolStrategy(min_size=1, max_size=actors), num_gpus=gpus,
+                            num_cpus=bc.cpus_per_actor)
+    else:
+        ds = ds.map_batches(
+            Predictor, fn_constructor_args=(model, spec.to_json(), model_json.decode(), version, keep, gpus),
+            batch_format="pyarrow", batch_size=bc.batch_rows, compute=ActorPoolStrategy(min_size=1, max_size=actors),
+            num_gpus=gpus, num_cpus=bc.cpus_per_actor)
     try:
         ds.write_parquet(out.path(tmp), filesystem=out.fs, partition_cols=[KIND])
     except Exception as e:  # noqa: BLE001
