@@ -232,7 +232,7 @@ def run_pipeline(cfg: RaylineConfig, storage: Storage, *, fresh: bool = False,
     registry = Registry.of(cfg, storage)
     if cfg.alias not in registry.aliases():
         raise RaylineError(f"nothing to serve: alias {cfg.alias!r} is not set")
-    dep = timed("deploy", lambda: deploy(cfg))
+    dep = timed("deploy", lambda: deploy(cfg, progress=progress))
     stages["deploy"] = dep.summary()
 
     def smoke():

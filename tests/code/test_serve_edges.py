@@ -37,3 +37,16 @@ def test_gpu_plan_fails_at_once_instead_of_waiting():
         gpu_plan(1, 2, 0, 0)
     with pytest.raises(ResourceError, match=r"only 0 of the cluster's 1 GPU\(s\) are free .*Serve replicas"):
         gpu_plan(1, 2, 1, 0)
+
+
+def test_deploy_progress_counts_replicas_by_state():
+    from types import SimpleNamespace
+
+    from ray.serve._private.common import ReplicaState
+
+    from rayline.serve.deploy import replica_line
+
+    app = SimpleNamespace(deployments={"ModelServer": SimpleNamespace(
+        replica_states={ReplicaState.RUNNING: 1, ReplicaState.STARTING: 1})})
+    assert replica_line(app) == "replicas: 1 running, 1 starting"
+    assert replica_line(SimpleNamespace(deployments={})) is None

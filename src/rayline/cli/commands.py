@@ -206,7 +206,7 @@ def serve_cmd(config: ConfigOpt, set_: SetOpt = None, address: AddressOpt = None
     from rayline.serve.deploy import deploy
 
     def stage(cfg, _):
-        d = deploy(cfg, version)
+        d = deploy(cfg, version, progress=progress)
         typer.echo(json.dumps(d.summary()) if as_json else
                    f"serving {cfg.name} version {d.model_version} at {d.url} (docs: {d.url}/docs); Ctrl-C stops")
         _serve_until_stopped(cfg.serve.app_name)
@@ -242,7 +242,7 @@ def deploy_cmd(config: ConfigOpt, set_: SetOpt = None, address: AddressOpt = Non
     """Deploy or update the endpoint on a running cluster (a version change reconfigures live replicas)."""
     from rayline.serve.deploy import deploy
 
-    run_stage(config, set_, as_json, lambda cfg, _: deploy(cfg, version).summary(), render.deployed,
+    run_stage(config, set_, as_json, lambda cfg, _: deploy(cfg, version, progress=progress).summary(), render.deployed,
               ray=True, address=address or "auto")
 
 

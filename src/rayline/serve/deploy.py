@@ -51,7 +51,7 @@ class Deployment:
         return {"stage": "deploy", "url": self.url, "model_version": self.model_version, "app": self.app}
 
 
-def apply(config: dict, timeout_s: float = 180) -> None:
+def apply(config: dict, timeout_s: float = 180, progress=lambda m: None) -> None:
     """Start Serve if needed and apply the config (a user_config-only change reconfigures in place)."""
     from ray.serve._private.api import serve_start
     from ray.serve.schema import ServeDeploySchema
@@ -60,16 +60,31 @@ def apply(config: dict, timeout_s: float = 180) -> None:
     client = serve_start(http_options=schema.http_options.model_dump(), proxy_location=schema.proxy_location,
                          grpc_options=schema.grpc_options.model_dump())
     client.deploy_apps(schema)
-    _wait_running([a.name for a in schema.applications], timeout_s)
+    _wait_running([a.name for a in schema.applications], timeout_s, progress)
 
 
-def _wait_running(apps: list[str], timeout_s: float) -> None:
+def replica_line(app_status) -> str | None:
+    """`replicas: 1 running, 1 starting` for an application's status (None before it has any)."""
+    counts: dict[str, int] = {}
+    for d in getattr(app_status, "deployments", {}).values():
+        for state, n in (d.replica_states or {}).items():
+            key = str(getattr(state, "value", state)).lower()
+            counts[key] = counts.get(key, 0) + n
+    return "replicas: " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())) if counts else None
+
+
+def _wait_running(apps: list[str], timeout_s: float, progress=lambda m: None) -> None:
     from ray import serve
 
-    deadline = time.time() + timeout_s
+    deadline, said = time.time() + timeout_s, None
     while time.time() < deadline:
         status = serve.status()
         states = {name: status.applications.get(name) for name in apps}
+        for name, s in states.items():
+            line = replica_line(s) if s is not None else None
+            if line and line != said:  # only when it changes: starting -> running, one line each
+                progress(f"deploy: {name} {line}")
+                said = line
         if all(s is not None and s.status == "RUNNING" for s in states.values()):
             return
         failed = {n: s.message for n, s in states.items() if s is not None and s.status == "DEPLOY_FAILED"}
@@ -112,13 +127,16 @@ def wait_ready(url: str, timeout_s: float = 60, version: int | None = None) -> i
     raise RaylineError(f"{url} is not ready after {timeout_s}s ({last})")
 
 
-def deploy(cfg: RaylineConfig, model: str | None = None, timeout_s: float = 180) -> Deployment:
-    """Deploy or update the app; returns once it answers /readyz with the expected version."""
+def deploy(cfg: RaylineConfig, model: str | None = None, timeout_s: float = 180, progress=lambda m: None) -> Deployment:
+    """Deploy or update the app; returns once it answers /readyz with the expected version.
+    `progress` hears the replicas' states as they change."""
     from rayline.registry import Registry
 
     ref = str(model) if model is not None else cfg.alias
     version = Registry.of(cfg).resolve(ref)  # fail early, with a clear message
     check_replica_resources(cfg)
-    apply(serve_config(cfg, model), timeout_s)
+    apply(serve_config(cfg, model), timeout_s, progress)
     url = base_url(cfg)
-    return Deployment(url=url, model_version=wait_ready(url, timeout_s, version), app=cfg.serve.app_name)
+    d = Deployment(url=url, model_version=wait_ready(url, timeout_s, version), app=cfg.serve.app_name)
+    progress(f"deploy: version {d.model_version} answering at {url}")
+    return d
