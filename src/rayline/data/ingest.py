@@ -185,6 +185,9 @@ def _execute(cfg, storage: Storage, primary, dims, dim_quarantine, tmp: str, pro
         raise InputError(f"source {d.primary!r}: the input has no rows ({', '.join(primary.files[:3])})")
     spec = build_spec(stats, cfg, feature_constraints(cfg))
     timings["fit"] = time.perf_counter() - t
+    clean = sum(split_rows.values())
+    progress(f"ingest: {rows_read:,} rows read, {clean:,} clean, {rows_read - clean:,} quarantined "
+             f"({timings['pass1_validate_join_split']:.1f}s); statistics fitted on {split_rows.get('train', 0):,} training rows")
 
     # ---- quarantine: primary rows from pass 1 + dimension rows, one dataset
     t = time.perf_counter()
