@@ -427,16 +427,19 @@ class TrackingConfig(_Model):
     """Experiment tracking: every training and tuning run recorded in MLflow (from the driver)."""
 
     enabled: bool = True
-    uri: str | None = Field(None, description="MLflow tracking URI (http(s)://server, sqlite:///path, databricks); "
+    uri: str | None = Field(None, description="MLflow tracking URI (http(s)://server, sqlite:///path.db, databricks); "
                             "default: sqlite:///<storage root>/mlflow/mlflow.db when the storage root is local")
-    experiment: str | None = Field(None, description="MLflow experiment name; default: the pipeline's name")
+    experiment: str | None = Field(None, min_length=1, max_length=500, description="MLflow experiment name; default: the pipeline's name")
 
     @field_validator("uri")
     @classmethod
     def _scheme(cls, v: str | None) -> str | None:
-        if v is not None and not re.match(r"^(https?|sqlite|postgresql|mysql|mssql|databricks|file)(\+\w+)?:", v):
+        if v is not None and (v.startswith("file:") or v.startswith("/") or v.startswith(".")):
+            raise ValueError("MLflow 3.7+ no longer starts on a directory (its file store): use "
+                             "sqlite:///path/to/mlflow.db, or leave it unset for one under the storage root")
+        if v is not None and not re.match(r"^(https?|sqlite|postgresql|mysql|mssql|databricks)(\+\w+)?:", v):
             raise ValueError("expected an MLflow tracking URI: http(s)://host:port, sqlite:///path.db, "
-                             "postgresql://..., mysql://..., databricks or file:///path")
+                             "postgresql://..., mysql://... or databricks")
         return v
 
 

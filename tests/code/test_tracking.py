@@ -133,6 +133,8 @@ def test_config_rejects_a_uri_that_is_not_one(tmp_path):
 
     with pytest.raises(ConfigError, match="tracking.uri: expected an MLflow tracking URI"):
         _cfg(tmp_path, uri="localhost:5000")
+    with pytest.raises(ConfigError, match="no longer starts on a directory"):
+        _cfg(tmp_path, uri="file:///tmp/mlruns")
 
 
 def test_flatten_and_history_metrics():
