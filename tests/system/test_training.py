@@ -83,6 +83,10 @@ def test_small_pipeline_trains_registers_and_reuses(ray_local, small_data):
     for key in ("data_fingerprint", "config_hash", "ingest_key", "packages", "hardware", "timings_s", "git_commit"):
         assert key in lineage
     assert lineage["packages"]["ray"] == "2.60.0"
+    # Ray Train's controller checks its workers every train.controller_poll_s (Ray's 2 s added 2-5 s per run)
+    import os
+
+    assert os.environ["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] == "0.5"
     # precision and where the batches lived, per epoch and in the lineage (bf16 on a GPU that has it)
     assert all(h["precision"] == "fp32" and h["feed_device"] in ("cpu", "host") for h in history)
     assert {k: lineage["training"][k] for k in ("device", "precision")} == {"device": "cpu", "precision": "fp32"}

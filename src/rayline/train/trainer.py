@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,7 @@ from rayline.train.progress import follow
 from rayline.train.resources import cluster_worker_plan
 
 log = logging.getLogger(__name__)
+CONTROLLER_POLL_ENV = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
 
 
 @dataclass
@@ -127,6 +129,10 @@ def run_training(cfg: RaylineConfig, ingest: IngestResult, storage: Storage, *, 
         datasets = {"train": ray.data.read_parquet(ingest.split_uri("train"), partitioning=None)
                     .select_columns(["x_num", "x_cat", "y"])}
         data_config = DataConfig(datasets_to_split=["train"], execution_options=ExecutionOptions(preserve_order=True))
+    # The controller notices the end of training (or a dead worker) at its next check of the
+    # workers. Ray Train hands this driver's variable to its controller and workers; a value
+    # already in the environment wins.
+    os.environ.setdefault(CONTROLLER_POLL_ENV, f"{tc.controller_poll_s:g}")
     trainer_cls, loop = _family(tc.model.family)
     trainer = trainer_cls(
         loop,
