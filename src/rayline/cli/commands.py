@@ -192,6 +192,7 @@ def run(config: ConfigOpt, set_: SetOpt = None, address: AddressOpt = None,
     def stage(cfg, storage):
         result = run_pipeline(cfg, storage, fresh=fresh, progress=progress)
         if keep_serving:
+            end_live()  # nothing to animate while serving; the line below must not be redrawn away
             typer.echo(f"serving at {result.stages['deploy']['url']}; Ctrl-C stops", err=True)
             _serve_until_stopped(cfg.serve.app_name)
         return result.summary()
@@ -207,6 +208,7 @@ def serve_cmd(config: ConfigOpt, set_: SetOpt = None, address: AddressOpt = None
 
     def stage(cfg, _):
         d = deploy(cfg, version, progress=progress)
+        end_live()  # nothing to animate while serving; the line below must not be redrawn away
         typer.echo(json.dumps(d.summary()) if as_json else
                    f"serving {cfg.name} version {d.model_version} at {d.url} (docs: {d.url}/docs); Ctrl-C stops")
         _serve_until_stopped(cfg.serve.app_name)
@@ -220,7 +222,6 @@ def _serve_until_stopped(app_name: str) -> None:
     own SIGTERM handler replaces the one Ray's core installs, which dumps a stack trace."""
     import signal
 
-    end_live()
     stop = threading.Event()
     previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
