@@ -219,9 +219,10 @@ def test_a_replica_killed_under_load_loses_at_most_its_requests_in_flight(served
     """SIGKILL one of two replicas under 16 concurrent clients that never retry. New requests
     never reach the dead replica's port (HAProxy retries a refused connection on the other one
     and takes the dead one out of rotation on its first failure). Only requests already in flight
-    on it can fail, right at the kill: as a closed connection or HAProxy's bad-gateway answer
-    (which Serve's template turns into a bare 500); HAProxy did not replay them, even with
-    retry-on empty-response. At most one per client; measured 2 of ~2,600."""
+    on it can fail, right at the kill: as a closed connection (before the response, or between
+    its headers and its body when the replica died while answering) or HAProxy's bad-gateway
+    answer (which Serve's template turns into a bare 500); HAProxy did not replay them, even with
+    retry-on empty-response. At most one per client; measured 2 of ~2,600, 5 of 3,144 once."""
     _, _, _, d = served
     deadline = time.time() + 60  # steady state first: earlier tests may have left a replica draining
     while len(pids := set(_replica_stats(d.url))) != 2 and time.time() < deadline:
@@ -238,8 +239,9 @@ def test_a_replica_killed_under_load_loses_at_most_its_requests_in_flight(served
         await load
     asyncio.run(scenario())
     failed = [x for x in log if x[1] != 200]
+    closed = ("disconnected without sending a response", "peer closed connection without sending complete message")
     in_flight = [x for x in failed if x[0] - killed_at[0] < 2.0 and (
-        (x[1] == 0 and "disconnected without sending a response" in x[2]) or (x[1] == 500 and "Internal Server Error" in x[2]))]
+        (x[1] == 0 and any(c in x[2] for c in closed)) or (x[1] == 500 and "Internal Server Error" in x[2]))]
     assert len(log) > 500 and len(failed) <= 16 and failed == in_flight, (len(log), failed[:5])
     deadline = time.time() + 60
     while time.time() < deadline:
