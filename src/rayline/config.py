@@ -20,6 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from rayline.errors import ConfigError
 
+# The sections that make a trained, evaluated model (a run's name hashes them; MLflow records them).
+MODEL_SECTIONS = frozenset({"task", "data", "train", "evaluate"})
 ColumnType = Literal["int", "float", "string", "bool", "timestamp"]
 # cyclical parts (sin/cos each), and us_holiday: days to the nearest US federal holiday (0-30)
 TimePart = Literal["hour", "dow", "month", "day", "minute", "us_holiday"]
@@ -516,7 +518,7 @@ class RaylineConfig(_Model):
         """Hash of what makes a trained and evaluated model (a training run's name): not how it is
         served, stored, promoted or tracked, so changing those reuses the registered model. `also`:
         more sections (a tuning experiment's name adds `tune`)."""
-        return _stable_hash(self.model_dump(mode="json", include={"name", "task", "data", "train", "evaluate", *also}))
+        return _stable_hash(self.model_dump(mode="json", include={"name", *MODEL_SECTIONS, *also}))
 
 
 def _stable_hash(obj: Any) -> str:

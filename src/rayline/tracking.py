@@ -17,12 +17,12 @@ import math
 import re
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rayline import layout
-from rayline.config import RaylineConfig, dump_config
+from rayline.config import MODEL_SECTIONS, RaylineConfig, dump_config
 from rayline.storage import Storage
 
 if TYPE_CHECKING:
@@ -46,8 +46,7 @@ class TrackedRun:
     run_id: str
 
     def to_json(self) -> dict:
-        return {"uri": self.uri, "experiment": self.experiment, "experiment_id": self.experiment_id,
-                "run_id": self.run_id}
+        return asdict(self)
 
 
 def tracking_uri(cfg: RaylineConfig, storage: Storage) -> str | None:
@@ -81,7 +80,12 @@ def flatten(obj: Any, prefix: str = "") -> dict[str, str]:
 
 def run_params(cfg: RaylineConfig) -> dict[str, str]:
     """What the model was made from (not where it is served or stored): task, data, train, evaluate."""
-    return flatten(cfg.model_dump(mode="json", include={"task", "data", "train", "evaluate"}))
+    return flatten(cfg.model_dump(mode="json", include=set(MODEL_SECTIONS)))
+
+
+def _loggable(v: Any) -> bool:
+    """A metric value MLflow can plot: a finite number (not a flag or a name)."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def history_metrics(history: list[dict]) -> list[tuple[str, float, int]]:
@@ -89,15 +93,12 @@ def history_metrics(history: list[dict]) -> list[tuple[str, float, int]]:
     out = []
     for row in history:
         step = int(row.get("epoch", len(out)))
-        for k, v in row.items():
-            if k != "epoch" and isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
-                out.append((k, float(v), step))
+        out += [(k, float(v), step) for k, v in row.items() if k != "epoch" and _loggable(v)]
     return out
 
 
-def numeric(d: dict, prefix: str) -> dict[str, float]:
-    return {f"{prefix}{k}": float(v) for k, v in d.items()
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
+def numeric(d: dict, prefix: str = "") -> dict[str, float]:
+    return {f"{prefix}{k}": float(v) for k, v in d.items() if _loggable(v)}
 
 
 class Tracker:
@@ -215,11 +216,10 @@ class Tracker:
             rid = run.info.run_id
             try:
                 metrics = history_metrics(train.history)
-                summary = {**numeric(evaluation.metrics, "test_"), f"best_val_{train.metric}": train.best_value,
-                           "best_epoch": train.best_epoch, **numeric(ingest.manifest.get("rows", {}), "rows_"),
-                           **numeric(train.timings_s, "seconds_")}
-                metrics += [(k, float(v), 0) for k, v in summary.items()
-                            if isinstance(v, (int, float)) and math.isfinite(v)]
+                summary = {**numeric(evaluation.metrics, "test_"), **numeric(ingest.manifest.get("rows", {}), "rows_"),
+                           **numeric(train.timings_s, "seconds_"),
+                           **numeric({f"best_val_{train.metric}": train.best_value, "best_epoch": train.best_epoch})}
+                metrics += [(k, v, 0) for k, v in summary.items()]
                 self._log(rid, params=run_params(cfg), metrics=metrics)
                 self._artifacts(rid, {"config.yaml": dump_config(cfg).encode(),
                                       "history.json": json.dumps(train.history, indent=1).encode(),
@@ -250,10 +250,9 @@ class Tracker:
                 child = c.create_run(self.experiment_id(), run_name=f"{result.name}-{t['trial_id']}",
                                      tags={"mlflow.parentRunId": pid, "rayline.kind": "trial",
                                            "rayline.trial_id": str(t["trial_id"]), "rayline.status": t["status"]})
-                metric = f"val_{result.best.metric}"
                 self._log(child.info.run_id, params=flatten(t["params"]),
-                          metrics=[(metric, v, i + 1) for i, v in enumerate(result.curves.get(t["trial_id"], []))
-                                   if math.isfinite(v)])
+                          metrics=[(f"val_{result.best.metric}", v, i + 1)
+                                   for i, v in enumerate(result.curves.get(t["trial_id"], [])) if _loggable(v)])
                 c.set_terminated(child.info.run_id, "FAILED" if t["status"] == "error" else "FINISHED")
             c.set_terminated(pid, "FINISHED")
             return TrackedRun(self.uri, self.experiment, self.experiment_id(), pid)
