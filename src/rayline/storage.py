@@ -291,16 +291,33 @@ class Storage:
         Only old ones: a concurrent run may be writing a young .tmp-* right now. The age comes
         from the creation time in the name (see `temp_dir`), else the store's mtime.
         """
-        sel = pafs.FileSelector(self.path(*parts), allow_not_found=True)
-        for info in self.fs.get_file_info(sel):
+        for info in self._entries(*parts):
             if not info.base_name.startswith((".tmp-", ".old-")):
                 continue
             if time.time() - staging_created(info) < older_than_s and not info.base_name.startswith(".old-"):
                 continue
-            if info.type == pafs.FileType.Directory:
-                self.fs.delete_dir(info.path)
-            else:
-                self.fs.delete_file(info.path)
+            try:
+                if info.type == pafs.FileType.Directory:
+                    self.fs.delete_dir(info.path)
+                else:
+                    self.fs.delete_file(info.path)
+            except OSError:
+                if self.fs.get_file_info(info.path).type != pafs.FileType.NotFound:
+                    raise  # else a concurrent sweep removed it first
+
+    def _entries(self, *parts: str) -> list[pafs.FileInfo]:
+        """A directory's entries with their type and mtime, [] if it does not exist. Locally one
+        entry at a time: Arrow fails the whole listing, naming the directory, when an entry
+        vanishes between listing and stat (a concurrent writer renaming its staging)."""
+        if not self.is_local:
+            return self.fs.get_file_info(pafs.FileSelector(self.path(*parts), allow_not_found=True))
+        base = self.path(*parts)
+        out = []
+        for name in self.list_dir(*parts):
+            info = self.fs.get_file_info(f"{base}/{name}")
+            if info.type != pafs.FileType.NotFound:
+                out.append(info)
+        return out
 
 
 def staging_created(info: pafs.FileInfo) -> float:

@@ -1,5 +1,6 @@
 """Storage: atomic writes, publish, exclusive create."""
 
+import os
 import threading
 
 import pytest
@@ -62,3 +63,36 @@ def test_uris_keep_their_query_last():
     assert split_uri("s3://b/preds") == ("s3://b", "preds")
     assert split_uri("preds") == (".", "preds") and split_uri("/preds") == ("/", "preds")
     assert Storage(f"s3://b/root?{q}").uri("datasets") == f"s3://b/root/datasets?{q}"
+
+
+def test_sweep_survives_entries_vanishing_under_it(tmp_path):
+    """A concurrent writer renames its staging away while a sweep lists the directory (seen
+    as a failed registration with four processes registering at once)."""
+    s = Storage(str(tmp_path))
+    s.write_bytes(b"x", "models/m/1/w")
+    stop, errors = threading.Event(), []
+
+    def churn(n):
+        i = 0
+        while not stop.is_set():
+            tmp = s.temp_dir("models/m", "version")
+            s.write_bytes(b"w", tmp, "weights.pt")
+            s.delete_dir(tmp)
+            os.makedirs(tmp_path / "models" / "m" / f".old-{n}-{i}")  # what a replaced version leaves
+            i += 1
+
+    def sweep():
+        try:
+            for _ in range(300):
+                s.clean_stale("models/m", older_than_s=3600)
+        except Exception as e:  # noqa: BLE001 - the assertion below reports it
+            errors.append(e)
+    workers = [threading.Thread(target=churn, args=(n,)) for n in range(2)]
+    sweepers = [threading.Thread(target=sweep) for _ in range(2)]
+    [t.start() for t in workers + sweepers]
+    [t.join() for t in sweepers]
+    stop.set()
+    [t.join() for t in workers]
+    assert errors == []
+    s.clean_stale("models/m", older_than_s=3600)
+    assert s.list_dir("models/m")[0] == "1" and not any(n.startswith(".old-") for n in s.list_dir("models/m"))
