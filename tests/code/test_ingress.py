@@ -1,6 +1,13 @@
 """The ingress choice becomes the environment Serve reads when Ray starts."""
 
+import json
+import os
+import subprocess
+from pathlib import Path
+
 from rayline.config import ServeConfig
+from rayline.runtime import free_port
+from rayline.serve.haproxy_launch import error_408, patch_config
 from rayline.serve.ingress import ingress_env
 
 
@@ -17,3 +24,69 @@ def test_haproxy_is_the_default_with_retries_and_ports_of_its_own():
 
 def test_the_python_proxy_switches_haproxy_off():
     assert ingress_env(ServeConfig(ingress="proxy")) == {"RAY_SERVE_ENABLE_HA_PROXY": "0"}
+
+
+def test_serve_starts_haproxy_through_rayline_haproxy_with_the_body_timeout():
+    env = ingress_env(ServeConfig(body_timeout_s=7.5))
+    launcher = env["RAY_SERVE_HAPROXY_BINARY_PATH"]
+    assert os.path.isabs(launcher) and os.access(launcher, os.X_OK) and launcher.endswith("rayline-haproxy")
+    assert env["RAYLINE_BODY_TIMEOUT_S"] == "7.5"
+
+
+SERVE_CONFIG = """global
+    maxconn 4096
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 3600s
+    option splice-request
+    retry-on conn-failure empty-response
+frontend http_frontend
+    bind 127.0.0.1:{port}
+    default_backend b
+backend b
+    http-reuse always
+    server r1 127.0.0.1:{port2}
+"""
+
+
+def test_the_patch_holds_small_requests_and_bounds_their_arrival():
+    text = SERVE_CONFIG.format(port=1, port2=2)
+    out = patch_config(text, 2.5, "/x/408.http")
+    defaults = out.split("defaults\n", 1)[1].split("frontend", 1)[0]
+    frontend = out.split("frontend http_frontend\n", 1)[1].split("backend", 1)[0]
+    assert "    timeout http-request 2500ms\n" in defaults and "    errorfile 408 /x/408.http\n" in defaults
+    assert defaults.index("timeout http-request") < defaults.index("mode http")  # Serve's own lines still win
+    assert ("    http-request wait-for-body time 2500ms unless { req.hdr(content-length) -m len gt 4 }\n"
+            in frontend)
+    added = [line for line in out.splitlines(keepends=True) if line not in text.splitlines(keepends=True)]
+    assert len(added) == 5 and "".join(line for line in out.splitlines(keepends=True) if line not in added) == text
+    assert patch_config("global\n    maxconn 1\ndefaults\n    mode http\n", 1, "/x") is None  # no frontend
+
+
+def test_the_408_answer_is_raw_http_with_rayline_json_error():
+    head, body = error_408(10).split(b"\r\n\r\n", 1)
+    assert head.startswith(b"HTTP/1.1 408 ") and f"content-length: {len(body)}".encode() in head
+    assert json.loads(body)["error"] == "body_timeout" and "10s" in json.loads(body)["message"]
+
+
+def test_the_launcher_execs_the_real_binary_on_a_patched_copy(tmp_path):
+    """The installed rayline-haproxy, run as Serve runs it, with a stand-in HAProxy that shows
+    what it was given; then the real HAProxy checks the patched config."""
+    config = tmp_path / "haproxy.cfg"
+    config.write_text(SERVE_CONFIG.format(port=free_port(), port2=free_port()))
+    fake = tmp_path / "fake-haproxy"
+    fake.write_text('#!/bin/sh\necho "ARGS $*"\nwhile [ $# -gt 0 ]; do [ "$1" = -f ] && cat "$2"; shift; done\n')
+    fake.chmod(0o755)
+    env = {**os.environ, **ingress_env(ServeConfig(body_timeout_s=4)), "RAYLINE_HAPROXY_BINARY": str(fake)}
+    out = subprocess.run([env["RAY_SERVE_HAPROXY_BINARY_PATH"], "-db", "-f", str(config), "-sf", "123"],
+                         env=env, capture_output=True, text=True, check=True).stdout
+    patched = f"{config}.rayline"
+    assert out.splitlines()[0] == f"ARGS -db -f {patched} -sf 123"
+    assert "http-request wait-for-body time 4000ms" in out and "timeout http-request 4000ms" in out
+    assert "wait-for-body" not in config.read_text()                 # Serve's own file is left as written
+    assert Path(f"{patched}.408.http").read_bytes() == error_408(4)
+    env.pop("RAYLINE_HAPROXY_BINARY")                                 # the real one (Ray's bundled HAProxy)
+    check = subprocess.run([env["RAY_SERVE_HAPROXY_BINARY_PATH"], "-c", "-f", str(config)], env=env,
+                           capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr

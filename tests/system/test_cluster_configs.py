@@ -2,6 +2,7 @@
 and embed exactly what the code generates (they cannot drift)."""
 
 import copy
+import re
 
 import pytest
 import yaml
@@ -12,6 +13,8 @@ from rayline.serve.deploy import serve_config
 from tests.conftest import FLIGHTS_CONFIG, ROOT
 
 CLUSTER = ROOT / "cluster"
+LAUNCHER_ENV = "RAY_SERVE_HAPROXY_BINARY_PATH"
+IMAGE_LAUNCHER = "/home/ray/anaconda3/bin/rayline-haproxy"  # where pip puts it in rayproject/ray images
 SERVE_OVERRIDES = ["storage.root=/mnt/rayline", "serve.host=0.0.0.0", "serve.auth.api_key_env=RAYLINE_API_KEY"]
 
 
@@ -86,16 +89,19 @@ def test_every_cluster_starts_serve_with_the_default_ingress():
     from rayline.config import ServeConfig
     from rayline.serve.ingress import ingress_env
 
-    wanted = {k: v for k, v in ingress_env(ServeConfig()).items() if "PORT" not in k}  # ports: Ray's defaults there
+    # ports: Ray's defaults there; the launcher's path is the node's own (checked below)
+    wanted = {k: v for k, v in ingress_env(ServeConfig()).items() if "PORT" not in k and k != LAUNCHER_ENV}
     for name in ("aws.yaml", "gcp.yaml", "local.yaml"):
         cfg = yaml.safe_load((CLUSTER / name).read_text())
         for cmd in cfg["head_start_ray_commands"] + cfg["worker_start_ray_commands"]:
             for k, v in wanted.items():
                 assert f"{k}={v}" in cmd or f"{k}='{v}'" in cmd, (name, k)
+            assert re.search(rf"{LAUNCHER_ENV}=(\$\(command -v )?\S*rayline-haproxy", cmd), name
     for script in ("start-head.sh", "start-worker.sh"):
         text = (CLUSTER / script).read_text()
         for k, v in wanted.items():
             assert f"export {k}=${{{k}:-{v}}}" in text, (script, k)
+        assert f"export {LAUNCHER_ENV}=${{{LAUNCHER_ENV}:-$launcher}}" in text and "command -v rayline-haproxy" in text
     for manifest in ("raycluster.yaml", "rayjob.yaml", "rayservice.yaml"):
         docs = list(yaml.safe_load_all((CLUSTER / "kuberay" / manifest).read_text()))
         containers = []
@@ -114,3 +120,5 @@ def test_every_cluster_starts_serve_with_the_default_ingress():
         for c in containers:
             env = {e["name"]: e.get("value") for e in c.get("env", [])}
             assert {k: env.get(k) for k in wanted} == wanted, (manifest, c["name"])
+            assert env.get(LAUNCHER_ENV) == IMAGE_LAUNCHER, (manifest, c["name"])
+    assert f"RUN test -x {IMAGE_LAUNCHER}" in (CLUSTER / "Dockerfile").read_text()  # the image has it there

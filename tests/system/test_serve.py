@@ -215,14 +215,13 @@ def test_rollout_under_load_has_zero_failed_requests(served, records):
     assert old in versions[:first_new]
 
 
-def test_a_replica_killed_under_load_loses_at_most_its_requests_in_flight(served, records):
-    """SIGKILL one of two replicas under 16 concurrent clients that never retry. New requests
-    never reach the dead replica's port (HAProxy retries a refused connection on the other one
-    and takes the dead one out of rotation on its first failure). Only requests already in flight
-    on it can fail, right at the kill: as a closed connection (before the response, or between
-    its headers and its body when the replica died while answering) or HAProxy's bad-gateway
-    answer (which Serve's template turns into a bare 500); HAProxy did not replay them, even with
-    retry-on empty-response. At most one per client; measured 2 of ~2,600, 5 of 3,144 once."""
+def test_a_replica_killed_under_load_fails_no_request(served, records):
+    """SIGKILL one of two replicas under 16 concurrent clients that never retry: every request is
+    answered 200. New requests never reach the dead replica's port (HAProxy retries a refused
+    connection on the other one and takes the dead one out of rotation on its first failure);
+    those in flight on it are replayed on the other, because rayline-haproxy makes HAProxy hold
+    each whole request (option http-buffer-request) and `retry-on empty-response` then applies.
+    Before that: 2-8 of ~2,600 failed, as closed connections, at the kill."""
     _, _, _, d = served
     deadline = time.time() + 60  # steady state first: earlier tests may have left a replica draining
     while len(pids := set(_replica_stats(d.url))) != 2 and time.time() < deadline:
@@ -238,11 +237,8 @@ def test_a_replica_killed_under_load_loses_at_most_its_requests_in_flight(served
         os.kill(victim, signal.SIGKILL)
         await load
     asyncio.run(scenario())
-    failed = [x for x in log if x[1] != 200]
-    closed = ("disconnected without sending a response", "peer closed connection without sending complete message")
-    in_flight = [x for x in failed if x[0] - killed_at[0] < 2.0 and (
-        (x[1] == 0 and any(c in x[2] for c in closed)) or (x[1] == 500 and "Internal Server Error" in x[2]))]
-    assert len(log) > 500 and len(failed) <= 16 and failed == in_flight, (len(log), failed[:5])
+    failed = [(round(t - killed_at[0], 3), status, text) for t, status, text in log if status != 200]
+    assert len(log) > 500 and failed == [], (len(log), failed[:5])
     deadline = time.time() + 60
     while time.time() < deadline:
         now = set(_replica_stats(d.url))

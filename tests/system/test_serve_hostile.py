@@ -8,6 +8,7 @@ inference on one table of good and bad records.
 
 import asyncio
 import json
+import os
 import socket
 import threading
 import time
@@ -237,7 +238,9 @@ def test_one_client_cannot_break_another_in_a_shared_batch(hostile):
 
 def test_slow_uploads_do_not_starve_valid_requests(hostile):
     """150 clients promise 4096 bytes, send 2 and hold; valid requests keep being answered
-    within 2 s each, and each slow upload is cut after the body timeout with a 408."""
+    within 2 s each, and each slow upload is cut with a 408 (by HAProxy, which holds small
+    bodies, at the body timeout its Ray started with; bodies that stream to a replica are cut at
+    the app's serve.body_timeout_s: the next test)."""
     _, _, d, good = hostile
     head = (b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
             b"Content-Length: 4096\r\n\r\n{\"")
@@ -255,11 +258,38 @@ def test_slow_uploads_do_not_starve_valid_requests(hostile):
                 assert c.post(f"{d.url}/predict", json=good).status_code == 200
                 latencies.append(time.perf_counter() - t0)
         assert latencies and max(latencies) < 2.0, (len(latencies), max(latencies))
-        replies = [s.recv(200) for s in slow[:10]]
-        assert all(r.startswith(b"HTTP/1.1 408") for r in replies), replies[:3]
+        replies = [s.recv(400) for s in slow[:10]]
+        assert all(r.startswith(b"HTTP/1.1 408") and b'"body_timeout"' in r for r in replies), replies[:3]
     finally:
         for s in slow:
             s.close()
+
+
+def test_a_large_body_arriving_slowly_is_cut_by_the_replica_at_the_apps_body_timeout(hostile):
+    """A declared body of 10,000 bytes or more is not held by HAProxy: it streams to a replica,
+    which cuts it at this app's serve.body_timeout_s."""
+    with socket.create_connection(("127.0.0.1", PORT), timeout=BODY_TIMEOUT_S + 20) as s:
+        t0 = time.time()
+        s.sendall(b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                  b"Content-Length: 20000\r\n\r\n{\"instances\": [")
+        reply = s.recv(600)
+    assert reply.startswith(b"HTTP/1.1 408") and b'"body_timeout"' in reply, reply
+    assert BODY_TIMEOUT_S - 0.5 < time.time() - t0 < BODY_TIMEOUT_S + 5
+
+
+def test_headers_sent_slowly_are_cut_at_the_body_timeout(hostile):
+    """Serve sets no request timeout in HAProxy: headers trickling in held a connection for an
+    hour (`timeout client`). rayline-haproxy bounds headers (and a held body) by
+    serve.body_timeout_s."""
+    limit = float(os.environ["RAYLINE_BODY_TIMEOUT_S"])  # HAProxy's: set when this session's Ray started
+    with socket.create_connection(("127.0.0.1", PORT), timeout=limit + 20) as s:
+        t0 = time.time()
+        s.sendall(b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-")
+        reply = s.recv(400)
+    # HAProxy's own page when no request line and headers were parsed (the errorfile applies
+    # only to a parsed request): it names the problem too
+    assert reply.startswith(b"HTTP/1.1 408") and b"complete request in time" in reply, reply
+    assert limit - 0.5 < time.time() - t0 < limit + 5
 
 
 def test_same_verdicts_and_predictions_from_predict_and_batch(hostile, tmp_path):

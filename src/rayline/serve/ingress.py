@@ -6,10 +6,15 @@ cluster's start scripts (`cluster/start-head.sh`, `start-worker.sh`, the KubeRay
 the same ones. With HAProxy, each replica runs its own HTTP server (ports 30000-31000, bound to
 `serve.host`, answering with the same app and API-key check) and HAProxy, bound to
 `serve.host:serve.port`, forwards to them: no Python proxy hop (docs/system-patterns.md has the
-numbers).
+numbers). Serve starts HAProxy through `rayline-haproxy` (serve/haproxy_launch.py), which adds
+request buffering to Serve's config so that a request on a replica that dies is replayed.
 """
 
 from __future__ import annotations
+
+import shutil
+import sysconfig
+import warnings
 
 from rayline.config import ServeConfig
 from rayline.runtime import free_port
@@ -28,6 +33,12 @@ ERROR_LIMIT = "1"
 # would make every rollout, scale-down and `serve.delete` take 30 s, and a pod's SIGTERM drain
 # outlast Kubernetes' default 30 s grace period.
 DRAIN_S = "5"
+LAUNCHER = "rayline-haproxy"  # installed with rayline ([project.scripts])
+
+
+def launcher_path() -> str | None:
+    """The absolute path of rayline-haproxy: beside this interpreter's scripts, else on PATH."""
+    return shutil.which(LAUNCHER, path=sysconfig.get_path("scripts")) or shutil.which(LAUNCHER)
 
 
 def ingress_env(serve: ServeConfig) -> dict[str, str]:
@@ -35,7 +46,14 @@ def ingress_env(serve: ServeConfig) -> dict[str, str]:
     free ports (Ray's fixed 8404/9101 collide between two Rays on one host)."""
     if serve.ingress == "proxy":
         return {HAPROXY: "0"}
-    return {HAPROXY: "1", "RAY_SERVE_HAPROXY_RETRY_ON": RETRY_ON, "RAY_SERVE_HAPROXY_OBSERVE_ERROR_LIMIT": ERROR_LIMIT,
-            "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": DRAIN_S,
-            "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()), "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port())}
+    env = {HAPROXY: "1", "RAY_SERVE_HAPROXY_RETRY_ON": RETRY_ON, "RAY_SERVE_HAPROXY_OBSERVE_ERROR_LIMIT": ERROR_LIMIT,
+           "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": DRAIN_S, "RAYLINE_BODY_TIMEOUT_S": f"{serve.body_timeout_s:g}",
+           "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()), "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port())}
+    launcher = launcher_path()
+    if launcher:
+        env["RAY_SERVE_HAPROXY_BINARY_PATH"] = launcher
+    else:
+        warnings.warn(f"{LAUNCHER} is not installed (pip install rayline): Serve starts HAProxy without request "
+                      "buffering, so a request on a replica that dies fails instead of going to another", stacklevel=2)
+    return env
 
