@@ -98,6 +98,8 @@ def test_every_cluster_starts_serve_with_the_default_ingress():
                 assert f"{k}={v}" in cmd or f"{k}='{v}'" in cmd, (name, k)
             assert re.search(rf"{LAUNCHER_ENV}=(\$\(command -v )?\S*rayline-haproxy", cmd), name
     for script in ("start-head.sh", "start-worker.sh"):
+        assert '. "$(dirname "$0")/serve-ingress.sh"' in (CLUSTER / script).read_text(), script
+    for script in ("serve-ingress.sh",):
         text = (CLUSTER / script).read_text()
         for k, v in wanted.items():
             assert f"export {k}=${{{k}:-{v}}}" in text, (script, k)
@@ -122,3 +124,14 @@ def test_every_cluster_starts_serve_with_the_default_ingress():
             assert {k: env.get(k) for k in wanted} == wanted, (manifest, c["name"])
             assert env.get(LAUNCHER_ENV) == IMAGE_LAUNCHER, (manifest, c["name"])
     assert f"RUN test -x {IMAGE_LAUNCHER}" in (CLUSTER / "Dockerfile").read_text()  # the image has it there
+
+
+def test_a_node_without_rayline_haproxy_is_refused_before_ray_starts(tmp_path):
+    """Without the launcher Serve would start a plain HAProxy: in-flight requests on a dead
+    replica would fail again. The start scripts stop there, saying why."""
+    import subprocess
+
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "RAY": "/bin/false"}
+    out = subprocess.run(["bash", str(CLUSTER / "start-worker.sh"), "127.0.0.1"], env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "rayline-haproxy is not on PATH" in out.stderr, out.stderr
