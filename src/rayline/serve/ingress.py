@@ -2,7 +2,7 @@
 
 Serve reads the choice from its processes' environment, so it is made where Ray starts: the
 embedded Ray of `rayline` sets these variables from `serve.ingress` before it starts; a
-cluster's start scripts (`cluster/start-head.sh`, `start-worker.sh`, the KubeRay spec) export
+cluster's definitions (`cluster/serve-ingress.sh` for the start scripts, the launcher YAMLs, KubeRay) export
 the same ones. With HAProxy, each replica runs its own HTTP server (ports 30000-31000, bound to
 `serve.host`, answering with the same app and API-key check) and HAProxy, bound to
 `serve.host:serve.port`, forwards to them: no Python proxy hop (docs/system-patterns.md has the
@@ -18,6 +18,7 @@ import warnings
 
 from rayline.config import ServeConfig
 from rayline.runtime import free_port
+from rayline.serve.haproxy_launch import ENV_BODY_TIMEOUT
 
 HAPROXY = "RAY_SERVE_ENABLE_HA_PROXY"
 # A prediction is idempotent: a request whose replica died (connection refused, or closed with
@@ -47,7 +48,7 @@ def ingress_env(serve: ServeConfig) -> dict[str, str]:
     if serve.ingress == "proxy":
         return {HAPROXY: "0"}
     env = {HAPROXY: "1", "RAY_SERVE_HAPROXY_RETRY_ON": RETRY_ON, "RAY_SERVE_HAPROXY_OBSERVE_ERROR_LIMIT": ERROR_LIMIT,
-           "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": DRAIN_S, "RAYLINE_BODY_TIMEOUT_S": f"{serve.body_timeout_s:g}",
+           "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": DRAIN_S, ENV_BODY_TIMEOUT: f"{serve.body_timeout_s:g}",
            "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()), "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port())}
     launcher = launcher_path()
     if launcher:
