@@ -41,8 +41,7 @@ def ray_session(address: str | None = None, *, num_cpus: int | None = None, quie
     address = address or os.environ.get("RAY_ADDRESS") or None
     kwargs: dict = {"logging_level": logging.ERROR if quiet else logging.INFO, "log_to_driver": not quiet}
     if address is None:
-        # The embedded instance. Its dashboard (127.0.0.1 only) serves the State API that Ray
-        # Train's placement-group cleaner polls: without it that warns every few seconds.
+        # The embedded instance (see `embedded`). Its dashboard listens on 127.0.0.1 only.
         kwargs.update(num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1")
         for k, v in (env or {}).items():
             os.environ.setdefault(k, v)
@@ -58,6 +57,15 @@ def ray_session(address: str | None = None, *, num_cpus: int | None = None, quie
         yield
     finally:
         ray.shutdown()
+
+
+def embedded() -> bool:
+    """True when this process started the Ray it is connected to (`ray_session` without an
+    address): a one-node cluster that ends with this process."""
+    import ray
+
+    node = getattr(ray._private.worker, "_global_node", None)
+    return bool(ray.is_initialized() and node is not None and getattr(node, "head", False))
 
 
 def _quiet_loggers() -> None:

@@ -43,6 +43,14 @@ def _train_workers() -> list[psutil.Process]:
     return out
 
 
+def _actors(class_name: str, state: str | None = None) -> list:
+    """Actors of a class this Ray session has had (the State API keeps dead ones)."""
+    from ray.util.state import list_actors
+
+    filters = [("class_name", "=", class_name)] + ([("state", "=", state)] if state else [])
+    return sorted(a.actor_id for a in list_actors(filters=filters, limit=10_000))
+
+
 def _assert_resumed_once(history: list[dict], epochs: int) -> int:
     assert [h["epoch"] for h in history] == list(range(1, epochs + 1)), "an epoch was skipped or trained twice"
     attempts = [h["attempt"] for h in history]
@@ -75,6 +83,7 @@ def test_small_pipeline_trains_registers_and_reuses(ray_local, small_data):
     data, root = small_data
     cfg = config_from_dict(small_config(data, root))
     storage = Storage(cfg.storage.root)
+    managers = _actors("DatasetManager")
     out = train_and_register(cfg, storage)
     assert not out.reused and out.version.version == 1
     history = out.train.history
@@ -83,10 +92,11 @@ def test_small_pipeline_trains_registers_and_reuses(ray_local, small_data):
     for key in ("data_fingerprint", "config_hash", "ingest_key", "packages", "hardware", "timings_s", "git_commit"):
         assert key in lineage
     assert lineage["packages"]["ray"] == "2.60.0"
-    # Ray Train's controller checks its workers every train.controller_poll_s (Ray's 2 s added 2-5 s per run)
-    import os
-
-    assert os.environ["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] == "0.5"
+    # fit() -> first step is timed (the workers stamp it); a run without Ray Datasets started no
+    # dataset manager; the controller's variables were set for fit() only
+    assert 0 < out.train.timings_s["to_first_step"] < out.train.timings_s["fit"]
+    assert _actors("DatasetManager") == managers
+    assert "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S" not in os.environ
     # precision and where the batches lived, per epoch and in the lineage (bf16 on a GPU that has it)
     assert all(h["precision"] == "fp32" and h["feed_device"] in ("cpu", "host") for h in history)
     assert {k: lineage["training"][k] for k in ("device", "precision")} == {"device": "cpu", "precision": "fp32"}
@@ -181,3 +191,53 @@ def test_xgboost_killed_worker_resumes_from_checkpoint(ray_local, flights_ingest
     assert out.version.lineage["training"]["family"] == "xgboost" and out.train.workers == 2
     assert (out.version.lineage["training"]["precision"], out.version.lineage["training"]["feed_device"]) == ("fp32", "cpu")
     assert out.version.metrics["test"]["auc"] > 0.68
+
+
+def test_without_rays_cleaner_the_driver_frees_a_dead_controllers_placement_group(ray_local, tmp_path):
+    """On an embedded Ray, Ray Train's placement-group cleaner is not started (controller_setup):
+    when the controller dies, the driver removes the placement group it held, so the next run in
+    the same session (a notebook) is not left waiting for its CPUs."""
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+    from ray.util.placement_group import placement_group_table
+
+    from rayline.runtime import embedded
+    from rayline.train.controller_setup import dropped_callbacks, lean, placement_groups_released
+
+    assert not embedded()  # the test session attaches to a `ray start` head
+    cleaners, controllers, before = _actors("PlacementGroupCleaner"), _actors("TrainController"), set(placement_group_table())
+
+    def sleep_forever(config):
+        time.sleep(600)
+
+    trainer = lean(TorchTrainer, dropped_callbacks(has_datasets=False, embedded=True))(
+        sleep_forever, scaling_config=ScalingConfig(num_workers=1, resources_per_worker={"CPU": 0.25}),
+        run_config=RunConfig(name="dead-controller", storage_path=str(tmp_path)))
+    errors = []
+
+    def fit():
+        try:
+            with placement_groups_released(True):
+                trainer.fit()
+        except Exception as e:  # noqa: BLE001 - the controller's death, expected
+            errors.append(e)
+
+    thread = threading.Thread(target=fit, daemon=True)
+    thread.start()
+    held = lambda: [k for k, v in placement_group_table().items() if k not in before and v["state"] != "REMOVED"]  # noqa: E731
+    deadline = time.time() + 120
+    while not (_train_workers() and held()) and time.time() < deadline:
+        time.sleep(0.2)
+    assert held(), "the trainer never placed its worker"
+    from ray.util.state import list_actors
+    controller = [a for a in list_actors(filters=[("class_name", "=", "TrainController"), ("state", "=", "ALIVE")])
+                  if a.actor_id not in controllers]
+    assert len(controller) == 1, controller
+    os.kill(controller[0].pid, signal.SIGKILL)
+    thread.join(timeout=120)
+    assert not thread.is_alive() and errors, "fit() did not fail when its controller died"
+    deadline = time.time() + 30
+    while held() and time.time() < deadline:
+        time.sleep(0.2)
+    assert not held(), f"the dead controller's placement group is still held: {held()}"
+    assert _actors("PlacementGroupCleaner") == cleaners  # the lean trainer started none

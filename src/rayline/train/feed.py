@@ -1,9 +1,9 @@
 """Feeding a worker its shard: in memory when it fits, streamed when it does not.
 
-MemoryFeed iterates the Ray Data shard once, keeps it as tensors (on the GPU when training
-there) and reshuffles in place each epoch: no per-epoch Ray Data pipeline, no per-step
-host-to-device copies. StreamFeed re-reads the shard every epoch with a local shuffle buffer
-and prefetching, for shards larger than the memory budget.
+MemoryFeed keeps the worker's share (read once from the split's Parquet by `shard.read_shard`)
+as tensors (on the GPU when training there) and reshuffles in place each epoch: no Ray Data
+pipeline, no per-step host-to-device copies. StreamFeed re-reads the Ray Data shard every epoch
+with a local shuffle buffer and prefetching, for shards larger than the memory budget.
 """
 
 from __future__ import annotations

@@ -68,6 +68,7 @@ def train_loop_per_worker(config: dict) -> dict:
 
     # ---- resume: after a worker failure or a driver restart, continue from the last checkpoint
     start_epoch, best, stale, history, attempt = 0, None, 0, [], 1
+    first_step_at = None  # wall clock of this attempt's first step: the driver reports fit() -> first step
     checkpoint = ray.train.get_checkpoint()
     if checkpoint:
         with checkpoint.as_directory() as d:
@@ -97,6 +98,8 @@ def train_loop_per_worker(config: dict) -> dict:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             optimizer.step()
             scheduler.step()
+            if first_step_at is None:
+                first_step_at = time.time()
             total += loss.detach() * len(y)  # no host sync per step
             count += len(y)
         train_loss = _mean_across_ranks(total, count, device)
@@ -114,6 +117,8 @@ def train_loop_per_worker(config: dict) -> dict:
                # where the training batches live: the in-memory shard sits on the device; a streamed
                # one is copied from the host every step
                "feed_device": device.type if config["feed"] == "memory" else "host"}
+        if epoch == start_epoch and first_step_at is not None:
+            row["first_step_at"] = first_step_at
         if task == "binary":
             row["val_accuracy"] = scores["accuracy"]
         history.append(row)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,11 +19,13 @@ from rayline.errors import RaylineError
 from rayline.model.metrics import primary_metric
 from rayline.storage import Storage
 from rayline.model.artifact import model_file
+from rayline.runtime import embedded as ray_embedded
+from rayline.train.controller_setup import (controller_env, dropped_callbacks, lean, placement_groups_released,
+                                            scoped_env)
 from rayline.train.progress import follow
 from rayline.train.resources import cluster_worker_plan
 
 log = logging.getLogger(__name__)
-CONTROLLER_POLL_ENV = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
 
 
 @dataclass
@@ -101,6 +102,16 @@ def choose_feed(cfg: RaylineConfig, ingest: IngestResult, workers: int) -> tuple
     return feed, rows_per_worker
 
 
+def _timings(fit_s: float, started_at: float, history: list[dict]) -> dict:
+    """fit wall time; and from the call to the first step of this call's attempt (mlp: the
+    workers stamp it; a worker on another node adds its clock's offset)."""
+    out = {"fit": round(fit_s, 2)}
+    firsts = [h["first_step_at"] for h in history if h.get("first_step_at", 0) >= started_at]
+    if firsts:
+        out["to_first_step"] = round(min(firsts) - started_at, 2)
+    return out
+
+
 def run_training(cfg: RaylineConfig, ingest: IngestResult, storage: Storage, *, run_name: str | None = None,
                  fresh: bool = False, progress=lambda msg: None, callbacks: list | None = None) -> TrainResult:
     """Train on the ingest's train/valid splits with Ray Train; resume a run of the same name.
@@ -109,7 +120,7 @@ def run_training(cfg: RaylineConfig, ingest: IngestResult, storage: Storage, *, 
     from ray.data import ExecutionOptions
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
 
-    t0 = time.perf_counter()
+    t0, started_at = time.perf_counter(), time.time()
     tc = cfg.train
     run_name = run_name or default_run_name(cfg, ingest)
     run_rel = layout.run(run_name)
@@ -129,11 +140,12 @@ def run_training(cfg: RaylineConfig, ingest: IngestResult, storage: Storage, *, 
         datasets = {"train": ray.data.read_parquet(ingest.split_uri("train"), partitioning=None)
                     .select_columns(["x_num", "x_cat", "y"])}
         data_config = DataConfig(datasets_to_split=["train"], execution_options=ExecutionOptions(preserve_order=True))
-    # The controller notices the end of training (or a dead worker) at its next check of the
-    # workers. Ray Train hands this driver's variable to its controller and workers; a value
-    # already in the environment wins.
-    os.environ.setdefault(CONTROLLER_POLL_ENV, f"{tc.controller_poll_s:g}")
+    # The controller's environment (a variable the user set wins) and its helper actors, less
+    # those with nothing to do for this run (controller_setup).
+    embedded = ray_embedded()
+    env = controller_env(embedded=embedded, poll_s=tc.controller_poll_s)
     trainer_cls, loop = _family(tc.model.family)
+    trainer_cls = lean(trainer_cls, dropped_callbacks(has_datasets=bool(datasets), embedded=embedded))
     trainer = trainer_cls(
         loop,
         train_loop_config={"train": tc.model_dump(mode="json"), "spec": ingest.spec.to_json(), "feed": feed,
@@ -153,7 +165,8 @@ def run_training(cfg: RaylineConfig, ingest: IngestResult, storage: Storage, *, 
     )
     total = tc.model.xgboost.num_boost_round if tc.model.family == "xgboost" else tc.epochs
     try:
-        with follow(storage, (run_rel,), total, primary_metric(cfg.task)[0], progress):
+        with scoped_env(env), placement_groups_released(embedded), \
+                follow(storage, (run_rel,), total, primary_metric(cfg.task)[0], progress):
             result = trainer.fit()
     except Exception as e:  # noqa: BLE001 - Ray's error types vary; keep the cause in the message
         raise RaylineError(f"training run {run_name} failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
@@ -175,7 +188,7 @@ def run_training(cfg: RaylineConfig, ingest: IngestResult, storage: Storage, *, 
         model_bytes=model_bytes, model_file=file, history=history,
         best_epoch=best_meta.get("best_round", best_meta["epoch"] + 1), metric=metric, best_value=best_meta["best"],
         device=plan.device, workers=plan.workers, feed=feed,
-        timings_s={"fit": round(fit_s, 2)},
+        timings_s=_timings(fit_s, started_at, history),
         precision=history[-1].get("precision", "fp32") if history else "fp32",
         feed_device=history[-1].get("feed_device", plan.device) if history else plan.device,
     )
