@@ -8,6 +8,8 @@ export RAY_SERVE_ENABLE_HA_PROXY=${RAY_SERVE_ENABLE_HA_PROXY:-1}
 export RAY_SERVE_HAPROXY_RETRY_ON=${RAY_SERVE_HAPROXY_RETRY_ON:-conn-failure empty-response}
 export RAY_SERVE_HAPROXY_OBSERVE_ERROR_LIMIT=${RAY_SERVE_HAPROXY_OBSERVE_ERROR_LIMIT:-1}
 export RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S=${RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S:-5}
+# Replicas run rayline's handlers on their main event loop (one thread hop less per request).
+export RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD=${RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD:-0}
 # Serve starts HAProxy through rayline-haproxy (installed with rayline): it makes HAProxy hold each
 # small request whole, so one in flight on a replica that dies is replayed on another, and answers 408
 # when a request takes longer than RAYLINE_BODY_TIMEOUT_S to arrive (serve.body_timeout_s).

@@ -16,6 +16,7 @@ def test_haproxy_is_the_default_with_retries_and_ports_of_its_own():
     assert env["RAY_SERVE_ENABLE_HA_PROXY"] == "1"
     assert set(env["RAY_SERVE_HAPROXY_RETRY_ON"].split()) == {"conn-failure", "empty-response"}
     assert env["RAY_SERVE_HAPROXY_OBSERVE_ERROR_LIMIT"] == "1"
+    assert env["RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD"] == "0"  # handlers on the replica's main loop
     assert float(env["RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"]) < 30  # drains inside a pod's 30 s grace
     stats, metrics = int(env["RAY_SERVE_HAPROXY_STATS_PORT"]), int(env["RAY_SERVE_HAPROXY_METRICS_PORT"])
     assert stats != metrics and not ({stats, metrics} & {8404, 9101})  # Ray's fixed ports collide between two Rays
@@ -23,7 +24,8 @@ def test_haproxy_is_the_default_with_retries_and_ports_of_its_own():
 
 
 def test_the_python_proxy_switches_haproxy_off():
-    assert ingress_env(ServeConfig(ingress="proxy")) == {"RAY_SERVE_ENABLE_HA_PROXY": "0"}
+    assert ingress_env(ServeConfig(ingress="proxy")) == {"RAY_SERVE_ENABLE_HA_PROXY": "0",
+                                                         "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0"}
 
 
 def test_serve_starts_haproxy_through_rayline_haproxy_with_the_body_timeout():

@@ -35,6 +35,12 @@ ERROR_LIMIT = "1"
 # outlast Kubernetes' default 30 s grace period.
 DRAIN_S = "5"
 LAUNCHER = "rayline-haproxy"  # installed with rayline ([project.scripts])
+# Replicas run rayline's handlers on their main event loop instead of a second loop in another
+# thread (Serve's default): one thread hop less each way per request. The handlers never block
+# for long (storage reads run in worker threads; a forward pass of a batch takes milliseconds).
+# Alternating runs on this host, one replica, HAProxy: c=1 p50 3.1-3.9 ms vs 3.6-6.3 ms, c=16
+# 842-977 req/s vs 625-745.
+USER_CODE_THREAD = "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD"
 
 
 def launcher_path() -> str | None:
@@ -46,8 +52,8 @@ def ingress_env(serve: ServeConfig) -> dict[str, str]:
     """Environment for a Ray about to start. HAProxy's stats page and Prometheus exporter get
     free ports (Ray's fixed 8404/9101 collide between two Rays on one host)."""
     if serve.ingress == "proxy":
-        return {HAPROXY: "0"}
-    env = {HAPROXY: "1", "RAY_SERVE_HAPROXY_RETRY_ON": RETRY_ON, "RAY_SERVE_HAPROXY_OBSERVE_ERROR_LIMIT": ERROR_LIMIT,
+        return {HAPROXY: "0", USER_CODE_THREAD: "0"}
+    env = {HAPROXY: "1", USER_CODE_THREAD: "0", "RAY_SERVE_HAPROXY_RETRY_ON": RETRY_ON, "RAY_SERVE_HAPROXY_OBSERVE_ERROR_LIMIT": ERROR_LIMIT,
            "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": DRAIN_S, ENV_BODY_TIMEOUT: f"{serve.body_timeout_s:g}",
            "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()), "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port())}
     launcher = launcher_path()
