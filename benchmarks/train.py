@@ -4,12 +4,14 @@ Like for like: the same number of processes (Ray Train workers vs `torch.distrib
 processes, gloo on CPU, NCCL on GPU), the same threads per process (Ray gives a worker with
 `cpus_per_worker` < 1 one thread; the baseline sets the same), the same shards (each process
 reads its contiguous share of the training split with rayline's `read_shard`), the same model
-(TabularNet from the same FeatureSpec), batch size, optimizer, gradient clipping and precision
+(TabularNet from the same FeatureSpec), batch size, optimizer (AdamW: on GPUs rayline steps it
+with torch's fused kernels, the baseline is the textbook loop), gradient clipping and precision
 (bf16 autocast on GPUs that support it, on both sides). Rates are samples/s over the epochs after
 the first; each side runs --repeats times in one run and the median and range are printed. The
 trainer's fixed cost (fit() wall time minus epoch time) and the time from fit() to the first step
 are reported separately. The last line is one JSON object: ratio (median of the per-repeat
-ratios), ratio_min, ratio_max, device, to_first_step_s.
+ratios), ratio_min, ratio_max, device, to_first_step_s, and on GPUs each side's mean GPU busy %
+during its epochs (nvidia-smi).
 
     python benchmarks/train.py [--epochs 4] [--workers 2] [--repeats 3] [--quick]
 """
@@ -22,8 +24,10 @@ import os
 import shutil
 import socket
 import statistics
+import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -64,7 +68,7 @@ def _ddp_process(rank: int, world: int, port: int, uri: str, spec_json: str, tra
     crit = loss_fn(spec.label.task)
     amp = use_cuda and torch.cuda.is_bf16_supported()
     bs, n = cfg.batch_size, len(y)
-    rates = []
+    rates, window = [], [time.time(), 0.0]
     for _ in range(epochs):
         dist.barrier()
         t = time.perf_counter()
@@ -83,12 +87,14 @@ def _ddp_process(rank: int, world: int, port: int, uri: str, spec_json: str, tra
             torch.cuda.synchronize()
         dist.barrier()
         rates.append(n * world / (time.perf_counter() - t))
+    window[1] = time.time()
     if rank == 0:
-        out.put(float(np.median(rates[1:] if len(rates) > 1 else rates)))
+        out.put((float(np.median(rates[1:] if len(rates) > 1 else rates)), tuple(window)))
     dist.destroy_process_group()
 
 
-def ddp_baseline(ingest, cfg, epochs: int, workers: int, use_cuda: bool, threads: int) -> float:
+def ddp_baseline(ingest, cfg, epochs: int, workers: int, use_cuda: bool, threads: int) -> tuple[float, tuple]:
+    """(samples/s, wall-clock window of its epochs)."""
     ctx = torch.multiprocessing.get_context("spawn")
     q = ctx.Queue()
     with socket.socket() as sock:
@@ -99,10 +105,45 @@ def ddp_baseline(ingest, cfg, epochs: int, workers: int, use_cuda: bool, threads
              for r in range(workers)]
     for p in procs:
         p.start()
-    rate = q.get(timeout=1800)
+    result = q.get(timeout=1800)
     for p in procs:
         p.join(timeout=60)
-    return rate
+    return result
+
+
+def _median_or_none(xs: list) -> float | None:
+    xs = [x for x in xs if x is not None]
+    return round(statistics.median(xs), 1) if xs else None
+
+
+class GpuBusy:
+    """GPU utilisation from `nvidia-smi` every 100 ms while the benchmark runs (none without it);
+    `mean(start, end)`: the mean busy % of GPUs 0..n-1 over a wall-clock window."""
+
+    def __init__(self, gpus: int):
+        self.gpus, self.samples, self.proc = gpus, [], None
+        if gpus and shutil.which("nvidia-smi"):
+            self.proc = subprocess.Popen(["nvidia-smi", f"--id={','.join(map(str, range(gpus)))}", "-lms", "100",
+                                          "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits"],
+                                         stdout=subprocess.PIPE, text=True)
+            threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        tick = []
+        for line in self.proc.stdout:
+            if line.strip().isdigit():
+                tick.append(float(line))
+            if len(tick) == self.gpus:
+                self.samples.append((time.time(), sum(tick) / self.gpus))
+                tick = []
+
+    def mean(self, start: float, end: float) -> float | None:
+        xs = [u for t, u in self.samples if start <= t <= end]
+        return round(sum(xs) / len(xs), 1) if xs else None
+
+    def close(self) -> None:
+        if self.proc:
+            self.proc.terminate()
 
 
 def _spread(xs: list[float]) -> str:
@@ -133,7 +174,8 @@ def main() -> None:
                                                           f"train.num_workers={args.workers}", "train.early_stopping_patience=null"])
         storage = Storage(cfg.storage.root)
         ingest = run_ingest(cfg, storage)
-        rl, fixed, first, device, feed = [], [], [], "cpu", ""
+        rl, fixed, first, rl_busy, device, feed = [], [], [], [], "cpu", ""
+        gpu = GpuBusy(min(args.workers, torch.cuda.device_count()))
         for i in range(args.repeats):
             t = time.perf_counter()
             result = run_training(cfg, ingest, storage, run_name=f"bench-{i}", fresh=True)
@@ -142,12 +184,20 @@ def main() -> None:
             rl.append(statistics.median([h["train_samples_per_s"] for h in hist[1:]] or [hist[0]["train_samples_per_s"]]))
             fixed.append(fit_s - sum(h["epoch_time_s"] for h in hist))
             first.append(result.timings_s["to_first_step"])
+            start = hist[0].get("first_step_at", 0)
+            rl_busy.append(gpu.mean(start, start + sum(h["epoch_time_s"] for h in hist)))
             device, feed, workers = result.device, result.feed, result.workers
         ray.shutdown()
         # Ray gives a worker with a fractional CPU one thread (OMP_NUM_THREADS=1); the same here.
         threads = max(1, int(cfg.train.cpus_per_worker))
-        base = [ddp_baseline(ingest, cfg, epochs, workers, device == "cuda", threads) for _ in range(args.repeats)]
+        runs = [ddp_baseline(ingest, cfg, epochs, workers, device == "cuda", threads) for _ in range(args.repeats)]
+        gpu.close()
+        base, base_busy = [r for r, _ in runs], [gpu.mean(*w) for _, w in runs]
         ratios = [a / b for a, b in zip(rl, base)]
+        busy = {"rayline_gpu_busy_pct": _median_or_none(rl_busy), "baseline_gpu_busy_pct": _median_or_none(base_busy)}
+        if device == "cuda":
+            print(f"GPU busy during the epochs (nvidia-smi, median of repeats): rayline {busy['rayline_gpu_busy_pct']}%, "
+                  f"plain DDP {busy['baseline_gpu_busy_pct']}%")
         print(f"{'loop (' + str(workers) + ' processes, ' + device + ')':<34}{'samples/s median (range)':>30}")
         print(f"{'rayline (Ray Train, ' + feed + ' feed)':<34}{_spread(rl)}")
         print(f"{'plain PyTorch DDP (' + ('nccl' if device == 'cuda' else 'gloo') + ')':<34}{_spread(base)}")
@@ -161,7 +211,7 @@ def main() -> None:
                           "ratio_max": round(max(ratios), 3), "repeats": args.repeats, "device": device,
                           "workers": workers, "threads_per_worker": threads, "feed": feed,
                           "ray_startup_s": round(startup, 2), "trainer_fixed_s": round(statistics.median(fixed), 2),
-                          "to_first_step_s": round(statistics.median(first), 2)}))
+                          "to_first_step_s": round(statistics.median(first), 2), **busy}))
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

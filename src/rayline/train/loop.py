@@ -61,7 +61,7 @@ def train_loop_per_worker(config: dict) -> dict:
 
     # ---- model, optimiser, schedule
     model = ray.train.torch.prepare_model(TabularNet(spec, cfg.model))
-    optimizer = _optimizer(cfg, model)
+    optimizer = _optimizer(cfg, model, device)
     scheduler = _scheduler(cfg, optimizer, steps)
     criterion = loss_fn(task)
     amp = device.type == "cuda" and torch.cuda.is_bf16_supported()
@@ -145,12 +145,18 @@ def train_loop_per_worker(config: dict) -> dict:
     return {"history": history, "best": best, "metric": metric}
 
 
-def _optimizer(cfg: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
-    params = model.parameters()
+def optimizer_options(device_type: str) -> dict:
+    """On CUDA the fused kernels update every parameter in one launch per step (the textbook
+    `foreach` path launches several per parameter group); on CPU torch's default."""
+    return {"fused": True} if device_type == "cuda" else {}
+
+
+def _optimizer(cfg: TrainConfig, model: torch.nn.Module, device: torch.device) -> torch.optim.Optimizer:
+    params, extra = model.parameters(), optimizer_options(device.type)
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay, **extra)
     cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
-    return cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **extra)
 
 
 def _scheduler(cfg: TrainConfig, optimizer, steps_per_epoch: int):
