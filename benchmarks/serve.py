@@ -3,12 +3,15 @@ vs a plain FastAPI app doing the same work, in one run.
 
 Closed-loop load from wrk (a C client: it does not itself saturate a core) at concurrency 1,
 16 and 64 against (a) the rayline Serve endpoint (one replica), once with the HAProxy ingress
-(the default, `serve.ingress: haproxy`) and once with Serve's Python proxy (`proxy`), and (b)
+(the default, `serve.ingress: haproxy`), once with HAProxy and Serve's default replica threading
+(`haproxy-thread`: user code on a second loop in another thread) and once with Serve's Python
+proxy (`proxy`), and (b)
 benchmarks/baseline_app.py on one uvicorn worker doing the same parse, contract, transform and
 forward pass. The ingress is chosen when Ray starts, so each mode runs in its own process with
 its own embedded Ray, one after the other on the same model. Prints requests/s, p50, p99 and
 errors for each, a row with two replicas per mode (concurrency 64), then one JSON line
-(`rayline_*`: the default ingress; `proxy_*`: the Python proxy). Ports are picked free.
+(`rayline_*`: the default; `thread_*`: Serve's replica threading; `proxy_*`: the Python proxy).
+Ports are picked free.
 
     python benchmarks/serve.py [--seconds 10]          (needs `wrk`: apt-get install wrk)
 """
@@ -34,7 +37,10 @@ from rayline.runtime import free_port  # noqa: E402
 
 RECORD = {"carrier": "UA", "origin": "EWR", "dest": "IAH", "distance": 1400.0, "sched_dep_time": 515, "hour": 5,
           "minute": 15, "day": 1, "flight": 1545, "time_hour": "2013-01-01T10:00:00Z", "temp": 39.0, "visib": 10.0}
-MODES = ("haproxy", "proxy")
+# haproxy: the default; haproxy-thread: the same with Serve's default replica threading (user
+# code on a second event loop in another thread), to show what running rayline's handlers on the
+# replica's main loop buys; proxy: Serve's Python proxy.
+MODES = ("haproxy", "haproxy-thread", "proxy")
 
 
 def wrk(url: str, concurrency: int, seconds: int, workdir: Path) -> dict:
@@ -56,7 +62,7 @@ def _ms(text: str) -> float:
     return v / 1000 if unit == "us" else v * 1000 if unit == "s" else v
 
 
-def measure(ingress: str, work: Path, seconds: int) -> dict:
+def measure(mode: str, work: Path, seconds: int) -> dict:
     """One ingress mode, in this process: its own embedded Ray, the model trained on the first
     call and reused after (the registry is shared through `work`)."""
     import ray
@@ -66,10 +72,13 @@ def measure(ingress: str, work: Path, seconds: int) -> dict:
     from rayline.registry import Registry
     from rayline.runtime import configure_data_context
     from rayline.serve.deploy import deploy
-    from rayline.serve.ingress import ingress_env
+    from rayline.serve.ingress import USER_CODE_THREAD, ingress_env
     from rayline.storage import Storage
 
+    ingress = mode.split("-")[0]
     os.environ.update(ingress_env(ServeConfig(ingress=ingress)))
+    if mode == "haproxy-thread":
+        os.environ[USER_CODE_THREAD] = "1"
     port = free_port()
     overrides = [f"storage.root={work}", f"serve.port={port}", f"serve.ingress={ingress}",
                  "serve.autoscaling.min_replicas=1", "serve.autoscaling.max_replicas=1", "serve.cpus_per_replica=1"]
@@ -128,18 +137,20 @@ def main() -> None:
             except httpx.HTTPError:
                 time.sleep(0.5)
         base = {c: wrk(f"http://127.0.0.1:{baseline_port}", c, args.seconds, work) for c in (1, 16, 64)}
-        print(f"{'target':<18}{'conc.':>6}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'errors':>8}")
+        print(f"{'target':<24}{'conc.':>6}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'errors':>8}")
         table = [(f"rayline {m}", c, r) for m in MODES for c, r in results[m]["rows"].items()]
         table += [("baseline", c, r) for c, r in base.items()]
         for target, c, r in table:
             label = "64 x2" if c == "x2" else str(c)
-            print(f"{target:<18}{label:>6}{r['rps']:>10,.0f}{r['p50_ms']:>10.1f}{r['p99_ms']:>10.1f}{r['errors']:>8}")
-        rl, px = results["haproxy"]["rows"], results["proxy"]["rows"]
+            print(f"{target:<24}{label:>6}{r['rps']:>10,.0f}{r['p50_ms']:>10.1f}{r['p99_ms']:>10.1f}{r['errors']:>8}")
+        rl, th, px = results["haproxy"]["rows"], results["haproxy-thread"]["rows"], results["proxy"]["rows"]
         print(json.dumps({"name": "serve", "ingress": "haproxy", "concurrency": 64, "rayline_rps": round(rl["64"]["rps"], 1),
                           "baseline_rps": round(base[64]["rps"], 1), "ratio": round(rl["64"]["rps"] / base[64]["rps"], 3),
                           "rayline_p99_ms": rl["64"]["p99_ms"], "rayline_p99_ms_c16": rl["16"]["p99_ms"],
                           "rayline_p50_ms_c1": rl["1"]["p50_ms"], "baseline_p50_ms_c1": base[1]["p50_ms"],
                           "rayline_x2_rps": round(rl["x2"]["rps"], 1),
+                          "thread_rps": round(th["64"]["rps"], 1), "thread_p99_ms_c16": th["16"]["p99_ms"],
+                          "thread_p50_ms_c1": th["1"]["p50_ms"],
                           "proxy_rps": round(px["64"]["rps"], 1), "proxy_ratio": round(px["64"]["rps"] / base[64]["rps"], 3),
                           "proxy_p99_ms_c16": px["16"]["p99_ms"], "proxy_p50_ms_c1": px["1"]["p50_ms"],
                           "proxy_x2_rps": round(px["x2"]["rps"], 1),

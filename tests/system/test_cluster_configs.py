@@ -99,11 +99,10 @@ def test_every_cluster_starts_serve_with_the_default_ingress():
             assert re.search(rf"{LAUNCHER_ENV}=(\$\(command -v )?\S*rayline-haproxy", cmd), name
     for script in ("start-head.sh", "start-worker.sh"):
         assert '. "$(dirname "$0")/serve-ingress.sh"' in (CLUSTER / script).read_text(), script
-    for script in ("serve-ingress.sh",):
-        text = (CLUSTER / script).read_text()
-        for k, v in wanted.items():
-            assert f"export {k}=${{{k}:-{v}}}" in text, (script, k)
-        assert f"export {LAUNCHER_ENV}=${{{LAUNCHER_ENV}:-$launcher}}" in text and "command -v rayline-haproxy" in text
+    text = (CLUSTER / "serve-ingress.sh").read_text()
+    for k, v in wanted.items():
+        assert f"export {k}=${{{k}:-{v}}}" in text, k
+    assert f"export {LAUNCHER_ENV}=${{{LAUNCHER_ENV}:-$launcher}}" in text and "command -v rayline-haproxy" in text
     for manifest in ("raycluster.yaml", "rayjob.yaml", "rayservice.yaml"):
         docs = list(yaml.safe_load_all((CLUSTER / "kuberay" / manifest).read_text()))
         containers = []

@@ -33,6 +33,7 @@ import sys
 
 ENV_BINARY = "RAYLINE_HAPROXY_BINARY"
 ENV_BODY_TIMEOUT = "RAYLINE_BODY_TIMEOUT_S"
+ENV_SERVE_BINARY = "RAY_SERVE_HAPROXY_BINARY_PATH"  # where Serve looks for HAProxy: this launcher
 SUFFIX = ".rayline"  # the patched copy beside Serve's config; Serve's own file is left as written
 FRONTEND = "frontend http_frontend"  # Serve's HTTP frontend (its template's name)
 HOLD_DIGITS = 4  # requests declaring a body of at most 4 digits (< 10,000 bytes) are held whole
@@ -76,14 +77,14 @@ def real_binary() -> str:
     except ImportError:
         found = None
     else:
-        saved = os.environ.pop("RAY_SERVE_HAPROXY_BINARY_PATH", None)  # that is this launcher
+        saved = os.environ.pop(ENV_SERVE_BINARY, None)  # that is this launcher
         try:
             found = get_haproxy_binary()
         except OSError:
             found = None
         finally:
             if saved is not None:
-                os.environ["RAY_SERVE_HAPROXY_BINARY_PATH"] = saved
+                os.environ[ENV_SERVE_BINARY] = saved
     found = found or shutil.which("haproxy")
     if not found or os.path.realpath(found) == os.path.realpath(sys.argv[0]):
         raise SystemExit(f"rayline-haproxy: no HAProxy binary found (set {ENV_BINARY} to one)")
@@ -103,13 +104,14 @@ def launch_args(args: list[str], body_timeout_s: float) -> list[str]:
         return args
     i = args.index("-f") + 1
     config = args[i]
+    errorfile = config + SUFFIX + ".408.http"
     with open(config) as f:
-        patched = patch_config(f.read(), body_timeout_s, config + SUFFIX + ".408.http")
+        patched = patch_config(f.read(), body_timeout_s, errorfile)
     if patched is None:
         print(f"rayline-haproxy: no 'defaults' or '{FRONTEND}' section in {config}; starting HAProxy with it "
               "unchanged (requests on a replica that dies are not retried)", file=sys.stderr, flush=True)
         return args
-    _write(config + SUFFIX + ".408.http", error_408(body_timeout_s))
+    _write(errorfile, error_408(body_timeout_s))
     _write(config + SUFFIX, patched.encode())
     return args[:i] + [config + SUFFIX] + args[i + 1:]
 

@@ -18,7 +18,7 @@ import warnings
 
 from rayline.config import ServeConfig
 from rayline.runtime import free_port
-from rayline.serve.haproxy_launch import ENV_BODY_TIMEOUT
+from rayline.serve.haproxy_launch import ENV_BODY_TIMEOUT, ENV_SERVE_BINARY
 
 HAPROXY = "RAY_SERVE_ENABLE_HA_PROXY"
 # A prediction is idempotent: a request whose replica died (connection refused, or closed with
@@ -53,12 +53,13 @@ def ingress_env(serve: ServeConfig) -> dict[str, str]:
     free ports (Ray's fixed 8404/9101 collide between two Rays on one host)."""
     if serve.ingress == "proxy":
         return {HAPROXY: "0", USER_CODE_THREAD: "0"}
-    env = {HAPROXY: "1", USER_CODE_THREAD: "0", "RAY_SERVE_HAPROXY_RETRY_ON": RETRY_ON, "RAY_SERVE_HAPROXY_OBSERVE_ERROR_LIMIT": ERROR_LIMIT,
-           "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": DRAIN_S, ENV_BODY_TIMEOUT: f"{serve.body_timeout_s:g}",
+    env = {HAPROXY: "1", USER_CODE_THREAD: "0", "RAY_SERVE_HAPROXY_RETRY_ON": RETRY_ON,
+           "RAY_SERVE_HAPROXY_OBSERVE_ERROR_LIMIT": ERROR_LIMIT, "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": DRAIN_S,
+           ENV_BODY_TIMEOUT: f"{serve.body_timeout_s:g}",
            "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()), "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port())}
     launcher = launcher_path()
     if launcher:
-        env["RAY_SERVE_HAPROXY_BINARY_PATH"] = launcher
+        env[ENV_SERVE_BINARY] = launcher
     else:
         warnings.warn(f"{LAUNCHER} is not installed (pip install rayline): Serve starts HAProxy without request "
                       "buffering, so a request on a replica that dies fails instead of going to another", stacklevel=2)
