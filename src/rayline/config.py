@@ -27,6 +27,37 @@ ColumnType = Literal["int", "float", "string", "bool", "timestamp"]
 TimePart = Literal["hour", "dow", "month", "day", "minute", "us_holiday"]
 
 
+# strptime directives Arrow's parser (the one every path uses) understands; %f is not among them.
+_TIME_DIRECTIVES = set("aAbBhcCdDeHIjmMnprRsStTUwWxXyYzZ%")
+
+
+def check_time_format(fmt: str) -> str:
+    """A strptime format the parser understands, or a ValueError naming the directive."""
+    directives = re.findall(r"%(.)", fmt)
+    if not directives:
+        raise ValueError(f"format {fmt!r} has no % directive (e.g. \"%Y/%m/%d\")")
+    unknown = sorted({d for d in directives if d not in _TIME_DIRECTIVES})
+    if "f" in unknown:
+        raise ValueError(f"format {fmt!r}: %f (fractional seconds) is not supported by the parser; ISO 8601 "
+                         "values with fractional seconds are accepted without a format")
+    if unknown:
+        raise ValueError(f"format {fmt!r}: unknown directive(s) {['%' + d for d in unknown]}; "
+                         f"allowed: {' '.join('%' + d for d in sorted(_TIME_DIRECTIVES))}")
+    if fmt.endswith("%") and not fmt.endswith("%%"):
+        raise ValueError(f"format {fmt!r} ends with a lone %")
+    return fmt
+
+
+def check_timezone(zone: str) -> str:
+    import zoneinfo
+
+    try:
+        zoneinfo.ZoneInfo(zone)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown IANA time zone {zone!r} (e.g. 'UTC', 'America/New_York')") from None
+    return zone
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
@@ -41,9 +72,30 @@ class ColumnRule(_Model):
     max: float | None = None
     allowed: list[str] | None = None
     max_length: int | None = Field(None, ge=1, description="longest accepted text, in characters")
+    format: list[str] | None = Field(None, description="timestamp: strptime formats tried in order before ISO 8601")
+    timezone: str | None = Field(None, description="timestamp: IANA zone of values that name none (default UTC)")
+
+    @field_validator("format", mode="before")
+    @classmethod
+    def _one_format(cls, v: Any) -> Any:
+        return [v] if isinstance(v, str) else v
+
+    @field_validator("format")
+    @classmethod
+    def _formats_parse(cls, v: list[str] | None) -> list[str] | None:
+        for fmt in v or []:
+            check_time_format(fmt)
+        return v
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, v: str | None) -> str | None:
+        return v if v is None else check_timezone(v)
 
     @model_validator(mode="after")
     def _range_is_ordered(self) -> "ColumnRule":
+        if (self.format or self.timezone) and self.type not in (None, "timestamp"):
+            raise ValueError(f"format/timezone only apply to timestamp columns, not {self.type}")
         if self.min is not None and self.max is not None and self.min > self.max:
             raise ValueError(f"min ({self.min}) must be <= max ({self.max})")
         if (self.min is not None or self.max is not None) and self.type in ("string", "bool"):

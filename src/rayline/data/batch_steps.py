@@ -94,7 +94,8 @@ def feature_constraints(cfg: RaylineConfig) -> dict[str, dict]:
         r = rules.get(name)
         if r is None:
             continue
-        c = {"required": not r.nullable, "min": r.min, "max": r.max, "allowed": r.allowed}
+        c = {"required": not r.nullable, "min": r.min, "max": r.max, "allowed": r.allowed,
+             "format": r.format or None, "timezone": r.timezone}
         out[name] = {k: v for k, v in c.items() if v is not None and v is not False}  # keep min: 0
     return out
 

@@ -29,22 +29,33 @@ def us_federal_holidays(year: int) -> list[dt.date]:
     return sorted(days)
 
 
-@functools.lru_cache(maxsize=64)
-def _holiday_days(first_year: int, last_year: int) -> np.ndarray:
-    epoch = dt.date(1970, 1, 1)
-    return np.array([(d - epoch).days for y in range(first_year, last_year + 1) for d in us_federal_holidays(y)],
-                    dtype=np.int64)
+# Every day a timestamp may name (coerce.TIME_MIN..TIME_MAX), with a year's margin either side.
+FIRST_YEAR, LAST_YEAR = 1677, 2262
+_EPOCH = dt.date(1970, 1, 1)
+
+
+@functools.lru_cache(maxsize=1)
+def _distance_table() -> tuple[int, np.ndarray]:
+    """(epoch day of entry 0, |days| to the nearest holiday per day, capped): built once per
+    process (~6,000 holidays, ~215,000 days, a few ms), so a lookup is one index per value and
+    no client's timestamps can make a request build calendars."""
+    hol = np.array([(d - _EPOCH).days for y in range(FIRST_YEAR, LAST_YEAR + 1) for d in us_federal_holidays(y)],
+                   dtype=np.int64)
+    first, last = (dt.date(FIRST_YEAR, 1, 1) - _EPOCH).days, (dt.date(LAST_YEAR, 12, 31) - _EPOCH).days
+    days = np.arange(first, last + 1, dtype=np.int64)
+    i = np.clip(np.searchsorted(hol, days), 1, len(hol) - 1)
+    dist = np.minimum(np.abs(days - hol[i - 1]), np.abs(hol[i] - days))
+    return first, np.minimum(dist, HORIZON_DAYS).astype(np.int8)
 
 
 def days_to_holiday(epoch_days: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """|days| to the nearest US federal holiday, capped at HORIZON_DAYS; HORIZON_DAYS where not valid."""
+    """|days| to the nearest US federal holiday, capped at HORIZON_DAYS; HORIZON_DAYS where not
+    valid or outside the table (the contract refuses such instants before they get here)."""
     out = np.full(len(epoch_days), HORIZON_DAYS, dtype=np.int64)
     if not valid.any():
         return out
-    d = epoch_days[valid]
-    lo, hi = 1970 + int(d.min()) // 366 - 1, 1970 + int(d.max()) // 365 + 1
-    hol = _holiday_days(max(1, lo), min(9998, hi))
-    i = np.clip(np.searchsorted(hol, d), 1, len(hol) - 1)
-    dist = np.minimum(np.abs(d - hol[i - 1]), np.abs(hol[i] - d))
-    out[valid] = np.minimum(dist, HORIZON_DAYS)
+    first, table = _distance_table()
+    idx = epoch_days - first
+    ok = valid & (idx >= 0) & (idx < len(table))
+    out[ok] = table[idx[ok]]
     return out

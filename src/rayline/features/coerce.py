@@ -7,6 +7,8 @@ failing the whole column, so the row can be quarantined with the offending value
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -27,6 +29,28 @@ _TRUE = ["true", "True", "TRUE", "1", "yes"]
 _FALSE = ["false", "False", "FALSE", "0", "no"]
 
 
+# The instants a timestamp may name: the range pandas' datetime64[ns] holds, so every accepted
+# value survives a conversion to pandas and the holiday table covers it (features/calendar.py).
+# Outside it a value is a type error naming the range, judged alone (never by its batch-mates).
+TIME_MIN = np.datetime64("1678-01-01T00:00:00", "us").astype(np.int64).item()
+TIME_MAX = np.datetime64("2261-12-31T23:59:59.999999", "us").astype(np.int64).item()
+TIME_RANGE_TEXT = "1678-01-01 and 2261-12-31"
+# Fractional seconds beyond microseconds (JavaScript sends 3 digits, some clients 9): truncated.
+_SUB_MICRO = r"(\.\d{6})\d+"
+
+
+@dataclass(frozen=True)
+class TimeParsing:
+    """How text becomes an instant: the declared strptime formats, tried in order before
+    ISO 8601 (always accepted), and the zone of values that name none (default UTC)."""
+
+    formats: tuple[str, ...] = ()
+    timezone: str | None = None
+
+
+ISO_UTC = TimeParsing()
+
+
 # Rows: below this, a loop over Python values beats Arrow's ~10-20 us per kernel call (one-row
 # requests pay per call, not per value). The contract and the transform both switch on it.
 SMALL_BATCH = 64
@@ -42,11 +66,19 @@ def _no_bad(n: int) -> np.ndarray:
     return np.zeros(n, dtype=bool)
 
 
-def coerce(arr: pa.Array | pa.ChunkedArray, kind: str) -> tuple[pa.Array, np.ndarray]:
+def coerce(arr: pa.Array | pa.ChunkedArray, kind: str, time: TimeParsing = ISO_UTC) -> tuple[pa.Array, np.ndarray]:
     """Return (array of the declared kind, mask of values that could not be converted).
 
     Null stays null. Unconvertible values become null in the output and True in the mask.
+    Timestamps outside [TIME_MIN, TIME_MAX] are unconvertible.
     """
+    typed, bad = _coerce(arr, kind, time)
+    if kind == "timestamp":
+        typed, bad = _in_time_range(typed, bad)
+    return typed, bad
+
+
+def _coerce(arr: pa.Array | pa.ChunkedArray, kind: str, time: TimeParsing) -> tuple[pa.Array, np.ndarray]:
     arr = as_array(arr)
     target = ARROW_TYPES[kind]
     n = len(arr)
@@ -70,7 +102,7 @@ def coerce(arr: pa.Array | pa.ChunkedArray, kind: str) -> tuple[pa.Array, np.nda
         return arr.cast(pa.string()), _no_bad(n)
 
     if pa.types.is_string(t):
-        return _from_string(arr, kind)
+        return _from_string(arr, kind, time)
 
     if kind in ("float", "int") and (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t)):
         if kind == "int" and pa.types.is_floating(t):
@@ -90,10 +122,11 @@ def coerce(arr: pa.Array | pa.ChunkedArray, kind: str) -> tuple[pa.Array, np.nda
     if kind == "timestamp":
         if pa.types.is_timestamp(t):
             if t.tz is None:
-                arr = pc.assume_timezone(arr, "UTC")
-            return arr.cast(target), _no_bad(n)
+                arr = _assume_zone(arr, time.timezone)
+            # Nanoseconds truncate to microseconds (the documented rounding), never an error.
+            return arr.cast(target, safe=False), _no_bad(n)
         if pa.types.is_date(t):
-            return pc.assume_timezone(arr.cast(pa.timestamp("us")), "UTC").cast(target), _no_bad(n)
+            return _assume_zone(arr.cast(pa.timestamp("us")), time.timezone).cast(target), _no_bad(n)
 
     # Anything else (a list where a number was expected, ...) is bad for every non-null value.
     bad = pc.is_valid(arr).to_numpy(zero_copy_only=False)
@@ -116,7 +149,7 @@ def _finite(arr: pa.Array) -> tuple[pa.Array, np.ndarray]:
     return out, inf.to_numpy(zero_copy_only=False)
 
 
-def _from_string(arr: pa.Array, kind: str) -> tuple[pa.Array, np.ndarray]:
+def _from_string(arr: pa.Array, kind: str, time: TimeParsing) -> tuple[pa.Array, np.ndarray]:
     target = ARROW_TYPES[kind]
     nullish = pc.or_(pc.is_null(arr), pc.fill_null(pc.is_in(arr, value_set=pa.array(NULL_TOKENS)), False))
     if kind in ("float", "int"):
@@ -133,28 +166,75 @@ def _from_string(arr: pa.Array, kind: str) -> tuple[pa.Array, np.ndarray]:
         bad = pc.fill_null(pc.and_(pc.invert(ok), pc.invert(nullish)), False)
         out = pc.if_else(ok, is_t, pa.scalar(None, pa.bool_()))
         return out, bad.to_numpy(zero_copy_only=False)
-    # timestamp: ISO 8601, with or without a zone (no zone means UTC).
-    clean = pc.if_else(nullish, pa.scalar(None, pa.string()), arr)
+    return _times_from_text(arr, nullish, time)
+
+
+def _assume_zone(arr: pa.Array, zone: str | None) -> pa.Array:
+    """Zone-less wall-clock values -> instants in `zone` (UTC by default). A wall-clock time that a
+    daylight-saving change skips or repeats takes the earlier instant rather than failing."""
+    return pc.assume_timezone(arr, zone or "UTC", ambiguous="earliest", nonexistent="earliest")
+
+
+def _times_from_text(arr: pa.Array, nullish: pa.Array, time: TimeParsing) -> tuple[pa.Array, np.ndarray]:
+    """Text -> UTC instants: each declared format in order, then ISO 8601 (with or without a zone,
+    fractional seconds to microseconds; a value without a zone is in `time.timezone`)."""
+    target = ARROW_TYPES["timestamp"]
+    clean = pc.if_else(nullish, pa.scalar(None, pa.string()), pc.utf8_trim_whitespace(arr))
+    parsed: pa.Array | None = None
+    for fmt in time.formats:
+        out = pc.strptime(clean, format=fmt, unit="us", error_is_null=True)
+        out = out.cast(target) if out.type.tz else _assume_zone(out, time.timezone).cast(target)
+        parsed = out if parsed is None else pc.coalesce(parsed, out)
+        if parsed.null_count == clean.null_count:
+            return parsed, _no_bad(len(arr))
+    rest = clean if parsed is None else pc.if_else(pc.is_null(parsed), clean, pa.scalar(None, pa.string()))
+    iso = _iso(rest, time.timezone)
+    out = iso if parsed is None else pc.coalesce(parsed, iso)
+    bad = pc.and_(pc.is_valid(clean), pc.is_null(out)).to_numpy(zero_copy_only=False)
+    return out, bad
+
+
+def _iso(text: pa.Array, zone: str | None) -> pa.Array:
+    """ISO 8601 text -> UTC instants, null where a value does not parse. Whole-column casts
+    first (the common case: one spelling per column), then value by value (mixed spellings)."""
+    target = ARROW_TYPES["timestamp"]
+    if text.null_count == len(text):
+        return pa.nulls(len(text), target)
     try:
-        return clean.cast(target), nullish.to_numpy(zero_copy_only=False) & False
+        return text.cast(target)  # every value names its zone
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         pass
-    values, bad = [], np.zeros(len(arr), dtype=bool)
-    for i, v in enumerate(clean.to_pylist()):
-        values.append(_parse_timestamp(v))
-        bad[i] = v is not None and values[-1] is None
-    return pa.array(values, type=target), bad
+    try:
+        return _assume_zone(text.cast(pa.timestamp("us")), zone).cast(target)  # none does
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        pass
+    text = pc.replace_substring_regex(text, _SUB_MICRO, r"\1")
+    return pa.array([_parse_timestamp(v, zone) for v in text.to_pylist()], type=target)
 
 
-def _parse_timestamp(v: str | None):
+def _parse_timestamp(v: str | None, zone: str | None):
     if v is None:
         return None
     for typ in (pa.timestamp("us", tz="UTC"), pa.timestamp("us")):
         try:
-            s = pa.array([v.strip()]).cast(typ)
+            s = pa.array([v]).cast(typ)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             continue
         if typ.tz is None:
-            s = pc.assume_timezone(s, "UTC")
-        return s[0].as_py()
+            try:
+                s = _assume_zone(s, zone)
+            except (pa.ArrowInvalid, ValueError):
+                return None
+        return s[0].value  # microseconds since the epoch: no Python datetime (years 1-9999 only)
     return None
+
+
+def _in_time_range(typed: pa.Array, bad: np.ndarray) -> tuple[pa.Array, np.ndarray]:
+    """Instants outside [TIME_MIN, TIME_MAX] become null and bad."""
+    if typed.null_count == len(typed):
+        return typed, bad
+    us = pc.fill_null(pc.cast(typed, pa.int64()), 0).to_numpy(zero_copy_only=False)
+    outside = (us < TIME_MIN) | (us > TIME_MAX)  # a null reads as 0 (1970): inside
+    if not outside.any():
+        return typed, bad
+    return pc.if_else(pa.array(outside), pa.scalar(None, typed.type), typed), bad | outside

@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from rayline.config import ColumnRule
-from rayline.features.coerce import SMALL_BATCH, as_array, coerce
+from rayline.features.coerce import ISO_UTC, SMALL_BATCH, TIME_RANGE_TEXT, TimeParsing, as_array, coerce
 
 MAX_TEXT = 256          # characters in a category value
 MAX_TIME_TEXT = 40      # characters in a time stamp
@@ -163,7 +163,7 @@ def apply_rules(table: pa.Table, rules: dict[str, ColumnRule], failures: Failure
             raw = as_array(table.column(name))
         typed, type_bad = raw, np.zeros(n, dtype=bool)
         if rule.type is not None:
-            typed, type_bad = coerce(raw, rule.type)
+            typed, type_bad = coerce(raw, rule.type, time_parsing(rule))
             failures.add(type_bad, "type", name, raw)
         if not rule.nullable and typed.null_count:
             # Values that failed the type rule are null now but were not missing.
@@ -180,6 +180,13 @@ def apply_rules(table: pa.Table, rules: dict[str, ColumnRule], failures: Failure
         typed_cols[name] = typed
     cols = {c: typed_cols.pop(c, table.column(c)) for c in table.column_names}  # input order kept
     return pa.table({**cols, **typed_cols})
+
+
+def time_parsing(rule: ColumnRule) -> TimeParsing:
+    """How a timestamp column's text is read: its declared formats and zone, else ISO 8601 in UTC."""
+    if not rule.format and not rule.timezone:
+        return ISO_UTC
+    return TimeParsing(tuple(rule.format or ()), rule.timezone)
 
 
 def _text_rules(as_str: pa.Array, rule: ColumnRule) -> tuple[np.ndarray | None, np.ndarray | None]:
@@ -274,7 +281,9 @@ class Contract:
             self.rules[name] = ColumnRule(
                 type=_KIND_TYPE[kind], nullable=not (c and c.required),
                 min=c.min if c and kind != "string" else None, max=c.max if c and kind != "string" else None,
-                allowed=c.allowed if c else None, max_length=MAX_TEXT if kind == "string" else None)
+                allowed=c.allowed if c else None, max_length=MAX_TEXT if kind == "string" else None,
+                format=c.format if c and kind == "timestamp" else None,
+                timezone=c.timezone if c and kind == "timestamp" else None)
 
     def check_table(self, table: pa.Table, failures: Failures | None = None) -> tuple[pa.Table, Failures]:
         """Raw Arrow columns (batch inference) -> (input columns of the declared types, verdicts)."""
@@ -305,8 +314,11 @@ class Contract:
         """What a failure means, naming the field and what was expected."""
         kind, r = self.kinds.get(column), self.rules.get(column)
         if rule == "type":
+            formats = " or ".join(f'"{f}"' for f in r.format) if r and r.format else ""
             expected = {"float": "a finite number (float64 range)", "string": "a string or an integer (a category)",
-                        "timestamp": f"an ISO 8601 date-time string of at most {MAX_TIME_TEXT} characters"}.get(kind, kind)
+                        "timestamp": f"an ISO 8601 date-time string{' (or in format ' + formats + ')' if formats else ''} "
+                                     f"between {TIME_RANGE_TEXT}, of at most {MAX_TIME_TEXT} characters"
+                        }.get(kind, kind)
             return f"{column} must be {expected}, got {value}"
         if rule == "not_null":
             return f"{column} is required"

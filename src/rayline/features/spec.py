@@ -78,6 +78,8 @@ class Constraint(_Spec):
     min: float | None = None
     max: float | None = None
     allowed: list[str] | None = None
+    format: list[str] | None = Field(None, description="timestamp: strptime formats tried before ISO 8601")
+    timezone: str | None = Field(None, description="timestamp: the zone of values that name none")
 
 
 class LabelSpec(_Spec):
@@ -385,9 +387,11 @@ def _linear_part(ts: pa.Array, part: str) -> np.ndarray:
     """us_holiday: days to the nearest US federal holiday / 30 (1.0: none within 30 days or null)."""
     from rayline.features.calendar import HORIZON_DAYS, days_to_holiday
 
-    days = pc.cast(pc.cast(ts, pa.timestamp("s")), pa.int64())
-    valid = pc.is_valid(days).to_numpy(zero_copy_only=False)
-    epoch_days = np.floor_divide(pc.fill_null(days, 0).to_numpy(zero_copy_only=False), 86_400)
+    # Whole days by integer division of the microseconds: a cast to seconds would refuse
+    # fractional seconds (a safe cast that loses data).
+    us = pc.cast(ts, pa.int64())
+    valid = pc.is_valid(us).to_numpy(zero_copy_only=False)
+    epoch_days = np.floor_divide(pc.fill_null(us, 0).to_numpy(zero_copy_only=False), 86_400_000_000)
     return days_to_holiday(epoch_days, valid) / HORIZON_DAYS
 
 

@@ -66,6 +66,11 @@ def request_schema(spec: FeatureSpec) -> dict:
                 p["maximum"] = c.max
             if c.allowed is not None:
                 p["enum"] = c.allowed
+            if kind == "timestamp" and c.format:
+                del p["format"]  # the declared formats are not RFC 3339 date-times
+                p["description"] = f"ISO 8601 or one of the formats {c.format}"
+                if c.timezone:
+                    p["description"] += f"; a value without a zone is in {c.timezone}"
         num = next((n for n in spec.numeric if n.name == name), None)
         if num is not None and num.min is not None:
             p["description"] = f"seen in training: {num.min:g} to {num.max:g}; missing values are imputed"
