@@ -230,6 +230,16 @@ class SplitConfig(_Model):
     valid_fraction: float = Field(0.1, ge=0.0, lt=1.0)
     test_fraction: float = Field(0.1, ge=0.0, lt=1.0)
     seed: int = 0
+    min_rows: int = Field(1, ge=1, description="fewest clean rows a split may have; fewer stops the run after the ingest")
+    min_classes: int = Field(2, ge=1, description="classification: fewest label classes the training split may have")
+
+    def expects_rows(self, split: str) -> bool:
+        """Whether this configuration means `split` to hold rows (a fraction of 0 means it does not)."""
+        if split == "valid":
+            return self.valid_from is not None or self.valid_fraction > 0
+        if split == "test":
+            return self.method == "time" or self.test_fraction > 0
+        return True
 
     @field_validator("test_from", "valid_from", mode="before")
     @classmethod

@@ -50,7 +50,7 @@ def ray_session(address: str | None = None, *, num_cpus: int | None = None, quie
     configure_data_context(progress_bars=not quiet)
     if quiet:
         _quiet_loggers()
-        log_dir = _session_logs()
+        log_dir = session_logs()
         if log_dir:
             print(f"ray: logs in {log_dir} (--verbose shows them here)", file=sys.stderr)
     try:
@@ -82,7 +82,8 @@ def _errors_only(record: logging.LogRecord) -> bool:
     return record.levelno >= logging.ERROR
 
 
-def _session_logs() -> str | None:
+def session_logs() -> str | None:
+    """The Ray session's log directory on this node (workers' output lands there), or None."""
     try:
         import ray
 

@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 from rayline.config import RaylineConfig, SourceConfig
 from rayline.batch.output import check_output, location
 from rayline.data import sources as src_mod
-from rayline.errors import InputError, ResourceError
+from rayline.errors import InputError, ResourceError, failure_line
 from rayline.features.spec import FeatureSpec, ModelInputs, model_inputs_from_table
 from rayline.model.artifact import LoadedModel
 from rayline.storage import Storage, split_uri
@@ -210,7 +210,7 @@ def _predict_into(cfg: RaylineConfig, registry, version: int, spec: FeatureSpec,
         ds.write_parquet(out.path(tmp), filesystem=out.fs, partition_cols=[KIND])
     except Exception as e:  # noqa: BLE001
         detail = src_mod.diagnose(src)
-        raise InputError(detail or f"batch prediction failed: {type(e).__name__}: {str(e).splitlines()[0]}") from None
+        raise InputError(detail or f"batch prediction failed: {failure_line(e)}") from None
     rows_out = _rows(out, f"{tmp}/{KIND}=ok")
     quarantined = _rows(out, f"{tmp}/{KIND}=quarantine")
     # rows in, counted independently of the prediction pass (footers for Parquet, a count otherwise)

@@ -22,6 +22,7 @@ from rayline.data.join import left_join
 from rayline.data.sources import PATH_COLUMN
 from rayline.data.split import SPLITS, TRAIN_CODE, assign
 from rayline.data.validate import QUARANTINE_SCHEMA, Failures, apply_rules
+from rayline.features.coerce import coerce
 from rayline.features.fit import partial_stats
 from rayline.features.spec import FeatureSpec, compare
 
@@ -183,7 +184,28 @@ class BatchProcessor:
         stats["rows_in"] = batch.num_rows
         counts = np.bincount(split, minlength=len(SPLIT_NAMES))
         stats["split_rows"] = {name: int(counts[i]) for i, name in enumerate(SPLIT_NAMES[:-1])}
+        if cfg.task != "regression":
+            stats["split_classes"] = split_classes(typed, split, cfg)
         return stats_table(json.dumps(stats), failures.quarantine(batch, cfg.data.primary, PATH_COLUMN))
+
+
+def split_classes(typed: pa.Table, split: np.ndarray, cfg: RaylineConfig) -> dict[str, dict[str, int]]:
+    """Rows per label class per split (clean rows only): a split with one class cannot train or
+    be scored, and the ingest says so before any training starts."""
+    lab = cfg.data.label
+    col = typed.column(lab.column)
+    if lab.positive_if:
+        (op, value), = lab.positive_if.items()
+        classes = np.where(compare(col, op, value), "positive", "negative")
+    elif cfg.task == "binary":
+        classes = np.where(np.nan_to_num(coerce(col, "float")[0].to_numpy(zero_copy_only=False)) > 0.5, "1", "0")
+    else:
+        classes = np.asarray(coerce(col, "string")[0].to_pylist(), dtype=object)
+    out: dict[str, dict[str, int]] = {}
+    for code, name in enumerate(SPLIT_NAMES[:-1]):
+        values, counts = np.unique(classes[split == code].astype(str), return_counts=True)
+        out[name] = {str(v): int(c) for v, c in zip(values, counts)}
+    return out
 
 
 def compare_label(train: pa.Table, cfg: RaylineConfig) -> np.ndarray | None:

@@ -32,6 +32,7 @@ import pyarrow.parquet as pq
 from rayline import layout
 from rayline.config import RaylineConfig
 from rayline.data import sources as src_mod
+from rayline.data.advice import SAMPLES, check_splits, mostly_rejected
 from rayline.data.join import prepare_dimension
 from rayline.data.split import SPLITS
 from rayline.data.batch_steps import (
@@ -44,7 +45,7 @@ from rayline.data.dataset import (
 )
 
 __all__ = ["run_ingest", "IngestResult", "load_ingest"]  # the dataset's own names stay importable from here
-from rayline.errors import InputError
+from rayline.errors import InputError, failure_line
 from rayline.features.fit import PartialStats, build_spec
 from rayline.storage import Storage
 
@@ -82,7 +83,8 @@ def run_ingest(cfg: RaylineConfig, storage: Storage, *, force: bool = False,
     storage.clean_stale(layout.datasets(cfg.name))
     tmp = storage.temp_dir(final)
     try:
-        spec, counts, by_rule = _execute(cfg, storage, primary, dims, dim_quarantine, tmp, progress, timings)
+        dim_rows = {name: c["read"] for name, c in dim_counts.items()}
+        spec, counts, by_rule = _execute(cfg, storage, primary, dims, dim_quarantine, dim_rows, tmp, progress, timings)
         rows_read = counts["read"]
         if expected_rows is not None and rows_read != expected_rows:
             raise InputError(f"source {d.primary!r}: read {rows_read} rows but the Parquet footers declare {expected_rows}")
@@ -151,7 +153,7 @@ def _count_features(cfg, primary: src_mod.ResolvedSource) -> dict:
     return finish(cfg, partial)
 
 
-def _execute(cfg, storage: Storage, primary, dims, dim_quarantine, tmp: str, progress, timings):
+def _execute(cfg, storage: Storage, primary, dims, dim_quarantine, dim_rows: dict, tmp: str, progress, timings):
     import ray
 
     d = cfg.data
@@ -173,6 +175,7 @@ def _execute(cfg, storage: Storage, primary, dims, dim_quarantine, tmp: str, pro
     # ---- fit: merge the partial statistics (one small JSON per batch) on the driver
     t = time.perf_counter()
     stats, rows_read, split_rows = PartialStats(), 0, Counter()
+    split_classes: dict[str, Counter] = {}
     if fs.get_file_info(pass1_dir).type.name == "Directory":
         pass1 = pads.dataset(pass1_dir, filesystem=fs, format="parquet")
         for batch in pass1.to_batches(columns=[STATS_COL], filter=pads.field(STATS_COL).is_valid()):
@@ -180,6 +183,8 @@ def _execute(cfg, storage: Storage, primary, dims, dim_quarantine, tmp: str, pro
                 part = json.loads(text)
                 rows_read += part.pop("rows_in")
                 split_rows.update(part.pop("split_rows"))
+                for name, classes in part.pop("split_classes", {}).items():
+                    split_classes.setdefault(name, Counter()).update(classes)
                 stats = stats.merge(PartialStats.from_dict(part))
     if rows_read == 0:
         raise InputError(f"source {d.primary!r}: the input has no rows ({', '.join(primary.files[:3])})")
@@ -191,9 +196,12 @@ def _execute(cfg, storage: Storage, primary, dims, dim_quarantine, tmp: str, pro
 
     # ---- quarantine: primary rows from pass 1 + dimension rows, one dataset
     t = time.perf_counter()
-    q_counts, by_rule = _write_quarantine(storage, tmp, pass1_dir, dim_quarantine)
+    q_counts, by_rule, samples = _write_quarantine(storage, tmp, pass1_dir, dim_quarantine)
     fs.delete_dir(pass1_dir)
     timings["quarantine"] = time.perf_counter() - t
+    for line in mostly_rejected(cfg, by_rule, samples, {d.primary: rows_read, **dim_rows}):
+        progress(f"ingest: warning: {line}")
+    check_splits(cfg, rows_read, split_rows, split_classes, by_rule, samples)
 
     # ---- pass 2: the same per-row work again, then transform the clean rows with the fitted spec
     t = time.perf_counter()
@@ -243,12 +251,15 @@ def _map_and_write(cfg, primary: src_mod.ResolvedSource, processor: BatchProcess
         raise _user_error(e, primary) from None
 
 
-def _write_quarantine(storage: Storage, tmp: str, pass1_dir: str, dim_quarantine: list[pa.Table]) -> tuple[Counter, Counter]:
-    """Stream quarantined rows into <dataset>/quarantine/ (one Parquet file set, all tables)."""
+def _write_quarantine(storage: Storage, tmp: str, pass1_dir: str,
+                      dim_quarantine: list[pa.Table]) -> tuple[Counter, Counter, dict[str, list[str]]]:
+    """Stream quarantined rows into <dataset>/quarantine/ (one Parquet file set, all tables);
+    count them per table and per rule, and keep a few distinct values per rule (for advice)."""
     fs = storage.fs
     out_dir = storage.path(tmp, "quarantine")
     fs.create_dir(out_dir, recursive=True)
     per_table, by_rule = Counter(), Counter()
+    samples: dict[str, list[str]] = {}
     names = [c.name for c in QUARANTINE_SCHEMA]
     with fs.open_output_stream(f"{out_dir}/part-0000.parquet") as f, pq.ParquetWriter(f, QUARANTINE_SCHEMA) as w:
         batches: list = []
@@ -262,11 +273,15 @@ def _write_quarantine(storage: Storage, tmp: str, pass1_dir: str, dim_quarantine
                 continue
             tbl = tbl.cast(QUARANTINE_SCHEMA)
             w.write_table(tbl)
-            for table, rule, column in zip(tbl.column("table").to_pylist(), tbl.column("rule").to_pylist(),
-                                           tbl.column("column").to_pylist()):
+            for table, rule, column, value in zip(tbl.column("table").to_pylist(), tbl.column("rule").to_pylist(),
+                                                  tbl.column("column").to_pylist(), tbl.column("value").to_pylist()):
+                key = f"{table}.{column}:{rule}"
                 per_table[table] += 1
-                by_rule[f"{table}.{column}:{rule}"] += 1
-    return per_table, by_rule
+                by_rule[key] += 1
+                seen = samples.setdefault(key, [])
+                if len(seen) < SAMPLES and value is not None and value not in seen:
+                    seen.append(value)
+    return per_table, by_rule, samples
 
 
 def _count_rows(storage: Storage, tmp: str, rel: str) -> int:
@@ -287,5 +302,4 @@ def _user_error(e: Exception, src: src_mod.ResolvedSource) -> Exception:
     detail = src_mod.diagnose(src, named.group(1) if named else None)
     if detail:
         return InputError(detail)
-    first = next((ln for ln in text.splitlines() if ln.strip() and not ln.startswith(" ")), repr(e))
-    return InputError(f"source {src.name!r}: reading or processing failed: {type(cause or e).__name__}: {first}")
+    return InputError(f"source {src.name!r}: reading or processing failed: {failure_line(e)}")

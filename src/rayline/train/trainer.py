@@ -15,11 +15,12 @@ from pathlib import Path
 from rayline import layout
 from rayline.config import RaylineConfig
 from rayline.data.dataset import IngestResult
-from rayline.errors import RaylineError
+from rayline.errors import RaylineError, failure_line
 from rayline.model.metrics import primary_metric
 from rayline.storage import Storage
 from rayline.model.artifact import model_file
 from rayline.runtime import embedded as ray_embedded
+from rayline.runtime import session_logs
 from rayline.train.controller_setup import (controller_env, dropped_callbacks, lean, placement_groups_released,
                                             scoped_env)
 from rayline.train.progress import follow
@@ -169,8 +170,9 @@ def run_training(cfg: RaylineConfig, ingest: IngestResult, storage: Storage, *, 
                 follow(storage, (run_rel,), total, primary_metric(cfg.task)[0], progress):
             result = trainer.fit()
     except Exception as e:  # noqa: BLE001 - Ray's error types vary; keep the cause in the message
-        raise RaylineError(f"training run {run_name} failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-                           f" (checkpoints, if any, are under {storage.uri(run_rel)}; rerun to resume)") from e
+        logs = session_logs()
+        raise RaylineError(f"training run {run_name} failed: {failure_line(e)} (checkpoints, if any, are under "
+                           f"{storage.uri(run_rel)}; rerun to resume{'; worker logs in ' + logs if logs else ''})") from e
     fit_s = time.perf_counter() - t0
     best = result.get_best_checkpoint("score", "max") if result.checkpoint else None
     if best is None:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from rayline import layout
 from rayline.config import RaylineConfig
 from rayline.data.dataset import IngestResult
-from rayline.errors import RaylineError
+from rayline.errors import RaylineError, failure_line
 from rayline.storage import Storage
 from rayline.train.resources import plan_workers
 from rayline.model.metrics import primary_metric
@@ -135,7 +135,10 @@ def run_tuning(cfg: RaylineConfig, ingest: IngestResult, storage: Storage, *, tr
                        "status": "error" if r.error else "done"})
     finished = [t for t in ranked if t["status"] == "done" and t["score"] is not None]
     if not finished:
-        raise RaylineError(f"tuning {name}: no trial finished ({len(ranked)} tried); see {storage.uri(layout.tune_experiment(name))}")
+        errors = [r.error for r in grid if r.error is not None]
+        why = f": the first failed with {failure_line(errors[0])}" if errors else ""
+        raise RaylineError(f"tuning {name}: no trial finished ({len(ranked)} tried){why}; see "
+                           f"{storage.uri(layout.tune_experiment(name))}")
     finished.sort(key=lambda t: t["score"], reverse=mode == "max")
     ranked = finished + [t for t in ranked if t not in finished]
     # the best trial that ran to its end (one ASHA stopped early left no finished run behind)

@@ -1,0 +1,42 @@
+"""What the ingest advises when most of a column fails a rule, and when it stops before training."""
+
+from collections import Counter
+
+import pytest
+
+from rayline.config import config_from_dict
+from rayline.data.advice import check_splits, mostly_rejected, suggest_format
+from rayline.errors import InputError
+from tests.conftest import small_config
+
+
+@pytest.mark.parametrize("values,fmt", [
+    (["2012/01/01", "2012/12/31"], "%Y/%m/%d"), (["12/31/2012"], "%m/%d/%Y"), (["31.12.2012"], "%d.%m.%Y"),
+    (["20121231"], "%Y%m%d"), (["31 Dec 2012"], "%d %b %Y"), (["soon"], None), ([], None),
+])
+def test_suggest_format(values, fmt):
+    assert suggest_format(values) == fmt
+
+
+def _cfg(tmp_path, **split):
+    raw = small_config(tmp_path, tmp_path / "root")
+    raw["data"]["split"].update(split)
+    return config_from_dict(raw)
+
+
+def test_only_rules_that_reject_most_rows_are_called_out(tmp_path):
+    cfg = _cfg(tmp_path)
+    by_rule = Counter({"trips.distance:type": 90, "trips.station:allowed": 10, "stations.code:not_null": 2})
+    lines = mostly_rejected(cfg, by_rule, {"trips.distance:type": ["1,5", "2,25"]}, {"trips": 100, "stations": 3})
+    assert lines == ["90 of 100 rows of 'trips' failed distance:type (e.g. '1,5', '2,25': not float values; "
+                     "change `type:` in data.sources.trips.columns.distance or fix the data)",
+                     "2 of 3 rows of 'stations' failed code:not_null (e.g. : check the not_null rule of "
+                     "data.sources.stations.columns.code)"]
+
+
+def test_a_split_the_config_leaves_empty_on_purpose_is_not_an_error(tmp_path):
+    cfg = _cfg(tmp_path, valid_fraction=0.0)
+    check_splits(cfg, 10, Counter({"train": 8, "test": 2}), {"train": Counter({"positive": 3, "negative": 5})},
+                 Counter(), {})
+    with pytest.raises(InputError, match=r"split 'test' has 0 rows \(data.split.min_rows: 1\)"):
+        check_splits(cfg, 10, Counter({"train": 10}), {"train": Counter({"positive": 3, "negative": 7})}, Counter(), {})
