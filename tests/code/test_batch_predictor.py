@@ -93,3 +93,15 @@ def _model_bytes(p) -> bytes:
     buf = io.BytesIO()
     torch.save(p.score.model.net.state_dict(), buf)
     return buf.getvalue()
+
+
+def test_a_json_record_that_could_not_be_read_is_quarantined_with_where_and_why():
+    from rayline.data.json_records import read_tables
+
+    text = b'[{"id": 1, "distance": 100, "dest": "IAH", "ts": "2013-01-01T10:00:00.5Z"}, {"id": 2, "distance": tru}]'
+    batch = next(read_tables(io.BytesIO(text)))
+    out = _predictor()(batch)
+    ok = out.filter(pa.compute.equal(out.column(KIND), "ok"))
+    q = out.filter(pa.compute.equal(out.column(KIND), "quarantine"))
+    assert ok.column("id").to_pylist() == ["1"] and ok.column("prediction")[0].as_py() is not None
+    assert q.column("rule").to_pylist() == ["json"] and q.column("value")[0].as_py().startswith("index 1: not valid JSON")

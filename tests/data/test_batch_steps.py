@@ -51,10 +51,10 @@ def test_csv_without_a_usable_header_is_refused(tmp_path, content, fragment):
         src_mod.check_files(src_mod.resolve("trips", cfg.data.sources["trips"], Storage(cfg.storage.root)), ["trip_id"])
 
 
-def test_json_lines_must_hold_objects(tmp_path):
+def test_json_must_hold_objects(tmp_path):
     cfg, _, _ = _setup(tmp_path, fmt="json")
     (tmp_path / "data" / "trips.jsonl").write_text("[1, 2]\n")
-    with pytest.raises(InputError, match=r"line 1 is list, expected a JSON object per line"):
+    with pytest.raises(InputError, match=r"trips.jsonl holds no JSON object among its first records"):
         src_mod.check_files(src_mod.resolve("trips", cfg.data.sources["trips"], Storage(cfg.storage.root)), ["trip_id"])
 
 

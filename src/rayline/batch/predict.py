@@ -23,6 +23,7 @@ from rayline.config import RaylineConfig, SourceConfig
 from rayline.batch.output import check_output, location
 from rayline.data import sources as src_mod
 from rayline.errors import InputError, ResourceError, failure_line
+from rayline.features.contract import Contract, Failures
 from rayline.features.spec import FeatureSpec, ModelInputs, model_inputs_from_table
 from rayline.model.artifact import LoadedModel
 from rayline.storage import Storage, split_uri
@@ -49,14 +50,14 @@ class Prepare:
     invalid ones as quarantine rows with the reason; KIND tells them apart."""
 
     def __init__(self, spec_json: str, keep: list[str]):
-        from rayline.features.contract import Contract
-
         self.spec = FeatureSpec.from_json(spec_json)
         self.contract, self.keep = Contract(self.spec), keep
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         # A row is accepted here exactly when /predict would accept it.
-        typed, failures = self.contract.check_table(batch)
+        failures = Failures(batch.num_rows)
+        src_mod.unreadable_records(batch, failures)  # a JSON record that could not be read
+        typed, failures = self.contract.check_table(batch, failures)
         ok = pa.array(~failures.bad)
         inputs = self.spec.to_model_table(typed.filter(ok), with_label=False).select(["x_num", "x_cat"])
         raw_ok = batch.filter(ok)  # key columns exactly as they came in

@@ -19,7 +19,7 @@ import pyarrow as pa
 from rayline.config import ColumnRule, RaylineConfig
 from rayline.data.counts import add_counts
 from rayline.data.join import left_join
-from rayline.data.sources import PATH_COLUMN
+from rayline.data.sources import PATH_COLUMN, unreadable_records
 from rayline.data.split import SPLITS, TRAIN_CODE, assign
 from rayline.data.validate import QUARANTINE_SCHEMA, Failures, apply_rules
 from rayline.features.coerce import coerce
@@ -162,6 +162,7 @@ class BatchProcessor:
         """Typed + joined columns, split code per row (QUARANTINE_CODE for bad rows), failures."""
         d = self.cfg.data
         failures = Failures(batch.num_rows, details=self.spec_json is None)
+        unreadable_records(batch, failures)
         typed = apply_rules(batch, primary_rules(self.cfg), failures)
         dims = self.dims()
         for i, j in enumerate(d.joins):

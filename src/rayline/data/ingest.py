@@ -124,6 +124,7 @@ def _load_dimensions(cfg: RaylineConfig, resolved) -> tuple[dict[int, pa.Table],
         if raw.num_rows == 0:
             raise InputError(f"source {name!r}: the table has no rows ({', '.join(resolved[name].files[:3])})")
         failures = Failures(raw.num_rows)
+        src_mod.unreadable_records(raw, failures)
         typed = apply_rules(raw, dict(src_cfg.columns), failures)
         keys = [list(j.keys.values()) for j in joins] + ([src_cfg.unique] if src_cfg.unique else [])
         for key in keys:
@@ -141,7 +142,7 @@ def _count_features(cfg, primary: src_mod.ResolvedSource) -> dict:
     """Count features (data/counts.py): one read of their key columns, partial counts per batch."""
     from rayline.data.counts import PartialCounts, finish, key_columns
 
-    ds = src_mod.read_dataset(primary).select_columns(key_columns(cfg))
+    ds = src_mod.read_dataset(primary, columns=key_columns(cfg))
     try:
         parts = ds.map_batches(PartialCounts(cfg.data.counts), batch_format="pyarrow", batch_size=cfg.data.block_rows,
                                zero_copy_batch=True).to_arrow_refs()
@@ -237,13 +238,14 @@ READY_PARQUET_OPTIONS = {"use_dictionary": False}
 def _map_and_write(cfg, primary: src_mod.ResolvedSource, processor: BatchProcessor, out: str, fs, **write_args) -> None:
     """Read the primary table, map `processor` over it and write the result as Parquet under
     `out`; a failed task becomes a message naming the broken input file, not a Ray traceback."""
-    ds = src_mod.read_dataset(primary)
     if processor.spec_json is not None:
         # Pass 2 writes no quarantine, so it reads only what rules, joins, split and features
         # use (every file has these: check_files). Parquet then skips the other columns' pages.
-        ds = ds.select_columns(required_primary_columns(cfg))
-    elif "path" not in required_primary_columns(cfg):
-        ds = ds.rename_columns({"path": src_mod.PATH_COLUMN})
+        ds = src_mod.read_dataset(primary, columns=required_primary_columns(cfg))
+    else:
+        ds = src_mod.read_dataset(primary)
+        if "path" not in required_primary_columns(cfg):
+            ds = ds.rename_columns({"path": src_mod.PATH_COLUMN})
     ds = ds.map_batches(processor, batch_format="pyarrow", batch_size=cfg.data.block_rows, zero_copy_batch=True)
     try:
         ds.write_parquet(out, filesystem=fs, **write_args)

