@@ -33,6 +33,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from rayline.config import load_config  # noqa: E402
 from rayline.data.batch_steps import BatchProcessor, STATS_COL  # noqa: E402
+from rayline.data.counts import PartialCounts, finish, key_columns  # noqa: E402
 from rayline.data.validate import QUARANTINE_SCHEMA  # noqa: E402
 from rayline.data.ingest import _load_dimensions  # noqa: E402
 from rayline.data import sources as src_mod  # noqa: E402
@@ -101,6 +102,11 @@ def run_arrow(cfg, files: list[str], out: str) -> tuple[float, int]:
     d = cfg.data
     resolved = {n: src_mod.resolve(n, s, storage) for n, s in d.sources.items()}
     dims, _, _ = _load_dimensions(cfg, resolved)
+    if d.counts:  # the count features: one read of their key columns, as the Ray Data job does
+        keys = key_columns(cfg)
+        counter = PartialCounts(d.counts)
+        partial = [counter(pq.read_table(f, columns=keys)) for f in files]
+        dims = {**dims, **finish(cfg, pa.concat_tables(partial))}
 
     def batches():
         for f in files:
@@ -116,6 +122,7 @@ def run_arrow(cfg, files: list[str], out: str) -> tuple[float, int]:
             part = json.loads(out_t.column(STATS_COL)[0].as_py())
             rows += part.pop("rows_in")
             part.pop("split_rows")
+            part.pop("split_classes", None)
             stats = stats.merge(PartialStats.from_dict(part))
             q.write_table(out_t.slice(1).drop_columns([STATS_COL]).rename_columns(QUARANTINE_SCHEMA.names))
     spec = build_spec(stats, cfg)
@@ -134,15 +141,34 @@ def run_arrow(cfg, files: list[str], out: str) -> tuple[float, int]:
 
 
 # ---------------------------------------------------------------- pandas baseline
+# configs/flights.yaml's count features: rows sharing each key, over every row of every split
+COUNTS = {"origin_hour_departures": ["origin", "year", "month", "day", "hour"],
+          "origin_day_departures": ["origin", "year", "month", "day"],
+          "carrier_origin_day_departures": ["carrier", "origin", "year", "month", "day"],
+          "dest_day_arrivals": ["dest", "year", "month", "day"], "tail_day_legs": ["tailnum", "year", "month", "day"]}
 NUMERIC = ["sched_dep_time", "sched_arr_time", "distance", "hour", "minute", "day", "temp", "dewp", "humid",
            "wind_dir", "wind_speed", "wind_gust", "precip", "pressure", "visib", "plane_year", "engines", "seats",
-           "dest_lat", "dest_lon", "dest_alt"]
+           "dest_lat", "dest_lon", "dest_alt", *COUNTS]
 CATEG = {"carrier": 1, "origin": 1, "dest": 1, "tailnum": 20, "flight": 30, "manufacturer": 50, "plane_type": 1,
          "engine": 1}
 CARRIERS = {"9E", "AA", "AS", "B6", "DL", "EV", "F9", "FL", "HA", "MQ", "OO", "UA", "US", "VX", "WN", "YV"}
 
 
-def _pandas_prepare(df, weather, planes, airports):
+def _pandas_counts(files: list[str]) -> dict:
+    """Each count feature's table (key columns + count), summed shard by shard over all rows."""
+    keys = sorted({k for by in COUNTS.values() for k in by})
+    parts: dict[str, list] = {name: [] for name in COUNTS}
+    for f in files:
+        df = pd.read_parquet(f, columns=keys)
+        for name, by in COUNTS.items():
+            parts[name].append(df.groupby(by, dropna=False).size())
+    return {name: pd.concat(p).groupby(level=list(range(len(COUNTS[name]))), dropna=False).sum()
+            .rename(name).reset_index() for name, p in parts.items()}
+
+
+def _pandas_prepare(df, weather, planes, airports, counts):
+    for name, by in COUNTS.items():
+        df = df.merge(counts[name], on=by, how="left")
     df = df.merge(weather, on=["origin", "time_hour"], how="left")
     df = df.merge(planes, on="tailnum", how="left")
     df = df.merge(airports, left_on="dest", right_on="faa", how="left").drop(columns=["faa"])
@@ -169,9 +195,23 @@ def _pandas_dims():
     return weather, planes, airports
 
 
+def _pandas_holidays(local) -> np.ndarray:
+    """Days to the nearest US federal holiday / 30, capped (features/calendar.py's rules, in pandas)."""
+    from rayline.features.calendar import HORIZON_DAYS, us_federal_holidays
+
+    days = local.dt.tz_localize(None).dt.normalize()
+    years = range(int(days.dt.year.min()) - 1, int(days.dt.year.max()) + 2)
+    hol = np.sort(np.array([np.datetime64(h, "D") for y in years for h in us_federal_holidays(y)]))
+    d = days.to_numpy().astype("datetime64[D]")
+    i = np.clip(np.searchsorted(hol, d), 1, len(hol) - 1)
+    dist = np.minimum(np.abs((d - hol[i - 1]).astype(int)), np.abs((hol[i] - d).astype(int)))
+    return (np.minimum(dist, HORIZON_DAYS) / HORIZON_DAYS).astype("float32")
+
+
 def run_pandas(files: list[str], out: str, shard_by_shard: bool) -> tuple[float, int]:
     t = time.perf_counter()
     weather, planes, airports = _pandas_dims()
+    counts = _pandas_counts(files)
     groups = [[f] for f in files] if shard_by_shard else [files]
     # pass 1: statistics of the training rows
     sums, sq, cnt, counts, rows, ntrain = {}, {}, {}, {c: {} for c in CATEG}, 0, 0
@@ -180,7 +220,7 @@ def run_pandas(files: list[str], out: str, shard_by_shard: bool) -> tuple[float,
     for i, g in enumerate(groups):
         df = pd.concat([pd.read_parquet(f) for f in g])
         rows += len(df)
-        df, quarantine = _pandas_prepare(df, weather, planes, airports)
+        df, quarantine = _pandas_prepare(df, weather, planes, airports, counts)
         quarantine.to_parquet(f"{out}/quarantine-{i:05d}.parquet")
         tr = df[df["split"] == "train"]
         ntrain += len(tr)
@@ -201,7 +241,7 @@ def run_pandas(files: list[str], out: str, shard_by_shard: bool) -> tuple[float,
     # pass 2: transform and write
     for i, g in enumerate(groups):
         if shard_by_shard:
-            df, _ = _pandas_prepare(pd.concat([pd.read_parquet(f) for f in g]), weather, planes, airports)
+            df, _ = _pandas_prepare(pd.concat([pd.read_parquet(f) for f in g]), weather, planes, airports, counts)
         else:
             df = prepared[0]
         feats = {}
@@ -214,6 +254,7 @@ def run_pandas(files: list[str], out: str, shard_by_shard: bool) -> tuple[float,
         for part, vals, period in (("hour", local.dt.hour, 24), ("dow", local.dt.day_of_week, 7), ("month", local.dt.month, 12)):
             feats[f"th_{part}_sin"] = np.sin(2 * np.pi * vals / period).astype("float32")
             feats[f"th_{part}_cos"] = np.cos(2 * np.pi * vals / period).astype("float32")
+        feats["th_us_holiday"] = _pandas_holidays(local)
         for c in CATEG:
             feats[c] = df[c].astype(str).map(vocab[c]).fillna(1).astype("int32")
         feats["y"] = (df["dep_delay"] > 15).astype("float32")

@@ -36,6 +36,7 @@ def test_serve_starts_haproxy_through_rayline_haproxy_with_the_body_timeout():
 
 
 SERVE_CONFIG = """global
+    stats socket {sock} mode 666 level admin expose-fd listeners
     maxconn 4096
 defaults
     mode http
@@ -43,18 +44,32 @@ defaults
     timeout client 3600s
     option splice-request
     retry-on conn-failure empty-response
+frontend prometheus
+    bind :{port3}
+    mode http
+    http-request use-service prometheus-exporter if {{ path /metrics }}
+    no log
 frontend http_frontend
     bind 127.0.0.1:{port}
     default_backend b
 backend b
     http-reuse always
     server r1 127.0.0.1:{port2}
+listen stats
+  bind *:{port4}
+  stats enable
+  stats uri /stats
 """
 
 
+def _config(tmp_path=None, **ports):
+    sock = f"{tmp_path}/admin.sock" if tmp_path else "/x/admin.sock"
+    return SERVE_CONFIG.format(sock=sock, **{"port": 1, "port2": 2, "port3": 3, "port4": 4, **ports})
+
+
 def test_the_patch_holds_small_requests_and_bounds_their_arrival():
-    text = SERVE_CONFIG.format(port=1, port2=2)
-    out = patch_config(text, 2.5, "/x/408.http")
+    text = _config()
+    out = patch_config(text, 2.5, "/x/408.http", keep_stats=True)
     defaults = out.split("defaults\n", 1)[1].split("frontend", 1)[0]
     frontend = out.split("frontend http_frontend\n", 1)[1].split("backend", 1)[0]
     assert "    timeout http-request 2500ms\n" in defaults and "    errorfile 408 /x/408.http\n" in defaults
@@ -62,7 +77,13 @@ def test_the_patch_holds_small_requests_and_bounds_their_arrival():
     assert ("    http-request wait-for-body time 2500ms unless { req.hdr(content-length) -m len gt 4 }\n"
             in frontend)
     added = [line for line in out.splitlines(keepends=True) if line not in text.splitlines(keepends=True)]
-    assert len(added) == 5 and "".join(line for line in out.splitlines(keepends=True) if line not in added) == text
+    changed = {"mode 666": "mode 600", "bind :3": "bind 127.0.0.1:3", "bind *:4": "bind 127.0.0.1:4"}
+    original = text
+    for old, new in changed.items():
+        original = original.replace(old, new)
+    assert len(added) == 11 + len(changed)  # 3 in defaults, 7 in the frontend, the exporter's 404; listeners
+    assert "".join(line for line in out.splitlines(keepends=True)
+                   if line not in added or any(new in line for new in changed.values())) == original
     assert patch_config("global\n    maxconn 1\ndefaults\n    mode http\n", 1, "/x") is None  # no frontend
 
 
@@ -76,7 +97,7 @@ def test_the_launcher_execs_the_real_binary_on_a_patched_copy(tmp_path):
     """The installed rayline-haproxy, run as Serve runs it, with a stand-in HAProxy that shows
     what it was given; then the real HAProxy checks the patched config."""
     config = tmp_path / "haproxy.cfg"
-    config.write_text(SERVE_CONFIG.format(port=free_port(), port2=free_port()))
+    config.write_text(_config(tmp_path, port=free_port(), port2=free_port(), port3=free_port(), port4=free_port()))
     fake = tmp_path / "fake-haproxy"
     fake.write_text('#!/bin/sh\necho "ARGS $*"\nwhile [ $# -gt 0 ]; do [ "$1" = -f ] && cat "$2"; shift; done\n')
     fake.chmod(0o755)
@@ -92,3 +113,23 @@ def test_the_launcher_execs_the_real_binary_on_a_patched_copy(tmp_path):
     check = subprocess.run([env["RAY_SERVE_HAPROXY_BINARY_PATH"], "-c", "-f", str(config)], env=env,
                            capture_output=True, text=True)
     assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_listeners_bind_where_serve_host_says_and_the_admin_socket_is_private():
+    out = patch_config(_config(), 1, "/x/408.http")
+    assert "mode 600 level admin" in out and "mode 666" not in out
+    assert "    bind 127.0.0.1:3\n" in out and "bind :" not in out and "bind *:" not in out
+    assert "listen stats" not in out and "stats uri" not in out  # off unless RAYLINE_HAPROXY_STATS=1
+    prometheus = out.split("frontend prometheus\n", 1)[1].split("frontend", 1)[0]
+    assert prometheus.index("use-service prometheus-exporter") < prometheus.index("return status 404")
+    wide = patch_config(_config().replace("bind 127.0.0.1:1", "bind 0.0.0.0:1"), 1, "/x", keep_stats=True)
+    assert "    bind 0.0.0.0:3\n" in wide and "  bind 0.0.0.0:4\n" in wide
+
+
+def test_header_rules_come_before_the_body_is_held_and_name_every_header_serve_reads():
+    from rayline.serve.haproxy_launch import SERVE_HEADERS
+
+    frontend = patch_config(_config(), 1, "/x").split("frontend http_frontend\n", 1)[1].split("backend", 1)[0]
+    assert all(f"req.fhdr({h}) -m reg" in frontend for h in SERVE_HEADERS)
+    assert frontend.index("bad_header") < frontend.index("missing_host") < frontend.index("wait-for-body")
+    assert "req.fhdr_cnt(authorization) gt 1" in frontend and "del-header expect if { req.ver 1.0 }" in frontend

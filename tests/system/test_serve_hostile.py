@@ -327,3 +327,60 @@ def test_same_verdicts_and_predictions_from_predict_and_batch(hostile, tmp_path)
         else:
             assert reasons[quarantined[r["flight"]]] == on, (r, on, quarantined.get(r["flight"]))
     assert len(batch) == 6 and len(quarantined) == 4
+
+
+def _raw(raw: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", PORT), timeout=10) as s:
+        s.sendall(raw)
+        reply = b""
+        while b"\r\n\r\n" not in reply or (b"}" not in reply.split(b"\r\n\r\n", 1)[1]):
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            reply += chunk
+    return reply
+
+
+@pytest.mark.parametrize("header", ["x-request-id", "x-session-id", "serve_multiplexed_model_id",
+                                    "x-request-timeout-seconds", "x-request-disconnect-disabled"])
+@pytest.mark.parametrize("value", [b"\xff\xfe", b"caf\xc3\xa9", b"a\x01b"])
+def test_bytes_beyond_ascii_in_headers_serve_reads_get_a_named_400(hostile, header, value):
+    _, _, d, good = hostile
+    body = json.dumps(good).encode()
+    reply = _raw(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n" + header.encode()
+                 + b": " + value + b"\r\nContent-Length: " + str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n" + body)
+    assert reply.startswith(b"HTTP/1.1 400"), reply[:200]
+    error = json.loads(reply.split(b"\r\n\r\n", 1)[1])
+    assert error["error"] == "bad_header" and header in error["message"]
+    assert _send(d.url, {"content": json.dumps(good)}).status_code == 200
+
+
+def test_http_edges_host_duplicate_authorization_and_expect_on_http_1_0(hostile):
+    _, _, d, good = hostile
+    body = json.dumps(good).encode()
+    length = b"Content-Length: " + str(len(body)).encode() + b"\r\n"
+    no_host = _raw(b"POST /predict HTTP/1.1\r\nContent-Type: application/json\r\n" + length + b"Connection: close\r\n\r\n" + body)
+    assert no_host.startswith(b"HTTP/1.1 400") and b"missing_host" in no_host, no_host[:200]
+    two_keys = _raw(b"POST /predict HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer a\r\nAuthorization: Bearer b\r\n"
+                    b"Content-Type: application/json\r\n" + length + b"Connection: close\r\n\r\n" + body)
+    assert two_keys.startswith(b"HTTP/1.1 400") and b"duplicate_header" in two_keys, two_keys[:200]
+    old = _raw(b"POST /predict HTTP/1.0\r\nHost: x\r\nExpect: 100-continue\r\nContent-Type: application/json\r\n"
+               + length + b"\r\n" + body)
+    assert b"100 Continue" not in old and b" 200 " in old.split(b"\r\n", 1)[0], old[:200]
+
+
+def test_haproxy_listens_only_where_serve_host_says_with_a_private_admin_socket(hostile):
+    import psutil
+
+    scfg, _, _, _ = hostile
+    procs = [p for p in psutil.process_iter(["name", "cmdline"])
+             if p.info["cmdline"] and any(a.endswith(".rayline") for a in p.info["cmdline"])]
+    assert procs, "no HAProxy started through rayline-haproxy"
+    for p in procs:
+        listening = {(c.laddr.ip, c.laddr.port) for c in p.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN}
+        assert listening and {ip for ip, _ in listening} == {scfg.serve.host}, listening
+        assert scfg.serve.port in {port for _, port in listening}
+        assert len(listening) == 2  # the HTTP frontend and the Prometheus exporter; no stats page
+        config = next(a for a in p.info["cmdline"] if a.endswith(".rayline"))
+        sock = next(line.split()[2] for line in open(config) if line.strip().startswith("stats socket "))
+        assert os.stat(sock).st_mode & 0o777 == 0o600

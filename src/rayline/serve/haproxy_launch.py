@@ -17,6 +17,17 @@ HAProxy with Serve's arguments:
   and a held body must arrive within it (Serve sets no such timeout: a client sending headers
   slowly held a connection for `timeout client`, an hour), and its 408 answer carries rayline's
   JSON error body.
+- in the HTTP frontend, before anything reaches a replica: a 400 (JSON body, in HAProxy's access
+  log) for bytes outside printable ASCII in the headers Serve itself reads (`SERVE_HEADERS`: Serve
+  answered them with a bare, unlogged 500 before rayline's handler and its API-key check), for an
+  HTTP/1.1 request without `Host` (RFC 9112) and for more than one `Authorization` header (which
+  one a gateway checks would be a guess); an HTTP/1.0 request's `Expect` is dropped (no
+  `100 Continue` to a 1.0 client, RFC 9110).
+- listeners: Serve's template binds its stats page and Prometheus exporter to every address
+  (`*:port`) and makes its admin socket mode 666 at `level admin` (any local user could re-point
+  the ingress). The exporter binds to the HTTP frontend's host (`serve.host`) and answers 404
+  off its path; the stats page (unused by Serve) is removed unless RAYLINE_HAPROXY_STATS=1, then
+  bound to that host too; the socket is mode 600.
 
 It runs at every HAProxy start and reload, so it imports nothing heavy. The real binary: the
 RAYLINE_HAPROXY_BINARY variable, else Ray's bundled one, else `haproxy` on PATH. If Serve's
@@ -37,25 +48,78 @@ ENV_SERVE_BINARY = "RAY_SERVE_HAPROXY_BINARY_PATH"  # where Serve looks for HAPr
 SUFFIX = ".rayline"  # the patched copy beside Serve's config; Serve's own file is left as written
 FRONTEND = "frontend http_frontend"  # Serve's HTTP frontend (its template's name)
 HOLD_DIGITS = 4  # requests declaring a body of at most 4 digits (< 10,000 bytes) are held whole
+ENV_STATS = "RAYLINE_HAPROXY_STATS"  # "1": keep HAProxy's stats page (bound to serve.host)
+# Headers Serve's replica reads before rayline's handler runs; a byte outside printable ASCII in
+# one of them made Serve answer a bare 500.
+SERVE_HEADERS = ("x-request-id", "x-session-id", "serve_multiplexed_model_id", "x-request-timeout-seconds",
+                 "x-request-disconnect-disabled")
 
 
-def patch_config(text: str, body_timeout_s: float, error_408_path: str) -> str | None:
+def _reply(status: int, error: str, message: str) -> str:
+    body = json.dumps({"error": error, "message": message}).replace("\\", "\\\\").replace('"', '\\"')
+    return f'http-request return status {status} content-type application/json string "{body}"'
+
+
+def frontend_rules() -> list[str]:
+    """The HTTP frontend's request hygiene, in order (first match answers)."""
+    bad = " || ".join(f'{{ req.fhdr({h}) -m reg "[^[:print:]]" }}' for h in SERVE_HEADERS)
+    return [
+        "    # added by rayline-haproxy: headers Serve reads must be printable ASCII; Host on HTTP/1.1; one Authorization\n",
+        f"    {_reply(400, 'bad_header', 'headers ' + ', '.join(SERVE_HEADERS) + ' must be printable ASCII')} if {bad}\n",
+        f"    {_reply(400, 'missing_host', 'an HTTP/1.1 request needs a Host header')} if {{ req.ver 1.1 }} !{{ req.hdr(host) -m found }}\n",
+        f"    {_reply(400, 'duplicate_header', 'send one Authorization header')} if {{ req.fhdr_cnt(authorization) gt 1 }}\n",
+        "    http-request del-header expect if { req.ver 1.0 }\n",
+    ]
+
+
+def frontend_host(text: str) -> str | None:
+    """The host Serve's HTTP frontend binds (`serve.host`)."""
+    in_frontend = False
+    for line in text.splitlines():
+        if line.strip() == FRONTEND:
+            in_frontend = True
+        elif in_frontend and line.strip().startswith("bind "):
+            return line.split()[1].rsplit(":", 1)[0] or None
+        elif in_frontend and line[:1].strip():
+            return None
+    return None
+
+
+def patch_config(text: str, body_timeout_s: float, error_408_path: str, keep_stats: bool = False) -> str | None:
     """Serve's config with rayline's lines first in `defaults` (a later line of Serve's own
-    overrides them) and first in Serve's HTTP frontend; None when either section is missing."""
+    overrides them) and first in Serve's HTTP frontend, its listeners bound to the frontend's
+    host and its admin socket private; None when a section it edits is missing."""
     ms = max(1, round(body_timeout_s * 1000))
+    host = frontend_host(text)
+    if host is None:
+        return None
     additions = {
         "defaults": ["    # added by rayline-haproxy (rayline/serve/haproxy_launch.py)\n",
                      f"    timeout http-request {ms}ms\n",
                      f"    errorfile 408 {error_408_path}\n"],
-        FRONTEND: ["    # added by rayline-haproxy: hold small requests whole, so they can be retried\n",
+        FRONTEND: [*frontend_rules(),
+                   "    # added by rayline-haproxy: hold small requests whole, so they can be retried\n",
                    f"    http-request wait-for-body time {ms}ms unless {{ req.hdr(content-length) -m len gt {HOLD_DIGITS} }}\n"],
     }
-    out, found = [], set()
+    out, found, section = [], set(), ""
     for line in text.splitlines(keepends=True):
+        stripped = line.strip()
+        if line[:1].strip():  # a section header starts in column 0
+            section = stripped
+            if section == "listen stats" and not keep_stats:
+                continue
+        elif section == "listen stats" and not keep_stats:
+            continue
+        if stripped.startswith("stats socket ") and " mode 666" in line:
+            line = line.replace(" mode 666", " mode 600")
+        if section in ("frontend prometheus", "listen stats") and stripped.startswith(("bind *:", "bind :")):
+            line = line.replace("bind *:", "bind :").replace("bind :", f"bind {host}:")  # every address -> serve.host
         out.append(line)
-        if line.strip() in additions and line.strip() not in found:
-            found.add(line.strip())
-            out.extend(additions[line.strip()])
+        if section == "frontend prometheus" and stripped.startswith("http-request use-service prometheus-exporter"):
+            out.append("    http-request return status 404 content-type text/plain string \"not found\"\n")
+        if stripped in additions and stripped not in found:
+            found.add(stripped)
+            out.extend(additions[stripped])
     return "".join(out) if found == set(additions) else None
 
 
@@ -106,7 +170,7 @@ def launch_args(args: list[str], body_timeout_s: float) -> list[str]:
     config = args[i]
     errorfile = config + SUFFIX + ".408.http"
     with open(config) as f:
-        patched = patch_config(f.read(), body_timeout_s, errorfile)
+        patched = patch_config(f.read(), body_timeout_s, errorfile, keep_stats=os.environ.get(ENV_STATS) == "1")
     if patched is None:
         print(f"rayline-haproxy: no 'defaults' or '{FRONTEND}' section in {config}; starting HAProxy with it "
               "unchanged (requests on a replica that dies are not retried)", file=sys.stderr, flush=True)
