@@ -314,3 +314,29 @@ def test_batch_output_never_destroys_input_or_an_existing_output(served, records
         run(bad, out, overwrite=True)
     assert pq.read_table(out / "predictions").num_rows == 50
     assert sorted(os.listdir(tmp_path)) == ["bad.csv", "data", "out"]  # no .tmp-* or .old-* left
+
+
+def test_deploying_keeps_other_applications_and_refuses_a_clashing_route(served, records):
+    """A shared cluster: another team's declaratively deployed app must survive rayline's deploy
+    (a Serve config deletes every app it does not name)."""
+    from ray import serve
+
+    from rayline.errors import RaylineError
+    from rayline.serve.deploy import apply, serve_config
+
+    scfg, _, overrides, d = served
+    foreign = load_config(FLIGHTS_CONFIG, overrides + ["serve.app_name=foreign", "serve.route_prefix=/foreign",
+                                                       "serve.autoscaling.min_replicas=1", "serve.autoscaling.max_replicas=1"])
+    try:
+        apply(serve_config(foreign))                      # deployed from a config, as `serve deploy` would
+        again = deploy(scfg)                              # rayline redeploys its own app
+        apps = serve.status().applications
+        assert apps["foreign"].status == "RUNNING" and apps[scfg.serve.app_name].status == "RUNNING"
+        assert httpx.get(f"http://127.0.0.1:{PORT}/foreign/readyz", timeout=10).status_code == 200
+        assert again.model_version == d.model_version
+        clash = load_config(FLIGHTS_CONFIG, overrides + ["serve.app_name=clash"])  # route prefix "/" is taken
+        with pytest.raises(RaylineError, match=rf"'{scfg.serve.app_name}' serves '/'"):
+            apply(serve_config(clash))
+        assert "clash" not in serve.status().applications
+    finally:
+        serve.delete("foreign")

@@ -52,15 +52,42 @@ class Deployment:
 
 
 def apply(config: dict, timeout_s: float = 180, progress=lambda m: None) -> None:
-    """Start Serve if needed and apply the config (a user_config-only change reconfigures in place)."""
+    """Start Serve if needed and apply the config (a user_config-only change reconfigures in place).
+
+    A Serve config is declarative: applying it deletes every application deployed from a config
+    that it does not name. The applications of others (another team's `serve deploy` on a shared
+    cluster) are therefore carried into it as they are deployed now, so rayline's deploy changes
+    its own application and nothing else."""
     from ray.serve._private.api import serve_start
     from ray.serve.schema import ServeDeploySchema
 
     schema = ServeDeploySchema.model_validate(config)
     client = serve_start(http_options=schema.http_options.model_dump(), proxy_location=schema.proxy_location,
                          grpc_options=schema.grpc_options.model_dump())
+    ours = {a.name for a in schema.applications}
+    others = [app for app in declarative_apps(client.get_serve_details()) if app["name"] not in ours]
+    prefixes = {a.route_prefix: a.name for a in schema.applications}
+    clash = [f"{a['name']!r} serves {a.get('route_prefix', '/')!r}" for a in others if a.get("route_prefix", "/") in prefixes]
+    if clash:
+        raise RaylineError(f"another application on this cluster already uses the route prefix of "
+                           f"{', '.join(sorted(ours))}: {'; '.join(clash)}. Choose another serve.route_prefix, or "
+                           "delete that application (serve.delete) if it is meant to be replaced")
+    if others:
+        progress(f"deploy: keeping {len(others)} other application(s) as deployed: {', '.join(a['name'] for a in others)}")
+        schema = ServeDeploySchema.model_validate({**config, "applications": [*config["applications"], *others]})
     client.deploy_apps(schema)
-    _wait_running([a.name for a in schema.applications], timeout_s, progress)
+    _wait_running(sorted(ours), timeout_s, progress)
+
+
+def declarative_apps(details: dict) -> list[dict]:
+    """The config of each application now deployed from a Serve config (those a new config would
+    delete); applications deployed from Python (serve.run) are not touched by a config."""
+    apps = []
+    for name, app in (details.get("applications") or {}).items():
+        cfg = app.get("deployed_app_config") if isinstance(app, dict) else None
+        if cfg:
+            apps.append({**cfg, "name": name})
+    return apps
 
 
 def replica_line(app_status) -> str | None:
