@@ -59,6 +59,44 @@ def ray_session(address: str | None = None, *, num_cpus: int | None = None, quie
         ray.shutdown()
 
 
+def embedded_ray_alive() -> bool:
+    """False when this process started Ray and its GCS or raylet has exited (a signal sent to
+    the whole process group reaches them with this process). True otherwise, attached to a
+    cluster included (nothing here to tell)."""
+    import psutil
+
+    if not embedded():
+        return True
+    try:
+        kids = {p.name(): p.status() for p in psutil.Process().children() if p.name() in ("gcs_server", "raylet")}
+    except psutil.Error:
+        return True
+    return len(kids) == 2 and psutil.STATUS_ZOMBIE not in kids.values()
+
+
+def end_embedded_processes(grace_s: float = 5.0) -> None:
+    """SIGTERM to every process this one started (the embedded Ray's, and through them Serve's
+    actors and HAProxy), SIGKILL to those still running after `grace_s`. For an embedded Ray that
+    is already going down: nothing it started may outlive this process."""
+    import psutil
+
+    try:
+        procs = psutil.Process().children(recursive=True)
+    except psutil.Error:
+        return
+    for p in procs:
+        try:
+            p.terminate()
+        except psutil.Error:
+            pass
+    _, alive = psutil.wait_procs(procs, timeout=grace_s)
+    for p in alive:
+        try:
+            p.kill()
+        except psutil.Error:
+            pass
+
+
 def embedded() -> bool:
     """True when this process started the Ray it is connected to (`ray_session` without an
     address): a one-node cluster that ends with this process."""

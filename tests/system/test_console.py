@@ -3,12 +3,15 @@ progress lines, no placement-group-cleaner warnings, no worker output), and SIGT
 `--keep-serving` cleanly: the app drained, one line, exit 0, no fault-handler stack dump."""
 
 import os
+import shutil
+import socket
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
-from tests.conftest import ROOT, SERVE_PORT, save_yaml, small_config
+from tests.conftest import FLIGHTS_CONFIG, ROOT, SERVE_PORT, save_yaml, small_config
 
 NOISE = ("logging_progress", "PlacementGroupCleaner", "SIGTERM received", "Traceback", "(RayTrainWorker",
          "streaming_executor", "Token authentication is enabled", "Started Serve in namespace")
@@ -55,3 +58,56 @@ def test_run_is_quiet_and_sigterm_stops_it_cleanly(ray_local, small_data, tmp_pa
     assert any(line.startswith("train: round 60/60") for line in lines), out    # rayline's own progress
     from ray import serve
     assert "console" not in serve.status().applications                       # the app was deleted
+
+
+def test_a_signal_to_the_whole_process_group_leaves_nothing_behind(flights_model, tmp_path):
+    """systemd's default KillMode, GNU timeout and a closing terminal signal the whole process group:
+    the embedded Ray dies with rayline, so there is nothing to drain, but HAProxy must not be left
+    holding the port and rayline must not wait a minute for a dead GCS."""
+    import psutil
+
+    from rayline.runtime import free_port
+
+    cfg, _, _ = flights_model
+    port = free_port()
+    # An embedded Ray of its own (fresh temp dir, no address), with HAProxy ports of its own.
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_SERVE_HAPROXY", "RAY_ADDRESS"))}
+    ray_tmp = tempfile.mkdtemp(prefix="rl-", dir="/tmp")  # short: Ray's socket paths must fit in 107 bytes
+    env.update(RAY_TMPDIR=ray_tmp, RAY_AUTH_MODE=os.environ.get("RAY_AUTH_MODE", "token"))
+    cmd = [sys.executable, "-m", "rayline.cli", "serve", "--config", str(FLIGHTS_CONFIG), "--set",
+           f"storage.root={cfg.storage.root}", "--set", f"serve.port={port}", "--set", "serve.app_name=group",
+           "--set", "serve.cpus_per_replica=0.25"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    lines = []
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and not (lines and lines[-1].startswith("serving ")):
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line.rstrip("\n"))
+        assert lines and lines[-1].startswith("serving "), "\n".join(lines[-40:])
+        started = psutil.Process(proc.pid).children(recursive=True)
+        assert any(p.name() == "haproxy" for p in started), [p.name() for p in started]
+        t0 = time.time()
+        os.killpg(proc.pid, signal.SIGTERM)                       # the whole group, not rayline alone
+        rest, _ = proc.communicate(timeout=60)
+        took = time.time() - t0
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    out = "\n".join(lines + rest.splitlines())
+    assert took < 30, out[-2000:]                                 # was 60-64 s, waiting for the dead GCS
+    time.sleep(1)
+    left = []
+    for p in started:
+        try:
+            if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
+                left.append(f"{p.pid} {p.name()}")
+        except psutil.NoSuchProcess:
+            pass
+    assert not left, left
+    with socket.socket() as s:                                    # the port is free again
+        assert s.connect_ex(("127.0.0.1", port)) != 0

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import threading
 import time
 from typing import Annotated, Optional
@@ -16,6 +17,10 @@ import typer
 
 from rayline.cli import render
 from rayline.cli.runner import end_live, progress, run_body, run_stage
+
+# A stop waits this long for Serve to drain the app (its replicas' graceful_shutdown_timeout_s
+# is 20 s), then exits anyway: a stop must end.
+DRAIN_LIMIT_S = 30
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="rayline: an ML pipeline on one Ray cluster.")
 config_app = typer.Typer(no_args_is_help=True, help="Validate and show pipeline configs.")
@@ -232,9 +237,32 @@ def _serve_until_stopped(app_name: str) -> None:
             signal.signal(s, handler)
     from ray import serve
 
+    from rayline.runtime import embedded_ray_alive, end_embedded_processes
+
     t0 = time.perf_counter()
-    serve.delete(app_name)
+    drain = threading.Thread(target=serve.delete, args=(app_name,), daemon=True)
+    drain.start()
+    while drain.is_alive() and time.perf_counter() - t0 < DRAIN_LIMIT_S:
+        if not embedded_ray_alive():
+            # The signal went to the whole process group and ended the embedded Ray too: nothing
+            # is left to drain, and every call to Ray would wait a minute for its GCS. Serve's
+            # HAProxy ends with its parent (rayline-haproxy), the replicas with their raylet; what
+            # is still running is ended here, so nothing outlives rayline.
+            end_embedded_processes()
+            _exit_now(0, f"stopped: the signal also reached the embedded Ray (same process group); {app_name} "
+                         "ended without a drain (signal rayline alone for one, e.g. systemd KillMode=mixed)")
+        drain.join(0.1)
+    if drain.is_alive():
+        _exit_now(1, f"stopped: {app_name} did not drain within {DRAIN_LIMIT_S}s; exiting")
     typer.echo(f"stopped: {app_name} drained in {time.perf_counter() - t0:.1f}s", err=True)
+
+
+def _exit_now(code: int, line: str) -> None:
+    """Exit without Ray's shutdown (it would wait for a GCS that is gone or stuck)."""
+    typer.echo(line, err=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 @app.command("deploy")

@@ -180,10 +180,29 @@ def launch_args(args: list[str], body_timeout_s: float) -> list[str]:
     return args[:i] + [config + SUFFIX] + args[i + 1:]
 
 
+def die_with_parent() -> None:
+    """Ask the kernel to send HAProxy SIGTERM when the process that started it (Serve's proxy)
+    dies; it survives the exec. Without it, a process-group signal or a killed node left HAProxy
+    holding the port, answering 500 to everything. Linux only; elsewhere a no-op."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    parent = os.getppid()
+    pr_set_pdeathsig = 1
+    if ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, int(signal.SIGTERM), 0, 0, 0) != 0:
+        return
+    if os.getppid() != parent:  # the parent died before the request took effect
+        raise SystemExit("rayline-haproxy: Serve's process is gone; not starting HAProxy")
+
+
 def main() -> None:
     binary = real_binary()
     body_timeout_s = float(os.environ.get(ENV_BODY_TIMEOUT) or 10)
-    os.execv(binary, [binary, *launch_args(sys.argv[1:], body_timeout_s)])
+    args = launch_args(sys.argv[1:], body_timeout_s)
+    die_with_parent()
+    os.execv(binary, [binary, *args])
 
 
 if __name__ == "__main__":
