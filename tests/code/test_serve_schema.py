@@ -70,4 +70,21 @@ def test_deeply_nested_json_is_a_4xx(spec):
 def test_schema_lists_required_fields_and_constraints(spec):
     s = request_schema(spec)
     assert s["required"] == ["distance"] and s["additionalProperties"] is False
-    assert s["properties"]["distance"]["maximum"] == 6000 and s["properties"]["carrier"]["enum"] == ["UA", "AA", "DL"]
+    assert s["properties"]["distance"]["maximum"] == 6000
+    assert s["properties"]["carrier"]["enum"] == ["UA", "AA", "DL", None]   # optional: null is allowed too
+    assert s["properties"]["distance"]["type"] == ["number"]                # required: never null
+
+
+def test_schema_publishes_bounds_exactly_where_the_contract_checks_them():
+    from rayline.features.spec import CategoricalSpec, Constraint, FeatureSpec, LabelSpec, TimeSpec
+
+    spec = FeatureSpec(numeric=[], time=[TimeSpec(name="t", parts=["hour"])],
+                       categorical=[CategoricalSpec(name="flight", vocabulary=["1"], frequencies=[1.0])],
+                       label=LabelSpec(column="y", task="binary"),
+                       constraints={"flight": Constraint(required=True, min=1, max=8500)})
+    props = request_schema(spec)["properties"]
+    # a category's min/max rule is not checked online: only its text length and 64-bit integer form
+    assert props["flight"] == {"type": ["string", "integer"], "maxLength": 256, "minimum": -(2 ** 63),
+                               "maximum": 2 ** 63 - 1, "description": "1 known values; others use the out-of-vocabulary bucket"}
+    assert props["t"]["type"] == ["string", "null"] and props["t"]["maxLength"] == 40
+    assert "1678-01-01 and 2261-12-31" in props["t"]["description"]

@@ -71,6 +71,38 @@ def test_happy_path_single_and_batch(served, records):
     assert httpx.get(f"{d.url}/healthz").status_code == 200
     assert httpx.get(f"{d.url}/readyz").json()["ready"] is True
     assert httpx.get(f"{d.url}/docs").status_code == 200 and "/predict" in httpx.get(f"{d.url}/openapi.json").json()["paths"]
+    # /model names no storage location (absolute paths, the MLflow store)
+    assert not any(k.endswith("_uri") for k in info["lineage"]) and "uri" not in info["lineage"]["tracking"]
+    assert str(flights_root(served)) not in json.dumps(info)
+
+
+def flights_root(served):
+    return served[0].storage.root
+
+
+def test_the_published_document_is_the_enforced_contract(served, records):
+    """/openapi.json carries the record's fields, both body shapes (anyOf) and every status /predict
+    answers; a body valid for the schema is accepted and the errors it documents are the real ones."""
+    import jsonschema
+
+    scfg, _, _, d = served
+    doc = httpx.get(f"{d.url}/openapi.json", timeout=30).json()
+    record = doc["components"]["schemas"]["Record"]
+    assert record == httpx.get(f"{d.url}/model", timeout=30).json()["request_schema"]
+    body = doc["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert body == {"anyOf": [{"$ref": "#/components/schemas/Record"}, {"$ref": "#/components/schemas/Instances"}]}
+    statuses = set(doc["paths"]["/predict"]["post"]["responses"])
+    assert {"200", "400", "404", "408", "413", "415", "422", "500", "503"} <= statuses and "401" not in statuses
+    resolver = {"components": doc["components"], **body}
+    validator = jsonschema.Draft202012Validator(resolver)
+    one = records[0]
+    for shape in (one, {"instances": [one, one]}):
+        assert validator.is_valid(shape)                                  # exactly one branch matches
+        assert sum(jsonschema.Draft202012Validator({"components": doc["components"], **b}).is_valid(shape)
+                   for b in body["anyOf"]) == 1
+        assert _post(d.url, shape).status_code == 200
+    bad = {**one, "distance": None}                                       # required: null is refused by both
+    assert not validator.is_valid(bad) and _post(d.url, bad).status_code == 422
 
 
 def test_missing_optional_and_unseen_category_are_served(served, records):

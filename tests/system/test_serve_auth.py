@@ -53,7 +53,7 @@ def test_either_active_key_is_accepted(secured):
 def test_model_and_drift_need_the_key_probes_do_not(secured):
     d, _ = secured
     auth = {"authorization": f"Bearer {KEY}"}
-    for path in ("/model", "/drift"):
+    for path in ("/model", "/drift", "/openapi.json", "/docs"):  # the document names every field too
         assert httpx.get(f"{d.url}{path}", timeout=30).status_code == 401
         assert httpx.get(f"{d.url}{path}", headers=auth, timeout=30).status_code == 200
     assert httpx.get(f"{d.url}/model", headers=auth, timeout=30).json()["model_version"] == d.model_version

@@ -28,13 +28,15 @@ from rayline.serve.http import VERSION_HEADER, error_response, json_content, rea
 from rayline.serve.lifecycle import Loader, ModelHolder, registry_hooks, replica_device
 from rayline.serve.monitor import WINDOW_S, ServeMetrics, drift_report
 from rayline.serve.options import CONFIG_ARG, DEPLOYMENT, deployment_options
-from rayline.serve.schema import RequestError, parse_body, parse_instances, request_schema
+from rayline.serve.schema import RequestError, openapi_document, parse_body, parse_instances, request_schema
 
 log = logging.getLogger("ray.serve")
 DRIFT_PUSH_S = 5.0
 
+# The document and the docs page are routes of the deployment (below): they carry the served
+# model's record schema and, with API keys on, need a key like every route but the probes.
 api = FastAPI(title="rayline", description="Predictions from a model in the rayline registry.",
-              docs_url="/docs", openapi_url="/openapi.json")
+              docs_url=None, openapi_url=None, redoc_url=None)
 
 
 # Everything the routes below call must be imported or defined above them: @serve.ingress
@@ -138,9 +140,7 @@ class ModelServer:
     async def _predict_batch(self, items: list[Item]) -> list:
         return self._predict_items(items)
 
-    @api.post("/predict", openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
-        "schema": {"oneOf": [{"type": "object", "description": "one record"},
-                             {"type": "object", "properties": {"instances": {"type": "array"}}}]}}}}})
+    @api.post("/predict")  # its request body and answers are published by openapi_document
     async def predict(self, request: Request) -> JSONResponse:
         self._ensure_watcher()
         if denied := self._denied(request):
@@ -200,6 +200,23 @@ class ModelServer:
         v, model = self.models.current
         return {"model_version": v, "following": self.ref, "task": model.spec.label.task, "device": self.device,
                 "request_schema": request_schema(model.spec), **self.models.current_info}
+
+    @api.get("/openapi.json", include_in_schema=False)
+    async def openapi(self, request: Request):
+        if denied := self._denied(request):
+            return denied
+        if self.models.current is None:
+            return JSONResponse({"error": "not_ready", "message": "no model loaded yet"}, 503)
+        return openapi_document(request.app.openapi(), self.models.current[1].spec,
+                                self.cfg.serve.max_instances_per_request, bool(self.api_keys))
+
+    @api.get("/docs", include_in_schema=False)
+    async def docs(self, request: Request):
+        if denied := self._denied(request):
+            return denied
+        from fastapi.openapi.docs import get_swagger_ui_html
+
+        return get_swagger_ui_html(openapi_url=f"{request.scope.get('root_path', '')}/openapi.json", title="rayline")
 
     @api.get("/healthz")
     async def healthz(self) -> dict:

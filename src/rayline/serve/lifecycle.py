@@ -33,8 +33,17 @@ def registry_hooks(cfg: RaylineConfig, device: str) -> tuple[Loader, Callable[[s
 
     def info(version: int) -> dict:
         mv = registry.get(version)
-        return {"metrics": mv.metrics, "lineage": mv.lineage}
+        return {"metrics": mv.metrics, "lineage": public_lineage(mv.lineage)}
     return (lambda ref: registry.load(ref, device=device)), registry.resolve, info
+
+
+def public_lineage(lineage: dict) -> dict:
+    """A version's lineage as GET /model shows it to any client: ids, hashes and packages, but no
+    storage locations (absolute paths, bucket URIs, the MLflow store's path)."""
+    out = {k: v for k, v in lineage.items() if not k.endswith("_uri")}
+    if isinstance(out.get("tracking"), dict):
+        out["tracking"] = {k: v for k, v in out["tracking"].items() if k != "uri"}
+    return out
 
 
 def replica_device(gpus: float) -> str:

@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from rayline.features.contract import Contract, shown
+from rayline.features.coerce import TIME_RANGE_TEXT
+from rayline.features.contract import MAX_TEXT, MAX_TIME_TEXT, Contract, shown
 from rayline.features.spec import FeatureSpec
 
 
@@ -50,25 +51,39 @@ def parse_body(body: bytes, max_bytes: int) -> Any:
         raise RequestError(400, "malformed_json", f"request body is not valid JSON: {shown(str(e), 200)}") from None
 
 
+FLOAT_MAX = 1.7976931348623157e308
+
+
 def request_schema(spec: FeatureSpec) -> dict:
-    """JSON Schema of one instance (shown at GET /model and in the OpenAPI docs)."""
+    """JSON Schema of one instance (shown at GET /model and in the OpenAPI document): exactly what
+    the contract enforces. A required field is not nullable; bounds appear where they are checked
+    (a number's range, a category's text length and 64-bit integer form); a category's min/max
+    rules are not checked online (categories are names), so they are not published."""
     props: dict[str, dict] = {}
     kinds = spec.raw_kinds()
     for name, kind in kinds.items():
         c = spec.constraints.get(name)
-        p: dict[str, Any] = {"number": {"type": ["number", "null"]}, "float": {"type": ["number", "null"]},
-                             "string": {"type": ["string", "integer", "null"]},
-                             "timestamp": {"type": ["string", "null"], "format": "date-time"}}[kind].copy()
+        required = bool(c and c.required)
+        if kind == "string":
+            p: dict[str, Any] = {"type": ["string", "integer"], "maxLength": MAX_TEXT,
+                                 "minimum": -(2 ** 63), "maximum": 2 ** 63 - 1}
+        elif kind == "timestamp":
+            p = {"type": ["string"], "format": "date-time", "maxLength": MAX_TIME_TEXT,
+                 "description": f"ISO 8601, between {TIME_RANGE_TEXT} (UTC when no zone is given)"}
+        else:
+            p = {"type": ["number"], "minimum": -FLOAT_MAX, "maximum": FLOAT_MAX}
+        if not required:
+            p["type"] = [*p["type"], "null"]
         if c is not None:
-            if c.min is not None:
+            if kind != "string" and c.min is not None:
                 p["minimum"] = c.min
-            if c.max is not None:
+            if kind != "string" and c.max is not None:
                 p["maximum"] = c.max
             if c.allowed is not None:
-                p["enum"] = c.allowed
+                p["enum"] = [*c.allowed, *([None] if not required else [])]
             if kind == "timestamp" and c.format:
                 del p["format"]  # the declared formats are not RFC 3339 date-times
-                p["description"] = f"ISO 8601 or one of the formats {c.format}"
+                p["description"] = f"ISO 8601 or one of the formats {c.format}, between {TIME_RANGE_TEXT}"
                 if c.timezone:
                     p["description"] += f"; a value without a zone is in {c.timezone}"
         num = next((n for n in spec.numeric if n.name == name), None)
@@ -146,3 +161,55 @@ def validate_instances(payload: Any, contract: Contract, max_instances: int) -> 
 def _tname(v: Any) -> str:
     return {dict: "object", list: "array", str: "string", bool: "boolean", int: "integer", float: "number",
             type(None): "null"}.get(type(v), type(v).__name__)
+
+
+# Every error a route can answer, by status: what the OpenAPI document publishes.
+ERRORS = {
+    "/predict": {400: "malformed or empty body, a bad version header, a client that went away, or a header "
+                      "Serve reads holding bytes beyond printable ASCII", 401: "missing or invalid API key",
+                 404: "the pinned model version does not exist", 408: "the request did not arrive within the body timeout",
+                 413: "the body or the batch is over its limit", 415: "the body is not JSON (Content-Type)",
+                 422: "a record breaks the contract (the errors list names each field)", 500: "the model failed",
+                 503: "no model loaded yet, or the request was not answered in time"},
+    "/model": {401: "missing or invalid API key"},
+    "/drift": {401: "missing or invalid API key", 503: "no model loaded yet"},
+    "/readyz": {503: "no model loaded yet"},
+}
+ERROR_SCHEMA = {"type": "object", "required": ["error", "message"], "properties": {
+    "error": {"type": "string"}, "message": {"type": "string"}, "request_id": {"type": "string"},
+    "errors": {"type": "array", "items": {"type": "object"}}}}
+
+
+def openapi_document(generated: dict, spec: FeatureSpec, max_instances: int, auth: bool) -> dict:
+    """FastAPI's document with the contract filled in: the record's fields (from the FeatureSpec),
+    both body shapes (`anyOf`: a record has no field `instances`, so a body matches one), and
+    every status each route answers with its error body."""
+    doc = json.loads(json.dumps(generated))  # a copy: FastAPI caches its own
+    schemas = doc.setdefault("components", {}).setdefault("schemas", {})
+    schemas["Record"] = request_schema(spec)
+    schemas["Error"] = ERROR_SCHEMA
+    schemas["Instances"] = {"type": "object", "required": ["instances"], "additionalProperties": False,
+                            "properties": {"instances": {"type": "array", "minItems": 1, "maxItems": max_instances,
+                                                         "items": {"$ref": "#/components/schemas/Record"}}}}
+    paths = doc.get("paths", {})
+    predict = paths.get("/predict", {}).get("post")
+    if predict is not None:
+        predict["requestBody"] = {"required": True, "content": {"application/json": {"schema": {"anyOf": [
+            {"$ref": "#/components/schemas/Record"}, {"$ref": "#/components/schemas/Instances"}]}}}}
+        predict["responses"]["200"] = {"description": "one prediction per record, in order", "content": {
+            "application/json": {"schema": {"type": "object", "required": ["predictions", "model_version", "request_id"],
+                                            "properties": {"predictions": {"type": "array"},
+                                                           "model_version": {"type": "integer"},
+                                                           "request_id": {"type": "string"}}}}}}
+    for path, errors in ERRORS.items():
+        for op in paths.get(path, {}).values():
+            responses = op.setdefault("responses", {})
+            responses.pop("422", None) if path != "/predict" else None  # FastAPI's default validation error
+            for status, why in errors.items():
+                if status == 401 and not auth:
+                    continue
+                responses[str(status)] = {"description": why, "content": {
+                    "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+    schemas.pop("HTTPValidationError", None)
+    schemas.pop("ValidationError", None)
+    return doc
