@@ -32,6 +32,7 @@ def _verdicts(contract, records):
 @pytest.mark.parametrize("value,verdict", [
     (2 ** 64, ("range", "distance")),          # a huge integer: a number, outside the range
     (10 ** 400, ("type", "distance")),         # beyond float64
+    (int(1.7976931348623157e308) + 1, ("type", "distance")),  # float() would round it into range
     (1.7e308, ("range", "distance")),
     (float("inf"), ("type", "distance")),      # json.loads("1e400") gives inf
     ("12", ("type", "distance")),              # no numbers in strings online: JSON has numbers

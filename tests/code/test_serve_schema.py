@@ -49,7 +49,7 @@ def test_valid_single_and_batch(spec):
     ({"distance": 5, "carrier": ["UA"]}, 422, "wrong_type", "record.carrier must be a string or an integer (a category), got an array of 1"),
     ({"distance": 5, "ts": "yesterday"}, 422, "wrong_type", "record.ts must be an ISO 8601 date-time string"),
     ({"instances": []}, 422, "empty_batch", "'instances' is empty"),
-    ({"instances": [{"distance": 1}] * 11}, 413, "batch_too_large", "the limit is 10"),
+    ({"instances": [{"distance": 1}] * 11}, 422, "batch_too_large", "the limit is 10"),
     ({"instances": [{"distance": 1}, 7]}, 422, "wrong_type", "instances[1] must be a JSON object, got integer"),
     ({"instances": {"distance": 1}}, 422, "wrong_type", "'instances' must be a list"),
     ({"instances": [{"distance": 1}], "extra": 1}, 422, "unknown_field", "expected only 'instances'"),

@@ -59,3 +59,11 @@ def test_model_and_drift_need_the_key_probes_do_not(secured):
     assert httpx.get(f"{d.url}/model", headers=auth, timeout=30).json()["model_version"] == d.model_version
     assert httpx.get(f"{d.url}/healthz", timeout=30).status_code == 200
     assert httpx.get(f"{d.url}/readyz", timeout=30).json()["ready"] is True
+
+
+def test_schemathesis_with_the_key_finds_no_failure(secured):
+    from tests.system.test_serve import schemathesis
+
+    d, _ = secured
+    r = schemathesis(d.url, f"Authorization: Bearer {KEY}")
+    assert r.returncode == 0 and " passed" in r.stdout and "failure" not in r.stdout.lower(), r.stdout[-6000:]

@@ -89,7 +89,7 @@ def cases(good: dict) -> list[tuple[str, dict, int, str]]:
         ("instances_not_list", {"content": j({"instances": good})}, 422, "'instances' must be a list"),
         ("instances_empty", {"content": j({"instances": []})}, 422, "'instances' is empty"),
         # small records: the count, not the body size, must be what is refused
-        ("instances_too_many", {"content": j({"instances": [{"carrier": "UA"}] * 101})}, 413, "the limit is 100"),
+        ("instances_too_many", {"content": j({"instances": [{"carrier": "UA"}] * 101})}, 422, "the limit is 100"),
         ("instance_not_object", {"content": j({"instances": [good, 7]})}, 422, "instances[1] must be a JSON object"),
         ("instance_null", {"content": j({"instances": [None]})}, 422, "instances[0] must be a JSON object"),
         ("extra_top_level", {"content": j({"instances": [good], "x": 1})}, 422, "expected only 'instances'"),

@@ -30,6 +30,7 @@ from rayline.features.coerce import ISO_UTC, SMALL_BATCH, TIME_RANGE_TEXT, TimeP
 
 MAX_TEXT = 256          # characters in a category value
 MAX_TIME_TEXT = 40      # characters in a time stamp
+_FLOAT_MAX_INT = int(np.finfo(np.float64).max)  # the largest integer a number field accepts (the published maximum)
 _KIND_TYPE = {"float": "float", "string": "string", "timestamp": "timestamp"}
 
 QUARANTINE_SCHEMA = pa.schema([
@@ -346,11 +347,11 @@ def _json_column(values: list, kind: str) -> tuple[pa.Array, np.ndarray]:
             if isinstance(v, bool) or not isinstance(v, (int, float)):
                 bad[i] = True
                 continue
-            try:
-                x[i] = float(v)  # ints of any size; too large for float64 -> OverflowError
-                null[i] = False
-            except OverflowError:
-                bad[i] = True
+            if isinstance(v, int) and not -_FLOAT_MAX_INT <= v <= _FLOAT_MAX_INT:
+                bad[i] = True  # beyond float64's range, though float() would round it down to the edge
+                continue
+            x[i] = float(v)
+            null[i] = False
         return pa.array(x, pa.float64(), mask=null), bad
     if kind == "string":
         # Categories: text as it is; integers and floats spelled as the shared coercion spells

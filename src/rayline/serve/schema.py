@@ -51,7 +51,18 @@ def parse_body(body: bytes, max_bytes: int) -> Any:
         raise RequestError(400, "malformed_json", f"request body is not valid JSON: {shown(str(e), 200)}") from None
 
 
-FLOAT_MAX = 1.7976931348623157e308
+# float64's largest value, exactly (the decimal 1.7976931348623157e308 is smaller than it: a
+# validator comparing digits would call the integers in between out of range)
+FLOAT_MAX = int(np.finfo(np.float64).max)
+# The canonical spelling of an instant the contract accepts, as a pattern a client (or a fuzzer)
+# can generate from: real calendar dates (February to the 28th), fractional seconds, an optional
+# zone. Years 1679-2260: inside coerce.TIME_MIN..TIME_MAX whatever the offset. The server accepts
+# more (a space for T, a date alone, Feb 29 of leap years, the edge years): the pattern promises
+# only what is always accepted. No `format: date-time` beside it: RFC 3339 allows years the
+# contract refuses.
+TIME_PATTERN = (r"^(1(679|6[89][0-9]|[7-9][0-9]{2})|2([01][0-9]{2}|2([0-5][0-9]|60)))-"
+                r"((0[13578]|1[02])-(0[1-9]|[12][0-9]|3[01])|(0[469]|11)-(0[1-9]|[12][0-9]|30)|02-(0[1-9]|1[0-9]|2[0-8]))"
+                r"T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,9})?(Z|[+-](0[0-9]|1[0-3]):[0-5][0-9])?$")
 
 
 def request_schema(spec: FeatureSpec) -> dict:
@@ -68,7 +79,7 @@ def request_schema(spec: FeatureSpec) -> dict:
             p: dict[str, Any] = {"type": ["string", "integer"], "maxLength": MAX_TEXT,
                                  "minimum": -(2 ** 63), "maximum": 2 ** 63 - 1}
         elif kind == "timestamp":
-            p = {"type": ["string"], "format": "date-time", "maxLength": MAX_TIME_TEXT,
+            p = {"type": ["string"], "maxLength": MAX_TIME_TEXT, "pattern": TIME_PATTERN,
                  "description": f"ISO 8601, between {TIME_RANGE_TEXT} (UTC when no zone is given)"}
         else:
             p = {"type": ["number"], "minimum": -FLOAT_MAX, "maximum": FLOAT_MAX}
@@ -82,7 +93,7 @@ def request_schema(spec: FeatureSpec) -> dict:
             if c.allowed is not None:
                 p["enum"] = [*c.allowed, *([None] if not required else [])]
             if kind == "timestamp" and c.format:
-                del p["format"]  # the declared formats are not RFC 3339 date-times
+                del p["pattern"]  # the declared formats are spellings of their own
                 p["description"] = f"ISO 8601 or one of the formats {c.format}, between {TIME_RANGE_TEXT}"
                 if c.timezone:
                     p["description"] += f"; a value without a zone is in {c.timezone}"
@@ -115,7 +126,8 @@ def parse_instances(payload: Any, kinds: dict[str, str], max_instances: int) -> 
         if not instances:
             raise RequestError(422, "empty_batch", "'instances' is empty; send at least one record")
         if len(instances) > max_instances:
-            raise RequestError(413, "batch_too_large", f"'instances' has {len(instances):,} records; the limit is {max_instances:,}")
+            # 422, not 413: the body is within its byte limit; its shape breaks the contract (maxItems)
+            raise RequestError(422, "batch_too_large", f"'instances' has {len(instances):,} records; the limit is {max_instances:,}")
         batched = True
     elif isinstance(payload, dict):
         instances, batched = [payload], False
@@ -168,8 +180,9 @@ ERRORS = {
     "/predict": {400: "malformed or empty body, a bad version header, a client that went away, or a header "
                       "Serve reads holding bytes beyond printable ASCII", 401: "missing or invalid API key",
                  404: "the pinned model version does not exist", 408: "the request did not arrive within the body timeout",
-                 413: "the body or the batch is over its limit", 415: "the body is not JSON (Content-Type)",
-                 422: "a record breaks the contract (the errors list names each field)", 500: "the model failed",
+                 413: "the body is over serve.max_body_bytes", 415: "the body is not JSON (Content-Type)",
+                 422: "a record breaks the contract (the errors list names each field), or more records than "
+                      "serve.max_instances_per_request", 500: "the model failed",
                  503: "no model loaded yet, or the request was not answered in time"},
     "/model": {401: "missing or invalid API key"},
     "/drift": {401: "missing or invalid API key", 503: "no model loaded yet"},
