@@ -90,6 +90,7 @@ def test_a_signal_to_the_whole_process_group_leaves_nothing_behind(flights_model
         assert lines and lines[-1].startswith("serving "), "\n".join(lines[-40:])
         started = psutil.Process(proc.pid).children(recursive=True)
         assert any(p.name() == "haproxy" for p in started), [p.name() for p in started]
+        _check_listeners([psutil.Process(proc.pid), *started], port)
         t0 = time.time()
         os.killpg(proc.pid, signal.SIGTERM)                       # the whole group, not rayline alone
         rest, _ = proc.communicate(timeout=60)
@@ -111,3 +112,28 @@ def test_a_signal_to_the_whole_process_group_leaves_nothing_behind(flights_model
     assert not left, left
     with socket.socket() as s:                                    # the port is free again
         assert s.connect_ex(("127.0.0.1", port)) != 0
+
+
+def _check_listeners(procs, port: int) -> None:
+    """Every listening socket of an embedded `rayline serve`, against the set the README documents:
+    HTTP only on serve.host (HAProxy's frontend and exporter, each replica's server in
+    30000-31000, Serve's proxy actor, the dashboard on 127.0.0.1); on other addresses only Ray's
+    own token-authenticated gRPC servers (GCS, raylet, core workers, agents)."""
+    import psutil
+
+    http, wildcard = [], []
+    for p in procs:
+        try:
+            name = p.name()
+            socks = [c.laddr for c in p.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN]
+        except psutil.Error:
+            continue
+        for a in socks:
+            if name == "haproxy" or (30000 <= a.port <= 31000) or a.port in (port, 8265):
+                http.append((name, a.ip, a.port))
+            elif a.ip != "127.0.0.1":
+                wildcard.append((name, a.ip, a.port))
+    assert http and all(ip == "127.0.0.1" for _, ip, _ in http), http
+    assert {p for n, _, p in http if n == "haproxy"} >= {port} and len([1 for n, *_ in http if n == "haproxy"]) == 2, http
+    ray_own = ("gcs_server", "raylet", "ray::", "python", "rayline")  # Ray's gRPC servers, its agents, the driver's core worker
+    assert all(n.startswith(ray_own) for n, _, _ in wildcard), wildcard
