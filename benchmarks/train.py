@@ -14,6 +14,17 @@ ratios), ratio_min, ratio_max, device, to_first_step_s, and on GPUs each side's 
 during its epochs (nvidia-smi).
 
     python benchmarks/train.py [--epochs 4] [--workers 2] [--repeats 3] [--quick]
+
+`--family xgboost`: rayline's XGBoost (XGBoostTrainer workers, its loop, reports and
+checkpoints) against one `xgboost.train` process with the same total threads, the same
+model-ready files, the same parameters and a fixed number of rounds (no early stopping), each
+evaluating the validation split every round. Seconds per round are boosting time over rounds
+(rayline: its reports' round windows; plain: the train call); the ratio is plain / rayline (1.0:
+as fast as one plain process). Both boosters are scored on the test split (AUC). The last line:
+{"name": "train_xgboost", "ratio", "ratio_min", "ratio_max", "rayline_s_per_round",
+"plain_s_per_round", "to_first_round_s", "auc_rayline", "auc_plain", ...}.
+
+    python benchmarks/train.py --family xgboost [--rounds 300] [--workers 2] [--repeats 3] [--quick]
 """
 
 from __future__ import annotations
@@ -146,6 +157,93 @@ class GpuBusy:
             self.proc.terminate()
 
 
+def _split_arrays(ingest, split: str):
+    from rayline.features.spec import model_inputs_from_table
+    from rayline.train.shard import read_shard
+
+    t = read_shard(ingest.split_uri(split), 0, 1, ["x_num", "x_cat", "y"])
+    num, cat = model_inputs_from_table(t)
+    return num, cat, t.column("y").to_numpy()
+
+
+def _test_auc(ingest, booster) -> float:
+    from sklearn.metrics import roc_auc_score
+
+    from rayline.model import boosted
+
+    num, cat, y = _split_arrays(ingest, "test")
+    return float(roc_auc_score(y, boosted.margins(booster, num, cat)))
+
+
+def plain_xgboost(ingest, cfg, rounds: int, threads: int) -> tuple[float, object]:
+    """(seconds per round, booster): one process, `threads` threads, validation evaluated each round."""
+    import xgboost as xgb
+
+    from rayline.model import boosted
+    from rayline.train.boosted_loop import target
+
+    spec = ingest.spec
+    num, cat, y = _split_arrays(ingest, "train")
+    vnum, vcat, vy = _split_arrays(ingest, "valid")
+    dtrain = boosted.dmatrix(spec, num, cat, target(spec.label, y))
+    dvalid = boosted.dmatrix(spec, vnum, vcat, target(spec.label, vy))
+    params = {**boosted.params(spec, cfg.train.model.xgboost, "cpu", cfg.train.seed), "nthread": threads}
+    t = time.perf_counter()
+    booster = xgb.train(params, dtrain, num_boost_round=rounds, evals=[(dvalid, "valid")], verbose_eval=False)
+    return (time.perf_counter() - t) / rounds, booster
+
+
+def xgboost_main(args) -> None:
+    rounds = 150 if args.quick else args.rounds
+    work = Path(tempfile.mkdtemp(prefix="rayline-xgb-bench-"))
+    try:
+        import ray
+
+        from rayline.data import run_ingest
+        from rayline.model import boosted
+        from rayline.runtime import configure_data_context
+        from rayline.train import run_training
+
+        ray.init(num_cpus=os.cpu_count(), include_dashboard=True, logging_level="ERROR", log_to_driver=False)
+        configure_data_context(progress_bars=False)
+        cfg = load_config(ROOT / "configs/flights.yaml", [
+            f"storage.root={work}", "train.model.family=xgboost", f"train.num_workers={args.workers}",
+            f"train.model.xgboost.num_boost_round={rounds}", "train.model.xgboost.early_stopping_rounds=null"])
+        storage = Storage(cfg.storage.root)
+        ingest = run_ingest(cfg, storage)
+        rl, first, auc_rl, workers, threads = [], [], None, args.workers, 1
+        for i in range(args.repeats):
+            result = run_training(cfg, ingest, storage, run_name=f"xgb-bench-{i}", fresh=True)
+            hist = result.history
+            rl.append(sum(h["epoch_time_s"] for h in hist) / sum(h.get("rounds_in_epoch", 0) for h in hist))
+            first.append(result.timings_s.get("to_first_step"))
+            auc_rl = _test_auc(ingest, boosted.load(result.model_bytes))
+            workers = result.workers
+        ray.shutdown()
+        # the same total threads: each Ray Train worker runs XGBoost with its OMP_NUM_THREADS
+        # (max(1, floor(cpus_per_worker))), so `workers` of them use that many in all
+        threads = workers * max(1, int(cfg.train.cpus_per_worker))
+        plain = [plain_xgboost(ingest, cfg, rounds, threads) for _ in range(args.repeats)]
+        base = [s for s, _ in plain]
+        auc_plain = _test_auc(ingest, plain[-1][1])
+        ratios = [b / r for b, r in zip(base, rl)]
+        print(f"{'xgboost, ' + str(rounds) + ' rounds, ' + str(threads) + ' threads in all':<44}{'s/round median (range)':>26}")
+        print(f"{'rayline (' + str(workers) + ' XGBoostTrainer workers)':<44}{statistics.median(rl):>12.4f}  "
+              f"({min(rl):.4f}-{max(rl):.4f})")
+        print(f"{'one xgboost.train process':<44}{statistics.median(base):>12.4f}  ({min(base):.4f}-{max(base):.4f})")
+        print(f"ratio (plain / rayline) per repeat: {', '.join(f'{r:.3f}' for r in ratios)}; test AUC rayline "
+              f"{auc_rl:.4f}, plain {auc_plain:.4f}; fit() to the first round {statistics.median(first):.1f}s")
+        print(json.dumps({"name": "train_xgboost", "ratio": round(statistics.median(ratios), 3),
+                          "ratio_min": round(min(ratios), 3), "ratio_max": round(max(ratios), 3),
+                          "rayline_s_per_round": round(statistics.median(rl), 5),
+                          "plain_s_per_round": round(statistics.median(base), 5),
+                          "to_first_round_s": round(statistics.median(first), 2), "auc_rayline": round(auc_rl, 4),
+                          "auc_plain": round(auc_plain, 4), "rounds": rounds, "workers": workers, "threads": threads,
+                          "repeats": args.repeats}))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def _spread(xs: list[float]) -> str:
     return f"{statistics.median(xs):>12,.0f}  ({min(xs):,.0f}-{max(xs):,.0f})"
 
@@ -155,8 +253,12 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=4)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--quick", action="store_true", help="3 epochs")
+    ap.add_argument("--quick", action="store_true", help="3 epochs (xgboost: 150 rounds)")
+    ap.add_argument("--family", choices=["mlp", "xgboost"], default="mlp")
+    ap.add_argument("--rounds", type=int, default=300, help="xgboost: boosting rounds, fixed")
     args = ap.parse_args()
+    if args.family == "xgboost":
+        return xgboost_main(args)
     epochs = 3 if args.quick else args.epochs
     work = Path(tempfile.mkdtemp(prefix="rayline-train-bench-"))
     try:

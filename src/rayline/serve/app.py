@@ -21,6 +21,7 @@ from fastapi.responses import JSONResponse
 from ray import serve
 
 from rayline.config import RaylineConfig, config_from_dict, load_config
+from rayline.errors import RegistryError
 from rayline.features.contract import shown
 from rayline.serve.auth import CHALLENGE, authorized, load_api_keys
 from rayline.serve.batching import Item, predict_items
@@ -57,7 +58,12 @@ class ModelServer:
                                   self.device)
         torch.set_num_threads(max(1, math.ceil(sc.cpus_per_replica)))
         self.ref, self.poll_s = self.cfg.alias, sc.model_poll_s
-        self.models.switch(self.ref)
+        try:
+            self.models.switch(self.ref)
+        except RegistryError:
+            # A version deployed before any alias points at one: Serve calls reconfigure() with
+            # the deployment's user_config (the model to serve) before the replica takes traffic.
+            log.warning(json.dumps({"event": "alias_missing", "ref": self.ref}))
         self._predict_batch.set_max_batch_size(sc.max_batch_size)
         self._predict_batch.set_batch_wait_timeout_s(sc.batch_wait_timeout_s)
         self.metrics = ServeMetrics()

@@ -100,10 +100,22 @@ def train_loop_per_worker(config: dict) -> None:
     if remaining <= 0 or _stopped(state, xc):
         return
 
-    reporter = _Reporter(spec, cfg, metric, mode, state, rank, world, rows, device)
-    booster = xgb.train(params, dtrain, num_boost_round=remaining, evals=[(dtrain, "train"), (dvalid, "valid")],
+    reporter = _Reporter(spec, cfg, metric, mode, state, rank, world, rows, device, dtrain)
+    # Only the validation set is evaluated every round (early stopping needs it); the training
+    # loss, for the history, is evaluated at each report. Evaluating the training matrix every
+    # round (its AUC sorts every row) cost more than a round's boosting here.
+    booster = xgb.train(params, dtrain, num_boost_round=remaining, evals=[(dvalid, "valid")],
                         xgb_model=start, callbacks=[reporter], verbose_eval=False)
     reporter.finish(booster)
+
+
+def _eval_value(text: str, metric: str) -> float:
+    """One metric from Booster.eval's line ('[0]\ttrain-logloss:0.51\ttrain-auc:0.70')."""
+    for part in text.split("\t")[1:]:
+        name, _, value = part.rpartition(":")
+        if name.endswith(f"-{metric}"):
+            return float(value)
+    return float("nan")
 
 
 def _stopped(state: dict, xc) -> bool:
@@ -114,7 +126,7 @@ class _Reporter(xgb.callback.TrainingCallback):
     """XGBoost callback: early stopping on the rayline metric, history rows, checkpoints, reports."""
 
     def __init__(self, spec: FeatureSpec, cfg: TrainConfig, metric: str, mode: str, state: dict, rank: int,
-                 world: int, rows: int, device: str):
+                 world: int, rows: int, device: str, dtrain):
         super().__init__()
         # XGBoost's histograms are fp32; with device cuda it copies the training matrix to the GPU once.
         self.run_info = {"precision": "fp32", "feed_device": device}
@@ -122,15 +134,18 @@ class _Reporter(xgb.callback.TrainingCallback):
         self.rank, self.world, self.rows = rank, world, rows
         self.last_reported, self.t = None, time.perf_counter()
         self.rounds_since = 0
-        self._losses, self._value = (float("nan"), float("nan")), float("nan")
+        self.dtrain, self.first_round_at = dtrain, None
+        self._val_loss, self._value = float("nan"), float("nan")
 
     def after_iteration(self, model, epoch: int, evals_log: dict) -> bool:
         task = self.spec.label.task
         rounds = model.num_boosted_rounds()
         self.rounds_since += 1
+        if self.first_round_at is None:
+            self.first_round_at = time.time()  # the driver reports fit() -> first round (to_first_step)
         value = to_user_units(self.spec.label, task, float(evals_log["valid"][WATCHED[task]][-1]))
         self._value = value
-        self._losses = (float(evals_log["train"][LOSS[task]][-1]), float(evals_log["valid"][LOSS[task]][-1]))
+        self._val_loss = float(evals_log["valid"][LOSS[task]][-1])
         s = self.state
         improved = s["best"] is None or (value > s["best"] if self.mode == "max" else value < s["best"])
         if improved:
@@ -152,12 +167,15 @@ class _Reporter(xgb.callback.TrainingCallback):
 
         s = self.state
         rounds = model.num_boosted_rounds()
-        elapsed = time.perf_counter() - self.t
+        elapsed = time.perf_counter() - self.t  # boosting and validation only: the train loss below is not in it
+        train_loss = _eval_value(model.eval(self.dtrain, "train"), LOSS[self.spec.label.task])
         row = {"epoch": len(s["history"]) + 1, "round": rounds,
-               "train_loss": self._losses[0], "val_loss": self._losses[1], f"val_{self.metric}": self._value,
-               "epoch_time_s": round(elapsed, 3),
+               "train_loss": train_loss, "val_loss": self._val_loss, f"val_{self.metric}": self._value,
+               "epoch_time_s": round(elapsed, 3), "rounds_in_epoch": self.rounds_since,
                "train_samples_per_s": round(self.rows * self.world * self.rounds_since / max(elapsed, 1e-9), 1),
                "attempt": s["attempt"], "best_round": s["best_round"], **self.run_info}
+        if not s["history"] or s["history"][-1].get("attempt") != s["attempt"]:
+            row["first_step_at"] = self.first_round_at  # this attempt's first report
         s["history"].append(row)
         best_score = s["best"] if self.mode == "max" else -s["best"]
         metrics = {**row, "best": s["best"], "score": best_score}
