@@ -211,7 +211,7 @@ def _pandas_holidays(local) -> np.ndarray:
 def run_pandas(files: list[str], out: str, shard_by_shard: bool) -> tuple[float, int]:
     t = time.perf_counter()
     weather, planes, airports = _pandas_dims()
-    counts = _pandas_counts(files)
+    count_tables = _pandas_counts(files)
     groups = [[f] for f in files] if shard_by_shard else [files]
     # pass 1: statistics of the training rows
     sums, sq, cnt, counts, rows, ntrain = {}, {}, {}, {c: {} for c in CATEG}, 0, 0
@@ -220,7 +220,7 @@ def run_pandas(files: list[str], out: str, shard_by_shard: bool) -> tuple[float,
     for i, g in enumerate(groups):
         df = pd.concat([pd.read_parquet(f) for f in g])
         rows += len(df)
-        df, quarantine = _pandas_prepare(df, weather, planes, airports, counts)
+        df, quarantine = _pandas_prepare(df, weather, planes, airports, count_tables)
         quarantine.to_parquet(f"{out}/quarantine-{i:05d}.parquet")
         tr = df[df["split"] == "train"]
         ntrain += len(tr)
@@ -241,7 +241,7 @@ def run_pandas(files: list[str], out: str, shard_by_shard: bool) -> tuple[float,
     # pass 2: transform and write
     for i, g in enumerate(groups):
         if shard_by_shard:
-            df, _ = _pandas_prepare(pd.concat([pd.read_parquet(f) for f in g]), weather, planes, airports, counts)
+            df, _ = _pandas_prepare(pd.concat([pd.read_parquet(f) for f in g]), weather, planes, airports, count_tables)
         else:
             df = prepared[0]
         feats = {}
