@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -383,7 +384,8 @@ def schemathesis(url: str, *headers: str) -> subprocess.CompletedProcess:
     st = Path(sys.executable).parent / "st"
     args = [str(st), "run", f"{url}/openapi.json", "--checks", "all", "--max-examples", "60", "--seed", "1",
             "--no-color", *[a for h in headers for a in ("-H", h)]]
-    return subprocess.run(args, capture_output=True, text=True, timeout=600)
+    with tempfile.TemporaryDirectory() as cwd:  # its crash cache (.schemathesis/) stays out of the repo
+        return subprocess.run(args, capture_output=True, text=True, timeout=600, cwd=cwd)
 
 
 def test_schemathesis_finds_no_failure_with_every_check(served):

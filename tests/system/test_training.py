@@ -243,40 +243,6 @@ def test_without_rays_cleaner_the_driver_frees_a_dead_controllers_placement_grou
     assert _actors("PlacementGroupCleaner") == cleaners  # the lean trainer started none
 
 
-def test_same_raw_data_gives_the_same_model_ready_files_and_booster(ray_local, tmp_path):
-    """Repeatable models: ingest + train twice in fresh storage roots, on input cut into several
-    files and many blocks; the model-ready files (names and bytes) and the booster's SHA-256 match."""
-    import hashlib
-
-    import pyarrow.csv as pacsv
-
-    from tests.conftest import small_tables, write_tables
-
-    tables = small_tables(6000)
-    data = tmp_path / "data"
-    write_tables({k: v for k, v in tables.items() if k != "trips"}, data)
-    (data / "trips").mkdir()
-    for i in range(4):
-        pacsv.write_csv(tables["trips"].slice(i * 1500, 1500), data / "trips" / f"part-{i}.csv")
-    shas, files = [], []
-    for run in ("a", "b"):
-        raw = small_config(data, tmp_path / f"root-{run}")
-        raw["data"]["sources"]["trips"]["path"] = str(data / "trips")
-        raw["data"]["block_rows"] = 1024  # the smallest allowed: 2,000 rows in several blocks and tasks
-        raw["train"].update({"model": {"family": "xgboost", "xgboost": {"num_boost_round": 30, "checkpoint_every": 10}},
-                             "seed": 7})
-        cfg = config_from_dict(raw)
-        out = train_and_register(cfg, Storage(cfg.storage.root))
-        manifest = json.loads(Path(out.version.lineage["ingest_uri"], "manifest.json").read_text())
-        files.append({k: v for k, v in manifest["files"].items() if k.startswith("ready/")})
-        booster = Registry(Storage(cfg.storage.root), cfg.name).read_file(out.version.version, "booster.ubj")
-        shas.append(hashlib.sha256(booster).hexdigest())
-        assert out.version.lineage["training"]["seed"] == 7 and out.version.lineage["training"]["workers"] == 2
-    assert len(files[0]) > 3 and all("/part-" in k for k in files[0])
-    assert files[0] == files[1]            # same names, same checksums
-    assert shas[0] == shas[1]
-
-
 def test_a_worker_failure_reaches_the_user_as_the_workers_own_error(ray_local, small_data):
     """The issue's case: the training split gone from under the workers. The one-line error names
     the worker's exception and message (was: 'WorkerGroupError: Training failed due to worker

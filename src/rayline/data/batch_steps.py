@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from rayline.config import ColumnRule, RaylineConfig
 from rayline.data.counts import add_counts
@@ -197,16 +198,19 @@ def split_classes(typed: pa.Table, split: np.ndarray, cfg: RaylineConfig) -> dic
     col = typed.column(lab.column)
     if lab.positive_if:
         (op, value), = lab.positive_if.items()
-        classes = np.where(compare(col, op, value), "positive", "negative")
+        names, codes = ["negative", "positive"], np.asarray(compare(col, op, value), dtype=bool).astype(np.int64)
     elif cfg.task == "binary":
-        classes = np.where(np.nan_to_num(coerce(col, "float")[0].to_numpy(zero_copy_only=False)) > 0.5, "1", "0")
+        x = np.nan_to_num(coerce(col, "float")[0].to_numpy(zero_copy_only=False))
+        names, codes = ["0", "1"], (x > 0.5).astype(np.int64)
     else:
-        classes = np.asarray(coerce(col, "string")[0].to_pylist(), dtype=object)
-    out: dict[str, dict[str, int]] = {}
-    for code, name in enumerate(SPLIT_NAMES[:-1]):
-        values, counts = np.unique(classes[split == code].astype(str), return_counts=True)
-        out[name] = {str(v): int(c) for v, c in zip(values, counts)}
-    return out
+        names = list(lab.classes or [])
+        idx = pc.index_in(coerce(col, "string")[0], value_set=pa.array(names, pa.string()))
+        codes = pc.fill_null(idx, len(names)).to_numpy(zero_copy_only=False).astype(np.int64)
+    # one bincount over (split, class) pairs: no per-row Python work in the ingest's hot loop
+    k = len(names) + 1  # the last: a class not declared (only on quarantined rows)
+    table = np.bincount(split.astype(np.int64) * k + codes, minlength=len(SPLIT_NAMES) * k).reshape(-1, k)
+    return {name: {c: int(n) for c, n in zip(names, table[code]) if n}
+            for code, name in enumerate(SPLIT_NAMES[:-1])}
 
 
 def compare_label(train: pa.Table, cfg: RaylineConfig) -> np.ndarray | None:

@@ -238,33 +238,19 @@ READY_PARQUET_OPTIONS = {"use_dictionary": False}
 def _map_and_write(cfg, primary: src_mod.ResolvedSource, processor: BatchProcessor, out: str, fs, **write_args) -> None:
     """Read the primary table, map `processor` over it and write the result as Parquet under
     `out`; a failed task becomes a message naming the broken input file, not a Ray traceback."""
-    stable = {}
     if processor.spec_json is not None:
         # Pass 2 writes no quarantine, so it reads only what rules, joins, split and features
         # use (every file has these: check_files). Parquet then skips the other columns' pages.
         ds = src_mod.read_dataset(primary, columns=required_primary_columns(cfg))
-        # The model-ready files are the same bytes under the same names on every run (the
-        # training shards follow the sorted names): input order kept, names from the task index.
-        from ray.data import DataContext
-        from ray.data.datasource import SaveMode
-
-        from rayline.data.stable_names import StableNames
-
-        options = DataContext.get_current().execution_options
-        ordered_before, options.preserve_order = options.preserve_order, True
-        stable = {"filename_provider": StableNames(), "mode": SaveMode.OVERWRITE}
     else:
         ds = src_mod.read_dataset(primary)
         if "path" not in required_primary_columns(cfg):
             ds = ds.rename_columns({"path": src_mod.PATH_COLUMN})
     ds = ds.map_batches(processor, batch_format="pyarrow", batch_size=cfg.data.block_rows, zero_copy_batch=True)
     try:
-        ds.write_parquet(out, filesystem=fs, **write_args, **stable)
+        ds.write_parquet(out, filesystem=fs, **write_args)
     except Exception as e:  # noqa: BLE001 - turn task failures into a message with the cause
         raise _user_error(e, primary) from None
-    finally:
-        if stable:
-            options.preserve_order = ordered_before
 
 
 def _write_quarantine(storage: Storage, tmp: str, pass1_dir: str,
