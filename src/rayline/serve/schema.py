@@ -217,7 +217,8 @@ def openapi_document(generated: dict, spec: FeatureSpec, max_instances: int, aut
     for path, errors in ERRORS.items():
         for op in paths.get(path, {}).values():
             responses = op.setdefault("responses", {})
-            responses.pop("422", None) if path != "/predict" else None  # FastAPI's default validation error
+            if path != "/predict":
+                responses.pop("422", None)  # FastAPI's default validation error: these routes take no body
             for status, why in errors.items():
                 if status == 401 and not auth:
                     continue
