@@ -12,6 +12,8 @@ import os
 import sys
 from collections.abc import Iterator
 
+from rayline import ray_compat
+
 log = logging.getLogger(__name__)
 
 
@@ -102,7 +104,7 @@ def embedded() -> bool:
     address): a one-node cluster that ends with this process."""
     import ray
 
-    node = getattr(ray._private.worker, "_global_node", None)
+    node = ray_compat.global_node()
     return bool(ray.is_initialized() and node is not None and getattr(node, "head", False))
 
 
@@ -123,9 +125,7 @@ def _errors_only(record: logging.LogRecord) -> bool:
 def session_logs() -> str | None:
     """The Ray session's log directory on this node (workers' output lands there), or None."""
     try:
-        import ray
-
-        return os.path.join(ray._private.worker.global_worker.node.get_session_dir_path(), "logs")
+        return os.path.join(ray_compat.session_dir(), "logs")
     except Exception:  # noqa: BLE001 - attached through Ray Client or an older layout: no path to show
         return None
 

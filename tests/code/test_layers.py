@@ -12,7 +12,7 @@ import rayline
 
 SRC = Path(rayline.__file__).parent
 LAYERS = [
-    {"config", "errors", "storage", "layout", "runtime"},
+    {"config", "errors", "storage", "layout", "runtime", "ray_compat"},
     {"features"},
     {"data", "model"},
     {"train", "evaluate"},

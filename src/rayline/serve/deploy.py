@@ -58,8 +58,9 @@ def apply(config: dict, timeout_s: float = 180, progress=lambda m: None) -> None
     that it does not name. The applications of others (another team's `serve deploy` on a shared
     cluster) are therefore carried into it as they are deployed now, so rayline's deploy changes
     its own application and nothing else."""
-    from ray.serve._private.api import serve_start
     from ray.serve.schema import ServeDeploySchema
+
+    from rayline.ray_compat import serve_start
 
     schema = ServeDeploySchema.model_validate(config)
     client = serve_start(http_options=schema.http_options.model_dump(), proxy_location=schema.proxy_location,

@@ -42,11 +42,13 @@ import os
 import shutil
 import sys
 
+from rayline.ray_compat import SERVE_HAPROXY_BINARY, SERVE_HAPROXY_FRONTEND
+
 ENV_BINARY = "RAYLINE_HAPROXY_BINARY"
 ENV_BODY_TIMEOUT = "RAYLINE_BODY_TIMEOUT_S"
-ENV_SERVE_BINARY = "RAY_SERVE_HAPROXY_BINARY_PATH"  # where Serve looks for HAProxy: this launcher
+ENV_SERVE_BINARY = SERVE_HAPROXY_BINARY  # where Serve looks for HAProxy: this launcher
 SUFFIX = ".rayline"  # the patched copy beside Serve's config; Serve's own file is left as written
-FRONTEND = "frontend http_frontend"  # Serve's HTTP frontend (its template's name)
+FRONTEND = SERVE_HAPROXY_FRONTEND  # Serve's HTTP frontend (its template's name)
 HOLD_DIGITS = 4  # requests declaring a body of at most 4 digits (< 10,000 bytes) are held whole
 ENV_STATS = "RAYLINE_HAPROXY_STATS"  # "1": keep HAProxy's stats page (bound to serve.host)
 # Headers Serve's replica reads before rayline's handler runs; a byte outside printable ASCII in

@@ -18,9 +18,10 @@ import warnings
 
 from rayline.config import ServeConfig
 from rayline.runtime import free_port
-from rayline.serve.haproxy_launch import ENV_BODY_TIMEOUT, ENV_SERVE_BINARY
+from rayline import ray_compat as rc
+from rayline.serve.haproxy_launch import ENV_BODY_TIMEOUT
 
-HAPROXY = "RAY_SERVE_ENABLE_HA_PROXY"
+HAPROXY = rc.SERVE_HAPROXY
 # A prediction is idempotent: a request whose replica died (connection refused, or closed with
 # no answer) is sent to another replica instead of failing. Only those two: a slow answer is
 # not retried (the request may still be running).
@@ -40,7 +41,7 @@ LAUNCHER = "rayline-haproxy"  # installed with rayline ([project.scripts])
 # for long (storage reads run in worker threads; a forward pass of a batch takes milliseconds).
 # Alternating runs on this host, one replica, HAProxy: c=1 p50 3.1-3.9 ms vs 3.6-6.3 ms, c=16
 # 842-977 req/s vs 625-745.
-USER_CODE_THREAD = "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD"
+USER_CODE_THREAD = rc.SERVE_USER_CODE_THREAD
 
 
 def launcher_path() -> str | None:
@@ -53,13 +54,13 @@ def ingress_env(serve: ServeConfig) -> dict[str, str]:
     free ports (Ray's fixed 8404/9101 collide between two Rays on one host)."""
     if serve.ingress == "proxy":
         return {HAPROXY: "0", USER_CODE_THREAD: "0"}
-    env = {HAPROXY: "1", USER_CODE_THREAD: "0", "RAY_SERVE_HAPROXY_RETRY_ON": RETRY_ON,
-           "RAY_SERVE_HAPROXY_OBSERVE_ERROR_LIMIT": ERROR_LIMIT, "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": DRAIN_S,
+    env = {HAPROXY: "1", USER_CODE_THREAD: "0", rc.SERVE_HAPROXY_RETRY_ON: RETRY_ON,
+           rc.SERVE_HAPROXY_ERROR_LIMIT: ERROR_LIMIT, rc.SERVE_DRAINING_PERIOD: DRAIN_S,
            ENV_BODY_TIMEOUT: f"{serve.body_timeout_s:g}",
-           "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()), "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port())}
+           rc.SERVE_HAPROXY_STATS_PORT: str(free_port()), rc.SERVE_HAPROXY_METRICS_PORT: str(free_port())}
     launcher = launcher_path()
     if launcher:
-        env[ENV_SERVE_BINARY] = launcher
+        env[rc.SERVE_HAPROXY_BINARY] = launcher
     else:
         warnings.warn(f"{LAUNCHER} is not installed (pip install rayline): Serve starts HAProxy without request "
                       "buffering, so a request on a replica that dies fails instead of going to another", stacklevel=2)

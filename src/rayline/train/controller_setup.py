@@ -29,10 +29,12 @@ import contextlib
 import os
 from collections.abc import Iterator
 
-CONTROLLER_POLL_ENV = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"  # both read by the controller
-PREEMPTION_WATCHER_ENV = "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"
-_DATASETS_CALLBACK = "DatasetsCallback"
-_PG_CLEANER_CALLBACK = "PlacementGroupCleanerCallback"
+from rayline import ray_compat
+from rayline.ray_compat import TRAIN_CONTROLLER_POLL as CONTROLLER_POLL_ENV
+from rayline.ray_compat import TRAIN_PREEMPTION_WATCHER as PREEMPTION_WATCHER_ENV
+
+_DATASETS_CALLBACK = ray_compat.TRAIN_DATASETS_CALLBACK
+_PG_CLEANER_CALLBACK = ray_compat.TRAIN_PG_CLEANER_CALLBACK
 
 
 def dropped_callbacks(*, has_datasets: bool, embedded: bool) -> frozenset[str]:
@@ -47,15 +49,7 @@ def dropped_callbacks(*, has_datasets: bool, embedded: bool) -> frozenset[str]:
 
 def lean(trainer_cls: type, drop: frozenset[str]) -> type:
     """`trainer_cls` whose default callbacks leave out those named in `drop`."""
-    if not drop:
-        return trainer_cls
-
-    class Lean(trainer_cls):
-        def _create_default_callbacks(self):
-            return [cb for cb in super()._create_default_callbacks() if type(cb).__name__ not in drop]
-
-    Lean.__name__ = Lean.__qualname__ = trainer_cls.__name__
-    return Lean
+    return ray_compat.without_default_callbacks(trainer_cls, drop)
 
 
 def controller_env(*, embedded: bool, poll_s: float) -> dict[str, str]:
