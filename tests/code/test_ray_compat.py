@@ -48,8 +48,7 @@ def test_private_apis_exist():
     import ray
 
     assert hasattr(ray._private.worker, "_global_node"), "ray_compat.global_node: ray._private.worker._global_node is gone"
-    assert callable(getattr(type(ray._private.worker.global_worker), "node", None).fget), \
-        "ray_compat.session_dir: global_worker.node is gone"
+    assert hasattr(ray._private.worker.global_worker, "node"), "ray_compat.session_dir: global_worker.node is gone"
     from ray._private.node import Node
 
     assert hasattr(Node, "get_session_dir_path"), "ray_compat.session_dir: Node.get_session_dir_path is gone"
