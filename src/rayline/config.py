@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import os
 import re
 import warnings
 from pathlib import Path
@@ -511,7 +512,16 @@ class TrackingConfig(_Model):
 
 
 class StorageConfig(_Model):
-    root: str = Field(".rayline", description="local directory or pyarrow.fs URI (s3://, gs://, ...)")
+    root: str = Field(".rayline", validate_default=True,
+                      description="local directory or pyarrow.fs URI (s3://, gs://, ...); a "
+                      "relative directory is relative to where the config is loaded")
+
+    @field_validator("root")
+    @classmethod
+    def _absolute(cls, v: str) -> str:
+        # Made absolute once, on the driver that loads the config: a replica, a Tune trial or a
+        # task on another node has another working directory, and sees this exact path.
+        return v if "://" in v else os.path.abspath(os.path.expanduser(v))
 
 
 class RaylineConfig(_Model):

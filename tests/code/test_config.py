@@ -99,17 +99,30 @@ def test_promotion_tolerance_moved_to_promote_with_a_deprecation():
     assert load_config(FLIGHTS_CONFIG).promote.tolerance == 0.005
 
 
-def test_the_serve_config_carries_the_resolved_config_by_value():
-    """Replicas get the config validated at deploy time, not a path every node must have."""
-    from rayline.serve.options import CONFIG_ARG
+def test_the_serve_config_carries_the_replica_plan_by_value():
+    """Replicas get the plan compiled and validated at deploy time (what they read, no more), not
+    a path every node must have; a relative storage root arrives absolute."""
     from rayline.serve.deploy import serve_config
+    from rayline.serve.options import REPLICA_ARG, ReplicaArgs
 
     cfg = load_config(FLIGHTS_CONFIG, ["storage.root=/mnt/x", "serve.host=0.0.0.0", "serve.auth.api_key_env=K",
-                                "train.model.xgboost.eta=0.1"])
+                                       "train.model.xgboost.eta=0.1", "alias=canary"])
     args = serve_config(cfg)["applications"][0]["args"]
-    assert set(args) == {CONFIG_ARG}
-    assert config_from_dict(args[CONFIG_ARG]) == cfg
-    assert "batch" not in args[CONFIG_ARG]          # only what differs from the defaults travels
+    assert set(args) == {REPLICA_ARG}
+    plan = ReplicaArgs.model_validate(args[REPLICA_ARG])
+    assert plan == ReplicaArgs.from_config(cfg)
+    assert (plan.name, plan.alias, plan.storage_root, plan.serve) == ("flights", "canary", "/mnt/x", cfg.serve)
+    assert set(args[REPLICA_ARG]["serve"]) == {"host", "auth"}   # only what differs from the defaults travels
+    relative = load_config(FLIGHTS_CONFIG, ["storage.root=some/dir"])
+    assert ReplicaArgs.from_config(relative).storage_root == str(Path.cwd() / "some/dir")
+
+
+def test_app_builder_validates_the_plan_once_and_names_the_field():
+    from rayline.errors import ConfigError
+    from rayline.serve.app import app_builder
+
+    with pytest.raises(ConfigError, match=r"(?s)args.replica.*serve.port"):
+        app_builder({"replica": {"name": "m", "alias": "production", "storage_root": "/x", "serve": {"port": "no"}}})
 
 
 def test_moved_fields_keep_working_for_one_release_with_a_warning():

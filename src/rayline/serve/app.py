@@ -18,17 +18,18 @@ import time
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from pydantic import ValidationError
 from ray import serve
 
-from rayline.config import RaylineConfig, config_from_dict, load_config
-from rayline.errors import RegistryError
+from rayline.config import RaylineConfig, ServeConfig, config_from_dict, format_validation_error, load_config
+from rayline.errors import ConfigError, RegistryError
 from rayline.features.contract import shown
 from rayline.serve.auth import CHALLENGE, authorized, load_api_keys
 from rayline.serve.batching import Item, predict_items
 from rayline.serve.http import VERSION_HEADER, error_response, json_content, read_body, request_id
 from rayline.serve.lifecycle import Loader, ModelHolder, registry_hooks, replica_device
 from rayline.serve.monitor import WINDOW_S, ServeMetrics, drift_report
-from rayline.serve.options import CONFIG_ARG, DEPLOYMENT, deployment_options
+from rayline.serve.options import CONFIG_ARG, DEPLOYMENT, REPLICA_ARG, ReplicaArgs, deployment_options
 from rayline.serve.schema import RequestError, openapi_document, parse_body, parse_instances, request_schema
 
 log = logging.getLogger("ray.serve")
@@ -42,22 +43,26 @@ api = FastAPI(title="rayline", description="Predictions from a model in the rayl
 
 # Everything the routes below call must be imported or defined above them: @serve.ingress
 # pickles the FastAPI app by value when the class is defined, with the module globals that exist then.
-@serve.deployment(name=DEPLOYMENT, max_ongoing_requests=128, health_check_period_s=10, health_check_timeout_s=30,
+_SERVE_DEFAULTS = ServeConfig()  # @serve.batch needs numbers here; each replica sets its plan's in __init__
+
+
+# max_ongoing_requests, replicas and resources: deployment_options (the config's, always given).
+@serve.deployment(name=DEPLOYMENT, health_check_period_s=10, health_check_timeout_s=30,
                   graceful_shutdown_wait_loop_s=1, graceful_shutdown_timeout_s=20)
 @serve.ingress(api)
 class ModelServer:
-    def __init__(self, config: dict, loader: Loader | None = None, resolver=None, info=None):
+    def __init__(self, args: ReplicaArgs, loader: Loader | None = None, resolver=None, info=None):
         import torch
 
-        self.cfg = config_from_dict(config)
-        sc = self.cfg.serve
+        self.args = args  # validated once, in app_builder: nothing is re-validated here
+        sc = self.sc = args.serve
         self.api_keys = load_api_keys(sc.auth)  # configured but missing: the replica does not start
         self.device = replica_device(sc.gpus_per_replica)
-        default_loader, default_resolver, default_info = registry_hooks(self.cfg, self.device)
+        default_loader, default_resolver, default_info = registry_hooks(args.storage_root, args.name, self.device)
         self.models = ModelHolder(loader or default_loader, resolver or default_resolver, info or default_info,
                                   self.device)
         torch.set_num_threads(max(1, math.ceil(sc.cpus_per_replica)))
-        self.ref, self.poll_s = self.cfg.alias, sc.model_poll_s
+        self.ref, self.poll_s = args.alias, sc.model_poll_s
         try:
             self.models.switch(self.ref)
         except RegistryError:
@@ -110,7 +115,7 @@ class ModelServer:
             from rayline.serve.monitor import board_actor
 
             self._replica_id = get_runtime_context().get_actor_id() or str(os.getpid())
-            name = f"rayline-drift-{self.cfg.serve.app_name}"
+            name = f"rayline-drift-{self.sc.app_name}"
             self._board_handle = await asyncio.get_running_loop().run_in_executor(None, board_actor, name)
         return self._board_handle
 
@@ -142,7 +147,7 @@ class ModelServer:
     def _predict_items(self, items: list[Item]) -> list:
         return predict_items(items, self.models.drift, self.metrics)
 
-    @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.005)
+    @serve.batch(max_batch_size=_SERVE_DEFAULTS.max_batch_size, batch_wait_timeout_s=_SERVE_DEFAULTS.batch_wait_timeout_s)
     async def _predict_batch(self, items: list[Item]) -> list:
         return self._predict_items(items)
 
@@ -155,18 +160,18 @@ class ModelServer:
         self._ongoing += 1
         try:
             # The replica's own deadline: the proxy's can be lifted by a client header.
-            return await asyncio.wait_for(self._predict(request, rid), self.cfg.serve.request_timeout_s)
+            return await asyncio.wait_for(self._predict(request, rid), self.sc.request_timeout_s)
         except RequestError as e:
             self.metrics.invalid(e.reason)
             return error_response(e, rid)
         except asyncio.TimeoutError:
-            return JSONResponse({"error": "timeout", "message": f"not answered within {self.cfg.serve.request_timeout_s:g}s",
+            return JSONResponse({"error": "timeout", "message": f"not answered within {self.sc.request_timeout_s:g}s",
                                  "request_id": rid}, 503)
         finally:
             self._ongoing -= 1
 
     async def _predict(self, request: Request, rid: str) -> JSONResponse:
-        sc = self.cfg.serve
+        sc = self.sc
         if self.models.current is None:
             return JSONResponse({"error": "not_ready", "message": "no model loaded yet", "request_id": rid}, 503)
         if not json_content(request.headers.get("content-type")):
@@ -214,7 +219,7 @@ class ModelServer:
         if self.models.current is None:
             return JSONResponse({"error": "not_ready", "message": "no model loaded yet"}, 503)
         return openapi_document(request.app.openapi(), self.models.current[1].spec,
-                                self.cfg.serve.max_instances_per_request, bool(self.api_keys))
+                                self.sc.max_instances_per_request, bool(self.api_keys))
 
     @api.get("/docs", include_in_schema=False)
     async def docs(self, request: Request):
@@ -256,16 +261,24 @@ class ModelServer:
                 "observed_batches": local["batches"], **report, **({"note": note} if note else {})}
 
 
-def build_app(cfg: RaylineConfig, loader: Loader | None = None, resolver=None, model: str | None = None):
-    return ModelServer.options(**deployment_options(cfg, model)).bind(cfg.model_dump(mode="json"), loader, resolver, None)
+def build_app(plan: ReplicaArgs | RaylineConfig, loader: Loader | None = None, resolver=None, model: str | None = None):
+    if not isinstance(plan, ReplicaArgs):
+        plan = ReplicaArgs.from_config(plan)
+    return ModelServer.options(**deployment_options(plan, model)).bind(plan, loader, resolver, None)
 
 
 def app_builder(args: dict):
-    """Entry point for Serve config files. args: {rayline_config: {...}} (the config by value, as
-    `rayline serve-config` writes it), or {config: PATH, set: [dotted=value, ...]} for a config
+    """Entry point for Serve config files, where the one validation happens. args: {replica:
+    {...}} (the replicas' plan by value, as `rayline serve-config` writes it), {rayline_config:
+    {...}} (a whole config by value), or {config: PATH, set: [dotted=value, ...]} for a config
     file present on every node."""
-    if CONFIG_ARG in args:
-        cfg = config_from_dict(args[CONFIG_ARG])
+    if REPLICA_ARG in args:
+        try:
+            plan = ReplicaArgs.model_validate(args[REPLICA_ARG])
+        except ValidationError as e:
+            raise ConfigError(format_validation_error(e, f"args.{REPLICA_ARG}")) from None
+    elif CONFIG_ARG in args:
+        plan = ReplicaArgs.from_config(config_from_dict(args[CONFIG_ARG]))
     else:
-        cfg = load_config(args["config"], list(args.get("set") or []))
-    return build_app(cfg, model=args.get("model"))
+        plan = ReplicaArgs.from_config(load_config(args["config"], list(args.get("set") or [])))
+    return build_app(plan, model=args.get("model"))

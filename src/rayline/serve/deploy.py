@@ -18,16 +18,17 @@ from dataclasses import dataclass
 
 from rayline.config import RaylineConfig
 from rayline.errors import RaylineError, ResourceError
-from rayline.serve.options import CONFIG_ARG, DEPLOYMENT, deployment_options
+from rayline.serve.options import DEPLOYMENT, REPLICA_ARG, ReplicaArgs, deployment_options
 
 IMPORT_PATH = "rayline.serve.app:app_builder"
 
 
 def serve_config(cfg: RaylineConfig, model: str | None = None) -> dict:
-    """The Serve config of the app. The resolved rayline config travels in it by value (only what
-    differs from the defaults): the replicas need no config file on their node, and what was
-    validated here is what they run."""
-    opts = deployment_options(cfg, model)
+    """The Serve config of the app. The replicas' plan travels in it by value (`ReplicaArgs`: the
+    serve section, the registry's name and absolute root, the alias): the replicas need no config
+    file on their node, and what was validated here is what they run."""
+    args = ReplicaArgs.from_config(cfg)
+    opts = deployment_options(args, model)
     return {
         "proxy_location": "EveryNode",
         "http_options": {"host": cfg.serve.host, "port": cfg.serve.port, "request_timeout_s": cfg.serve.request_timeout_s},
@@ -35,7 +36,7 @@ def serve_config(cfg: RaylineConfig, model: str | None = None) -> dict:
             "name": cfg.serve.app_name,
             "route_prefix": cfg.serve.route_prefix,
             "import_path": IMPORT_PATH,
-            "args": {CONFIG_ARG: cfg.model_dump(mode="json", exclude_defaults=True)},
+            "args": {REPLICA_ARG: args.to_json()},
             "deployments": [{"name": DEPLOYMENT, **opts}],
         }],
     }

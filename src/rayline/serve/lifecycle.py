@@ -12,7 +12,6 @@ import time
 from collections import OrderedDict
 from typing import Callable
 
-from rayline.config import RaylineConfig
 from rayline.model.artifact import LoadedModel
 from rayline.serve.monitor import DriftTracker
 from rayline.serve.schema import RequestError
@@ -24,12 +23,13 @@ PINNED_KEPT = 2
 Loader = Callable[[str], "tuple[int, LoadedModel]"]
 
 
-def registry_hooks(cfg: RaylineConfig, device: str) -> tuple[Loader, Callable[[str], int], Callable[[int], dict]]:
+def registry_hooks(storage_root: str, name: str, device: str) -> tuple[Loader, Callable[[str], int], Callable[[int], dict]]:
     """(load a version onto `device`, resolve a reference, read a version's metadata), all over
     one Registry (its manifest cache is shared)."""
     from rayline.registry import Registry
+    from rayline.storage import Storage
 
-    registry = Registry.of(cfg)
+    registry = Registry(Storage(storage_root), name)
 
     def info(version: int) -> dict:
         mv = registry.get(version)

@@ -1,20 +1,45 @@
-"""The deployment's Serve options, from the config: the one place serving resources are chosen.
+"""What a replica is given: its plan (`ReplicaArgs`) and its Serve options, both from the config.
 
 Shared by the app (`serve run`) and the declarative Serve config (`rayline serve`/`deploy`,
-`cluster/serve-flights.yaml`, the RayService), so both ask for the same replicas.
+`cluster/serve-flights.yaml`, the RayService), so both ask for the same replicas and hand them
+the same plan.
 """
 
 from __future__ import annotations
 
-from rayline.config import RaylineConfig
+from pydantic import BaseModel, ConfigDict
+
+from rayline.config import RaylineConfig, ServeConfig
 
 DEPLOYMENT = "ModelServer"
-CONFIG_ARG = "rayline_config"  # app_builder's argument holding the config by value
+REPLICA_ARG = "replica"        # app_builder's argument holding the ReplicaArgs by value
+CONFIG_ARG = "rayline_config"  # ... or a whole rayline config by value (compiled to ReplicaArgs there)
 
 
-def deployment_options(cfg: RaylineConfig, model: str | None = None) -> dict:
-    """`model` (a version or alias) overrides the config's alias for this deployment."""
-    sc = cfg.serve
+class ReplicaArgs(BaseModel):
+    """Everything a replica reads, compiled from the config once on the driver: the serve section,
+    the model's registry (name and absolute storage root) and the alias it follows. Validated once,
+    in `app_builder`; the replica receives the object."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str
+    alias: str
+    storage_root: str
+    serve: ServeConfig
+
+    @classmethod
+    def from_config(cls, cfg: RaylineConfig) -> "ReplicaArgs":
+        return cls(name=cfg.name, alias=cfg.alias, storage_root=cfg.storage.root, serve=cfg.serve)
+
+    def to_json(self) -> dict:
+        """By value in a Serve config: the serve section's non-default fields only."""
+        return {"name": self.name, "alias": self.alias, "storage_root": self.storage_root,
+                "serve": self.serve.model_dump(mode="json", exclude_defaults=True)}
+
+
+def deployment_options(args: ReplicaArgs, model: str | None = None) -> dict:
+    """`model` (a version or alias) overrides the alias for this deployment."""
+    sc = args.serve
     a = sc.autoscaling
     return {
         "max_ongoing_requests": sc.max_ongoing_requests,
@@ -25,5 +50,5 @@ def deployment_options(cfg: RaylineConfig, model: str | None = None) -> dict:
         "ray_actor_options": {"num_cpus": sc.cpus_per_replica, "num_gpus": sc.gpus_per_replica},
         **({"max_replicas_per_node": sc.max_replicas_per_node} if sc.max_replicas_per_node else {}),
         # what the replicas follow; changing only this reconfigures live replicas in place
-        "user_config": {"model": str(model) if model is not None else cfg.alias, "poll_s": sc.model_poll_s},
+        "user_config": {"model": str(model) if model is not None else args.alias, "poll_s": sc.model_poll_s},
     }
