@@ -76,18 +76,18 @@ def write_input(table: pa.Table, rows: int, files: int, out: Path) -> None:
 
 def baseline(cfg, storage, version: int, input_dir: Path, out_dir: Path, gpus: float) -> float:
     """One process: the same Predictor over every file, in batch.batch_rows batches."""
-    from rayline.batch.predict import KIND, Predictor
+    from rayline.batch.predict import KIND, Predictor, ScoringPlan
+    from rayline.config import ModelConfig
     from rayline.features.spec import FeatureSpec
     from rayline.model.artifact import MODEL_CONFIG, SPEC, model_file
     from rayline.registry import Registry
 
     registry = Registry.of(cfg, storage)
-    spec_json = registry.read_file(version, SPEC).decode()
-    model_json = registry.read_file(version, MODEL_CONFIG)
-    spec = FeatureSpec.from_json(spec_json)
-    keep = list(dict.fromkeys(spec.passthrough + cfg.data.passthrough))
-    predictor = Predictor(registry.read_file(version, model_file(model_json)), spec_json, model_json.decode(),
-                          version, keep, gpus)
+    spec = FeatureSpec.from_json(registry.read_file(version, SPEC))
+    model_config = ModelConfig.model_validate_json(registry.read_file(version, MODEL_CONFIG))
+    keep = tuple(dict.fromkeys(spec.passthrough + cfg.data.passthrough))
+    predictor = Predictor(ScoringPlan(spec=spec, model=registry.read_file(version, model_file(model_config)),
+                                      model_config=model_config, version=version, keep=keep, gpus=gpus))
     out_dir.mkdir(parents=True)
     t, rows = time.perf_counter(), 0
     for f in sorted(input_dir.glob("*.parquet")):

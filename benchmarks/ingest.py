@@ -32,7 +32,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from rayline.config import load_config  # noqa: E402
-from rayline.data.batch_steps import BatchProcessor, STATS_COL  # noqa: E402
+from rayline.data.batch_steps import STATS_COL, ReadyPass, StatisticsPass  # noqa: E402
+from rayline.data.plan import IngestPlan  # noqa: E402
 from rayline.data.counts import PartialCounts, finish, key_columns  # noqa: E402
 from rayline.data.validate import QUARANTINE_SCHEMA  # noqa: E402
 from rayline.data.ingest import _load_dimensions  # noqa: E402
@@ -114,7 +115,8 @@ def run_arrow(cfg, files: list[str], out: str) -> tuple[float, int]:
                 tbl = pa.Table.from_batches([batch])
                 yield tbl.append_column(src_mod.PATH_COLUMN, pa.array([f] * tbl.num_rows))
 
-    stats, rows, proc = PartialStats(), 0, BatchProcessor(cfg, dims)
+    plan = IngestPlan.compile(cfg)
+    stats, rows, proc = PartialStats(), 0, StatisticsPass(plan, dims)
     Path(out).mkdir(parents=True, exist_ok=True)
     with pq.ParquetWriter(f"{out}/quarantine.parquet", QUARANTINE_SCHEMA) as q:
         for tbl in batches():
@@ -126,7 +128,7 @@ def run_arrow(cfg, files: list[str], out: str) -> tuple[float, int]:
             stats = stats.merge(PartialStats.from_dict(part))
             q.write_table(out_t.slice(1).drop_columns([STATS_COL]).rename_columns(QUARANTINE_SCHEMA.names))
     spec = build_spec(stats, cfg)
-    proc = BatchProcessor(cfg, dims, spec.to_json())
+    proc = ReadyPass(plan, dims, spec)
     writers = {}
     for tbl in batches():
         ready = proc(tbl)

@@ -309,3 +309,12 @@ def flights_mlp_model(flights_model):
     cfg = load_config(FLIGHTS_CONFIG, [f"storage.root={cfg.storage.root}", "train.model.family=mlp", "train.epochs=2"])
     storage = Storage(cfg.storage.root)
     return cfg, storage, train_and_register(cfg, storage)
+
+
+def inputs_of(spec, records: list[dict]):
+    """JSON records -> model inputs through the door /predict uses: the contract's check, then
+    the transform (there is no other way in)."""
+    from rayline.features.contract import Contract
+
+    table, _ = Contract(spec).check_records(records)
+    return spec.transform(table)

@@ -7,7 +7,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from rayline.batch.predict import KIND, Predictor
+from rayline.batch.predict import KIND, Predictor, ScoringPlan
 from rayline.config import ModelConfig
 from rayline.data.sources import PATH_COLUMN
 from rayline.features.spec import CategoricalSpec, Constraint, FeatureSpec, LabelSpec, NumericSpec, TimeSpec
@@ -26,7 +26,7 @@ def _predictor(task="binary", classes=None, threshold=0.5):
     torch.manual_seed(0)
     buf = io.BytesIO()
     torch.save(TabularNet(spec, cfg).state_dict(), buf)
-    return Predictor(buf.getvalue(), spec.to_json(), cfg.model_dump_json(), version=7, keep=["id"], gpus=0)
+    return Predictor(ScoringPlan(spec=spec, model=buf.getvalue(), model_config=cfg, version=7, keep=("id",)))
 
 
 def _batch():
@@ -81,10 +81,11 @@ def test_the_split_stages_give_what_one_actor_gives():
     from rayline.batch.predict import Prepare, Score, split_stages
 
     one = _predictor()
-    prepared = Prepare(one.prepare.spec.to_json(), ["id"])(_batch())
+    plan = ScoringPlan(spec=one.prepare.spec, model=_model_bytes(one), model_config=one.score.model.config, version=7,
+                       keep=("id",))
+    prepared = Prepare(plan)(_batch())
     assert {"x_num", "x_cat"} <= set(prepared.column_names)        # model inputs travel between the stages
-    scored = Score(_model_bytes(one), one.prepare.spec.to_json(),
-                   one.score.model.config.model_dump_json(), 7, 0)(prepared)
+    scored = Score(plan)(prepared)
     assert scored.to_pylist() == one(_batch()).to_pylist()
     assert split_stages("auto", 1.0) and not split_stages("auto", 0.0) and split_stages(True, 0.0)
 

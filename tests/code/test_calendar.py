@@ -4,6 +4,7 @@ import datetime as dt
 
 import numpy as np
 
+from tests.conftest import inputs_of
 from rayline.features.calendar import days_to_holiday, us_federal_holidays
 from rayline.features.spec import FeatureSpec, LabelSpec, TimeSpec
 
@@ -26,5 +27,5 @@ def test_the_part_is_one_column_in_local_time():
                        time=[TimeSpec(name="t", parts=["hour", "us_holiday"], timezone="America/New_York")])
     assert spec.numeric_inputs == ["t__hour_sin", "t__hour_cos", "t__us_holiday"]
     # 03:00 UTC on Nov 29 is still Thanksgiving evening in New York
-    x = spec.transform_records([{"t": "2013-11-29T03:00:00Z"}, {"t": "2013-03-25T12:00:00Z"}, {"t": None}]).num
+    x = inputs_of(spec, [{"t": "2013-11-29T03:00:00Z"}, {"t": "2013-03-25T12:00:00Z"}, {"t": None}]).num
     np.testing.assert_allclose(x[:, 2], [0.0, 1.0, 1.0])

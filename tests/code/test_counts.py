@@ -23,7 +23,7 @@ def test_counts_sum_over_batches_and_join_back(tmp_path):
     tables = finish(cfg, pa.concat_tables([part(a), part(b)]))
     # a batch typed differently from the counted one (string hours): keys are matched as text
     probe = pa.table({"station": ["A", "B", "B", "C", None], "hour": ["1", "2", "3", "1", "1"]})
-    out = add_counts(pa.table({"x": [0] * 5}), probe, tables, cfg)
+    out = add_counts(pa.table({"x": [0] * 5}), probe, tables, cfg.data.counts)
     assert out.column("station_hour_trips").to_pylist() == [3, 1, 1, None, None]
     assert out.column("station_trips").to_pylist() == [3, 2, 2, None, None]
 

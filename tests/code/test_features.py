@@ -9,7 +9,7 @@ import pytest
 from rayline.config import config_from_dict
 from rayline.features.fit import Moments, PartialStats, build_spec, partial_stats
 from rayline.features.spec import MISSING_INDEX, OOV_INDEX, FeatureSpec, model_inputs_from_table
-from tests.conftest import small_config, small_tables
+from tests.conftest import inputs_of, small_config, small_tables
 
 
 @pytest.fixture
@@ -21,9 +21,9 @@ def fitted(tmp_path):
     t = t.append_column("maker", pa.array(["X"] * 499 + ["Z"]))
     label = (t.column("delay").to_numpy() > 30).astype(float)
     # Two halves merged == fitting on the whole: partial aggregates are exact.
-    a = partial_stats(t.slice(0, 200), cfg, label[:200])
-    b = partial_stats(t.slice(200), cfg, label[200:])
-    whole = partial_stats(t, cfg, label)
+    a = partial_stats(t.slice(0, 200), cfg.data.features, label[:200])
+    b = partial_stats(t.slice(200), cfg.data.features, label[200:])
+    whole = partial_stats(t, cfg.data.features, label)
     merged = a.merge(b)
     return cfg, t, build_spec(merged, cfg), build_spec(whole, cfg)
 
@@ -58,17 +58,17 @@ def test_batch_equals_single_record_exactly(fitted):
     # JSON round trip: what a client would send (timestamps as ISO strings).
     records = json.loads(json.dumps(records, default=lambda v: v.isoformat()))
     for i in (0, 7, 123, 499):
-        one = spec.transform_records([records[i]])
+        one = inputs_of(spec, [records[i]])
         np.testing.assert_array_equal(one.num[0], batch.num[i])
         np.testing.assert_array_equal(one.cat[0], batch.cat[i])
-    many = spec.transform_records(records)
+    many = inputs_of(spec, records)
     np.testing.assert_array_equal(many.num, batch.num)
     np.testing.assert_array_equal(many.cat, batch.cat)
 
 
 def test_missing_unseen_and_absent_inputs(fitted):
     _, _, spec, _ = fitted
-    out = spec.transform_records([{"station": "ZZZ"}, {"station": None}])
+    out = inputs_of(spec, [{"station": "ZZZ"}, {"station": None}])
     station = spec.input_columns.index("station") - len(spec.numeric) - 0
     cat_names = [c.name for c in spec.categorical]
     j = cat_names.index("station")
@@ -93,7 +93,7 @@ def test_vocabulary_is_frequency_ordered_and_cut(tmp_path):
     t = pa.table({"station": ["A"] * 5 + ["B"] * 3 + ["C"] * 2, "vehicle": ["x"] * 4 + ["y"] * 4 + ["z"] * 2,
                   "distance": [1.0] * 10, "elevation": [1.0] * 10, "seats": [1] * 10, "hour": [1] * 10,
                   "ts": pa.nulls(10, pa.timestamp("us", tz="UTC"))})
-    spec = build_spec(partial_stats(t, cfg, np.zeros(10)), cfg)
+    spec = build_spec(partial_stats(t, cfg.data.features, np.zeros(10)), cfg)
     st, vh = spec.categorical
     assert st.vocabulary == ["A", "B"] and st.oov_fraction == pytest.approx(0.2)
     assert vh.vocabulary == ["x", "y"]  # ties broken by value, deterministic
@@ -120,8 +120,8 @@ def test_values_beyond_training_are_clipped_to_its_range(fitted):
     _, t, spec, _ = fitted
     f = next(n for n in spec.numeric if n.name == "distance")
     j = spec.numeric_inputs.index("distance")
-    edge = spec.transform_records([{"distance": f.max}, {"distance": f.min}]).num[:, j]
-    far = spec.transform_records([{"distance": 1.7e308}, {"distance": -1.7e308}]).num[:, j]
+    edge = inputs_of(spec, [{"distance": f.max}, {"distance": f.min}]).num[:, j]
+    far = inputs_of(spec, [{"distance": 1.7e308}, {"distance": -1.7e308}]).num[:, j]
     assert np.isfinite(far).all() and np.array_equal(far, edge)
     raw = (t.column("distance").to_numpy() - f.mean) / f.std
     np.testing.assert_allclose(spec.transform(t).num[:, j], raw.astype(np.float32), rtol=1e-6)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from rayline.config import config_from_dict
-from rayline.data.batch_steps import label_rule
+from rayline.data.plan import label_rule
 from rayline.errors import ConfigError
 from rayline.features.spec import LabelSpec
 from rayline.model.network import predict_from_output, training_target

@@ -11,7 +11,7 @@ from rayline.config import ModelConfig, config_from_dict
 from rayline.features.fit import build_spec, partial_stats
 from rayline.model.artifact import LoadedModel, weights_to_bytes
 from rayline.model.network import TabularNet, embedding_dim
-from tests.conftest import small_config, small_tables
+from tests.conftest import inputs_of, small_config, small_tables
 
 
 @pytest.fixture
@@ -21,7 +21,7 @@ def spec(tmp_path):
     import pyarrow as pa
     t = t.append_column("elevation", pa.array(np.ones(200))).append_column("seats", pa.array(np.ones(200)))
     t = t.append_column("maker", pa.array(["X"] * 200))
-    return build_spec(partial_stats(t, cfg, np.zeros(200)), cfg)
+    return build_spec(partial_stats(t, cfg.data.features, np.zeros(200)), cfg)
 
 
 def test_shapes_follow_the_spec(spec):
@@ -38,7 +38,7 @@ def test_weights_round_trip_and_refuse_pickled_code(spec):
     blob = weights_to_bytes(net)
     loaded = LoadedModel.from_bytes(blob, spec.to_json(), cfg.model_dump_json())
     rec = [{"distance": 100.0, "station": "AAA"}]
-    x = spec.transform_records(rec)
+    x = inputs_of(spec, rec)
     with torch.no_grad():
         ref = torch.sigmoid(net(torch.from_numpy(x.num), torch.from_numpy(x.cat))).numpy()
     np.testing.assert_allclose(loaded.predict_records(rec), ref, rtol=1e-6)

@@ -10,7 +10,8 @@ import pytest
 
 from rayline.config import config_from_dict
 from rayline.data import sources as src_mod
-from rayline.data.batch_steps import Q_PREFIX, READY_SPLIT_COL, STATS_COL, BatchProcessor, feature_constraints
+from rayline.data.batch_steps import Q_PREFIX, READY_SPLIT_COL, STATS_COL, ReadyPass, StatisticsPass
+from rayline.data.plan import IngestPlan, feature_constraints
 from rayline.data.ingest import _load_dimensions
 from rayline.errors import InputError
 from rayline.features.fit import PartialStats, build_spec
@@ -81,7 +82,7 @@ def test_pass_one_gives_statistics_and_every_bad_row_with_its_reason(tmp_path):
     cfg, resolved, tables = _setup(tmp_path)
     dims, dim_q, _ = _load_dimensions(cfg, resolved)
     batch = _with_bad_rows(pq.read_table(tmp_path / "data" / "trips.parquet"))
-    out = BatchProcessor(cfg, dims)(batch)
+    out = StatisticsPass(IngestPlan.compile(cfg), dims)(batch)
     stats = json.loads(out.column(STATS_COL)[0].as_py())
     assert stats["rows_in"] == 403 and sum(stats["split_rows"].values()) == 400     # 3 bad rows: no split
     q = out.slice(1)
@@ -89,7 +90,8 @@ def test_pass_one_gives_statistics_and_every_bad_row_with_its_reason(tmp_path):
     assert set(q.column(Q_PREFIX + "column").to_pylist()) == {"distance", "station", "trip_id"}
     assert set(q.column(Q_PREFIX + "source_file").to_pylist()) == {"f.parquet"}
     # the same statistics from one batch or from two halves merged (partial aggregates add up)
-    halves = [BatchProcessor(cfg, dims)(batch.slice(0, 200)), BatchProcessor(cfg, dims)(batch.slice(200))]
+    plan = IngestPlan.compile(cfg)
+    halves = [StatisticsPass(plan, dims)(batch.slice(0, 200)), StatisticsPass(plan, dims)(batch.slice(200))]
     merged = PartialStats()
     for h in halves:
         part = json.loads(h.column(STATS_COL)[0].as_py())
@@ -107,11 +109,12 @@ def test_pass_two_writes_only_clean_rows_in_the_model_ready_layout(tmp_path):
     cfg, resolved, _ = _setup(tmp_path)
     dims, _, _ = _load_dimensions(cfg, resolved)
     batch = _with_bad_rows(pq.read_table(tmp_path / "data" / "trips.parquet"))
-    stats = json.loads(BatchProcessor(cfg, dims)(batch).column(STATS_COL)[0].as_py())
+    plan = IngestPlan.compile(cfg)
+    stats = json.loads(StatisticsPass(plan, dims)(batch).column(STATS_COL)[0].as_py())
     split_rows = stats.pop("split_rows")
     stats.pop("rows_in")
     spec = build_spec(PartialStats.from_dict(stats), cfg, feature_constraints(cfg))
-    ready = BatchProcessor(cfg, dims, spec.to_json())(batch.drop_columns([src_mod.PATH_COLUMN]))
+    ready = ReadyPass(plan, dims, spec)(batch.drop_columns([src_mod.PATH_COLUMN]))
     assert ready.num_rows == 400 and {"x_num", "x_cat", "y", READY_SPLIT_COL} <= set(ready.column_names)
     counts = {s: int(np.sum(np.array(ready.column(READY_SPLIT_COL).to_pylist()) == s)) for s in split_rows}
     assert counts == split_rows                                           # pass 2 agrees with pass 1's split

@@ -1,7 +1,7 @@
 """The constraints the endpoint and batch inference enforce come from the config's rules."""
 
 from rayline.config import load_config
-from rayline.data.batch_steps import feature_constraints
+from rayline.data.plan import feature_constraints
 from tests.conftest import FLIGHTS_CONFIG
 
 

@@ -1,6 +1,7 @@
 """Batch inference on Ray Data: raw records in, predictions (with the input's key columns) out.
 
-Two halves: `Prepare` validates each batch with the constraints the endpoint enforces and
+The driver compiles a `ScoringPlan` once (the spec and model config as objects, the model's
+bytes); the actors and tasks receive it. Two halves: `Prepare` validates each batch with the constraints the endpoint enforces and
 transforms it with the same FeatureSpec code (so batch and online predictions agree exactly);
 `Score` runs the model, loaded once per actor (GPU actors per `batch.gpus_per_actor`, sized to
 the GPUs free). On CPU one actor does both; with GPUs they are separate pipelined stages (CPU
@@ -19,12 +20,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from rayline.config import RaylineConfig, SourceConfig
+from rayline.config import ModelConfig, RaylineConfig, SourceConfig
 from rayline.batch.output import check_output, location
 from rayline.data import sources as src_mod
 from rayline.errors import InputError, ResourceError, failure_line
 from rayline.features.contract import Contract, Failures
-from rayline.features.spec import FeatureSpec, ModelInputs, model_inputs_from_table
+from rayline.features.spec import X_CAT, X_NUM, FeatureSpec, ModelInputs, as_model_table, model_inputs_from_table
 from rayline.model.artifact import LoadedModel
 from rayline.storage import Storage, split_uri
 
@@ -44,49 +45,72 @@ class BatchResult:
         return {"stage": "predict", **self.__dict__}
 
 
+@dataclass(frozen=True)
+class ScoringPlan:
+    """What a batch actor or task needs, compiled once on the driver: the spec and the model config
+    as objects (no JSON parsed per actor or per batch), the model file's bytes, which version it
+    is, the key columns to keep and the GPUs an actor holds."""
+
+    spec: FeatureSpec
+    model: bytes
+    model_config: ModelConfig
+    version: int
+    keep: tuple[str, ...]
+    gpus: float = 0.0
+
+
 class Prepare:
     """The CPU half: the endpoint's contract, then the FeatureSpec transform. Valid rows leave as
-    their key columns plus the model inputs (`x_num`, `x_cat`, the ingest's model-ready layout),
-    invalid ones as quarantine rows with the reason; KIND tells them apart."""
+    their key columns plus the model inputs, invalid ones as quarantine rows with the reason."""
 
-    def __init__(self, spec_json: str, keep: list[str]):
-        self.spec = FeatureSpec.from_json(spec_json)
-        self.contract, self.keep = Contract(self.spec), keep
+    def __init__(self, plan: ScoringPlan):
+        self.spec, self.keep = plan.spec, plan.keep
+        self.contract = Contract(self.spec)
 
-    def __call__(self, batch: pa.Table) -> pa.Table:
+    def split(self, batch: pa.Table) -> tuple[pa.Table, ModelInputs, pa.Table]:
+        """(key columns of the valid rows, their model inputs, quarantine rows), KIND on both tables."""
         # A row is accepted here exactly when /predict would accept it.
         failures = Failures(batch.num_rows)
         src_mod.unreadable_records(batch, failures)  # a JSON record that could not be read
         typed, failures = self.contract.check_table(batch, failures)
         ok = pa.array(~failures.bad)
-        inputs = self.spec.to_model_table(typed.filter(ok), with_label=False).select(["x_num", "x_cat"])
+        inputs = self.spec.transform(typed.filter(ok))
         raw_ok = batch.filter(ok)  # key columns exactly as they came in
         keys = {c: raw_ok.column(c) for c in self.keep if c in raw_ok.column_names}
-        good = pa.table({**keys, "x_num": inputs.column("x_num"), "x_cat": inputs.column("x_cat"),
-                         KIND: pa.array(["ok"] * raw_ok.num_rows, pa.string())})
+        good = pa.table({**keys, KIND: pa.array(["ok"] * raw_ok.num_rows, pa.string())})
         q = failures.quarantine(batch, "predict", src_mod.PATH_COLUMN)
         q = q.append_column(KIND, pa.array(["quarantine"] * q.num_rows, pa.string()))
-        # one output stream: predictions and quarantined rows, told apart by KIND
+        return good, inputs, q
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        """As a separate stage (GPU scoring): the inputs travel as the model-ready list columns."""
+        good, inputs, q = self.split(batch)
+        table = as_model_table(inputs)
+        good = good.append_column(X_NUM, table.column(X_NUM)).append_column(X_CAT, table.column(X_CAT))
+        # one output stream: prepared rows and quarantined rows, told apart by KIND
         return pa.concat_tables([_pad(good, q.schema), _pad(q, good.schema)], promote_options="default")
 
 
 class Score:
     """The device half: the forward pass over prepared rows (large batches on a GPU actor); the
-    model inputs are replaced by the prediction, the endpoint's label and the model version."""
+    rows get the prediction, the endpoint's label and the model version."""
 
-    def __init__(self, model: bytes, spec_json: str, model_json: str, version: int, gpus: float):
+    def __init__(self, plan: ScoringPlan):
         import torch
 
-        device = "cuda" if gpus > 0 and torch.cuda.is_available() else "cpu"
-        self.model = LoadedModel.from_bytes(model, spec_json, model_json, device=device)
-        self.version = version
+        device = "cuda" if plan.gpus > 0 and torch.cuda.is_available() else "cpu"
+        self.model = LoadedModel.from_parts(plan.model, plan.spec, plan.model_config, device=device)
+        self.version = plan.version
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         is_ok = pc.equal(batch.column(KIND), "ok")
         good, q = batch.filter(is_ok), batch.filter(pc.invert(is_ok))
         num, cat = model_inputs_from_table(good)
-        preds = self.model.predict_inputs(ModelInputs(num=num, cat=cat))
-        good = good.drop_columns(["x_num", "x_cat"])
+        return self.score(good.drop_columns([X_NUM, X_CAT]), ModelInputs(num=num, cat=cat),
+                          q.drop_columns([X_NUM, X_CAT]))
+
+    def score(self, good: pa.Table, inputs: ModelInputs, q: pa.Table) -> pa.Table:
+        preds = self.model.predict_inputs(inputs)
         if preds.ndim == 2:
             good = good.append_column("prediction", pa.FixedSizeListArray.from_arrays(
                 pa.array(preds.reshape(-1).astype(np.float64)), preds.shape[1]))
@@ -96,19 +120,18 @@ class Score:
         if labels is not None:
             good = good.append_column("label", pa.array(labels.tolist(), pa.int64() if labels.dtype.kind == "i" else pa.string()))
         good = good.append_column("model_version", pa.array(np.full(good.num_rows, self.version, dtype=np.int64)))
-        q = q.drop_columns(["x_num", "x_cat"])
         return pa.concat_tables([_pad(good, q.schema), _pad(q, good.schema)], promote_options="default")
 
 
 class Predictor:
-    """Both halves in one actor (CPU inference: no hand-off between them is worth its cost)."""
+    """Both halves in one actor (CPU inference: no hand-off between them is worth its cost); the
+    model inputs go from the transform to the model as arrays, never through Arrow columns."""
 
-    def __init__(self, model: bytes, spec_json: str, model_json: str, version: int, keep: list[str], gpus: float):
-        self.prepare = Prepare(spec_json, keep)
-        self.score = Score(model, spec_json, model_json, version, gpus)
+    def __init__(self, plan: ScoringPlan):
+        self.prepare, self.score = Prepare(plan), Score(plan)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        return self.score(self.prepare(batch))
+        return self.score.score(*self.prepare.split(batch))
 
 
 def _pad(t: pa.Table, other: pa.Schema) -> pa.Table:
@@ -159,9 +182,9 @@ def split_stages(setting: bool | str, gpus: float) -> bool:
     return gpus > 0 if setting == "auto" else bool(setting)
 
 
-def _prepare(batch: pa.Table, spec_json: str, keep: list[str]) -> pa.Table:
-    """`Prepare` as a Ray Data task (the spec parses in ~1 ms; tasks scale to every free CPU)."""
-    return Prepare(spec_json, keep)(batch)
+def _prepare(batch: pa.Table, plan: ScoringPlan) -> pa.Table:
+    """`Prepare` as a Ray Data task (tasks scale to every free CPU)."""
+    return Prepare(plan)(batch)
 
 
 def gpu_plan(asked: float | str, max_actors: int, total: float, free: float) -> tuple[float, int]:
@@ -187,8 +210,9 @@ def _predict_into(cfg: RaylineConfig, registry, version: int, spec: FeatureSpec,
 
     from rayline.model.artifact import MODEL_CONFIG, model_file
 
-    model_json = registry.read_file(version, MODEL_CONFIG)
-    model = registry.read_file(version, model_file(model_json))
+    model_config = ModelConfig.model_validate_json(registry.read_file(version, MODEL_CONFIG))
+    plan = ScoringPlan(spec=spec, model=registry.read_file(version, model_file(model_config)), model_config=model_config,
+                       version=version, keep=tuple(keep), gpus=gpus)
     bc = cfg.batch
     # Small CPU shares: batch inference often shares a cluster with live Serve replicas.
     ds = src_mod.read_dataset(src, num_cpus=0.25)
@@ -196,15 +220,15 @@ def _predict_into(cfg: RaylineConfig, registry, version: int, spec: FeatureSpec,
     if split_stages(bc.split_stages, gpus):
         # CPU workers check and transform while the model's actors run large forward passes on
         # what is ready: Ray Data streams between the two, so neither waits for the other.
-        ds = ds.map_batches(_prepare, fn_args=(spec.to_json(), keep), batch_format="pyarrow",
+        ds = ds.map_batches(_prepare, fn_args=(plan,), batch_format="pyarrow",
                             batch_size=bc.batch_rows, num_cpus=bc.cpus_per_actor)
-        ds = ds.map_batches(Score, fn_constructor_args=(model, spec.to_json(), model_json.decode(), version, gpus),
+        ds = ds.map_batches(Score, fn_constructor_args=(plan,),
                             batch_format="pyarrow", batch_size=bc.score_batch_rows,
                             compute=ActorPoolStrategy(min_size=1, max_size=actors), num_gpus=gpus,
                             num_cpus=bc.cpus_per_actor)
     else:
         ds = ds.map_batches(
-            Predictor, fn_constructor_args=(model, spec.to_json(), model_json.decode(), version, keep, gpus),
+            Predictor, fn_constructor_args=(plan,),
             batch_format="pyarrow", batch_size=bc.batch_rows, compute=ActorPoolStrategy(min_size=1, max_size=actors),
             num_gpus=gpus, num_cpus=bc.cpus_per_actor)
     try:

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from rayline.config import RaylineConfig
-from rayline.data.batch_steps import primary_rules
+from rayline.data.plan import primary_rules
 from rayline.errors import InputError
 
 # Date spellings common in public data sets, tried on a column's rejected values to suggest a

@@ -64,9 +64,10 @@ def _join(c: CountFeature) -> JoinConfig:
     return JoinConfig(table=f"counts:{c.name}", keys={k: k for k in c.by}, columns=[c.name])
 
 
-def add_counts(typed: pa.Table, raw: pa.Table, counts: dict[str, PreparedDimension], cfg: RaylineConfig) -> pa.Table:
+def add_counts(typed: pa.Table, raw: pa.Table, counts: dict[str, PreparedDimension],
+               features: tuple[CountFeature, ...] | list[CountFeature]) -> pa.Table:
     """Append each count column; keys are read as text (the counts were keyed as text too)."""
-    for c in cfg.data.counts:
+    for c in features:
         probe = pa.table({k: pc.cast(raw.column(k), pa.string()) for k in c.by})
         rows = lookup_rows(probe, counts[c.name], _join(c))
         typed = typed.append_column(c.name, counts[c.name].columns.column(c.name).take(rows))

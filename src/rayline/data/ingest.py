@@ -35,9 +35,8 @@ from rayline.data import sources as src_mod
 from rayline.data.advice import SAMPLES, check_splits, mostly_rejected
 from rayline.data.join import prepare_dimension
 from rayline.data.split import SPLITS
-from rayline.data.batch_steps import (
-    Q_PREFIX, READY_SPLIT_COL, STATS_COL, BatchProcessor, feature_constraints, required_primary_columns,
-)
+from rayline.data.batch_steps import Q_PREFIX, READY_SPLIT_COL, STATS_COL, ReadyPass, StatisticsPass
+from rayline.data.plan import IngestPlan, feature_constraints
 from rayline.data.validate import QUARANTINE_SCHEMA, Failures, apply_rules, duplicate_mask
 from rayline.data.dataset import (
     MANIFEST, SPEC_FILE, IngestResult, build_manifest, dataset_dir, load_ingest, mark_latest, open_published,
@@ -71,7 +70,8 @@ def run_ingest(cfg: RaylineConfig, storage: Storage, *, force: bool = False,
             progress(f"ingest: {e}; rebuilding it")
 
     primary = resolved[d.primary]
-    expected_rows = src_mod.check_files(primary, required_primary_columns(cfg))
+    plan = IngestPlan.compile(cfg)  # what the ingest's tasks receive, compiled once
+    expected_rows = src_mod.check_files(primary, list(plan.required))
     if expected_rows == 0:
         raise InputError(f"source {d.primary!r}: the input has no rows ({', '.join(primary.files[:3])})")
     timings["check"] = time.perf_counter() - t0
@@ -84,7 +84,8 @@ def run_ingest(cfg: RaylineConfig, storage: Storage, *, force: bool = False,
     tmp = storage.temp_dir(final)
     try:
         dim_rows = {name: c["read"] for name, c in dim_counts.items()}
-        spec, counts, by_rule = _execute(cfg, storage, primary, dims, dim_quarantine, dim_rows, tmp, progress, timings)
+        spec, counts, by_rule = _execute(cfg, plan, storage, primary, dims, dim_quarantine, dim_rows, tmp, progress,
+                                          timings)
         rows_read = counts["read"]
         if expected_rows is not None and rows_read != expected_rows:
             raise InputError(f"source {d.primary!r}: read {rows_read} rows but the Parquet footers declare {expected_rows}")
@@ -154,7 +155,8 @@ def _count_features(cfg, primary: src_mod.ResolvedSource) -> dict:
     return finish(cfg, partial)
 
 
-def _execute(cfg, storage: Storage, primary, dims, dim_quarantine, dim_rows: dict, tmp: str, progress, timings):
+def _execute(cfg, plan: IngestPlan, storage: Storage, primary, dims, dim_quarantine, dim_rows: dict, tmp: str, progress,
+             timings):
     import ray
 
     d = cfg.data
@@ -170,7 +172,7 @@ def _execute(cfg, storage: Storage, primary, dims, dim_quarantine, dim_rows: dic
     # ---- pass 1: validate + join + split -> partial statistics and quarantined rows
     t = time.perf_counter()
     progress(f"ingest: pass 1/2 validate, join, split, gather statistics ({len(primary.files)} file(s) of {d.primary})")
-    _map_and_write(cfg, primary, BatchProcessor(cfg, dims_ref), pass1_dir, fs)
+    _map_and_write(primary, StatisticsPass(plan, dims_ref), pass1_dir, fs)
     timings["pass1_validate_join_split"] = time.perf_counter() - t
 
     # ---- fit: merge the partial statistics (one small JSON per batch) on the driver
@@ -208,7 +210,7 @@ def _execute(cfg, storage: Storage, primary, dims, dim_quarantine, dim_rows: dic
     t = time.perf_counter()
     progress("ingest: pass 2/2 transform and write model-ready Parquet")
     if sum(split_rows.values()):
-        _map_and_write(cfg, primary, BatchProcessor(cfg, dims_ref, spec.to_json()), storage.path(tmp, "ready"), fs,
+        _map_and_write(primary, ReadyPass(plan, dims_ref, spec), storage.path(tmp, "ready"), fs,
                        partition_cols=[READY_SPLIT_COL], **READY_PARQUET_OPTIONS)
     timings["pass2_transform_write"] = time.perf_counter() - t
     # Both passes read the input: it must not have changed in between.
@@ -235,18 +237,19 @@ def _execute(cfg, storage: Storage, primary, dims, dim_quarantine, dim_rows: dic
 READY_PARQUET_OPTIONS = {"use_dictionary": False}
 
 
-def _map_and_write(cfg, primary: src_mod.ResolvedSource, processor: BatchProcessor, out: str, fs, **write_args) -> None:
-    """Read the primary table, map `processor` over it and write the result as Parquet under
+def _map_and_write(primary: src_mod.ResolvedSource, step: StatisticsPass | ReadyPass, out: str, fs, **write_args) -> None:
+    """Read the primary table, map `step` over it and write the result as Parquet under
     `out`; a failed task becomes a message naming the broken input file, not a Ray traceback."""
-    if processor.spec_json is not None:
+    plan = step.plan
+    if isinstance(step, ReadyPass):
         # Pass 2 writes no quarantine, so it reads only what rules, joins, split and features
         # use (every file has these: check_files). Parquet then skips the other columns' pages.
-        ds = src_mod.read_dataset(primary, columns=required_primary_columns(cfg))
+        ds = src_mod.read_dataset(primary, columns=list(plan.required))
     else:
         ds = src_mod.read_dataset(primary)
-        if "path" not in required_primary_columns(cfg):
+        if "path" not in plan.required:
             ds = ds.rename_columns({"path": src_mod.PATH_COLUMN})
-    ds = ds.map_batches(processor, batch_format="pyarrow", batch_size=cfg.data.block_rows, zero_copy_batch=True)
+    ds = ds.map_batches(step, batch_format="pyarrow", batch_size=plan.block_rows, zero_copy_batch=True)
     try:
         ds.write_parquet(out, filesystem=fs, **write_args)
     except Exception as e:  # noqa: BLE001 - turn task failures into a message with the cause

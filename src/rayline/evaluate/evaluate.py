@@ -10,7 +10,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
 from rayline.model.metrics import calibration, primary_metric, roc_curve, task_metrics, trivial_metrics
-from rayline.features.spec import ModelInputs, model_inputs_from_table
+from rayline.features.spec import MODEL_COLUMNS, Y, ModelInputs, model_inputs_from_table
 from rayline.model.artifact import LoadedModel
 
 
@@ -34,13 +34,13 @@ class Evaluation:
 def predict_split(model: LoadedModel, uri: str, columns: list[str]) -> tuple[np.ndarray, np.ndarray, pa.Table]:
     """Stream a model-ready split through the model; returns (y, predictions, the extra columns)."""
     ds = pads.dataset(uri, format="parquet", partitioning=None)
-    wanted = ["x_num", "x_cat", "y"] + [c for c in columns if c in ds.schema.names]
+    wanted = MODEL_COLUMNS + [c for c in columns if c in ds.schema.names]
     ys, ps, extras = [], [], []
     for batch in ds.to_batches(columns=wanted, batch_size=65_536):
         t = pa.Table.from_batches([batch])
         num, cat = model_inputs_from_table(t)
         ps.append(model.predict_inputs(ModelInputs(num=num, cat=cat)))
-        ys.append(t.column("y").to_numpy())
+        ys.append(t.column(Y).to_numpy())
         extras.append(t.select([c for c in wanted[3:]]))
     if not ys:
         return np.zeros(0), np.zeros(0), pa.table({})

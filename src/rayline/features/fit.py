@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from rayline.config import RaylineConfig
+from rayline.config import FeaturesConfig, RaylineConfig
 from rayline.features.coerce import coerce
 from rayline.features.spec import CategoricalSpec, FeatureSpec, LabelSpec, NumericSpec, TimeSpec
 
@@ -93,9 +93,10 @@ class PartialStats:
         )
 
 
-def partial_stats(table: pa.Table, cfg: RaylineConfig, label: np.ndarray | None) -> PartialStats:
-    """Statistics of one batch of (already typed) training rows."""
-    feats = cfg.data.features
+def partial_stats(table: pa.Table, feats: FeaturesConfig, label: np.ndarray | None, *,
+                  learned_log1p: bool = False) -> PartialStats:
+    """Statistics of one batch of (already typed) training rows; `label`: the numeric target
+    (None for multiclass), learned on log(1 + y) when `learned_log1p`."""
     out = PartialStats(rows=table.num_rows)
     for f in feats.numeric:
         x = pc.fill_null(coerce(table.column(f.name), "float")[0], float("nan")).to_numpy(zero_copy_only=False)
@@ -108,9 +109,9 @@ def partial_stats(table: pa.Table, cfg: RaylineConfig, label: np.ndarray | None)
         values, counts = vc.field("values").to_pylist(), vc.field("counts").to_pylist()
         out.categorical[f.name] = Counter({v: c for v, c in zip(values, counts) if v is not None})
         out.cat_nulls[f.name] = col.null_count
-    if label is not None and cfg.task != "multiclass":
+    if label is not None:
         out.label = Moments.of(label.astype(np.float64))
-        if cfg.data.label.transform == "log1p":  # the rule quarantined y < 0 before this
+        if learned_log1p:  # the rule quarantined y < 0 before this
             out.learned = Moments.of(np.log1p(label.astype(np.float64)))
     return out
 

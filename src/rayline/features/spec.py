@@ -30,6 +30,9 @@ MISSING_INDEX = 0
 OOV_INDEX = 1
 TIME_PERIODS = {"hour": 24, "dow": 7, "month": 12, "day": 31, "minute": 60}
 LINEAR_PARTS = {"us_holiday"}  # one column each, scaled to [0, 1]
+# The model-ready layout's columns (the ingest writes them, training, evaluation and batch read them).
+X_NUM, X_CAT, Y = "x_num", "x_cat", "y"
+MODEL_COLUMNS = [X_NUM, X_CAT, Y]
 
 
 class _Spec(BaseModel):
@@ -202,13 +205,6 @@ class FeatureSpec(_Spec):
                 cat[k] = _category_index(col, c.vocabulary)
         return ModelInputs(num=np.ascontiguousarray(num.T), cat=np.ascontiguousarray(cat.T))
 
-    def transform_records(self, records: list[dict[str, Any]]) -> ModelInputs:
-        """JSON records -> model inputs, through the same Arrow path as batches."""
-        return self.transform(records_to_table(records, self.raw_kinds()))
-
-    def transform_pandas(self, df) -> ModelInputs:
-        return self.transform(pa.Table.from_pandas(df, preserve_index=False))
-
     def label_values(self, table: pa.Table) -> np.ndarray:
         """The training target: float32 0/1 (binary), float32 (regression), int64 index (multiclass)."""
         lab = self.label
@@ -223,17 +219,9 @@ class FeatureSpec(_Spec):
 
     def to_model_table(self, table: pa.Table, with_label: bool = True) -> pa.Table:
         """The model-ready layout written by ingest: x_num, x_cat, y, then passthrough columns."""
-        inputs = self.transform(table)
-        n = len(inputs)
-        arrays = {
-            "x_num": pa.FixedSizeListArray.from_arrays(pa.array(inputs.num.reshape(-1)), max(inputs.num.shape[1], 1))
-            if inputs.num.shape[1] else pa.nulls(n, pa.list_(pa.float32(), 1)),
-            # int32 on disk (vocabularies are far smaller), int64 again when read for the model.
-            "x_cat": pa.FixedSizeListArray.from_arrays(pa.array(inputs.cat.reshape(-1).astype(np.int32)), max(inputs.cat.shape[1], 1))
-            if inputs.cat.shape[1] else pa.nulls(n, pa.list_(pa.int32(), 1)),
-        }
+        arrays = {c: as_model_table(self.transform(table)).column(c) for c in (X_NUM, X_CAT)}
         if with_label:
-            arrays["y"] = pa.array(self.label_values(table))
+            arrays[Y] = pa.array(self.label_values(table))
         for c in self.passthrough:
             if c in table.column_names:
                 arrays[c] = table.column(c)
@@ -310,6 +298,18 @@ def numeric_matrix(table: pa.Table, names: list[str]) -> np.ndarray:
     return x
 
 
+def as_model_table(inputs: ModelInputs) -> pa.Table:
+    """Model inputs as the model-ready list columns (x_num float32, x_cat int32 on disk)."""
+    n = len(inputs)
+    return pa.table({
+        X_NUM: pa.FixedSizeListArray.from_arrays(pa.array(inputs.num.reshape(-1)), max(inputs.num.shape[1], 1))
+        if inputs.num.shape[1] else pa.nulls(n, pa.list_(pa.float32(), 1)),
+        # int32 on disk (vocabularies are far smaller), int64 again when read for the model.
+        X_CAT: pa.FixedSizeListArray.from_arrays(pa.array(inputs.cat.reshape(-1).astype(np.int32)), max(inputs.cat.shape[1], 1))
+        if inputs.cat.shape[1] else pa.nulls(n, pa.list_(pa.int32(), 1)),
+    })
+
+
 def model_inputs_from_table(table: pa.Table) -> tuple[np.ndarray, np.ndarray]:
     """Read x_num/x_cat of a model-ready table back into (n, d) matrices without copying."""
     def mat(name: str, dtype) -> np.ndarray:
@@ -319,16 +319,7 @@ def model_inputs_from_table(table: pa.Table) -> tuple[np.ndarray, np.ndarray]:
         if col.null_count == len(col):  # no features of this kind
             return np.zeros((len(col), 0), dtype)
         return col.flatten().to_numpy(zero_copy_only=False).reshape(-1, width).astype(dtype, copy=False)
-    return mat("x_num", np.float32), mat("x_cat", np.int64)
-
-
-def records_to_table(records: list[dict[str, Any]], kinds: dict[str, str]) -> pa.Table:
-    """Build an Arrow table of the declared kinds from JSON records (missing keys are null)."""
-    cols = {}
-    for name, kind in kinds.items():
-        raw = pa.array([r.get(name) for r in records], from_pandas=True) if records else pa.array([], pa.null())
-        cols[name] = coerce(raw, kind)[0]
-    return pa.table(cols)
+    return mat(X_NUM, np.float32), mat(X_CAT, np.int64)
 
 
 def compare(col: pa.ChunkedArray | pa.Array, op: str, value: float | str) -> np.ndarray:

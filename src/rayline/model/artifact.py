@@ -14,9 +14,11 @@ import json
 from dataclasses import dataclass
 
 import numpy as np
+import pyarrow as pa
 import torch
 
 from rayline.config import ModelConfig
+from rayline.errors import InputError
 from rayline.features.contract import Contract
 from rayline.features.spec import FeatureSpec, ModelInputs
 from rayline.model import boosted
@@ -59,9 +61,15 @@ class LoadedModel:
     @classmethod
     def from_bytes(cls, model: bytes, spec_json: bytes | str, config_json: bytes | str,
                    device: str | torch.device = "cpu") -> "LoadedModel":
-        """`model` is the content of `model_file(config)`: weights.pt or booster.ubj."""
-        spec = FeatureSpec.from_json(spec_json)
-        cfg = ModelConfig.model_validate(json.loads(config_json))
+        """From the registry's files: `model` is the content of `model_file(config)` (weights.pt
+        or booster.ubj), the spec and the model config as their JSON."""
+        return cls.from_parts(model, FeatureSpec.from_json(spec_json), ModelConfig.model_validate(json.loads(config_json)),
+                              device)
+
+    @classmethod
+    def from_parts(cls, model: bytes, spec: FeatureSpec, cfg: ModelConfig,
+                   device: str | torch.device = "cpu") -> "LoadedModel":
+        """From objects already in this process (a training run's result, a batch plan)."""
         dev = torch.device(device)
         if cfg.family == "xgboost":
             return cls(None, spec, cfg, dev, boosted.load(model, "cuda" if dev.type == "cuda" else "cpu"))
@@ -103,5 +111,18 @@ class LoadedModel:
                 np.zeros(0, dtype=object)
         return None
 
+    def predict_table(self, table: pa.Table) -> tuple[ModelInputs, np.ndarray]:
+        """Checked rows (a contract's output) -> (model inputs, predictions): the one step from
+        records the contract accepted to the model's answer, for /predict and everyone else."""
+        inputs = self.spec.transform(table)
+        return inputs, self.predict_inputs(inputs)
+
     def predict_records(self, records: list[dict]) -> np.ndarray:
-        return self.predict_inputs(self.spec.transform_records(records))
+        """JSON records through the door /predict uses: the contract's verdicts (an invalid record
+        raises `InputError` naming the record and the field), then `predict_table`."""
+        table, failures = self.contract.check_records(records)
+        if failures.bad.any():
+            i = int(failures.bad.argmax())
+            raise InputError(f"record {i}: {self.contract.message(*failures.first(i))} "
+                             f"({int(failures.bad.sum())} of {len(records)} record(s) invalid)")
+        return self.predict_table(table)[1]

@@ -59,8 +59,7 @@ def _predict_group(v: int, items: list[Item], idx: list[int], out: list, drift: 
         return
     rows = np.concatenate(keep)
     table = table if len(rows) == table.num_rows else table.take(pa.array(rows))
-    inputs = model.spec.transform(table)
-    preds = model.predict_inputs(inputs)
+    inputs, preds = model.predict_table(table)
     if not np.isfinite(preds).all():
         raise ValueError("the model produced a non-finite prediction")
     outside = drift.observe(table, inputs) if drift is not None and model.spec is drift.spec else []

@@ -76,7 +76,7 @@ class ModelHolder:
         if self.current is not None and self.current[0] == version:
             return
         v, model = self.loader(str(version))
-        model.predict_inputs(model.spec.transform(model.contract.check_records([{}])[0]))  # warm-up allocates
+        model.predict_table(model.contract.check_records([{}])[0])  # warm-up allocates
         try:
             info = self.info(v)
         except Exception as e:  # noqa: BLE001 - metadata is best effort; the model serves without it

@@ -23,14 +23,13 @@ import xgboost as xgb
 
 from rayline.config import TrainConfig
 from rayline.model.metrics import primary_metric
-from rayline.features.spec import FeatureSpec, LabelSpec, model_inputs_from_table
+from rayline.features.spec import MODEL_COLUMNS, Y, FeatureSpec, LabelSpec, model_inputs_from_table
 from rayline.model import boosted
 from rayline.model.network import training_target
 from rayline.train.shard import read_shard
 
 STATE_FILE = "state.ubj"
 META_FILE = "meta.json"
-COLUMNS = ["x_num", "x_cat", "y"]
 
 # the xgboost metric watched for each task, and the primary metric it gives in user units
 WATCHED = {"binary": "auc", "multiclass": "mlogloss", "regression": "rmse"}
@@ -38,9 +37,9 @@ LOSS = {"binary": "logloss", "multiclass": "mlogloss", "regression": "rmse"}
 
 
 def _shard_arrays(uri: str, rank: int, world: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    t = read_shard(uri, rank, world, COLUMNS)
+    t = read_shard(uri, rank, world, MODEL_COLUMNS)
     num, cat = model_inputs_from_table(t)
-    return num, cat, t.column("y").to_numpy().astype(np.float32)
+    return num, cat, t.column(Y).to_numpy().astype(np.float32)
 
 
 def target(label: LabelSpec, y: np.ndarray) -> np.ndarray:

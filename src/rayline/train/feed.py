@@ -14,15 +14,14 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from rayline.features.spec import model_inputs_from_table
+from rayline.features.spec import MODEL_COLUMNS, Y, model_inputs_from_table
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
-COLUMNS = ["x_num", "x_cat", "y"]
 
 
 def _tensors(table: pa.Table, device, pin: bool = False) -> Batch:
     num, cat = model_inputs_from_table(table)
-    y = table.column("y").to_numpy()
+    y = table.column(Y).to_numpy()
     out = [torch.from_numpy(np.require(a, requirements=["C", "W"])) for a in (num, cat, y)]
     if device.type == "cuda":
         out = [t.pin_memory().to(device, non_blocking=True) if pin else t.to(device) for t in out]
@@ -32,7 +31,7 @@ def _tensors(table: pa.Table, device, pin: bool = False) -> Batch:
 class MemoryFeed:
     def __init__(self, table: pa.Table, batch_size: int, device: torch.device, seed: int):
         """`table`: the worker's share (train.shard.read_shard)."""
-        self.num, self.cat, self.y = _tensors(table.select(COLUMNS), device) if table.num_rows else (
+        self.num, self.cat, self.y = _tensors(table.select(MODEL_COLUMNS), device) if table.num_rows else (
             torch.zeros(0, 0), torch.zeros(0, 0, dtype=torch.long), torch.zeros(0))
         self.batch_size, self.device, self.seed = batch_size, device, seed
 
@@ -72,4 +71,4 @@ class StreamFeed:
             local_shuffle_seed=self.seed * 100_003 + epoch if shuffle else None,
         )
         for table in it:
-            yield _tensors(table.select(COLUMNS), self.device, pin=True)
+            yield _tensors(table.select(MODEL_COLUMNS), self.device, pin=True)

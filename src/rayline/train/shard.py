@@ -14,14 +14,14 @@ from __future__ import annotations
 import pyarrow as pa
 import pyarrow.dataset as pads
 
-COLUMNS = ["x_num", "x_cat", "y"]
+from rayline.features.spec import MODEL_COLUMNS
 
 
 def row_range(rows: int, rank: int, world: int) -> tuple[int, int]:
     return rows * rank // world, rows * (rank + 1) // world
 
 
-def read_shard(uri: str, rank: int, world: int, columns: list[str] = COLUMNS) -> pa.Table:
+def read_shard(uri: str, rank: int, world: int, columns: list[str] = MODEL_COLUMNS) -> pa.Table:
     """Rows [rank*n/world, (rank+1)*n/world) of the Parquet dataset at `uri` (a path or URI)."""
     ds = pads.dataset(uri, format="parquet", partitioning=None)
     groups = []

@@ -16,6 +16,7 @@ from rayline import layout
 from rayline.config import RaylineConfig
 from rayline.data.dataset import IngestResult
 from rayline.errors import RaylineError, failure_line
+from rayline.features.spec import MODEL_COLUMNS
 from rayline.model.metrics import primary_metric
 from rayline.storage import Storage
 from rayline.model.artifact import model_file
@@ -139,7 +140,7 @@ def run_training(cfg: RaylineConfig, ingest: IngestResult, storage: Storage, *, 
     datasets, data_config = {}, None
     if feed == "stream":
         datasets = {"train": ray.data.read_parquet(ingest.split_uri("train"), partitioning=None)
-                    .select_columns(["x_num", "x_cat", "y"])}
+                    .select_columns(MODEL_COLUMNS)}
         data_config = DataConfig(datasets_to_split=["train"], execution_options=ExecutionOptions(preserve_order=True))
     # The controller's environment (a variable the user set wins) and its helper actors, less
     # those with nothing to do for this run (controller_setup).
