@@ -11,7 +11,6 @@ import pytest
 from rayline.batch import run_batch_predict
 from rayline.config import load_config
 from rayline.errors import ResourceError
-from rayline.pipeline import example_record
 from rayline.registry import Registry
 from rayline.serve.deploy import deploy
 from tests.conftest import FLIGHTS_CONFIG
@@ -51,7 +50,7 @@ def test_gpu_replica_and_batch_inference_share_one_gpu_without_waiting(gpu_node,
         info = httpx.get(f"{d.url}/model", timeout=30).json()
         assert info["device"] == "cpu"                                 # no CUDA there: said, not hidden
         _, model = Registry(storage, cfg.name).load(d.model_version)
-        record = example_record(model.spec)
+        record = model.spec.example_record()
         assert httpx.post(f"{d.url}/predict", json=record, timeout=30).status_code == 200
         pq.write_table(pa.Table.from_pylist([record] * 20), tmp_path / "in.parquet")
 

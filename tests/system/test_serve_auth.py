@@ -4,7 +4,6 @@ import httpx
 import pytest
 
 from rayline.config import load_config
-from rayline.pipeline import example_record
 from rayline.registry import Registry
 from rayline.serve.deploy import deploy
 from tests.conftest import FLIGHTS_CONFIG
@@ -26,7 +25,7 @@ def secured(flights_model, tmp_path_factory):
     scfg = load_config(FLIGHTS_CONFIG, overrides)
     d = deploy(scfg)
     _, model = Registry(storage, cfg.name).load(d.model_version)
-    yield d, example_record(model.spec)
+    yield d, model.spec.example_record()
     serve.delete(scfg.serve.app_name)
 
 

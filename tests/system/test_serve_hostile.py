@@ -21,7 +21,6 @@ import pytest
 
 from rayline.batch import run_batch_predict
 from rayline.config import load_config
-from rayline.pipeline import example_record
 from rayline.registry import Registry
 from rayline.serve.deploy import deploy
 from tests.conftest import FLIGHTS_CONFIG
@@ -43,7 +42,7 @@ def hostile(flights_model):
     scfg = load_config(FLIGHTS_CONFIG, overrides)
     d = deploy(scfg)
     _, model = Registry(storage, cfg.name).load(d.model_version)
-    yield scfg, storage, d, example_record(model.spec)
+    yield scfg, storage, d, model.spec.example_record()
     serve.delete(scfg.serve.app_name)
 
 

@@ -205,6 +205,19 @@ class FeatureSpec(_Spec):
                 cat[k] = _category_index(col, c.vocabulary)
         return ModelInputs(num=np.ascontiguousarray(num.T), cat=np.ascontiguousarray(cat.T))
 
+    def example_record(self) -> dict[str, Any]:
+        """A typical request: each feature at its training mean or most frequent value (within its
+        constraints), for smoke tests and documentation."""
+        rec: dict[str, Any] = {f.name: round(f.mean, 3) for f in self.numeric}
+        rec.update({c.name: c.vocabulary[0] for c in self.categorical if c.vocabulary})
+        rec.update({t.name: "2013-06-01T12:00:00Z" for t in self.time})
+        for name, c in self.constraints.items():
+            if name in rec and c.allowed and str(rec[name]) not in c.allowed:
+                rec[name] = c.allowed[0]
+            if name in rec and isinstance(rec[name], float) and c.min is not None:
+                rec[name] = max(rec[name], c.min)
+        return rec
+
     def label_values(self, table: pa.Table) -> np.ndarray:
         """The training target: float32 0/1 (binary), float32 (regression), int64 index (multiclass)."""
         lab = self.label

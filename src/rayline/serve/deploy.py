@@ -156,13 +156,14 @@ def wait_ready(url: str, timeout_s: float = 60, version: int | None = None) -> i
     raise RaylineError(f"{url} is not ready after {timeout_s}s ({last})")
 
 
-def deploy(cfg: RaylineConfig, model: str | None = None, timeout_s: float = 180, progress=lambda m: None) -> Deployment:
+def deploy(cfg: RaylineConfig, model: str | None = None, timeout_s: float = 180, progress=lambda m: None,
+           registry=None) -> Deployment:
     """Deploy or update the app; returns once it answers /readyz with the expected version.
-    `progress` hears the replicas' states as they change."""
+    `progress` hears the replicas' states as they change; `registry`: the caller's, if it has one."""
     from rayline.registry import Registry
 
     ref = str(model) if model is not None else cfg.alias
-    version = Registry.of(cfg).resolve(ref)  # fail early, with a clear message
+    version = (registry or Registry.of(cfg)).resolve(ref)  # fail early, with a clear message
     check_replica_resources(cfg)
     apply(serve_config(cfg, model), timeout_s, progress)
     url = base_url(cfg)
