@@ -1,35 +1,35 @@
 """The per-worker loop of the xgboost family (runs inside XGBoostTrainer workers), top to bottom.
 
-load the shard -> restore the last checkpoint if any -> boost round by round; every
-`checkpoint_every` rounds: a history row, a checkpoint, a report -> stop early when the
+setup (load the shard) -> restore the last checkpoint if any -> boost round by round; every
+`checkpoint_every` rounds: a history row, a checkpoint, a report (save) -> stop early when the
 validation metric stalls. XGBoost's collective (set up by XGBoostTrainer) makes every worker's
 histograms and evaluation metrics global, so all ranks see the same numbers, take the same
 decisions, and call `ray.train.report` the same number of times.
 
 A checkpoint holds the whole booster (to resume: the next round continues from it) and the
-best round's booster (what would be registered), with the early-stopping state in meta.json.
+best round's booster (what would be registered), with the early-stopping state in meta.json
+(`CheckpointMeta`, shared with the MLP loop).
 """
 
 from __future__ import annotations
 
-import json
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import xgboost as xgb
 
-from rayline.config import TrainConfig
 from rayline.model.metrics import primary_metric
-from rayline.features.spec import MODEL_COLUMNS, Y, FeatureSpec, LabelSpec, model_inputs_from_table
+from rayline.features.spec import MODEL_COLUMNS, Y, LabelSpec, model_inputs_from_table
 from rayline.model import boosted
 from rayline.model.network import training_target
+from rayline.train.checkpoint import BOOSTER_STATE, CheckpointMeta
+from rayline.train.plan import PLAN_KEY, LoopPlan
 from rayline.train.shard import read_shard
 
-STATE_FILE = "state.ubj"
-META_FILE = "meta.json"
 
 # the xgboost metric watched for each task, and the primary metric it gives in user units
 WATCHED = {"binary": "auc", "multiclass": "mlogloss", "regression": "rmse"}
@@ -58,54 +58,71 @@ def to_user_units(label: LabelSpec, task: str, value: float) -> float:
 
 
 def train_loop_per_worker(config: dict) -> None:
+    w = setup(config[PLAN_KEY])
+    start, meta = restore(w)
+    remaining = w.plan.train.model.xgboost.num_boost_round - (start.num_boosted_rounds() if start is not None else 0)
+    if remaining <= 0 or _stopped(meta, w.plan.train.model.xgboost):
+        return
+    reporter = _Reporter(w, meta)
+    # train epoch -> validate -> save, in XGBoost's terms: xgb.train boosts round by round,
+    # evaluates the validation set each round (early stopping needs it), and the callback saves a
+    # checkpoint every `checkpoint_every` rounds. The training loss, for the history, is evaluated
+    # at each report only: evaluating the training matrix every round (its AUC sorts every row)
+    # cost more than a round's boosting here.
+    booster = xgb.train(w.params, w.dtrain, num_boost_round=remaining, evals=[(w.dvalid, "valid")],
+                        xgb_model=start, callbacks=[reporter], verbose_eval=False)
+    reporter.finish(booster)
+
+
+@dataclass
+class Worker:
+    plan: LoopPlan
+    rank: int
+    world: int
+    device: str
+    dtrain: object
+    dvalid: object
+    rows: int
+    params: dict
+    metric: str     # the watched metric, as the loop names it (rmsle with log1p)
+    mode: str
+
+
+def setup(plan: LoopPlan) -> Worker:
+    """This worker's shard of train and valid, as DMatrix (categories native), and the params."""
     import ray.train
 
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    cfg = TrainConfig.model_validate(config["train"])
-    xc = cfg.model.xgboost
-    spec = FeatureSpec.from_json(config["spec"])
-    task = spec.label.task
-    metric, mode = primary_metric(task)
-    metric = watched_metric(spec.label, metric)
-    device = "cuda" if config.get("use_gpu") else "cpu"
-
-    # ---- data: this worker's shard of train and valid, as DMatrix (categories native)
+    spec = plan.spec
+    metric, mode = primary_metric(spec.label.task)
+    device = "cuda" if plan.use_gpu else "cpu"
     t0 = time.perf_counter()
-    num, cat, y = _shard_arrays(config["splits"]["train"], rank, world)
+    num, cat, y = _shard_arrays(plan.splits["train"], rank, world)
     dtrain = boosted.dmatrix(spec, num, cat, target(spec.label, y))
-    vnum, vcat, vy = _shard_arrays(config["splits"]["valid"], rank, world)
+    vnum, vcat, vy = _shard_arrays(plan.splits["valid"], rank, world)
     dvalid = boosted.dmatrix(spec, vnum, vcat, target(spec.label, vy))
-    rows = len(y)
     if rank == 0:
         print(f"[rayline] {world} xgboost worker(s) on {device}, data ready in {time.perf_counter() - t0:.1f}s",
               flush=True)
+    return Worker(plan, rank, world, device, dtrain, dvalid, len(y),
+                  boosted.params(spec, plan.train.model.xgboost, device, plan.train.seed),
+                  watched_metric(spec.label, metric), mode)
 
-    # ---- resume: the whole booster and the early-stopping state from the last checkpoint
-    state = {"best": None, "best_round": 0, "stale_rounds": 0, "history": [], "attempt": 1}
-    start = None
+
+def restore(w: Worker) -> tuple[xgb.Booster | None, CheckpointMeta]:
+    """The whole booster and the early-stopping state from the last checkpoint, if any."""
+    import ray.train
+
     checkpoint = ray.train.get_checkpoint()
-    if checkpoint:
-        with checkpoint.as_directory() as d:
-            start = xgb.Booster(model_file=bytearray(Path(d, STATE_FILE).read_bytes()))
-            meta = json.loads(Path(d, META_FILE).read_text())
-        state.update({k: meta[k] for k in ("best", "best_round", "stale_rounds", "history")})
-        state["attempt"] = meta.get("attempt", 1) + 1
-        if rank == 0:
-            print(f"[rayline] resumed from checkpoint at round {start.num_boosted_rounds()}", flush=True)
-    done = start.num_boosted_rounds() if start is not None else 0
-    remaining = xc.num_boost_round - done
-    params = boosted.params(spec, xc, device, cfg.seed)
-    if remaining <= 0 or _stopped(state, xc):
-        return
-
-    reporter = _Reporter(spec, cfg, metric, mode, state, rank, world, rows, device, dtrain)
-    # Only the validation set is evaluated every round (early stopping needs it); the training
-    # loss, for the history, is evaluated at each report. Evaluating the training matrix every
-    # round (its AUC sorts every row) cost more than a round's boosting here.
-    booster = xgb.train(params, dtrain, num_boost_round=remaining, evals=[(dvalid, "valid")],
-                        xgb_model=start, callbacks=[reporter], verbose_eval=False)
-    reporter.finish(booster)
+    if not checkpoint:
+        return None, CheckpointMeta(metric=w.metric, best_round=0)
+    with checkpoint.as_directory() as d:
+        start = xgb.Booster(model_file=bytearray(Path(d, BOOSTER_STATE).read_bytes()))
+        meta = CheckpointMeta.read(d).resumed()
+    if w.rank == 0:
+        print(f"[rayline] resumed from checkpoint at round {start.num_boosted_rounds()}", flush=True)
+    return start, meta
 
 
 def _eval_value(text: str, metric: str) -> float:
@@ -117,23 +134,22 @@ def _eval_value(text: str, metric: str) -> float:
     return float("nan")
 
 
-def _stopped(state: dict, xc) -> bool:
-    return xc.early_stopping_rounds is not None and state["stale_rounds"] >= xc.early_stopping_rounds
+def _stopped(meta: CheckpointMeta, xc) -> bool:
+    return xc.early_stopping_rounds is not None and meta.stale >= xc.early_stopping_rounds
 
 
 class _Reporter(xgb.callback.TrainingCallback):
     """XGBoost callback: early stopping on the rayline metric, history rows, checkpoints, reports."""
 
-    def __init__(self, spec: FeatureSpec, cfg: TrainConfig, metric: str, mode: str, state: dict, rank: int,
-                 world: int, rows: int, device: str, dtrain):
+    def __init__(self, w: Worker, meta: CheckpointMeta):
         super().__init__()
+        self.w, self.meta = w, meta
+        self.spec, self.cfg = w.plan.spec, w.plan.train
         # XGBoost's histograms are fp32; with device cuda it copies the training matrix to the GPU once.
-        self.run_info = {"precision": "fp32", "feed_device": device}
-        self.spec, self.cfg, self.metric, self.mode, self.state = spec, cfg, metric, mode, state
-        self.rank, self.world, self.rows = rank, world, rows
+        self.run_info = {"precision": "fp32", "feed_device": w.device}
         self.last_reported, self.t = None, time.perf_counter()
         self.rounds_since = 0
-        self.dtrain, self.first_round_at = dtrain, None
+        self.first_round_at = None
         self._val_loss, self._value = float("nan"), float("nan")
 
     def after_iteration(self, model, epoch: int, evals_log: dict) -> bool:
@@ -145,13 +161,12 @@ class _Reporter(xgb.callback.TrainingCallback):
         value = to_user_units(self.spec.label, task, float(evals_log["valid"][WATCHED[task]][-1]))
         self._value = value
         self._val_loss = float(evals_log["valid"][LOSS[task]][-1])
-        s = self.state
-        improved = s["best"] is None or (value > s["best"] if self.mode == "max" else value < s["best"])
-        if improved:
-            s["best"], s["best_round"], s["stale_rounds"] = value, rounds, 0
+        m = self.meta
+        if m.improved(value, self.w.mode):
+            m.best, m.best_round, m.stale = value, rounds, 0
         else:
-            s["stale_rounds"] += 1
-        stop = _stopped(s, self.cfg.model.xgboost)
+            m.stale += 1
+        stop = _stopped(m, self.cfg.model.xgboost)
         if stop or rounds % self.cfg.model.xgboost.checkpoint_every == 0:
             self._report(model)
         return stop
@@ -164,32 +179,28 @@ class _Reporter(xgb.callback.TrainingCallback):
     def _report(self, model) -> None:
         import ray.train
 
-        s = self.state
+        m, w = self.meta, self.w
         rounds = model.num_boosted_rounds()
         elapsed = time.perf_counter() - self.t  # boosting and validation only: the train loss below is not in it
-        train_loss = _eval_value(model.eval(self.dtrain, "train"), LOSS[self.spec.label.task])
-        row = {"epoch": len(s["history"]) + 1, "round": rounds,
-               "train_loss": train_loss, "val_loss": self._val_loss, f"val_{self.metric}": self._value,
+        train_loss = _eval_value(model.eval(w.dtrain, "train"), LOSS[self.spec.label.task])
+        row = {"epoch": len(m.history) + 1, "round": rounds,
+               "train_loss": train_loss, "val_loss": self._val_loss, f"val_{w.metric}": self._value,
                "epoch_time_s": round(elapsed, 3), "rounds_in_epoch": self.rounds_since,
-               "train_samples_per_s": round(self.rows * self.world * self.rounds_since / max(elapsed, 1e-9), 1),
-               "attempt": s["attempt"], "best_round": s["best_round"], **self.run_info}
-        if not s["history"] or s["history"][-1].get("attempt") != s["attempt"]:
+               "train_samples_per_s": round(w.rows * w.world * self.rounds_since / max(elapsed, 1e-9), 1),
+               "attempt": m.attempt, "best_round": m.best_round, **self.run_info}
+        if not m.history or m.history[-1].get("attempt") != m.attempt:
             row["first_step_at"] = self.first_round_at  # this attempt's first report
-        s["history"].append(row)
-        best_score = s["best"] if self.mode == "max" else -s["best"]
-        metrics = {**row, "best": s["best"], "score": best_score}
-        if self.rank == 0:
+        m.history.append(row)
+        m.epoch = len(m.history) - 1
+        metrics = {**row, "best": m.best, "score": m.score(w.mode)}
+        if w.rank == 0:
             print(f"[rayline] round {rounds}/{self.cfg.model.xgboost.num_boost_round} train_loss {row['train_loss']:.4f} "
-                  f"val_loss {row['val_loss']:.4f} val_{self.metric} {self._value:.4f} (best round {s['best_round']})",
+                  f"val_loss {row['val_loss']:.4f} val_{w.metric} {self._value:.4f} (best round {m.best_round})",
                   flush=True)
             with tempfile.TemporaryDirectory() as d:
-                Path(d, STATE_FILE).write_bytes(bytes(model.save_raw("ubj")))
-                Path(d, boosted.BOOSTER).write_bytes(bytes(model[: s["best_round"]].save_raw("ubj")))
-                Path(d, META_FILE).write_text(json.dumps({
-                    "epoch": len(s["history"]) - 1, "best": s["best"], "best_round": s["best_round"],
-                    "stale_rounds": s["stale_rounds"], "attempt": s["attempt"], "history": s["history"],
-                    "metric": self.metric,
-                    "metrics": row}))
+                Path(d, BOOSTER_STATE).write_bytes(bytes(model.save_raw("ubj")))
+                Path(d, boosted.BOOSTER).write_bytes(bytes(model[: m.best_round].save_raw("ubj")))
+                m.write(d)
                 ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
         else:
             ray.train.report(metrics)

@@ -6,7 +6,6 @@ and checkpoint policy all come from the config and are decided in this one place
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -24,6 +23,8 @@ from rayline.runtime import embedded as ray_embedded
 from rayline.runtime import session_logs
 from rayline.train.controller_setup import (controller_env, dropped_callbacks, lean, placement_groups_released,
                                             scoped_env)
+from rayline.train.checkpoint import RESULT_FILE, CheckpointMeta
+from rayline.train.plan import PLAN_KEY, LoopPlan
 from rayline.train.progress import follow
 from rayline.train.resources import cluster_worker_plan
 
@@ -74,8 +75,8 @@ def default_run_name(cfg: RaylineConfig, ingest: IngestResult) -> str:
 
 
 def _family(family: str):
-    """(Ray Train trainer class, per-worker loop) of a model family. Both loops write META_FILE
-    and the family's model file into each checkpoint."""
+    """(Ray Train trainer class, per-worker loop) of a model family. Both loops write a
+    CheckpointMeta and the family's model file into each checkpoint."""
     if family == "xgboost":
         from ray.train.xgboost import XGBoostTrainer
 
@@ -87,8 +88,6 @@ def _family(family: str):
     return TorchTrainer, train_loop_per_worker
 
 
-META_FILE = "meta.json"  # written by both loops
-RESULT_FILE = "result.json"  # runs/<run>/: the finished run's TrainResult (TrainResult.from_run)
 
 
 def choose_feed(cfg: RaylineConfig, ingest: IngestResult, workers: int) -> tuple[str, int]:
@@ -150,9 +149,10 @@ def run_training(cfg: RaylineConfig, ingest: IngestResult, storage: Storage, *, 
     trainer_cls = lean(trainer_cls, dropped_callbacks(has_datasets=bool(datasets), embedded=embedded))
     trainer = trainer_cls(
         loop,
-        train_loop_config={"train": tc.model_dump(mode="json"), "spec": ingest.spec.to_json(), "feed": feed,
-                           "train_rows_per_worker": rows_per_worker, "use_gpu": plan.use_gpu,
-                           "splits": {s: ingest.split_uri(s) for s in ("train", "valid")}},
+        # what every worker receives: objects compiled here, not JSON each worker re-validates
+        train_loop_config={PLAN_KEY: LoopPlan(train=tc, spec=ingest.spec, feed=feed, rows_per_worker=rows_per_worker,
+                                              use_gpu=plan.use_gpu,
+                                              splits={s: ingest.split_uri(s) for s in ("train", "valid")})},
         scaling_config=ScalingConfig(num_workers=plan.workers, use_gpu=plan.use_gpu, resources_per_worker=plan.resources,
                                      placement_strategy=tc.placement_strategy),
         run_config=RunConfig(
@@ -181,15 +181,15 @@ def run_training(cfg: RaylineConfig, ingest: IngestResult, storage: Storage, *, 
     file = model_file(tc.model)
     with best.as_directory() as d:
         model_bytes = Path(d, file).read_bytes()
-        best_meta = json.loads(Path(d, META_FILE).read_text())
+        best_meta = CheckpointMeta.read(d)
     with result.checkpoint.as_directory() as d:
-        history = json.loads(Path(d, META_FILE).read_text())["history"]
-    metric = best_meta.get("metric") or primary_metric(cfg.task)[0]  # the loop's name for what it watched
+        history = CheckpointMeta.read(d).history
+    metric = best_meta.metric or primary_metric(cfg.task)[0]  # the loop's name for what it watched
     storage.write_json({"history": history}, run_rel, "history.json")
     result = TrainResult(
         run_name=run_name, run_uri=storage.uri(run_rel), checkpoint_uri=best.path,
         model_bytes=model_bytes, model_file=file, history=history,
-        best_epoch=best_meta.get("best_round", best_meta["epoch"] + 1), metric=metric, best_value=best_meta["best"],
+        best_epoch=best_meta.best_epoch, metric=metric, best_value=best_meta.best,
         device=plan.device, workers=plan.workers, feed=feed,
         timings_s=_timings(fit_s, started_at, history),
         precision=history[-1].get("precision", "fp32") if history else "fp32",
