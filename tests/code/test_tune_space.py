@@ -16,9 +16,11 @@ def test_defaults_per_family_are_valid_config_keys():
 
 
 def test_a_sampled_point_is_a_validated_config():
-    base = load_config(FLIGHTS_CONFIG).model_dump(mode="json")
+    base = load_config(FLIGHTS_CONFIG)
     cfg = trial_config(base, {"train.model.xgboost.eta": 0.07, "train.model.xgboost.max_depth": 4})
     assert (cfg.train.model.xgboost.eta, cfg.train.model.xgboost.max_depth) == (0.07, 4)
+    assert cfg.data is base.data and base.train.model.xgboost.eta != 0.07    # the rest as it was, base untouched
+    assert trial_config(base, {}) is base
     assert overrides({"b.x": [1, 2], "a.y": 0.5}) == ["a.y=0.5", "b.x=[1, 2]"]
     with pytest.raises(ConfigError, match=r"train.model.xgboost.eta"):
         trial_config(base, {"train.model.xgboost.eta": -1})

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 
+from pydantic import BaseModel, ValidationError
+
 from rayline.config import RaylineConfig, SearchDim, apply_overrides, config_from_dict
 from rayline.errors import ConfigError
 
@@ -82,5 +84,20 @@ def overrides(params: dict) -> list[str]:
     return [f"{k}={json.dumps(v)}" for k, v in sorted(params.items())]
 
 
-def trial_config(base: dict, params: dict) -> RaylineConfig:
-    return config_from_dict(apply_overrides(base, overrides(params)), source="tune trial")
+def trial_config(base: RaylineConfig, params: dict) -> RaylineConfig:
+    """`base` (validated on the driver) at one sampled point. Only the sections the point changes
+    are validated again, with the point's values in them; the rest is taken as it is."""
+    if not params:
+        return base
+    merged = apply_overrides(base.model_dump(mode="json"), overrides(params))
+    update = {}
+    for section in sorted({k.split(".", 1)[0] for k in params}):
+        current = getattr(base, section, None)
+        if not isinstance(current, BaseModel):  # a top-level value: the whole config decides
+            return config_from_dict(merged, source="tune trial")
+        try:
+            update[section] = type(current).model_validate(merged[section])
+        except ValidationError:
+            config_from_dict(merged, source="tune trial")  # raises ConfigError naming the full path
+            raise
+    return base.model_copy(update=update)

@@ -50,17 +50,16 @@ def tune_name(cfg: RaylineConfig, ingest: IngestResult) -> str:
     return f"tune-{cfg.name}-{ingest.key[:8]}-{cfg.model_hash('tune')[:8]}"
 
 
-def _trial(config: dict, base: dict, ingest_key: str, name: str) -> None:
-    """One trial (a Tune function trainable): a training run at one sampled point."""
+def _trial(config: dict, base: RaylineConfig, ingest: IngestResult, name: str) -> None:
+    """One trial (a Tune function trainable): a training run at one sampled point. `base` and
+    `ingest` arrive as the driver's objects; only what the point changes is validated here."""
     import ray.tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from rayline.data.dataset import load_ingest
     from rayline.train.trainer import run_training
 
     cfg = trial_config(base, config["params"])
-    storage = Storage(cfg.storage.root)
-    ingest = load_ingest(cfg, storage, ingest_key)
+    storage = Storage(cfg.storage.root)  # absolute since the config was loaded
     run_name = f"{name}-{ray.tune.get_context().get_trial_id()}"
     run_training(cfg, ingest, storage, run_name=run_name, callbacks=[TuneReportCallback()])
 
@@ -86,9 +85,9 @@ def run_tuning(cfg: RaylineConfig, ingest: IngestResult, storage: Storage, *, tr
         cfg = cfg.model_copy(update={"tune": cfg.tune.model_copy(update={"trials": trials})})
     tc = cfg.tune
     space = search_space(cfg)
-    base = cfg.model_dump(mode="json")
+    base = cfg
     if cfg.train.model.family == "xgboost" and "train.model.xgboost.checkpoint_every" not in space:
-        base["train"]["model"]["xgboost"]["checkpoint_every"] = tc.report_every_rounds  # ASHA needs reports
+        base = trial_config(cfg, {"train.model.xgboost.checkpoint_every": tc.report_every_rounds})  # ASHA needs reports
     name = tune_name(cfg, ingest)
     path = storage.path(layout.tune_experiment(name))
     if fresh:
@@ -97,7 +96,7 @@ def run_tuning(cfg: RaylineConfig, ingest: IngestResult, storage: Storage, *, tr
     parallel = concurrency(cfg, res.get("CPU", 0.0), res.get("GPU", 0.0))
     # The trial only drives (its Train run holds the resources); Tune needs a non-empty request.
     # The base config travels by value beside the sampled point, not in the trial's params.
-    trainable = tune.with_resources(tune.with_parameters(_trial, base=base, ingest_key=ingest.key, name=name),
+    trainable = tune.with_resources(tune.with_parameters(_trial, base=base, ingest=ingest, name=name),
                                     {"CPU": TRIAL_CPU})
     restored = not fresh and tune.Tuner.can_restore(path, storage_filesystem=storage.fs)
     if restored:
@@ -155,7 +154,7 @@ def run_tuning(cfg: RaylineConfig, ingest: IngestResult, storage: Storage, *, tr
 
 def best_config(cfg: RaylineConfig, params: dict) -> RaylineConfig:
     """The config of the best trial (what its model was trained with)."""
-    return trial_config(cfg.model_dump(mode="json"), params) if params else cfg
+    return trial_config(cfg, params)
 
 
 __all__ = ["TuneResult", "run_tuning", "tune_name", "concurrency", "best_config", "overrides"]
