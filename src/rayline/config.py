@@ -476,8 +476,32 @@ class TuneConfig(_Model):
     seed: int = 0
 
 
+class ThresholdConfig(_Model):
+    """How a binary model's decision threshold is chosen (on the validation split; see
+    evaluate/threshold.py). Saved with the model: the evaluation, the endpoint and batch use it."""
+
+    objective: Literal["f1", "precision", "recall", "cost", "fixed"] = Field(
+        "f1", description="f1: best F1; precision/recall: the best recall with precision >= target (or the best "
+        "precision with recall >= target); cost: least cost_fp x FP + cost_fn x FN; fixed: train.model.threshold")
+    target: float | None = Field(None, gt=0, le=1, description="the precision or recall to reach")
+    cost_fp: float = Field(1.0, ge=0, description="cost of a false positive (objective: cost)")
+    cost_fn: float = Field(1.0, ge=0, description="cost of a false negative (objective: cost)")
+
+    @model_validator(mode="after")
+    def _target(self) -> "ThresholdConfig":
+        if self.objective in ("precision", "recall") and self.target is None:
+            raise ValueError(f"objective {self.objective!r} needs target (the {self.objective} to reach, e.g. 0.5)")
+        if self.objective == "cost" and self.cost_fp + self.cost_fn == 0:
+            raise ValueError("objective 'cost' needs cost_fp or cost_fn above 0")
+        return self
+
+
 class EvaluateConfig(_Model):
     """Evaluation on the held-out test split (the pipeline's evaluate step, `rayline evaluate`)."""
+
+    threshold: ThresholdConfig = Field(default_factory=ThresholdConfig)
+    explain_rows: int = Field(20_000, ge=0, description="test rows explained for the report's and MLflow's global "
+                              "picture (mean |contribution| per field, overall and per slice); 0: none")
 
     slice_columns: list[str] = Field(default_factory=list, description="also report metrics per value of these "
                                      "columns (passthrough columns of the data)")

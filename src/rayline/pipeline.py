@@ -20,6 +20,8 @@ from rayline.config import RaylineConfig
 from rayline.data import IngestResult, load_ingest, run_ingest
 from rayline.errors import RaylineError, RegistryError
 from rayline.evaluate import Evaluation, evaluate_model
+from rayline.evaluate.evaluate import choose_threshold
+from rayline.evaluate.threshold import ThresholdChoice
 from rayline.evaluate.report import render_markdown, render_plots
 from rayline.model.artifact import LoadedModel
 from rayline.registry import ModelVersion, Registry, promote
@@ -44,6 +46,7 @@ class RunContext:
     progress: Callable[[str], None] = lambda m: None
     train: Callable[..., TrainResult] = field(default=run_training)
     evaluate: Callable[..., Evaluation] = field(default=evaluate_model)
+    choose_threshold: Callable[..., ThresholdChoice] = field(default=choose_threshold)
 
     @classmethod
     def of(cls, cfg: RaylineConfig, storage: Storage, progress=lambda m: None) -> "RunContext":
@@ -87,7 +90,18 @@ def finish_run(ctx: RunContext, cfg: RaylineConfig, ingest: IngestResult, traine
     `started`: the command's perf_counter at its start (the lineage's total seconds)."""
     t = time.perf_counter()
     model = LoadedModel.from_parts(trained.model_bytes, ingest.spec, cfg.train.model)
-    ev = ctx.evaluate(model, ingest.split_uri("test"), slice_columns=ctx.cfg.evaluate.slice_columns)
+    ec = ctx.cfg.evaluate
+    if ingest.spec.label.task == "binary":
+        # the decision threshold, chosen on the validation split; saved with the model (its model config)
+        choice = ctx.choose_threshold(model, ingest.split_uri("valid"), ec.threshold)
+        cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={
+            "model": cfg.train.model.model_copy(update={"threshold": choice.threshold})})})
+        model.config = cfg.train.model
+        lineage = {**(lineage or {}), "threshold": choice.to_json()}
+        report_lineage = {**(report_lineage or {}), "threshold": choice.to_json()}
+        if choice.note:
+            ctx.progress(f"evaluate: {choice.note}")
+    ev = ctx.evaluate(model, ingest.split_uri("test"), slice_columns=ec.slice_columns, explain_rows=ec.explain_rows)
     now = time.perf_counter()
     timings = {**timings, "evaluate": round(now - t, 2), "total": round(now - started, 2)}
     report = build_report(title, ev, trained.history, {"run_name": trained.run_name, "ingest_key": ingest.key,
@@ -187,7 +201,8 @@ def evaluate_version(cfg: RaylineConfig, storage: Storage, ref: str | None = Non
     v, model = registry.load(ref or "latest")
     mv = registry.get(v)
     ingest = ctx.ingest(mv.lineage["ingest_key"])
-    ev = ctx.evaluate(model, ingest.split_uri("test"), slice_columns=cfg.evaluate.slice_columns)
+    ev = ctx.evaluate(model, ingest.split_uri("test"), slice_columns=cfg.evaluate.slice_columns,
+                      explain_rows=cfg.evaluate.explain_rows)
     history = json.loads(registry.read_file(v, "history.json"))
     report = build_report(f"{cfg.name}: version {v}", ev, history, mv.lineage)
     for name, data in report.items():

@@ -217,6 +217,7 @@ class Tracker:
             try:
                 metrics = history_metrics(train.history)
                 summary = {**numeric(evaluation.metrics, "test_"), **numeric(ingest.manifest.get("rows", {}), "rows_"),
+                           **numeric(evaluation.explanations.get("mean_abs", {}), "explain_mean_abs_"),
                            **numeric(train.timings_s, "seconds_"),
                            **numeric({f"best_val_{train.metric}": train.best_value, "best_epoch": train.best_epoch})}
                 metrics += [(k, v, 0) for k, v in summary.items()]

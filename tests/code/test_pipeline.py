@@ -1,6 +1,7 @@
 """The composition without a cluster: train -> evaluate -> report -> track -> register -> link,
 over a fake registry, tracker, training and evaluation (RunContext takes them all)."""
 
+import json
 from types import SimpleNamespace
 
 import numpy as np
@@ -8,6 +9,7 @@ import pyarrow as pa
 
 from rayline.config import config_from_dict
 from rayline.evaluate import Evaluation
+from rayline.evaluate.threshold import ThresholdChoice
 from rayline.features.fit import build_spec, partial_stats
 from rayline.model.artifact import WEIGHTS, weights_to_bytes
 from rayline.model.network import TabularNet
@@ -65,12 +67,16 @@ def _context(tmp_path):
 
     evaluated = []
 
-    def evaluate(model, uri, slice_columns=None):
-        evaluated.append((model.family, uri))
+    def evaluate(model, uri, slice_columns=None, explain_rows=0):
+        evaluated.append((model.family, uri, model.config.threshold))
         return Evaluation(split="test", metrics={"auc": 0.71, "rows": 10}, metric="auc")
 
+    def choose_threshold(model, uri, cfg):
+        assert uri == "mem://ingest/valid" and cfg.objective == "f1"   # chosen on validation, never test
+        return ThresholdChoice(0.3, "f1", "valid", 0.4, 0.6, 0.48)
+
     ctx = RunContext(cfg, Storage(str(tmp_path / "root")), FakeRegistry(), FakeTracker(), train=train,
-                     evaluate=evaluate)
+                     evaluate=evaluate, choose_threshold=choose_threshold)
     return ctx, ingest, trained_runs, evaluated
 
 
@@ -78,11 +84,12 @@ def test_a_run_is_evaluated_on_test_reported_tracked_registered_and_linked(tmp_p
     ctx, ingest, trained_runs, evaluated = _context(tmp_path)
     out = train_in(ctx, ingest=ingest)
     assert trained_runs == [out.version.lineage["run_name"]]
-    assert evaluated == [("mlp", "mem://ingest/test")]                      # the model that was trained
+    assert evaluated == [("mlp", "mem://ingest/test", 0.3)]     # the model that was trained, at its threshold
     v = ctx.registry.versions[0]
     assert out.version is v and v.metrics["test"] == {"auc": 0.71, "rows": 10}
     assert {WEIGHTS, "feature_spec.json", "model_config.json", "report/report.md"} <= set(v.files)
     assert v.lineage["ingest_key"] == "k" * 16 and v.lineage["tracking"] == {"run_id": "r1"}
+    assert json.loads(v.files["model_config.json"])["threshold"] == 0.3 and v.lineage["threshold"]["objective"] == "f1"
     assert set(v.lineage["timings_s"]) == {"train", "evaluate", "total"}
     record, link = ctx.tracker.calls
     assert record[0] == "record" and "report.md" in record[3] and link == ("link", "r1", 1)

@@ -43,7 +43,8 @@ class _Metrics:
 def test_one_bad_request_in_a_batch_fails_alone_and_the_others_get_what_they_would_alone():
     m = _model()
     good = [{"distance": 300.0, "dest": "IAH"}, {"distance": 9000.0, "dest": "ORD"}]  # 9000: beyond the contract max
-    items = [(1, m, [good[0]], False), (1, m, [good[1]], False), (1, m, [{"distance": 700, "dest": "XYZ"}], True)]
+    items = [(1, m, [good[0]], False, False), (1, m, [good[1]], False, False),
+             (1, m, [{"distance": 700, "dest": "XYZ"}], True, False)]
     metrics = _Metrics()
     drift = DriftTracker(m.spec)
     out = predict_items(items, drift, metrics)
@@ -59,8 +60,20 @@ def test_one_bad_request_in_a_batch_fails_alone_and_the_others_get_what_they_wou
 def test_requests_for_two_versions_are_grouped_per_version():
     a, b = _model(0), _model(1)
     rec = {"distance": 300.0, "dest": "IAH"}
-    out = predict_items([(1, a, [rec], False), (2, b, [rec], False), (1, a, [rec], False)])
+    out = predict_items([(1, a, [rec], False, False), (2, b, [rec], False, False), (1, a, [rec], False, False)])
     assert [o[1] for o in out] == [1, 2, 1] and out[0] == out[2] and out[0][0] != out[1][0]
+
+
+def test_only_the_requests_that_ask_get_explanations_and_they_equal_alone():
+    m = _model()
+    recs = [{"distance": 300.0, "dest": "IAH"}, {"distance": 1200.0, "dest": "ORD"}]
+    out = predict_items([(1, m, recs, True, True), (1, m, [recs[1]], False, False), (1, m, [recs[0]], False, True)])
+    assert all("explanation" in r for r in out[0][0]) and "explanation" not in out[1][0][0]
+    alone = predict_items([(1, m, [recs[0]], False, True)])[0][0][0]["explanation"]
+    got = out[2][0][0]["explanation"]
+    assert got["contributions"] == pytest.approx(alone["contributions"], abs=1e-6)
+    assert got["base"] + sum(got["contributions"].values()) == pytest.approx(got["margin"], abs=1e-4)
+    assert list(out[0][0][1]["explanation"]["contributions"]) == m.spec.input_columns    # the record's own fields
 
 
 def test_labels_follow_the_threshold_saved_with_the_model():

@@ -134,6 +134,9 @@ def test_bad_input_gets_a_4xx_naming_the_problem(served, records, mutate, status
     r = _post(d.url, mutate(dict(records[2])))
     assert r.status_code == status, r.text
     assert fragment in r.json()["message"]
+    explained = httpx.post(f"{d.url}/predict?explain=true", content=r.request.content,
+                           headers={"content-type": "application/json"}, timeout=30)
+    assert (explained.status_code, explained.json()["error"]) == (status, r.json()["error"])  # explain changes no verdict
     assert _post(d.url, records[2]).status_code == 200  # the replica is still fine
 
 
@@ -314,6 +317,41 @@ def test_batch_predictions_equal_online_and_reconcile(served, records, tmp_path,
     assert split_got.keys() == got.keys()
     for k in got:
         np.testing.assert_allclose(sorted(split_got[k]), sorted(got[k]), atol=1e-6)
+
+
+def test_explanations_add_up_and_are_the_same_online_and_in_batch(served, records, tmp_path):
+    scfg, storage, _, d = served
+    rows = records[:120]
+    r = httpx.post(f"{d.url}/predict?explain=true", json={"instances": rows}, timeout=30)
+    assert r.status_code == 200, r.text
+    online = r.json()["predictions"]
+    for pred in online:
+        e = pred["explanation"]
+        assert list(e["contributions"]) == d_fields(served) and e["units"] == "log-odds"   # the record's own names
+        assert e["base"] + sum(e["contributions"].values()) == pytest.approx(e["margin"], abs=1e-4)
+        assert 1 / (1 + np.exp(-e["margin"])) == pytest.approx(pred["probability"], abs=1e-5)
+    plain = _post(d.url, {"instances": rows}).json()["predictions"]
+    assert [p["probability"] for p in plain] == [p["probability"] for p in online] and "explanation" not in plain[0]
+    assert httpx.post(f"{d.url}/predict?explain=maybe", json=rows[0], timeout=30).json()["error"] == "bad_query"
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "in.parquet")
+    res = run_batch_predict(scfg, storage, str(tmp_path / "in.parquet"), str(tmp_path / "out"),
+                            model=str(d.model_version), explain=True)
+    assert res.rows_out == len(rows)
+    batch = pq.read_table(tmp_path / "out" / "predictions").to_pylist()
+    key = lambda rec: tuple(str(rec[c]) for c in ("year", "month", "day", "carrier", "flight", "origin", "dest"))  # noqa: E731
+    want = {}
+    for rec, pred in zip(rows, online):
+        want.setdefault(key(rec), []).append(pred["explanation"])
+    for row in batch:
+        e = min(want[key(row)], key=lambda x: abs(x["margin"] - row["explain_margin"]))
+        assert row["explain_base"] == pytest.approx(e["base"], abs=1e-6)
+        for field, value in e["contributions"].items():
+            assert row[f"explain__{field}"] == pytest.approx(value, abs=1e-6), field
+
+
+def d_fields(served) -> list[str]:
+    scfg, storage, _, d = served
+    return Registry(storage, scfg.name).load(str(d.model_version))[1].spec.input_columns
 
 
 def test_batch_output_never_destroys_input_or_an_existing_output(served, records, tmp_path):

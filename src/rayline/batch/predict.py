@@ -57,6 +57,7 @@ class ScoringPlan:
     version: int
     keep: tuple[str, ...]
     gpus: float = 0.0
+    explain: bool = False  # add each row's explanation as columns (explain_base, explain_margin, explain__<field>)
 
 
 class Prepare:
@@ -100,7 +101,7 @@ class Score:
 
         device = "cuda" if plan.gpus > 0 and torch.cuda.is_available() else "cpu"
         self.model = LoadedModel.from_parts(plan.model, plan.spec, plan.model_config, device=device)
-        self.version = plan.version
+        self.version, self.explain = plan.version, plan.explain
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         is_ok = pc.equal(batch.column(KIND), "ok")
@@ -120,6 +121,8 @@ class Score:
         if labels is not None:
             good = good.append_column("label", pa.array(labels.tolist(), pa.int64() if labels.dtype.kind == "i" else pa.string()))
         good = good.append_column("model_version", pa.array(np.full(good.num_rows, self.version, dtype=np.int64)))
+        if self.explain:
+            good = explanation_columns(good, self.model.explain(inputs))
         return pa.concat_tables([_pad(good, q.schema), _pad(q, good.schema)], promote_options="default")
 
 
@@ -134,6 +137,20 @@ class Predictor:
         return self.score.score(*self.prepare.split(batch))
 
 
+EXPLAIN_PREFIX = "explain__"
+
+
+def explanation_columns(table: pa.Table, e) -> pa.Table:
+    """The explanation of each row as columns: what /predict?explain=true answers, flattened."""
+    table = table.append_column("explain_base", pa.array(e.base)).append_column("explain_margin", pa.array(e.margin))
+    table = table.append_column("explain_units", pa.array([e.units] * len(e), pa.string()))
+    if e.explained is not None:
+        table = table.append_column("explain_class", pa.array(e.explained, pa.string()))
+    for j, name in enumerate(e.fields):
+        table = table.append_column(EXPLAIN_PREFIX + name, pa.array(e.contributions[:, j]))
+    return table
+
+
 def _pad(t: pa.Table, other: pa.Schema) -> pa.Table:
     for f in other:
         if f.name not in t.column_names:
@@ -143,7 +160,7 @@ def _pad(t: pa.Table, other: pa.Schema) -> pa.Table:
 
 def run_batch_predict(cfg: RaylineConfig, storage: Storage, input_path: str, output_path: str, *,
                       model: str | None = None, fmt: str | None = None, keep: list[str] | None = None,
-                      overwrite: bool = False) -> BatchResult:
+                      overwrite: bool = False, explain: bool = False) -> BatchResult:
     import ray
 
     from rayline.model.artifact import SPEC
@@ -166,7 +183,7 @@ def run_batch_predict(cfg: RaylineConfig, storage: Storage, input_path: str, out
                  shown_input=input_path, shown_output=output_path)
     tmp = out.temp_dir(name)
     try:
-        result = _predict_into(cfg, registry, version, spec, src, keep, gpus, actors, out, tmp)
+        result = _predict_into(cfg, registry, version, spec, src, keep, gpus, actors, out, tmp, explain)
         retired = out.publish(tmp, name)
     except BaseException:
         out.delete_dir(tmp)  # a failed run leaves nothing behind; an existing output is untouched
@@ -205,14 +222,14 @@ def gpu_plan(asked: float | str, max_actors: int, total: float, free: float) -> 
 
 
 def _predict_into(cfg: RaylineConfig, registry, version: int, spec: FeatureSpec, src, keep: list[str], gpus: float,
-                  actors: int, out: Storage, tmp: str) -> tuple[int, int, int]:
+                  actors: int, out: Storage, tmp: str, explain: bool = False) -> tuple[int, int, int]:
     from ray.data import ActorPoolStrategy
 
     from rayline.model.artifact import MODEL_CONFIG, model_file
 
     model_config = ModelConfig.model_validate_json(registry.read_file(version, MODEL_CONFIG))
     plan = ScoringPlan(spec=spec, model=registry.read_file(version, model_file(model_config)), model_config=model_config,
-                       version=version, keep=tuple(keep), gpus=gpus)
+                       version=version, keep=tuple(keep), gpus=gpus, explain=explain)
     bc = cfg.batch
     # Small CPU shares: batch inference often shares a cluster with live Serve replicas.
     ds = src_mod.read_dataset(src, num_cpus=0.25)

@@ -293,10 +293,12 @@ def predict(config: ConfigOpt, input: Annotated[str, typer.Option("--input", hel
             set_: SetOpt = None, address: AddressOpt = None, version: ModelOpt = None,
             format: Annotated[Optional[str], typer.Option("--format", help="parquet|csv|json (default: from the name)")] = None,
             overwrite: Annotated[bool, typer.Option("--overwrite", help="replace an existing output (once the new one is complete)")] = False,
+            explain: Annotated[bool, typer.Option("--explain", help="add each prediction's explanation as columns "
+                                                  "(explain_base, explain_margin, explain__<field>), as /predict?explain=true")] = False,
             as_json: JsonOpt = False) -> None:
     """Batch inference with Ray Data; rows out + rows quarantined = rows in. Never writes into its input."""
     from rayline.batch import run_batch_predict
 
     run_stage(config, set_, as_json, lambda cfg, st: run_batch_predict(
-        cfg, st, input, output, model=version, fmt=format, overwrite=overwrite).summary(),
+        cfg, st, input, output, model=version, fmt=format, overwrite=overwrite, explain=explain).summary(),
         render.predicted, ray=True, address=address)

@@ -55,6 +55,21 @@ def render_plots(ev: Evaluation, history: list[dict]) -> dict[str, bytes]:
         ax.plot([0, 1], [0, 1], "--", color="grey")
         ax.set(title=f"calibration (ECE {ev.metrics['calibration_error']:.3f})", xlabel="predicted", ylabel="observed")
         plots["calibration.png"] = _png(fig)
+    if "pr" in ev.curves:
+        pr, thr = ev.curves["pr"], ev.metrics.get("threshold", 0.5)
+        fig, ax = plt.subplots(figsize=(4, 4))
+        ax.plot(pr["recall"], pr["precision"], label="test")
+        ax.plot([ev.metrics["recall"]], [ev.metrics["precision"]], "o", color="C3", label=f"threshold {thr:.3f}")
+        ax.axhline(ev.metrics.get("base_rate", 0), color="grey", linestyle="--", label="base rate")
+        ax.set(title="precision / recall (test)", xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1))
+        ax.legend(loc="upper right")
+        plots["pr.png"] = _png(fig)
+    if ev.explanations.get("mean_abs"):
+        items = list(ev.explanations["mean_abs"].items())[:15][::-1]
+        fig, ax = plt.subplots(figsize=(5, max(2.5, 0.3 * len(items))))
+        ax.barh([k for k, _ in items], [v for _, v in items], color="C1")
+        ax.set(title=f"mean |contribution| ({ev.explanations['units']})")
+        plots["explanations.png"] = _png(fig)
     for col, rows in ev.slices.items():
         if not rows:
             continue
@@ -73,7 +88,7 @@ def render_markdown(title: str, ev: Evaluation, history: list[dict], lineage: di
     lines = [f"# {title}", "", f"Held-out split: **{ev.split}**, {m.get('rows', 0):,} rows.", "", "## Metrics", "",
              "| metric | model | baseline |", "|---|---|---|"]
     for k, v in m.items():
-        if k.startswith("baseline_") or k in ("rows", "train_mean", "train_base_rate"):
+        if k.startswith("baseline_") or k in ("rows", "train_mean", "train_base_rate", "confusion"):
             continue
         base = m.get(f"baseline_{k}")
         lines.append(f"| {k} | {_fmt(v)} | {_fmt(base) if base is not None else ''} |")
@@ -83,6 +98,32 @@ def render_markdown(title: str, ev: Evaluation, history: list[dict], lineage: di
     for name in plots:
         if name in ("roc.png", "calibration.png", "curves.png"):
             lines.append(f"![{name[:-4]}]({name})")
+    if "confusion" in m:
+        c, thr = m["confusion"], lineage.get("threshold") or {}
+        how = (f" chosen on the {thr['split']} split for {thr['objective']}" if thr.get("objective") not in (None, "fixed")
+               else " (fixed)")
+        lines += ["", f"## Decisions at threshold {_fmt(m['threshold'])}{how}", "",
+                  "| | predicted positive | predicted negative |", "|---|---|---|",
+                  f"| actual positive | {c['tp']:,} | {c['fn']:,} |", f"| actual negative | {c['fp']:,} | {c['tn']:,} |",
+                  "", f"Precision {_fmt(m['precision'])}, recall {_fmt(m['recall'])} at this threshold; the endpoint's "
+                  "`label` and batch inference's decide at it."]
+        if thr.get("note"):
+            lines += ["", f"Note: {thr['note']}."]
+        if "pr.png" in plots:
+            lines += ["", "![pr](pr.png)"]
+    if ev.explanations.get("mean_abs"):
+        e = ev.explanations
+        lines += ["", "## What drives the predictions", "",
+                  f"Mean |contribution| per field over {e['rows']:,} test rows, on the model's margin ({e['units']}): "
+                  "the same contributions `POST /predict?explain=true` and `rayline predict --explain` give per row.", "",
+                  "| field | mean abs contribution |", "|---|---|"]
+        lines += [f"| {k} | {_fmt(v)} |" for k, v in list(e["mean_abs"].items())[:20]]
+        if "explanations.png" in plots:
+            lines += ["", "![explanations](explanations.png)"]
+        for col, per in (e.get("slices") or {}).items():
+            if per:
+                lines += ["", f"Top fields by {col}:", "", f"| {col} | top fields |", "|---|---|"]
+                lines += [f"| {v} | {', '.join(f'{k} {_fmt(x)}' for k, x in top.items())} |" for v, top in per.items()]
     if history:
         val_keys = [k for k in history[0] if k.startswith("val_") and k != "val_loss"]
         lines += ["", "## Training", "", "| epoch | train loss | val loss | " + " | ".join(val_keys) + " | s |",

@@ -12,6 +12,7 @@ import functools
 import io
 import json
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -23,6 +24,9 @@ from rayline.features.contract import Contract
 from rayline.features.spec import FeatureSpec, ModelInputs
 from rayline.model import boosted
 from rayline.model.network import TabularNet, predict_from_output
+
+if TYPE_CHECKING:
+    from rayline.model.explain import Explanations
 
 WEIGHTS = "weights.pt"
 BOOSTER = boosted.BOOSTER
@@ -99,6 +103,14 @@ class LoadedModel:
         cat = torch.from_numpy(np.require(inputs.cat, requirements=["C", "W"])).to(self.device, non_blocking=True)
         out = predict_from_output(self.spec.label, self.net(num, cat))
         return out.cpu().numpy()
+
+    def explain(self, inputs: ModelInputs) -> "Explanations":
+        """Per-row contributions in raw field names (model/explain.py): TreeSHAP or integrated gradients."""
+        from rayline.model.explain import explain_booster, explain_network
+
+        if self.booster is not None:
+            return explain_booster(self.spec, self.booster, inputs)
+        return explain_network(self.spec, self.net, inputs, self.device)
 
     def labels(self, preds: np.ndarray) -> np.ndarray | None:
         """The decided label of each prediction: 0/1 at the model's threshold (binary), the class

@@ -41,8 +41,15 @@ class TabularNet(nn.Module):
         self.task = spec.label.task
 
     def forward(self, num: torch.Tensor, cat: torch.Tensor) -> torch.Tensor:
-        parts = [num] + [emb(cat[:, i]) for i, emb in enumerate(self.embeddings)]
-        out = self.head(self.mlp(torch.cat(parts, dim=1)))
+        return self.from_embedded(self.embed(num, cat))
+
+    def embed(self, num: torch.Tensor, cat: torch.Tensor) -> torch.Tensor:
+        """The first layer's input: numerics, then each categorical's embedding."""
+        return torch.cat([num] + [emb(cat[:, i]) for i, emb in enumerate(self.embeddings)], dim=1)
+
+    def from_embedded(self, z: torch.Tensor) -> torch.Tensor:
+        """The output (logits or values) from `embed`'s vector (explanations differentiate this)."""
+        out = self.head(self.mlp(z))
         return out.squeeze(1) if out.shape[1] == 1 else out
 
 

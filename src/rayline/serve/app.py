@@ -30,7 +30,8 @@ from rayline.serve.http import VERSION_HEADER, error_response, json_content, rea
 from rayline.serve.lifecycle import Loader, ModelHolder, registry_hooks, replica_device
 from rayline.serve.monitor import WINDOW_S, ServeMetrics, drift_report
 from rayline.serve.options import CONFIG_ARG, DEPLOYMENT, REPLICA_ARG, ReplicaArgs, deployment_options
-from rayline.serve.schema import RequestError, openapi_document, parse_body, parse_instances, request_schema
+from rayline.serve.schema import (RequestError, explain_flag, openapi_document, parse_body, parse_instances,
+                                  request_schema)
 
 log = logging.getLogger("ray.serve")
 DRIFT_PUSH_S = 5.0
@@ -177,6 +178,7 @@ class ModelServer:
         if not json_content(request.headers.get("content-type")):
             raise RequestError(415, "unsupported_media_type", "send the body as JSON with the header "
                                "'Content-Type: application/json' (UTF-8)")
+        explain = explain_flag(request.query_params)
         body = await read_body(request, sc.max_body_bytes, sc.body_timeout_s)
         pin = request.headers.get(VERSION_HEADER)
         if pin is not None:
@@ -187,7 +189,7 @@ class ModelServer:
             v, model = self.models.current
         records, batched = parse_instances(parse_body(body, sc.max_body_bytes), model.contract.kinds,
                                            sc.max_instances_per_request)
-        item = (v, model, records, batched)
+        item = (v, model, records, batched, explain)
         # The only request on this replica is answered at once: the batch queue's hand-offs cost
         # ~1 ms, and there is nothing to batch it with. Under concurrency, requests batch.
         result = self._predict_items([item])[0] if self._ongoing == 1 else await self._predict_batch(item)

@@ -12,8 +12,9 @@ from rayline.model.artifact import LoadedModel
 from rayline.serve.monitor import DriftTracker, ServeMetrics
 from rayline.serve.schema import verdict_error
 
-# one request: (model version, its model, its records, whether it came as {"instances": [...]})
-Item = tuple[int, LoadedModel, list[dict], bool]
+# one request: (model version, its model, its records, whether it came as {"instances": [...]},
+# whether it asked for explanations)
+Item = tuple[int, LoadedModel, list[dict], bool, bool]
 
 
 def predict_items(items: list[Item], drift: DriftTracker | None = None, metrics: ServeMetrics | None = None) -> list[Any]:
@@ -26,7 +27,7 @@ def predict_items(items: list[Item], drift: DriftTracker | None = None, metrics:
     """
     out: list[Any] = [None] * len(items)
     groups: dict[int, list[int]] = {}
-    for i, (v, _, _, _) in enumerate(items):
+    for i, (v, *_) in enumerate(items):
         groups.setdefault(v, []).append(i)
     for v, idx in groups.items():
         try:
@@ -65,11 +66,26 @@ def _predict_group(v: int, items: list[Item], idx: list[int], out: list, drift: 
     outside = drift.observe(table, inputs) if drift is not None and model.spec is drift.spec else []
     if metrics is not None:
         metrics.predicted(v, preds, outside)
-    start = 0
+    # explanations only for the rows of the requests that asked (TreeSHAP or IG costs more than the prediction)
+    wanted = [i for i in answered if items[i][4]]
+    explained, start, rows_of = None, 0, {}
     for i in answered:
-        n = len(items[i][2])
-        out[i] = (format_predictions(model, preds[start:start + n]), v)
-        start += n
+        rows_of[i] = (start, start + len(items[i][2]))
+        start += len(items[i][2])
+    if wanted:
+        sel = np.concatenate([np.arange(*rows_of[i]) for i in wanted])
+        from rayline.features.spec import ModelInputs
+
+        explained = model.explain(ModelInputs(num=inputs.num[sel], cat=inputs.cat[sel]))
+    at = 0
+    for i in answered:
+        lo, hi = rows_of[i]
+        answer = format_predictions(model, preds[lo:hi])
+        if items[i][4]:
+            for a, e in zip(answer, explained.records(at, at + hi - lo)):
+                a["explanation"] = e
+            at += hi - lo
+        out[i] = (answer, v)
 
 
 def format_predictions(model: LoadedModel, preds: np.ndarray) -> list[dict]:

@@ -175,10 +175,31 @@ def _tname(v: Any) -> str:
             type(None): "null"}.get(type(v), type(v).__name__)
 
 
+EXPLAIN_VALUES = {"true": True, "1": True, "false": False, "0": False, "": False}
+
+
+def explain_flag(query) -> bool:
+    """`?explain=true` (or 1; false/0 or absent: no explanation). Anything else is the client's error."""
+    values = query.getlist("explain") if hasattr(query, "getlist") else [query.get("explain")]
+    values = [v for v in values if v is not None]
+    if not values:
+        return False
+    if len(values) > 1 or values[0].lower() not in EXPLAIN_VALUES:
+        raise RequestError(400, "bad_query", f"query parameter explain must be true or false, got "
+                           f"{shown(','.join(values), 40)!r}")
+    return EXPLAIN_VALUES[values[0].lower()]
+
+
+EXPLANATION_SCHEMA = {"type": "object", "required": ["base", "margin", "units", "contributions"], "properties": {
+    "base": {"type": "number"}, "margin": {"type": "number"},
+    "units": {"type": "string", "enum": ["log-odds", "class margin", "target", "log1p(target)"]},
+    "class": {"type": "string"}, "contributions": {"type": "object", "additionalProperties": {"type": "number"}}}}
+
+
 # Every error a route can answer, by status: what the OpenAPI document publishes.
 ERRORS = {
-    "/predict": {400: "malformed or empty body, a bad version header, a client that went away, or a header "
-                      "Serve reads holding bytes beyond printable ASCII", 401: "missing or invalid API key",
+    "/predict": {400: "malformed or empty body, a bad version header, a bad explain value, a client that went away, "
+                      "or a header Serve reads holding bytes beyond printable ASCII", 401: "missing or invalid API key",
                  404: "the pinned model version does not exist", 408: "the request did not arrive within the body timeout",
                  413: "the body is over serve.max_body_bytes", 415: "the body is not JSON (Content-Type)",
                  422: "a record breaks the contract (the errors list names each field), or more records than "
@@ -207,6 +228,10 @@ def openapi_document(generated: dict, spec: FeatureSpec, max_instances: int, aut
     paths = doc.get("paths", {})
     predict = paths.get("/predict", {}).get("post")
     if predict is not None:
+        predict["parameters"] = [{"name": "explain", "in": "query", "required": False, "schema": {"type": "boolean"},
+                                  "description": "add each prediction's explanation: base + sum(contributions) = margin, "
+                                  "per field of the record"}]
+        schemas["Explanation"] = EXPLANATION_SCHEMA
         predict["requestBody"] = {"required": True, "content": {"application/json": {"schema": {"anyOf": [
             {"$ref": "#/components/schemas/Record"}, {"$ref": "#/components/schemas/Instances"}]}}}}
         predict["responses"]["200"] = {"description": "one prediction per record, in order", "content": {
