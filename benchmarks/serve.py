@@ -43,12 +43,12 @@ RECORD = {"carrier": "UA", "origin": "EWR", "dest": "IAH", "distance": 1400.0, "
 MODES = ("haproxy", "haproxy-thread", "proxy")
 
 
-def wrk(url: str, concurrency: int, seconds: int, workdir: Path) -> dict:
+def wrk(url: str, concurrency: int, seconds: int, workdir: Path, query: str = "") -> dict:
     lua = workdir / "post.lua"
     lua.write_text('wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
                    f"wrk.body = [[{json.dumps(RECORD)}]]\n")
     out = subprocess.run(["wrk", "-t", str(min(2, concurrency)), "-c", str(concurrency), "-d", f"{seconds}s",
-                          "--latency", "--timeout", "10s", "-s", str(lua), f"{url}/predict"],
+                          "--latency", "--timeout", "10s", "-s", str(lua), f"{url}/predict{query}"],
                          capture_output=True, text=True, timeout=seconds + 60).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     lat = dict(re.findall(r"^\s+(50|99)%\s+([\d.]+\w+)", out, re.M))

@@ -60,7 +60,8 @@ def _network_model(task, recs, s, steps=300):
     spec = _spec(task)
     x = spec.transform(Contract(spec).check_records(recs)[0])
     torch.manual_seed(0)
-    net = TabularNet(spec, ModelConfig(hidden=[32, 16], norm="none", dropout=0.0))
+    mcfg = ModelConfig(hidden=[32, 16], norm="none", dropout=0.0)
+    net = TabularNet(spec, mcfg)
     opt = torch.optim.Adam(net.parameters(), lr=1e-2)
     num, cat = torch.from_numpy(x.num), torch.from_numpy(x.cat)
     y = training_target(spec.label, torch.from_numpy(_target(task, s)))
@@ -69,7 +70,7 @@ def _network_model(task, recs, s, steps=300):
         opt.zero_grad()
         loss_fn(task)(net(num, cat), y).backward()
         opt.step()
-    return LoadedModel(net.eval(), spec, ModelConfig(), torch.device("cpu")), x
+    return LoadedModel(net.eval(), spec, mcfg, torch.device("cpu")), x
 
 
 def _model_margin(model, x):
