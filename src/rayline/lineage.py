@@ -63,6 +63,8 @@ def register_run(registry: Registry, cfg: RaylineConfig, ingest: IngestResult, t
         "ingest_key": ingest.key, "ingest_uri": ingest.path,
         "data_fingerprint": ingest.manifest["input_fingerprint"], "data_config_hash": ingest.manifest["config_hash"],
         "config_hash": cfg.config_hash(), "git_commit": git_commit(), **environment(),
+        # the lookup snapshot its features came from (under the dataset; serving and batch load it)
+        **({"lookups": ingest.manifest["lookups"]} if ingest.manifest.get("lookups") else {}),
         # seed and worker count: with the same ingest files they fix the model (the booster's bytes)
         "training": {"family": cfg.train.model.family, "device": train.device, "workers": train.workers,
                      "seed": cfg.train.seed, "feed": train.feed,

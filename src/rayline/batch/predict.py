@@ -25,6 +25,7 @@ from rayline.batch.output import check_output, location
 from rayline.data import sources as src_mod
 from rayline.errors import InputError, ResourceError, failure_line
 from rayline.features.contract import Contract, Failures
+from rayline.features.lookups import Lookups, missed_per_row
 from rayline.features.spec import X_CAT, X_NUM, FeatureSpec, ModelInputs, as_model_table, model_inputs_from_table
 from rayline.model.artifact import LoadedModel
 from rayline.storage import Storage, split_uri
@@ -57,6 +58,7 @@ class ScoringPlan:
     version: int
     keep: tuple[str, ...]
     gpus: float = 0.0
+    lookups: Lookups | None = None  # the version's lookup snapshot: joins and counts as in the ingest
     explain: bool = False  # add each row's explanation as columns (explain_base, explain_margin, explain__<field>)
 
 
@@ -65,7 +67,7 @@ class Prepare:
     their key columns plus the model inputs, invalid ones as quarantine rows with the reason."""
 
     def __init__(self, plan: ScoringPlan):
-        self.spec, self.keep = plan.spec, plan.keep
+        self.spec, self.keep, self.lookups = plan.spec, plan.keep, plan.lookups
         self.contract = Contract(self.spec)
 
     def split(self, batch: pa.Table) -> tuple[pa.Table, ModelInputs, pa.Table]:
@@ -75,10 +77,18 @@ class Prepare:
         src_mod.unreadable_records(batch, failures)  # a JSON record that could not be read
         typed, failures = self.contract.check_table(batch, failures)
         ok = pa.array(~failures.bad)
-        inputs = self.spec.transform(typed.filter(ok))
+        typed = typed.filter(ok)
+        missed: dict = {}
+        if self.lookups is not None:  # raw primary rows: joined and counted as the ingest did (a value sent wins)
+            typed, missed = self.lookups.apply(typed)
+        inputs = self.spec.transform(typed)
         raw_ok = batch.filter(ok)  # key columns exactly as they came in
         keys = {c: raw_ok.column(c) for c in self.keep if c in raw_ok.column_names}
         good = pa.table({**keys, KIND: pa.array(["ok"] * raw_ok.num_rows, pa.string())})
+        if self.lookups is not None:
+            names = [",".join(n) or None for n in missed_per_row(missed, raw_ok.num_rows)]
+            good = good.append_column("lookups_missed", pa.array(names, pa.string()))
+            good = good.append_column("lookup_snapshot", pa.array([self.lookups.snapshot] * raw_ok.num_rows, pa.string()))
         q = failures.quarantine(batch, "predict", src_mod.PATH_COLUMN)
         q = q.append_column(KIND, pa.array(["quarantine"] * q.num_rows, pa.string()))
         return good, inputs, q
@@ -227,9 +237,13 @@ def _predict_into(cfg: RaylineConfig, registry, version: int, spec: FeatureSpec,
 
     from rayline.model.artifact import MODEL_CONFIG, model_file
 
+    from rayline.data.lookup_store import attach_snapshot
+
     model_config = ModelConfig.model_validate_json(registry.read_file(version, MODEL_CONFIG))
+    holder = type("Holder", (), {"spec": spec, "lookups": None})()
+    attach_snapshot(registry, version, holder)  # the lookups, loaded once here and broadcast with the plan
     plan = ScoringPlan(spec=spec, model=registry.read_file(version, model_file(model_config)), model_config=model_config,
-                       version=version, keep=tuple(keep), gpus=gpus, explain=explain)
+                       version=version, keep=tuple(keep), gpus=gpus, lookups=holder.lookups, explain=explain)
     bc = cfg.batch
     # Small CPU shares: batch inference often shares a cluster with live Serve replicas.
     ds = src_mod.read_dataset(src, num_cpus=0.25)

@@ -17,8 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from rayline.data.counts import add_counts
-from rayline.data.join import left_join
+from rayline.features.lookups import attach, join_name
 from rayline.data.plan import IngestPlan
 from rayline.data.sources import PATH_COLUMN, unreadable_records
 from rayline.data.split import SPLITS, TRAIN_CODE, assign
@@ -60,14 +59,12 @@ class _Pass:
         failures = Failures(batch.num_rows, details=details)
         unreadable_records(batch, failures)
         typed = apply_rules(batch, p.rules, failures)
-        dims = self.dims()
-        for i, j in enumerate(p.joins):
-            typed, unmatched = left_join(typed, dims[i], j)
+        # the joins and counts, with the code serving and batch inference run (features/lookups.py)
+        typed, missed = attach(typed, batch, p.joins, self.dims(), p.counts)
+        for j in p.joins:
             if j.required:
                 key = next(iter(j.keys))
-                failures.add(unmatched, "join", f"{j.table}({','.join(j.keys)})", batch.column(key).combine_chunks())
-        if p.counts:
-            typed = add_counts(typed, batch, {c.name: dims[c.name] for c in p.counts}, p.counts)
+                failures.add(missed[join_name(j)], "join", f"{j.table}({','.join(j.keys)})", batch.column(key).combine_chunks())
         split, undecided = assign(typed, p.split)
         if p.split.method == "time":
             failures.add(undecided & ~failures.bad, "split", p.split.column, batch.column(p.split.column).combine_chunks())

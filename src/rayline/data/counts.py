@@ -1,8 +1,8 @@
 """Count features: how many rows of the primary table share a key (e.g. departures planned at
 an airport in an hour). A schedule is known before the event, so these counts are features a
 prediction may use: they are computed over every row of the table (all splits, no labels) and
-joined back like a dimension. Online, a client sends the count it knows (its schedule); a
-missing one is imputed like any missing numeric.
+joined back like a dimension; serving and batch inference look them up in the ingest's lookup
+snapshot (`features/lookups.py`), a client's own value winning.
 
 Computed in one extra read of the key columns only: each batch is grouped with Arrow and the
 partial counts are summed on the driver (no Ray Data shuffle).
@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from rayline.config import CountFeature, JoinConfig, RaylineConfig
-from rayline.data.join import PreparedDimension, lookup_rows, prepare_dimension
+from rayline.features.lookups import PreparedDimension, add_counts, count_join, prepare_dimension
 
 COUNT = "__count"
 
@@ -56,19 +56,8 @@ def finish(cfg: RaylineConfig, partial: pa.Table) -> dict[str, PreparedDimension
         keys = [f"k{j}" for j in range(len(c.by))]
         t = t.select([*keys, COUNT]).group_by(keys).aggregate([(COUNT, "sum")])
         t = t.rename_columns([*c.by, c.name])
-        out[c.name] = prepare_dimension(t, _join(c))
+        out[c.name] = prepare_dimension(t, count_join(c))
     return out
 
 
-def _join(c: CountFeature) -> JoinConfig:
-    return JoinConfig(table=f"counts:{c.name}", keys={k: k for k in c.by}, columns=[c.name])
-
-
-def add_counts(typed: pa.Table, raw: pa.Table, counts: dict[str, PreparedDimension],
-               features: tuple[CountFeature, ...] | list[CountFeature]) -> pa.Table:
-    """Append each count column; keys are read as text (the counts were keyed as text too)."""
-    for c in features:
-        probe = pa.table({k: pc.cast(raw.column(k), pa.string()) for k in c.by})
-        rows = lookup_rows(probe, counts[c.name], _join(c))
-        typed = typed.append_column(c.name, counts[c.name].columns.column(c.name).take(rows))
-    return typed
+__all__ = ["PartialCounts", "add_counts", "finish", "key_columns"]

@@ -36,7 +36,8 @@ from rayline.data.advice import SAMPLES, check_splits, mostly_rejected
 from rayline.data.join import prepare_dimension
 from rayline.data.split import SPLITS
 from rayline.data.batch_steps import Q_PREFIX, READY_SPLIT_COL, STATS_COL, ReadyPass, StatisticsPass
-from rayline.data.plan import IngestPlan, feature_constraints
+from rayline.data.lookup_store import write_snapshot
+from rayline.data.plan import IngestPlan, feature_constraints, lookup_fields
 from rayline.data.validate import QUARANTINE_SCHEMA, Failures, apply_rules, duplicate_mask
 from rayline.data.dataset import (
     MANIFEST, SPEC_FILE, IngestResult, build_manifest, dataset_dir, load_ingest, mark_latest, open_published,
@@ -84,8 +85,8 @@ def run_ingest(cfg: RaylineConfig, storage: Storage, *, force: bool = False,
     tmp = storage.temp_dir(final)
     try:
         dim_rows = {name: c["read"] for name, c in dim_counts.items()}
-        spec, counts, by_rule = _execute(cfg, plan, storage, primary, dims, dim_quarantine, dim_rows, tmp, progress,
-                                          timings)
+        spec, counts, by_rule, lookups = _execute(cfg, plan, storage, primary, dims, dim_quarantine, dim_rows, tmp,
+                                                   progress, timings)
         rows_read = counts["read"]
         if expected_rows is not None and rows_read != expected_rows:
             raise InputError(f"source {d.primary!r}: read {rows_read} rows but the Parquet footers declare {expected_rows}")
@@ -96,6 +97,7 @@ def run_ingest(cfg: RaylineConfig, storage: Storage, *, force: bool = False,
         sources = {n: {"files": len(r.files), "bytes": sum(r.sizes), "fingerprint": r.fingerprint(), "format": r.format}
                    for n, r in resolved.items()}
         manifest = build_manifest(cfg, key, fingerprint, sources, counts, dim_counts, by_rule, timings)
+        manifest["lookups"] = lookups  # the snapshot serving and batch join and count with
         manifest["files"] = storage.checksums(tmp)  # every file of the dataset, verified when it is opened
         storage.write_json(manifest, tmp, MANIFEST)
         storage.publish(tmp, final)
@@ -167,6 +169,7 @@ def _execute(cfg, plan: IngestPlan, storage: Storage, primary, dims, dim_quarant
         progress(f"ingest: counting {', '.join(c.name for c in d.counts)} over all rows of {d.primary}")
         dims = {**dims, **_count_features(cfg, primary)}
         timings["counts"] = time.perf_counter() - t
+    lookups = write_snapshot(storage, tmp, d.joins, d.counts, dims) if d.joins or d.counts else {}
     dims_ref = ray.put(dims) if dims else None
 
     # ---- pass 1: validate + join + split -> partial statistics and quarantined rows
@@ -192,6 +195,7 @@ def _execute(cfg, plan: IngestPlan, storage: Storage, primary, dims, dim_quarant
     if rows_read == 0:
         raise InputError(f"source {d.primary!r}: the input has no rows ({', '.join(primary.files[:3])})")
     spec = build_spec(stats, cfg, feature_constraints(cfg))
+    spec = spec.model_copy(update=lookup_fields(cfg, src_mod.file_columns(primary)))
     timings["fit"] = time.perf_counter() - t
     clean = sum(split_rows.values())
     progress(f"ingest: {rows_read:,} rows read, {clean:,} clean, {rows_read - clean:,} quarantined "
@@ -229,7 +233,7 @@ def _execute(cfg, plan: IngestPlan, storage: Storage, primary, dims, dim_quarant
         if written[s] != split_rows.get(s, 0):
             raise RuntimeError(f"reconciliation failed for split {s}: wrote {written[s]} in pass 2, counted "
                                f"{split_rows.get(s, 0)} in pass 1 (did the input change during the run?)")
-    return spec, counts, by_rule
+    return spec, counts, by_rule, lookups
 
 
 # x_num/x_cat are dense numbers: a dictionary page never pays for itself there (measured: writes

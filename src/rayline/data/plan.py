@@ -123,3 +123,24 @@ def staged_columns(cfg: RaylineConfig) -> list[str]:
     d = cfg.data
     cols = d.features.columns() + [d.label.column] + [c for c in d.passthrough]
     return list(dict.fromkeys(cols))
+
+
+def lookup_fields(cfg: RaylineConfig, file_columns: list[str] | None = None) -> dict:
+    """What the FeatureSpec records so that serving and batch join and count like the ingest: the
+    joins and counts, the primary keys they need that are not features (with the kind the
+    contract types them as), and the primary table's other columns (declared in the config or
+    present in its files), which a client may send and which are then ignored."""
+    d = cfg.data
+    features = set(d.features.columns())
+    rules = primary_rules(cfg)
+    keys: dict[str, str] = {}
+    for k in dict.fromkeys([*(k for j in d.joins for k in j.keys), *(k for c in d.counts for k in c.by)]):
+        if k not in features:
+            t = rules.get(k, ColumnRule()).type
+            keys[k] = "timestamp" if t == "timestamp" else "float" if t in ("int", "float") else "string"
+    declared = [*d.sources[d.primary].columns, *d.passthrough, *d.split.key, d.label.column, *(file_columns or [])]
+    if d.split.method == "time":
+        declared.append(d.split.column)
+    lookups = set(joined_columns(cfg))
+    accepted = [c for c in dict.fromkeys(declared) if c not in features and c not in keys and c not in lookups]
+    return {"joins": list(d.joins), "counts": list(d.counts), "keys": keys, "accepted": accepted}

@@ -86,6 +86,17 @@ def filesystem_for(location: str) -> tuple[pafs.FileSystem, str]:
 
 
 # ------------------------------------------------------------------ whole-file checks
+def file_columns(src: ResolvedSource) -> list[str]:
+    """The columns of the source's first file (header, footer or first record)."""
+    if not src.files:
+        return []
+    path = src.files[0]
+    if src.format == "parquet":
+        with src.filesystem.open_input_file(path) as f:
+            return pq.ParquetFile(f).metadata.schema.to_arrow_schema().names
+    return _csv_header(src, path) if src.format == "csv" else _json_keys(src, path)
+
+
 def check_files(src: ResolvedSource, required: list[str]) -> int | None:
     """Check each file's header/footer; return the total row count where it is cheap (Parquet)."""
     total = 0

@@ -276,6 +276,9 @@ class Contract:
 
     def __init__(self, spec) -> None:
         self.kinds: dict[str, str] = spec.raw_kinds()
+        self.kinds.update({k: v for k, v in spec.keys.items() if k not in self.kinds})  # lookup keys
+        # every field a record may carry: the inputs, and the primary table's other columns (ignored)
+        self.accepts: frozenset[str] = frozenset(self.kinds) | frozenset(spec.accepted)
         self.rules: dict[str, ColumnRule] = {}
         for name, kind in self.kinds.items():
             c = spec.constraints.get(name)

@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, Field
 
+from rayline.config import CountFeature, JoinConfig
 from rayline.features.coerce import SMALL_BATCH, coerce
 
 SPEC_VERSION = 1
@@ -130,6 +131,13 @@ class FeatureSpec(_Spec):
     passthrough: list[str] = Field(default_factory=list)
     constraints: dict[str, Constraint] = Field(default_factory=dict)
     train_rows: int = 0
+    # The lookups the features came through in the ingest, run again for every record served
+    # or scored (features/lookups.py); the primary-table keys they need that are not features,
+    # with their kinds; and the primary table's other columns, accepted from a client and unused.
+    joins: list[JoinConfig] = Field(default_factory=list)
+    counts: list[CountFeature] = Field(default_factory=list)
+    keys: dict[str, Literal["float", "string", "timestamp"]] = Field(default_factory=dict)
+    accepted: list[str] = Field(default_factory=list)
 
     # ------------------------------------------------------------------ layout
     @property
@@ -149,6 +157,12 @@ class FeatureSpec(_Spec):
     def input_columns(self) -> list[str]:
         """Raw columns a caller provides to get a prediction."""
         return [f.name for f in self.numeric] + [f.name for f in self.categorical] + [t.name for t in self.time]
+
+    @property
+    def lookup_columns(self) -> list[str]:
+        """The feature columns a lookup provides (a client may still send them: its value wins)."""
+        cols = [j.output_name(c) for j in self.joins for c in j.columns if c not in j.keys.values()]
+        return cols + [c.name for c in self.counts]
 
     def raw_kinds(self) -> dict[str, str]:
         kinds = {f.name: "float" for f in self.numeric}

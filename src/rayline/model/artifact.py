@@ -21,6 +21,7 @@ import torch
 from rayline.config import ModelConfig
 from rayline.errors import InputError
 from rayline.features.contract import Contract
+from rayline.features.lookups import Lookups
 from rayline.features.spec import FeatureSpec, ModelInputs
 from rayline.model import boosted
 from rayline.model.network import TabularNet, predict_from_output
@@ -61,6 +62,7 @@ class LoadedModel:
     config: ModelConfig
     device: torch.device
     booster: object | None = None
+    lookups: Lookups | None = None  # the snapshot its features come through (loaded by serving and batch)
 
     @classmethod
     def from_bytes(cls, model: bytes, spec_json: bytes | str, config_json: bytes | str,
@@ -123,10 +125,18 @@ class LoadedModel:
                 np.zeros(0, dtype=object)
         return None
 
+    def features(self, table: pa.Table) -> tuple[pa.Table, ModelInputs, dict[str, np.ndarray]]:
+        """Checked rows (a contract's output) -> (the rows with their looked-up columns, model
+        inputs, the rows each lookup missed): what the ingest did to the training rows."""
+        missed: dict[str, np.ndarray] = {}
+        if self.lookups is not None:
+            table, missed = self.lookups.apply(table)
+        return table, self.spec.transform(table), missed
+
     def predict_table(self, table: pa.Table) -> tuple[ModelInputs, np.ndarray]:
-        """Checked rows (a contract's output) -> (model inputs, predictions): the one step from
-        records the contract accepted to the model's answer, for /predict and everyone else."""
-        inputs = self.spec.transform(table)
+        """Checked rows -> (model inputs, predictions): the one step from records the contract
+        accepted to the model's answer, for /predict and everyone else."""
+        _, inputs, _ = self.features(table)
         return inputs, self.predict_inputs(inputs)
 
     def predict_records(self, records: list[dict]) -> np.ndarray:

@@ -187,7 +187,7 @@ class ModelServer:
             v, model = int(pin), await self.models.version(int(pin))
         else:
             v, model = self.models.current
-        records, batched = parse_instances(parse_body(body, sc.max_body_bytes), model.contract.kinds,
+        records, batched = parse_instances(parse_body(body, sc.max_body_bytes), model.contract.accepts,
                                            sc.max_instances_per_request)
         item = (v, model, records, batched, explain)
         # The only request on this replica is answered at once: the batch queue's hand-offs cost
@@ -201,7 +201,8 @@ class ModelServer:
             return JSONResponse({"error": "model_error", "message": "the model could not score this request",
                                  "request_id": rid}, 500)
         preds, version = result
-        return JSONResponse({"predictions": preds, "model_version": version, "request_id": rid},
+        snapshot = {"lookup_snapshot": model.lookups.snapshot} if model.lookups is not None else {}
+        return JSONResponse({"predictions": preds, "model_version": version, **snapshot, "request_id": rid},
                             headers={VERSION_HEADER: str(version)})  # the proxy sets x-request-id
 
     # ------------------------------------------------------------------ the other routes
@@ -211,8 +212,11 @@ class ModelServer:
         if denied := self._denied(request):
             return denied
         v, model = self.models.current
+        lookups = model.lookups
         return {"model_version": v, "following": self.ref, "task": model.spec.label.task, "device": self.device,
-                "request_schema": request_schema(model.spec), **self.models.current_info}
+                "request_schema": request_schema(model.spec), **self.models.current_info,
+                **({"lookups": {"snapshot": lookups.snapshot, "lookups": lookups.names, "bytes": lookups.nbytes,
+                                "load_s": lookups.load_s}} if lookups is not None else {})}
 
     @api.get("/openapi.json", include_in_schema=False)
     async def openapi(self, request: Request):

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from rayline.features.lookups import missed_per_row
 from rayline.model.artifact import LoadedModel
 from rayline.serve.monitor import DriftTracker, ServeMetrics
 from rayline.serve.schema import verdict_error
@@ -60,12 +61,14 @@ def _predict_group(v: int, items: list[Item], idx: list[int], out: list, drift: 
         return
     rows = np.concatenate(keep)
     table = table if len(rows) == table.num_rows else table.take(pa.array(rows))
-    inputs, preds = model.predict_table(table)
+    joined, inputs, missed = model.features(table)  # the lookups (joins, counts), then the transform
+    preds = model.predict_inputs(inputs)
     if not np.isfinite(preds).all():
         raise ValueError("the model produced a non-finite prediction")
-    outside = drift.observe(table, inputs) if drift is not None and model.spec is drift.spec else []
+    outside = drift.observe(joined, inputs, missed) if drift is not None and model.spec is drift.spec else []
     if metrics is not None:
-        metrics.predicted(v, preds, outside)
+        metrics.predicted(v, preds, outside, {name: int(m.sum()) for name, m in missed.items()})
+    missing = missed_per_row(missed, len(preds))
     # explanations only for the rows of the requests that asked (TreeSHAP or IG costs more than the prediction)
     wanted = [i for i in answered if items[i][4]]
     explained, start, rows_of = None, 0, {}
@@ -81,6 +84,9 @@ def _predict_group(v: int, items: list[Item], idx: list[int], out: list, drift: 
     for i in answered:
         lo, hi = rows_of[i]
         answer = format_predictions(model, preds[lo:hi])
+        for a, names in zip(answer, missing[lo:hi]):
+            if names:
+                a["lookups_missed"] = names  # answered all the same: those columns count as missing
         if items[i][4]:
             for a, e in zip(answer, explained.records(at, at + hi - lo)):
                 a["explanation"] = e

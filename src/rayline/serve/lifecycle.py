@@ -26,6 +26,7 @@ Loader = Callable[[str], "tuple[int, LoadedModel]"]
 def registry_hooks(storage_root: str, name: str, device: str) -> tuple[Loader, Callable[[str], int], Callable[[int], dict]]:
     """(load a version onto `device`, resolve a reference, read a version's metadata), all over
     one Registry (its manifest cache is shared)."""
+    from rayline.data.lookup_store import attach_snapshot
     from rayline.registry import Registry
     from rayline.storage import Storage
 
@@ -33,8 +34,14 @@ def registry_hooks(storage_root: str, name: str, device: str) -> tuple[Loader, C
 
     def info(version: int) -> dict:
         mv = registry.get(version)
-        return {"metrics": mv.metrics, "lineage": public_lineage(mv.lineage)}
-    return (lambda ref: registry.load(ref, device=device)), registry.resolve, info
+        out = {"metrics": mv.metrics, "lineage": public_lineage(mv.lineage)}
+        return out
+
+    def load(ref: str):
+        v, model = registry.load(ref, device=device)
+        attach_snapshot(registry, v, model)
+        return v, model
+    return load, registry.resolve, info
 
 
 def public_lineage(lineage: dict) -> dict:

@@ -39,11 +39,16 @@ class ServeMetrics:
         self.score = metrics.Histogram("rayline_prediction_score", "predicted probability or value",
                                        boundaries=[i / 10 for i in range(1, 10)], tag_keys=tags)
         self.invalid_requests = metrics.Counter("rayline_invalid_requests", "rejected requests", tag_keys=("reason",))
+        self.lookup_misses = metrics.Counter("rayline_lookup_misses", "records whose key found no row in a lookup",
+                                             tag_keys=("lookup",))
         self.outside = metrics.Counter("rayline_feature_outside_training_range",
                                        "values outside the range seen in training", tag_keys=("feature",))
 
-    def predicted(self, version: int, preds: np.ndarray, outside: list[str]) -> None:
+    def predicted(self, version: int, preds: np.ndarray, outside: list[str], missed: dict[str, int] | None = None) -> None:
         tags = {"model_version": str(version)}
+        for name, n in (missed or {}).items():
+            if n:
+                self.lookup_misses.inc(n, tags={"lookup": name})
         self.predictions.inc(len(preds), tags=tags)
         for score in (preds.max(axis=1) if preds.ndim == 2 else preds).tolist():
             self.score.observe(score, tags=tags)
@@ -68,7 +73,7 @@ class DriftTracker:
         bounded = np.isfinite(lo) & np.isfinite(hi)  # sums are clipped only where both ends are known
         self._bounds = (lo, hi, np.where(bounded, lo, -math.inf), np.where(bounded, hi, math.inf))
 
-    def observe(self, table: pa.Table, inputs: ModelInputs) -> list[str]:
+    def observe(self, table: pa.Table, inputs: ModelInputs, missed: dict[str, np.ndarray] | None = None) -> list[str]:
         """Count a batch of typed input columns; return the numeric features with values outside
         the training range in it. All features at once: a one-record batch pays per call."""
         rows = table.num_rows
@@ -91,8 +96,11 @@ class DriftTracker:
         with self.lock:
             bucket = self.buckets.get(key)
             if bucket is None:
-                bucket = self.buckets[key] = {"records": 0, "num": np.zeros_like(num), "cat": np.zeros(cat.shape, np.int64)}
+                bucket = self.buckets[key] = {"records": 0, "num": np.zeros_like(num), "cat": np.zeros(cat.shape, np.int64),
+                                              "misses": {}}
             bucket["records"] += rows
+            for name, mask in (missed or {}).items():
+                bucket["misses"][name] = bucket["misses"].get(name, 0) + int(mask.sum())
             bucket["num"] += num
             bucket["cat"] += cat
             self.n += rows
@@ -113,7 +121,7 @@ class DriftTracker:
                     features[f.name] = [int(v) if i in int_fields else float(v) for i, v in enumerate(b["num"][j])]
                 for j, c in enumerate(self.spec.categorical):
                     features[c.name] = [int(v) for v in b["cat"][j]]
-                buckets[k] = {"records": b["records"], "features": features}
+                buckets[k] = {"records": b["records"], "features": features, "misses": dict(b.get("misses", {}))}
             return {"records": self.n, "batches": self.batches, "buckets": buckets}
 
     def report(self, others: list[dict] = ()) -> dict:
@@ -126,12 +134,14 @@ def drift_report(spec: FeatureSpec, snapshots: list[dict], since: float, window_
     """Merge snapshots (one per replica) over the buckets newer than `since` and compare with
     the training statistics."""
     total: dict[str, list[float]] = {}
-    records = 0
+    records, misses = 0, {name: 0 for name in lookup_names(spec)}
     for snap in snapshots:
         for key, b in snap["buckets"].items():
             if float(key) + BUCKET_S <= since:
                 continue
             records += b["records"]
+            for name, n in b.get("misses", {}).items():
+                misses[name] = misses.get(name, 0) + n
             for name, vals in b["features"].items():
                 acc = total.setdefault(name, [0] * len(vals))
                 for k, val in enumerate(vals):
@@ -155,7 +165,15 @@ def drift_report(spec: FeatureSpec, snapshots: list[dict], since: float, window_
                          "missing": missing / n if n else 0.0, "train_missing": c.null_fraction,
                          "drifted": bool(share_oov > max(share, 2 * c.oov_fraction))}
     return {"window_s": window_s, "replicas_reporting": len(snapshots), "records_in_window": records,
-            "drifted": sorted(k for k, v in feats.items() if v["drifted"]), "features": feats}
+            "drifted": sorted(k for k, v in feats.items() if v["drifted"]), "features": feats,
+            # records whose key found no row, per lookup (their looked-up columns counted as missing)
+            "lookup_misses": {name: {"records": n, "share": n / records if records else 0.0} for name, n in misses.items()}}
+
+
+def lookup_names(spec: FeatureSpec) -> list[str]:
+    from rayline.features.lookups import join_name
+
+    return [join_name(j) for j in spec.joins] + [c.name for c in spec.counts]
 
 
 def board_actor(name: str):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from collections.abc import Collection
 from typing import Any
 
 import numpy as np
@@ -103,7 +104,20 @@ def request_schema(spec: FeatureSpec) -> dict:
         cat = next((x for x in spec.categorical if x.name == name), None)
         if cat is not None:
             p["description"] = f"{len(cat.vocabulary)} known values; others use the out-of-vocabulary bucket"
+        if name in spec.lookup_columns:
+            p["description"] = (p.get("description", "") + "; looked up from the model's lookup snapshot when not "
+                                "sent (a value sent wins)").lstrip("; ")
         props[name] = p
+    for name, kind in spec.keys.items():
+        if name in props:
+            continue
+        p = {"type": ["string", "integer", "null"], "maxLength": MAX_TEXT, "minimum": -(2 ** 63), "maximum": 2 ** 63 - 1} \
+            if kind == "string" else {"type": ["string", "null"], "maxLength": MAX_TIME_TEXT, "pattern": TIME_PATTERN} \
+            if kind == "timestamp" else {"type": ["number", "null"], "minimum": -FLOAT_MAX, "maximum": FLOAT_MAX}
+        p["description"] = "a key the model's lookups use (joins, counts); without it they find nothing"
+        props[name] = p
+    for name in spec.accepted:
+        props.setdefault(name, {"description": "a column of the primary table: accepted, not used by this model"})
     required = sorted(n for n, c in spec.constraints.items() if c.required and n in kinds)
     return {"type": "object", "properties": props, "required": required, "additionalProperties": False}
 
@@ -113,7 +127,7 @@ REASONS = {"type": "wrong_type", "not_null": "missing_field", "range": "out_of_r
            "too_long": "too_long"}
 
 
-def parse_instances(payload: Any, kinds: dict[str, str], max_instances: int) -> tuple[list[dict], bool]:
+def parse_instances(payload: Any, kinds: Collection[str], max_instances: int) -> tuple[list[dict], bool]:
     """The HTTP-level shape of a body: (records, whether it was {"instances": [...]}).
     Values are judged later by the contract (see `verdict_error`)."""
     if isinstance(payload, dict) and "instances" in payload:
@@ -162,7 +176,7 @@ def verdict_error(contract: Contract, failures, start: int, n: int, batched: boo
 def validate_instances(payload: Any, contract: Contract, max_instances: int) -> pa.Table:
     """Body -> typed input columns of valid records; RequestError naming every invalid record's
     first problem (HTTP-level shape here, values by the contract batch inference uses too)."""
-    records, batched = parse_instances(payload, contract.kinds, max_instances)
+    records, batched = parse_instances(payload, contract.accepts, max_instances)
     table, failures = contract.check_records(records)
     error = verdict_error(contract, failures, 0, len(records), batched)
     if error is not None:

@@ -1,0 +1,239 @@
+"""The lookups a model's features come from, and the one code that joins and counts.
+
+The ingest builds each row's features from the primary table plus lookups: each `data.joins`
+dimension table (weather by origin and hour, the aircraft by tail number, ...) and each
+`data.counts` table (departures per origin and hour, ...). A client of the endpoint, or a batch
+of raw files, has only the primary table's fields: `Lookups.apply` gives those rows the same
+joined and counted columns with the same code the ingest runs (`attach`), from the snapshot the
+ingest wrote with the model's dataset (`<dataset>/lookups/*.parquet`, checksummed in its
+manifest, referenced from each version's lineage).
+
+Broadcast left joins, not a general hash join: a dimension's keys are unique (duplicates were
+quarantined by the ingest), so each row maps to at most one dimension row. Each key column is
+turned into a dense code with `index_in` against that column's distinct values; a composite key
+folds its codes pairwise, re-densifying after each step (so codes stay below the dimension's
+row count and cannot overflow); the final code indexes the dimension's rows. This keeps row
+order without a sort and costs about half of Acero's join + sort (35 vs 65 ms for the three
+flights joins of a 262k-row batch).
+
+A value the client sends for a looked-up column wins over the lookup's (a forecast, a what-if);
+a key that finds no row leaves the columns missing (imputed like any missing value) and is
+reported per lookup, never refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from rayline.config import CountFeature, JoinConfig
+from rayline.errors import InputError
+from rayline.features.coerce import coerce
+
+
+def kind_of(t: pa.DataType) -> str:
+    if pa.types.is_integer(t):
+        return "int"
+    if pa.types.is_floating(t):
+        return "float"
+    if pa.types.is_timestamp(t) or pa.types.is_date(t):
+        return "timestamp"
+    if pa.types.is_boolean(t):
+        return "bool"
+    return "string"
+
+
+@dataclass
+class PreparedDimension:
+    """A dimension table ready for lookups: its output columns and the key code tables."""
+
+    table: str
+    columns: pa.Table  # output columns (renamed), one row per dimension row
+    key_kinds: list[str]  # canonical kind of each dimension key column, in join.keys order
+    distinct: list[pa.Array]  # distinct values of each key column
+    folded: list[pa.Array | None]  # distinct (previous code * len(distinct[k]) + code[k]) per step k >= 1
+    row_of_code: pa.Array  # final dense code -> dimension row
+    source: pa.Table | None = field(default=None, repr=False)  # keys + columns as validated: what a snapshot stores
+
+    @property
+    def num_rows(self) -> int:
+        return self.columns.num_rows
+
+
+def prepare_dimension(dim: pa.Table, join: JoinConfig) -> PreparedDimension:
+    """Index a validated dimension table for `left_join`. Its keys must be unique and non-null."""
+    right_keys = list(join.keys.values())
+    keys = [coerce(dim.column(k), kind_of(dim.schema.field(k).type))[0] for k in right_keys]
+    has_key = np.ones(dim.num_rows, dtype=bool)
+    for k in keys:
+        has_key &= pc.is_valid(k).to_numpy(zero_copy_only=False)
+    if not has_key.all():  # a null key matches nothing (SQL semantics)
+        dim, keys = dim.filter(pa.array(has_key)), [k.filter(pa.array(has_key)) for k in keys]
+    distinct, folded, code = [], [], None
+    for k in keys:
+        uniq = pc.unique(k)
+        c = pc.index_in(k, value_set=uniq).cast(pa.int64())
+        distinct.append(uniq)
+        if code is None:
+            code = c
+            folded.append(None)
+        else:
+            step = pc.add(pc.multiply(code, len(uniq)), c)
+            step_uniq = pc.unique(step)
+            folded.append(step_uniq)
+            code = pc.index_in(step, value_set=step_uniq).cast(pa.int64())
+    codes = code.to_numpy(zero_copy_only=False) if code is not None else np.zeros(0, np.int64)
+    n_codes = len(folded[-1]) if folded and folded[-1] is not None else (len(distinct[0]) if distinct else 0)
+    if n_codes != dim.num_rows:
+        raise InputError(f"join with {join.table!r}: key ({', '.join(right_keys)}) is not unique in the dimension table")
+    row_of_code = np.empty(n_codes, dtype=np.int64)
+    row_of_code[codes] = np.arange(dim.num_rows, dtype=np.int64)
+    out_cols = [c for c in join.columns if c not in right_keys]
+    columns = dim.select(out_cols).rename_columns([join.output_name(c) for c in out_cols])
+    source = dim.select(list(dict.fromkeys([*right_keys, *(c for c in join.columns if c in dim.column_names)])))
+    return PreparedDimension(join.table, columns, [kind_of(k.type) for k in keys], distinct, folded, pa.array(row_of_code),
+                             source)
+
+
+def lookup_rows(batch: pa.Table, dim: PreparedDimension, join: JoinConfig) -> pa.Array:
+    """For each batch row, the matching dimension row (int64), or null when there is none."""
+    code = None
+    for i, lk in enumerate(join.keys):
+        # Align key types (a CSV may read a key as int on one side and string on the other).
+        probe = coerce(batch.column(lk), dim.key_kinds[i])[0]
+        c = pc.index_in(probe, value_set=dim.distinct[i]).cast(pa.int64())
+        if code is None:
+            code = c
+        else:
+            step = pc.add(pc.multiply(code, len(dim.distinct[i])), c)
+            code = pc.index_in(step, value_set=dim.folded[i]).cast(pa.int64())
+    return pc.take(dim.row_of_code, code)
+
+
+def left_join(batch: pa.Table, dim: PreparedDimension, join: JoinConfig) -> tuple[pa.Table, np.ndarray]:
+    """Left-join `dim` (from `prepare_dimension`) onto `batch`, keeping batch order.
+
+    Returns the joined batch and a mask of rows that found no match.
+    """
+    rows = lookup_rows(batch, dim, join)
+    unmatched = pc.is_null(rows).to_numpy(zero_copy_only=False)
+    matched = dim.columns.take(rows)
+    out = batch
+    for c in matched.column_names:
+        if c in out.column_names:
+            raise InputError(f"join with {join.table!r}: column {c!r} already exists in the primary table; "
+                             f"give it another name with joins[].rename")
+        out = out.append_column(c, matched.column(c))
+    return out, unmatched
+
+
+def join_name(j: JoinConfig) -> str:
+    """A join as responses and metrics name it: its table and left keys (a table may be joined twice)."""
+    return f"{j.table}({','.join(j.keys)})"
+
+
+# ---------------------------------------------------------------------- counts
+def count_join(c: CountFeature) -> JoinConfig:
+    """A count feature as the join that looks it up (its keys on both sides, its count the column)."""
+    return JoinConfig(table=f"counts:{c.name}", keys={k: k for k in c.by}, columns=[c.name])
+
+
+def key_text(col: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """Count keys are matched as text (the counts were keyed as text): a whole float reads as the
+    integer it is (5.0 -> "5"), as an integer column's value does."""
+    return pc.cast(col, pa.string())
+
+
+def add_counts(typed: pa.Table, keys: pa.Table, counts: dict[str, PreparedDimension],
+               features: tuple[CountFeature, ...] | list[CountFeature]) -> tuple[pa.Table, dict[str, np.ndarray]]:
+    """Append each count column, its keys read from `keys` as text; and each one's rows with no count."""
+    missed = {}
+    for c in features:
+        probe = pa.table({k: key_text(keys.column(k)) for k in c.by})
+        rows = lookup_rows(probe, counts[c.name], count_join(c))
+        missed[c.name] = pc.is_null(rows).to_numpy(zero_copy_only=False)
+        typed = typed.append_column(c.name, counts[c.name].columns.column(c.name).take(rows))
+    return typed, missed
+
+
+def attach(typed: pa.Table, keys: pa.Table, joins: list[JoinConfig] | tuple[JoinConfig, ...],
+           dims: dict, counts: list[CountFeature] | tuple[CountFeature, ...]) -> tuple[pa.Table, dict[str, np.ndarray]]:
+    """The joins (dims[i] for joins[i]), then the counts (dims[name]) onto `typed`: what the ingest
+    does to every batch and what serving and batch inference do to every record. Returns the rows
+    each lookup missed, by lookup name (`join_name`, the count's name)."""
+    missed: dict[str, np.ndarray] = {}
+    for i, j in enumerate(joins):
+        typed, missed[join_name(j)] = left_join(typed, dims[i], j)
+    if counts:
+        typed, count_missed = add_counts(typed, keys, {c.name: dims[c.name] for c in counts}, counts)
+        missed.update(count_missed)
+    return typed, missed
+
+
+# ---------------------------------------------------------------------- the snapshot
+@dataclass
+class Lookups:
+    """A snapshot loaded for lookups: what `attach` needs, plus its id and size."""
+
+    snapshot: str
+    joins: tuple[JoinConfig, ...]
+    counts: tuple[CountFeature, ...]
+    dims: dict = field(repr=False)
+    load_s: float = 0.0
+
+    @classmethod
+    def from_tables(cls, snapshot: str, joins, counts, tables: dict, load_s: float = 0.0) -> "Lookups":
+        """`tables`: the source table of joins[i] at key i, of each count at its name."""
+        dims: dict = {}
+        for i, j in enumerate(joins):
+            dims[i] = prepare_dimension(tables[i], j)
+        for c in counts:
+            dims[c.name] = prepare_dimension(tables[c.name], count_join(c))
+        return cls(snapshot, tuple(joins), tuple(counts), dims, load_s)
+
+    @property
+    def names(self) -> list[str]:
+        return [join_name(j) for j in self.joins] + [c.name for c in self.counts]
+
+    @property
+    def columns(self) -> list[str]:
+        """The columns the lookups provide."""
+        return [j.output_name(c) for j in self.joins for c in j.columns if c not in j.keys.values()] + \
+            [c.name for c in self.counts]
+
+    @property
+    def nbytes(self) -> int:
+        return sum(d.columns.nbytes + sum(x.nbytes for x in d.distinct) + d.row_of_code.nbytes
+                   + sum(x.nbytes for x in d.folded if x is not None) for d in self.dims.values())
+
+    def apply(self, typed: pa.Table) -> tuple[pa.Table, dict[str, np.ndarray]]:
+        """The looked-up columns onto checked records; where the client sent a value it wins."""
+        provided = [c for c in self.columns if c in typed.column_names]
+        sent = {c: typed.column(c) for c in provided}
+        base = typed.drop_columns(provided) if provided else typed
+        out, missed = attach(base, typed, self.joins, self.dims, self.counts)
+        for c, col in sent.items():
+            i = out.column_names.index(c)
+            looked = out.column(c)
+            if col.null_count < len(col):  # the client's type (the contract's): a looked-up int count becomes float
+                looked = pc.coalesce(col, looked.cast(col.type))
+            out = out.set_column(i, c, looked)
+        return out, missed
+
+
+def missed_per_row(missed: dict[str, np.ndarray], n: int) -> list[list[str]]:
+    """For each of `n` rows, the names of the lookups that found nothing for it."""
+    out: list[list[str]] = [[] for _ in range(n)]
+    for name, mask in missed.items():
+        for r in np.flatnonzero(mask).tolist():
+            out[r].append(name)
+    return out
+
+
+def fingerprint(files: dict[str, str]) -> str:
+    """A snapshot's id from its files' SHA-256 (name -> digest)."""
+    return hashlib.sha256("\n".join(f"{k}:{v}" for k, v in sorted(files.items())).encode()).hexdigest()[:16]
