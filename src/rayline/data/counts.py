@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from rayline.config import CountFeature, JoinConfig, RaylineConfig
+from rayline.config import CountFeature, RaylineConfig
 from rayline.features.lookups import PreparedDimension, add_counts, count_join, prepare_dimension
 
 COUNT = "__count"

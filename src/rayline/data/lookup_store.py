@@ -68,12 +68,12 @@ def read_snapshot(storage: Storage, model_name: str, ingest_key: str, descriptio
                                load_s=round(time.perf_counter() - t, 3))
 
 
-def attach_snapshot(registry, version: int, model) -> None:
-    """Give a loaded model the lookup snapshot its version's lineage names (`registry`: a
-    Registry; a version registered before snapshots existed has none, and its clients send the
+def snapshot_of(registry, version: int, spec) -> Lookups | None:
+    """The lookup snapshot a version's lineage names, loaded (`registry`: a Registry). None for a
+    model without lookups, or one registered before snapshots existed (its clients send the
     looked-up fields themselves)."""
     lineage = registry.get(version).lineage
     desc = lineage.get("lookups")
-    if desc and (model.spec.joins or model.spec.counts):
-        model.lookups = read_snapshot(registry.storage, registry.name, lineage["ingest_key"], desc,
-                                      model.spec.joins, model.spec.counts)
+    if not desc or not (spec.joins or spec.counts):
+        return None
+    return read_snapshot(registry.storage, registry.name, lineage["ingest_key"], desc, spec.joins, spec.counts)

@@ -26,7 +26,7 @@ Loader = Callable[[str], "tuple[int, LoadedModel]"]
 def registry_hooks(storage_root: str, name: str, device: str) -> tuple[Loader, Callable[[str], int], Callable[[int], dict]]:
     """(load a version onto `device`, resolve a reference, read a version's metadata), all over
     one Registry (its manifest cache is shared)."""
-    from rayline.data.lookup_store import attach_snapshot
+    from rayline.data.lookup_store import snapshot_of
     from rayline.registry import Registry
     from rayline.storage import Storage
 
@@ -39,7 +39,7 @@ def registry_hooks(storage_root: str, name: str, device: str) -> tuple[Loader, C
 
     def load(ref: str):
         v, model = registry.load(ref, device=device)
-        attach_snapshot(registry, v, model)
+        model.lookups = snapshot_of(registry, v, model.spec)
         return v, model
     return load, registry.resolve, info
 
