@@ -436,6 +436,10 @@ class BatchConfig(_Model):
         "pipelined (auto: when the actors hold GPUs, so the GPU only runs forward passes)")
     score_batch_rows: int = Field(262_144, ge=1, description="rows per forward pass when the stages are split "
                                   "(large batches keep a GPU busy)")
+    explain_method: Literal["exact", "approx"] = Field(
+        "exact", description="`rayline predict --explain` for XGBoost: exact TreeSHAP (as /predict; ~1k rows/s per "
+        "CPU core for the default model) or approx, XGBoost's path attribution (Saabas: additive too, ~80x faster, "
+        "not Shapley values). The MLP always uses integrated gradients")
 
 
 class SearchDim(_Model):

@@ -117,3 +117,13 @@ def test_integrated_gradients_converge_before_the_gap_is_spread():
     model, x = _network_model("binary", recs, s, steps=200)
     e = model.explain(x)
     assert np.abs(e.gap).max() < 1e-2 * max(np.abs(e.margin - e.base).max(), 1.0)
+
+
+def test_approximate_attributions_add_up_too_and_agree_in_sign_with_treeshap():
+    recs, s = _records(1500)
+    model, x = _booster_model("binary", recs, s)
+    exact, approx = model.explain(x), model.explain(x, "approx")
+    np.testing.assert_allclose(approx.base + approx.contributions.sum(axis=1), approx.margin, atol=1e-4)
+    np.testing.assert_allclose(approx.margin, exact.margin, atol=1e-4)
+    j = exact.fields.index("signal")
+    assert np.mean(np.sign(approx.contributions[:, j]) == np.sign(exact.contributions[:, j])) > 0.9

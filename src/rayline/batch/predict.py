@@ -60,6 +60,7 @@ class ScoringPlan:
     gpus: float = 0.0
     lookups: Lookups | None = None  # the version's lookup snapshot: joins and counts as in the ingest
     explain: bool = False  # add each row's explanation as columns (explain_base, explain_margin, explain__<field>)
+    explain_method: str = "exact"  # batch.explain_method (XGBoost: exact TreeSHAP or approx)
 
 
 class Prepare:
@@ -111,7 +112,7 @@ class Score:
 
         device = "cuda" if plan.gpus > 0 and torch.cuda.is_available() else "cpu"
         self.model = LoadedModel.from_parts(plan.model, plan.spec, plan.model_config, device=device)
-        self.version, self.explain = plan.version, plan.explain
+        self.version, self.explain, self.explain_method = plan.version, plan.explain, plan.explain_method
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         is_ok = pc.equal(batch.column(KIND), "ok")
@@ -132,7 +133,7 @@ class Score:
             good = good.append_column("label", pa.array(labels.tolist(), pa.int64() if labels.dtype.kind == "i" else pa.string()))
         good = good.append_column("model_version", pa.array(np.full(good.num_rows, self.version, dtype=np.int64)))
         if self.explain:
-            good = explanation_columns(good, self.model.explain(inputs))
+            good = explanation_columns(good, self.model.explain(inputs, self.explain_method))
         return pa.concat_tables([_pad(good, q.schema), _pad(q, good.schema)], promote_options="default")
 
 
@@ -242,6 +243,7 @@ def _predict_into(cfg: RaylineConfig, registry, version: int, spec: FeatureSpec,
     model_config = ModelConfig.model_validate_json(registry.read_file(version, MODEL_CONFIG))
     plan = ScoringPlan(spec=spec, model=registry.read_file(version, model_file(model_config)), model_config=model_config,
                        version=version, keep=tuple(keep), gpus=gpus, explain=explain,
+                       explain_method=cfg.batch.explain_method,
                        lookups=snapshot_of(registry, version, spec))  # loaded once here, broadcast with the plan
     bc = cfg.batch
     # Small CPU shares: batch inference often shares a cluster with live Serve replicas.

@@ -106,12 +106,13 @@ class LoadedModel:
         out = predict_from_output(self.spec.label, self.net(num, cat))
         return out.cpu().numpy()
 
-    def explain(self, inputs: ModelInputs) -> "Explanations":
-        """Per-row contributions in raw field names (model/explain.py): TreeSHAP or integrated gradients."""
+    def explain(self, inputs: ModelInputs, method: str = "exact") -> "Explanations":
+        """Per-row contributions in raw field names (model/explain.py): TreeSHAP (or, `approx`,
+        XGBoost's path attribution) or integrated gradients."""
         from rayline.model.explain import explain_booster, explain_network
 
         if self.booster is not None:
-            return explain_booster(self.spec, self.booster, inputs)
+            return explain_booster(self.spec, self.booster, inputs, approx=method == "approx")
         return explain_network(self.spec, self.net, inputs, self.device)
 
     def labels(self, preds: np.ndarray) -> np.ndarray | None:

@@ -93,13 +93,14 @@ def concat(parts: list[Explanations]) -> Explanations:
                         None if first.explained is None else [c for e in parts for c in e.explained], cat("gap"))
 
 
-def explain_booster(spec: FeatureSpec, booster, inputs: ModelInputs) -> Explanations:
-    """Exact TreeSHAP (XGBoost's pred_contribs): one column per model input plus the bias."""
+def explain_booster(spec: FeatureSpec, booster, inputs: ModelInputs, approx: bool = False) -> Explanations:
+    """Exact TreeSHAP (XGBoost's pred_contribs): one column per model input plus the bias. With
+    `approx`, XGBoost's path attribution (Saabas): additive too, far cheaper, not Shapley values."""
     from rayline.model import boosted
 
     n = len(inputs)
-    contribs = np.asarray(booster.predict(boosted.dmatrix(spec, inputs.num, inputs.cat), pred_contribs=True),
-                          dtype=np.float64)
+    contribs = np.asarray(booster.predict(boosted.dmatrix(spec, inputs.num, inputs.cat), pred_contribs=True,
+                                          approx_contribs=approx), dtype=np.float64)
     explained = None
     if contribs.ndim == 3:  # multiclass: (n, classes, inputs + 1); explain each row's predicted class
         k = contribs.sum(axis=2).argmax(axis=1)
