@@ -328,6 +328,7 @@ def test_explanations_add_up_and_are_the_same_online_and_in_batch(served, record
     for pred in online:
         e = pred["explanation"]
         assert list(e["contributions"]) == d_fields(served) and e["units"] == "log-odds"   # the record's own names
+        assert e["lookups"]["temp"] == "weather(origin,time_hour)" and e["lookups"]["tail_day_legs"] == "tail_day_legs"
         assert e["base"] + sum(e["contributions"].values()) == pytest.approx(e["margin"], abs=1e-4)
         assert 1 / (1 + np.exp(-e["margin"])) == pytest.approx(pred["probability"], abs=1e-5)
     plain = _post(d.url, {"instances": rows}).json()["predictions"]

@@ -64,6 +64,7 @@ class Explanations:
     units: str                 # "log-odds", "class margin", "target" or "log1p(target)"
     explained: list | None = None  # multiclass: the class each row's explanation is for
     gap: np.ndarray | None = None  # MLP: what the quadrature left over, before it was spread
+    lookups: dict[str, str] | None = None  # field -> the lookup that provides it (weather's temp, ...)
 
     def __len__(self) -> int:
         return len(self.base)
@@ -77,6 +78,8 @@ class Explanations:
                  "contributions": dict(zip(self.fields, map(float, self.contributions[i])))}
             if self.explained is not None:
                 e["class"] = self.explained[i]
+            if self.lookups:
+                e["lookups"] = self.lookups  # which fields were looked up, and where (unless the client sent them)
             out.append(e)
         return out
 
@@ -90,7 +93,8 @@ def concat(parts: list[Explanations]) -> Explanations:
     first = parts[0]
     cat = lambda name: None if getattr(first, name) is None else np.concatenate([getattr(e, name) for e in parts])  # noqa: E731
     return Explanations(first.fields, cat("base"), cat("margin"), cat("contributions"), first.units,
-                        None if first.explained is None else [c for e in parts for c in e.explained], cat("gap"))
+                        None if first.explained is None else [c for e in parts for c in e.explained], cat("gap"),
+                        first.lookups)
 
 
 def explain_booster(spec: FeatureSpec, booster, inputs: ModelInputs, approx: bool = False) -> Explanations:
@@ -192,4 +196,13 @@ def _finish(spec: FeatureSpec, per_column: np.ndarray, base: np.ndarray, margin:
         margin = margin * scale[1] + scale[0]
     if label.task == "regression" and label.transform == "log1p":
         units = "log1p(target)"
-    return Explanations(fields(spec), base, margin, contributions, units, explained)
+    return Explanations(fields(spec), base, margin, contributions, units, explained, lookups=lookup_sources(spec))
+
+
+def lookup_sources(spec: FeatureSpec) -> dict[str, str]:
+    """Each field a lookup provides -> that lookup's name (as responses and /drift name it)."""
+    from rayline.features.lookups import join_name
+
+    out = {j.output_name(c): join_name(j) for j in spec.joins for c in j.columns if c not in j.keys.values()}
+    out.update({c.name: c.name for c in spec.counts})
+    return {k: v for k, v in out.items() if k in fields(spec)}

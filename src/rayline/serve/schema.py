@@ -207,7 +207,8 @@ def explain_flag(query) -> bool:
 EXPLANATION_SCHEMA = {"type": "object", "required": ["base", "margin", "units", "contributions"], "properties": {
     "base": {"type": "number"}, "margin": {"type": "number"},
     "units": {"type": "string", "enum": ["log-odds", "class margin", "target", "log1p(target)"]},
-    "class": {"type": "string"}, "contributions": {"type": "object", "additionalProperties": {"type": "number"}}}}
+    "class": {"type": "string"}, "contributions": {"type": "object", "additionalProperties": {"type": "number"}},
+    "lookups": {"type": "object", "additionalProperties": {"type": "string"}}}}
 
 
 # Every error a route can answer, by status: what the OpenAPI document publishes.
