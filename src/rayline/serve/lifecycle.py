@@ -24,8 +24,8 @@ Loader = Callable[[str], "tuple[int, LoadedModel]"]
 
 
 def registry_hooks(storage_root: str, name: str, device: str) -> tuple[Loader, Callable[[str], int], Callable[[int], dict]]:
-    """(load a version onto `device`, resolve a reference, read a version's metadata), all over
-    one Registry (its manifest cache is shared)."""
+    """(load a version onto `device` with its lookups, resolve a reference, read a version's
+    metadata), all over one Registry (its manifest cache is shared)."""
     from rayline.data.lookup_store import snapshot_of
     from rayline.registry import Registry
     from rayline.storage import Storage
@@ -34,10 +34,9 @@ def registry_hooks(storage_root: str, name: str, device: str) -> tuple[Loader, C
 
     def info(version: int) -> dict:
         mv = registry.get(version)
-        out = {"metrics": mv.metrics, "lineage": public_lineage(mv.lineage)}
-        return out
+        return {"metrics": mv.metrics, "lineage": public_lineage(mv.lineage)}
 
-    def load(ref: str):
+    def load(ref: str):  # the model, and the lookup snapshot its features come through
         v, model = registry.load(ref, device=device)
         model.lookups = snapshot_of(registry, v, model.spec)
         return v, model
