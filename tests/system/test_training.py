@@ -88,6 +88,9 @@ def test_small_pipeline_trains_registers_and_reuses(ray_local, small_data):
     assert not out.reused and out.version.version == 1
     history = out.train.history
     assert len(history) == 3 and all("val_auc" in h and "train_loss" in h for h in history)
+    # the registered weights are the best epoch's (checkpoints are ranked by their own epoch's score)
+    best = max(range(len(history)), key=lambda i: history[i]["val_auc"])
+    assert out.train.best_epoch == best + 1 and out.train.best_value == history[best]["val_auc"]
     lineage = out.version.lineage
     for key in ("data_fingerprint", "config_hash", "ingest_key", "packages", "hardware", "timings_s", "git_commit"):
         assert key in lineage

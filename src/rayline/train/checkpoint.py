@@ -40,7 +40,9 @@ class CheckpointMeta:
         return self.best is None or (value > self.best if mode == "max" else value < self.best)
 
     def score(self, mode: str) -> float:
-        """The checkpoint's score for Ray Train's ranking (higher is better)."""
+        """The best so far as a score for Ray Train's ranking (higher is better): right for an
+        XGBoost checkpoint, which holds the best round's booster; an MLP checkpoint holds its own
+        epoch's weights and is ranked by that epoch's value."""
         return self.best if mode == "max" else -self.best
 
     def write(self, directory: str | Path) -> None:

@@ -183,7 +183,10 @@ def save(w: Worker, meta: CheckpointMeta, row: dict) -> None:
     resume from, the meta)."""
     import ray.train
 
-    metrics = {**row, "best": meta.best, "score": meta.score(w.mode)}
+    # this epoch's score (not the best so far): Ray Train ranks the checkpoints by it, and the
+    # best one is what gets registered
+    value = row[f"val_{w.metric}"]
+    metrics = {**row, "best": meta.best, "score": value if w.mode == "max" else -value}
     if w.rank != 0:
         ray.train.report(metrics)
         return
