@@ -388,6 +388,51 @@ class ServeAuthConfig(_Model):
         return bool(self.api_key_env or self.api_key_file)
 
 
+ALIAS_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+
+
+class TrafficArm(_Model):
+    """One arm of the live split: a registry alias (or a version number) and its share."""
+
+    alias: str = Field(pattern=ALIAS_PATTERN)
+    weight: float = Field(ge=0, description="relative share of the requests (weights need not sum to 100)")
+
+
+class RoutingConfig(_Model):
+    """What keeps one client on one arm: a stable hash of the routing key."""
+
+    header: str = Field("x-routing-key", pattern=r"^[a-z0-9-]{1,64}$", description="request header holding the key")
+    fields: list[str] = Field(default_factory=list, description="else these fields of the (first) record, joined")
+
+
+class ShadowConfig(_Model):
+    """Mirror a share of the live requests to another alias: scored after the live answer, recorded,
+    never returned. Bounded: what does not fit the queue is dropped and counted."""
+
+    alias: str | None = Field(None, pattern=ALIAS_PATTERN)
+    fraction: float = Field(0.0, ge=0, le=1)
+    queue: int = Field(512, ge=1, description="requests waiting for the shadow; more are dropped (counted)")
+    timeout_s: float = Field(5.0, gt=0, description="a shadow batch not scored within this is abandoned (counted)")
+
+    @model_validator(mode="after")
+    def _alias_for_fraction(self) -> "ShadowConfig":
+        if self.fraction > 0 and self.alias is None:
+            raise ValueError("shadow.fraction > 0 needs shadow.alias")
+        return self
+
+
+class PredictionLogConfig(_Model):
+    """Every answer (request id, version, snapshot, inputs hash, prediction) written to the storage
+    root in rotated Parquet parts; outcomes posted later join them on the request id."""
+
+    enabled: bool = True
+    flush_records: int = Field(4096, ge=1, description="write a part when this many records are buffered")
+    flush_s: float = Field(5.0, gt=0, description="... or when the oldest buffered record is this old: what a "
+                           "killed replica can lose")
+    max_buffer: int = Field(65_536, ge=1, description="records held while storage is slow; beyond: dropped (counted)")
+    max_files: int = Field(5_000, ge=10, description="parts kept per log; the oldest are deleted beyond it")
+
+
 class ServeConfig(_Model):
     model_alias: str | None = Field(None, description="deprecated: use alias (top level)")
     model_poll_s: float = Field(5.0, ge=0, description="how often replicas check the alias (0: only on redeploy)")
@@ -412,6 +457,24 @@ class ServeConfig(_Model):
     gpus_per_replica: float = Field(0.0, ge=0)
     autoscaling: AutoscalingConfig = Field(default_factory=AutoscalingConfig)
     auth: ServeAuthConfig = Field(default_factory=ServeAuthConfig)
+    traffic: list[TrafficArm] = Field(default_factory=list, description="weighted, sticky split between aliases "
+                                      "(empty: all requests to the top-level alias); a redeploy that changes only "
+                                      "this (or shadow) reconfigures live replicas")
+    routing: RoutingConfig = Field(default_factory=RoutingConfig)
+    shadow: ShadowConfig = Field(default_factory=ShadowConfig)
+    prediction_log: PredictionLogConfig = Field(default_factory=PredictionLogConfig)
+    max_versions: int = Field(4, ge=1, description="model versions a replica keeps loaded (arms, shadow, pinned), "
+                              "least recently used evicted first")
+    live_window_s: int = Field(3600, ge=60, description="GET /live and `rayline live`: the window reported")
+
+    @model_validator(mode="after")
+    def _one_arm_per_alias(self) -> "ServeConfig":
+        aliases = [a.alias for a in self.traffic]
+        if len(set(aliases)) != len(aliases):
+            raise ValueError(f"traffic names an alias twice: {aliases}")
+        if self.traffic and sum(a.weight for a in self.traffic) <= 0:
+            raise ValueError("traffic weights must not all be 0")
+        return self
 
     @model_validator(mode="after")
     def _closed_beyond_loopback(self) -> "ServeConfig":
@@ -556,7 +619,7 @@ class StorageConfig(_Model):
 class RaylineConfig(_Model):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     task: Literal["binary", "regression", "multiclass"] = "binary"
-    alias: str = Field("production", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
+    alias: str = Field("production", pattern=ALIAS_PATTERN,
                        description="the registry alias in service: the pipeline (and `rayline tune`) promote to "
                        "it, the endpoint follows it, `rayline predict` uses it by default")
     storage: StorageConfig = Field(default_factory=StorageConfig)

@@ -82,7 +82,7 @@ def test_labels_follow_the_threshold_saved_with_the_model():
     assert [r["label"] for r in format_predictions(_model(threshold=0.5), preds)] == [0, 0, 1]
 
 
-def _holder(models: dict[int, LoadedModel], alias: dict):
+def _holder(models: dict[int, LoadedModel], alias: dict, max_versions: int = 3):
     loads = []
 
     def loader(ref):
@@ -91,7 +91,8 @@ def _holder(models: dict[int, LoadedModel], alias: dict):
         if v not in models:
             raise FileNotFoundError(f"no version {v}")
         return v, models[v]
-    return ModelHolder(loader, lambda ref: alias[ref] if ref in alias else int(ref), lambda v: {"v": v}), loads
+    return ModelHolder(loader, lambda ref: alias[ref] if ref in alias else int(ref), lambda v: {"v": v},
+                       max_versions=max_versions), loads
 
 
 def test_a_rollout_loads_the_new_version_once_and_swaps_it_in():
@@ -108,7 +109,7 @@ def test_a_rollout_loads_the_new_version_once_and_swaps_it_in():
     assert h.drift is first_drift and h.drift.spec is models[2].spec  # same statistics: counts carry on
 
 
-def test_pinned_versions_are_kept_two_at_a_time_and_unknown_ones_remembered():
+def test_pinned_versions_share_the_bounded_lru_and_unknown_ones_are_remembered():
     models = {v: _model(v) for v in (1, 2, 3, 4)}
     h, loads = _holder(models, {"production": 1})
     h.switch("production")

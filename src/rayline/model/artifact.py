@@ -90,6 +90,16 @@ class LoadedModel:
         return self.config.family
 
     @functools.cached_property
+    def nbytes(self) -> int:
+        """Memory this version holds in a replica: parameters (or the booster's trees) and its
+        lookup snapshot."""
+        if self.booster is not None:
+            size = len(self.booster.save_raw("ubj"))
+        else:
+            size = sum(t.numel() * t.element_size() for t in self.net.state_dict().values())
+        return size + (self.lookups.nbytes if self.lookups is not None else 0)
+
+    @functools.cached_property
     def contract(self) -> Contract:
         """What this model accepts (the same verdicts online and in batch)."""
         return Contract(self.spec)

@@ -28,7 +28,7 @@ def serve_config(cfg: RaylineConfig, model: str | None = None) -> dict:
     serve section, the registry's name and absolute root, the alias): the replicas need no config
     file on their node, and what was validated here is what they run."""
     args = ReplicaArgs.from_config(cfg)
-    opts = deployment_options(args, model)
+    opts = deployment_options(args, model, cfg.serve)
     return {
         "proxy_location": "EveryNode",
         "http_options": {"host": cfg.serve.host, "port": cfg.serve.port, "request_timeout_s": cfg.serve.request_timeout_s},
@@ -162,8 +162,12 @@ def deploy(cfg: RaylineConfig, model: str | None = None, timeout_s: float = 180,
     `progress` hears the replicas' states as they change; `registry`: the caller's, if it has one."""
     from rayline.registry import Registry
 
-    ref = str(model) if model is not None else cfg.alias
-    version = (registry or Registry.of(cfg)).resolve(ref)  # fail early, with a clear message
+    registry = registry or Registry.of(cfg)
+    arms = [a.alias for a in cfg.serve.traffic] if model is None and cfg.serve.traffic else [str(model or cfg.alias)]
+    shadow = [cfg.serve.shadow.alias] if cfg.serve.shadow.alias and cfg.serve.shadow.fraction > 0 else []
+    for ref in arms[1:] + shadow:  # every arm and the shadow must exist: fail early, with a clear message
+        registry.resolve(ref)
+    version = registry.resolve(arms[0])  # the first arm's: what /readyz reports once the app serves
     check_replica_resources(cfg)
     apply(serve_config(cfg, model), timeout_s, progress)
     url = base_url(cfg)

@@ -1,7 +1,8 @@
-"""The model a replica serves, and how it changes: load and warm a new version before swapping it
-in (one reference assignment, so a rollout never fails a request), keep up to two versions
-pinned by clients (`x-model-version`), and remember versions that do not exist for a while so
-a client cannot make the replica hit storage on every request."""
+"""The models a replica serves, and how they change: the traffic split's arms and the shadow
+(`traffic.Routes`), each version loaded and warmed before the routes that use it are swapped in
+(one reference assignment, so a rollout or a weight change never fails a request); versions
+pinned by clients (`x-model-version`) share a bounded LRU with them; versions that do not exist
+are remembered for a while so a client cannot make the replica hit storage on every request."""
 
 from __future__ import annotations
 
@@ -15,10 +16,10 @@ from typing import Callable
 from rayline.model.artifact import LoadedModel
 from rayline.serve.monitor import DriftTracker
 from rayline.serve.schema import RequestError
+from rayline.serve.traffic import Arm, Routes
 
 log = logging.getLogger("ray.serve")
 UNKNOWN_VERSION_TTL_S = 30.0
-PINNED_KEPT = 2
 
 Loader = Callable[[str], "tuple[int, LoadedModel]"]
 
@@ -66,42 +67,99 @@ def replica_device(gpus: float) -> str:
 
 
 class ModelHolder:
-    def __init__(self, loader: Loader, resolver: Callable[[str], int], info: Callable[[int], dict], device: str = "cpu"):
+    """The versions a replica serves: the traffic split's arms and the shadow (aliases resolved to
+    versions), plus versions clients pin, in one bounded LRU. A change of the split loads and warms
+    every new version first, then swaps the routes in one assignment."""
+
+    def __init__(self, loader: Loader, resolver: Callable[[str], int], info: Callable[[int], dict], device: str = "cpu",
+                 max_versions: int = 4):
         self.loader, self.resolver, self.info, self.device = loader, resolver, info, device
-        self.current: tuple[int, LoadedModel] | None = None
-        self.current_info: dict = {}
+        self.max_versions = max_versions
+        self.models: OrderedDict[int, LoadedModel] = OrderedDict()  # least recently used first
+        self.infos: dict[int, dict] = {}
+        self.routes: Routes | None = None
         self.drift: DriftTracker | None = None
-        self.pinned: OrderedDict[int, LoadedModel] = OrderedDict()
         self.unknown: dict[int, float] = {}               # version -> until when it is known not to exist
         self.loading: dict[int, asyncio.Future] = {}      # one load per version at a time
 
+    @property
+    def current(self) -> tuple[int, LoadedModel] | None:
+        """The primary arm's version and model (what /model describes and /drift compares with)."""
+        if self.routes is None:
+            return None
+        v = self.routes.primary.version
+        return v, self.routes.loaded[v]
+
+    @property
+    def current_info(self) -> dict:
+        return self.infos.get(self.routes.primary.version, {}) if self.routes else {}
+
+    @property
+    def pinned(self) -> list[int]:
+        """Versions held for clients' pins only (not an arm, not the shadow)."""
+        used = self.routes.versions() if self.routes else set()
+        return [v for v in self.models if v not in used]
+
     def switch(self, ref: str) -> None:
-        """Load and warm the model `ref` points at, then swap it in. Blocking (storage I/O): a
-        serving replica calls it in a worker thread, never on the event loop."""
-        version = self.resolver(ref)
-        if self.current is not None and self.current[0] == version:
+        """Serve `ref` alone (no split, no shadow)."""
+        self.follow([(ref, 1.0)], None)
+
+    def follow(self, arms: list[tuple[str, float]], shadow: tuple[str, float] | None) -> None:
+        """Resolve the arms' and the shadow's references, load and warm what is new, then swap.
+        Blocking (storage I/O): a serving replica calls it in a worker thread, never on the event loop.
+        A reference that does not resolve raises (RegistryError) and changes nothing."""
+        resolved = [Arm(ref, w, self.resolver(ref)) for ref, w in arms]
+        shadow_arm = Arm(shadow[0], shadow[1], self.resolver(shadow[0])) if shadow else None
+        routes = Routes(tuple(resolved), shadow_arm)
+        if routes == self.routes:
             return
+        for v in sorted(routes.versions(), key=lambda v: v != routes.primary.version):
+            routes.loaded[v] = self._ensure(v)
+        primary = self.models[routes.primary.version]
+        if self.drift is None or self.drift.spec != primary.spec:
+            self.drift = DriftTracker(primary.spec)
+        else:
+            self.drift.spec = primary.spec  # the same statistics: the per-batch check is `is`
+        before, self.routes = self.routes, routes
+        self._evict()
+        if before is None or before.describe() != routes.describe():
+            log.info(json.dumps({"event": "routes", **routes.describe(), "device": self.device}))
+
+    def _ensure(self, version: int) -> LoadedModel:
+        if version in self.models:
+            self.models.move_to_end(version)
+            return self.models[version]
         v, model = self.loader(str(version))
         model.predict_table(model.contract.check_records([{}])[0])  # warm-up allocates
         try:
-            info = self.info(v)
+            self.infos[v] = self.info(v)
         except Exception as e:  # noqa: BLE001 - metadata is best effort; the model serves without it
             log.warning(json.dumps({"event": "model_info_unavailable", "model_version": v, "error": str(e)[:200]}))
-            info = {"metadata": "unavailable"}
-        if self.drift is None or self.drift.spec != model.spec:
-            self.drift = DriftTracker(model.spec)
-        else:
-            self.drift.spec = model.spec  # the same statistics: the per-batch check is `is`
-        self.current, self.current_info = (v, model), info
-        log.info(json.dumps({"event": "model_loaded", "ref": ref, "model_version": v, "device": self.device}))
+            self.infos[v] = {"metadata": "unavailable"}
+        self.models[v] = model
+        log.info(json.dumps({"event": "model_loaded", "model_version": v, "device": self.device,
+                             "bytes": model.nbytes}))
+        return model
+
+    def _evict(self) -> None:
+        """Beyond max_versions, drop the least recently used version no route needs."""
+        used = self.routes.versions() if self.routes else set()
+        for v in list(self.models):
+            if len(self.models) <= max(self.max_versions, len(used)):
+                break
+            if v not in used:
+                del self.models[v]
+                self.infos.pop(v, None)
+
+    def memory(self) -> dict[str, int]:
+        """Bytes per loaded version (parameters or trees, and the lookup snapshot)."""
+        return {str(v): m.nbytes for v, m in self.models.items()}
 
     async def version(self, version: int) -> LoadedModel:
         """A pinned version: loaded in a worker thread, once, with unknown versions remembered."""
-        if self.current and self.current[0] == version:
-            return self.current[1]
-        if version in self.pinned:
-            self.pinned.move_to_end(version)
-            return self.pinned[version]
+        if version in self.models:
+            self.models.move_to_end(version)
+            return self.models[version]
         now = time.monotonic()
         if self.unknown.get(version, 0.0) > now:
             raise RequestError(404, "unknown_version", f"model version {version} does not exist")
@@ -116,7 +174,6 @@ class ModelHolder:
             raise RequestError(404, "unknown_version", f"model version {version} does not exist") from None
         finally:
             self.loading.pop(version, None)
-        self.pinned[version] = model
-        while len(self.pinned) > PINNED_KEPT:
-            self.pinned.popitem(last=False)
+        self.models[version] = model
+        self._evict()
         return model

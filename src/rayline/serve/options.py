@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict
 
-from rayline.config import RaylineConfig, ServeConfig
+from rayline.config import RaylineConfig, ServeConfig, ShadowConfig
 
 DEPLOYMENT = "ModelServer"
 REPLICA_ARG = "replica"        # app_builder's argument holding the ReplicaArgs by value
@@ -29,7 +29,10 @@ class ReplicaArgs(BaseModel):
 
     @classmethod
     def from_config(cls, cfg: RaylineConfig) -> "ReplicaArgs":
-        return cls(name=cfg.name, alias=cfg.alias, storage_root=cfg.storage.root, serve=cfg.serve)
+        # The split and the shadow travel in user_config only: a change of weights must not change
+        # the replicas' arguments, or Serve would replace the replicas instead of reconfiguring them.
+        live = cfg.serve.model_copy(update={"traffic": [], "shadow": ShadowConfig()})
+        return cls(name=cfg.name, alias=cfg.alias, storage_root=cfg.storage.root, serve=live)
 
     def to_json(self) -> dict:
         """By value in a Serve config: the serve section's non-default fields only."""
@@ -37,9 +40,10 @@ class ReplicaArgs(BaseModel):
                 "serve": self.serve.model_dump(mode="json", exclude_defaults=True)}
 
 
-def deployment_options(args: ReplicaArgs, model: str | None = None) -> dict:
-    """`model` (a version or alias) overrides the alias for this deployment."""
-    sc = args.serve
+def deployment_options(args: ReplicaArgs, model: str | None = None, sc: ServeConfig | None = None) -> dict:
+    """`model` (a version or alias) overrides the alias (and the split) for this deployment; `sc`:
+    the config's serve section, whose split and shadow go to user_config."""
+    live, sc = sc, args.serve
     a = sc.autoscaling
     return {
         "max_ongoing_requests": sc.max_ongoing_requests,
@@ -50,5 +54,18 @@ def deployment_options(args: ReplicaArgs, model: str | None = None) -> dict:
         "ray_actor_options": {"num_cpus": sc.cpus_per_replica, "num_gpus": sc.gpus_per_replica},
         **({"max_replicas_per_node": sc.max_replicas_per_node} if sc.max_replicas_per_node else {}),
         # what the replicas follow; changing only this reconfigures live replicas in place
-        "user_config": {"model": str(model) if model is not None else args.alias, "poll_s": sc.model_poll_s},
+        "user_config": user_config(args, model, live),
     }
+
+
+def user_config(args: ReplicaArgs, model: str | None = None, sc: ServeConfig | None = None) -> dict:
+    """What replicas follow, live: the alias (or `model`, one pinned reference, which replaces the
+    split), the traffic split and the shadow (of `sc`, the config's serve section). Serve calls
+    reconfigure() when only this changes."""
+    sc = sc or args.serve
+    out: dict = {"model": str(model) if model is not None else args.alias, "poll_s": sc.model_poll_s}
+    if model is None and sc.traffic:
+        out["traffic"] = [a.model_dump() for a in sc.traffic]
+    if sc.shadow.alias and sc.shadow.fraction > 0:
+        out["shadow"] = {"alias": sc.shadow.alias, "fraction": sc.shadow.fraction}
+    return out
