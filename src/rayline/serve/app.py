@@ -6,7 +6,9 @@ One import path (`rayline.serve.app:app_builder`) serves `rayline serve`, `serve
 This module holds the deployment and its routes only; the pieces each have one job:
 `lifecycle` (which model is served, pinned versions, rollouts), `batching` (many requests, one
 forward pass), `http` (content type, bodies, request ids), `schema` (parsing records),
-`monitor` (drift, metrics), `auth` (API keys), `options` (replica resources).
+`monitor` (drift, metrics), `auth` (API keys), `options` (replica resources), `traffic` (the
+weighted, sticky split), `shadow` (mirrored requests), `live_logs` and `live` (the prediction and
+outcome logs, and the per-version report over them).
 """
 
 import asyncio
@@ -14,6 +16,7 @@ import json
 import logging
 import math
 import os
+import random
 import time
 
 from fastapi import FastAPI, Request
@@ -25,13 +28,17 @@ from rayline.config import RaylineConfig, ServeConfig, config_from_dict, format_
 from rayline.errors import ConfigError, RegistryError
 from rayline.features.contract import shown
 from rayline.serve.auth import CHALLENGE, authorized, load_api_keys
-from rayline.serve.batching import Item, predict_items
+from rayline.serve.batching import Item, predict_items, score_inputs
 from rayline.serve.http import VERSION_HEADER, error_response, json_content, read_body, request_id
 from rayline.serve.lifecycle import Loader, ModelHolder, registry_hooks, replica_device
+from rayline.serve.live import LIVE, PINNED, SHADOW, check_outcomes, prediction_chunk
+from rayline.serve.live_logs import LiveLogs
 from rayline.serve.monitor import WINDOW_S, ServeMetrics, drift_report
 from rayline.serve.options import CONFIG_ARG, DEPLOYMENT, REPLICA_ARG, ReplicaArgs, deployment_options
-from rayline.serve.schema import (RequestError, explain_flag, openapi_document, parse_body, parse_instances,
-                                  request_schema)
+from rayline.serve.schema import (RequestError, explain_flag, first_record, openapi_document, parse_body,
+                                  parse_instances, request_schema)
+from rayline.serve.shadow import ShadowRunner
+from rayline.serve.traffic import key_point, routing_key, traffic_plan
 
 log = logging.getLogger("ray.serve")
 DRIFT_PUSH_S = 5.0
@@ -45,6 +52,11 @@ api = FastAPI(title="rayline", description="Predictions from a model in the rayl
 # Everything the routes below call must be imported or defined above them: @serve.ingress
 # pickles the FastAPI app by value when the class is defined, with the module globals that exist then.
 _SERVE_DEFAULTS = ServeConfig()  # @serve.batch needs numbers here; each replica sets its plan's in __init__
+
+
+def snapshot_id(model) -> str | None:
+    """The lookup snapshot a model's features come through (None: no lookups)."""
+    return model.lookups.snapshot if model.lookups is not None else None
 
 
 # max_ongoing_requests, replicas and resources: deployment_options (the config's, always given).
@@ -61,11 +73,12 @@ class ModelServer:
         self.device = replica_device(sc.gpus_per_replica)
         default_loader, default_resolver, default_info = registry_hooks(args.storage_root, args.name, self.device)
         self.models = ModelHolder(loader or default_loader, resolver or default_resolver, info or default_info,
-                                  self.device)
+                                  self.device, sc.max_versions)
         torch.set_num_threads(max(1, math.ceil(sc.cpus_per_replica)))
         self.ref, self.poll_s = args.alias, sc.model_poll_s
+        self.arms, self.shadow_ref = [(args.alias, 1.0)], None
         try:
-            self.models.switch(self.ref)
+            self.models.follow(self.arms, None)
         except RegistryError:
             # A version deployed before any alias points at one: Serve calls reconfigure() with
             # the deployment's user_config (the model to serve) before the replica takes traffic.
@@ -78,23 +91,54 @@ class ModelServer:
         self._board_handle = None
         self._replica_id = str(os.getpid())
         self._ongoing = 0  # /predict requests on this replica now (body read, waiting or computing)
+        self.logs = LiveLogs.open(args, self._replica_id) if sc.prediction_log.enabled else None
+        self._flusher: asyncio.Task | None = None
+        self.shadow: ShadowRunner | None = None  # made on the first mirrored request (it needs the event loop)
+        self._same_features: dict[tuple, bool] = {}  # (live version, snapshot, shadow version, snapshot) -> reusable
 
     # ------------------------------------------------------------------ following the alias
     def reconfigure(self, user_config: dict) -> None:
-        """Serve calls this with the deployment's user_config, at start and on every change."""
+        """Serve calls this with the deployment's user_config, at start and on every change (a new
+        split, shadow or alias: the replica loads what is new, then swaps; no restart)."""
         self.ref = str(user_config.get("model", self.ref))
         self.poll_s = float(user_config.get("poll_s", self.poll_s))
-        self.models.switch(self.ref)
+        arms, shadow = traffic_plan(user_config, self.ref)
+        self.models.follow(arms, shadow)
+        self.arms, self.shadow_ref = arms, shadow
 
     async def _watch(self) -> None:
-        """Follow the alias: a promotion reaches live replicas without a redeploy."""
+        """Follow the aliases: a promotion reaches live replicas without a redeploy."""
         loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(self.poll_s)
             try:
-                await loop.run_in_executor(None, self.models.switch, self.ref)
-            except Exception as e:  # noqa: BLE001 - keep serving the current model
+                await loop.run_in_executor(None, self.models.follow, self.arms, self.shadow_ref)
+            except Exception as e:  # noqa: BLE001 - keep serving the current models
                 log.warning(json.dumps({"event": "model_refresh_failed", "ref": self.ref, "error": str(e)[:200]}))
+
+    def __del__(self) -> None:
+        """Serve calls this when it stops the replica gracefully (scale-down, redeploy): what the
+        logs hold is written, so only a killed replica loses its buffer."""
+        logs = getattr(self, "logs", None)
+        if logs is not None:
+            try:
+                logs.flush_all()
+            except Exception as e:  # noqa: BLE001 - shutting down: say so, do not raise
+                log.warning(json.dumps({"event": "log_flush_at_stop_failed", "error": str(e)[:200]}))
+
+    async def _flush_forever(self) -> None:
+        """Write the prediction and outcome logs' parts when due (off the event loop)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(min(1.0, self.sc.prediction_log.flush_s / 2))
+            try:
+                await loop.run_in_executor(None, self.logs.flush_due)
+            except RuntimeError as e:
+                if "after shutdown" in str(e):
+                    return  # the replica is stopping: __del__ writes what is left
+                log.warning(json.dumps({"event": "log_flush_failed", "error": str(e)[:200]}))
+            except Exception as e:  # noqa: BLE001 - the log is kept (bounded) and retried; serving goes on
+                log.warning(json.dumps({"event": "log_flush_failed", "error": str(e)[:200]}))
 
     def _ensure_watcher(self) -> None:
         """Start the background tasks on the first request (the event loop exists only then)."""
@@ -103,6 +147,8 @@ class ModelServer:
             self._pusher = loop.create_task(self._push_drift_forever())
             if self.poll_s > 0:
                 self._watcher = loop.create_task(self._watch())
+            if self.logs is not None:
+                self._flusher = loop.create_task(self._flush_forever())
 
     def check_health(self) -> None:
         if self.models.current is None:
@@ -172,38 +218,103 @@ class ModelServer:
             self._ongoing -= 1
 
     async def _predict(self, request: Request, rid: str) -> JSONResponse:
-        sc = self.sc
-        if self.models.current is None:
+        sc, started = self.sc, time.perf_counter()
+        routes = self.models.routes
+        if routes is None:
             return JSONResponse({"error": "not_ready", "message": "no model loaded yet", "request_id": rid}, 503)
         if not json_content(request.headers.get("content-type")):
             raise RequestError(415, "unsupported_media_type", "send the body as JSON with the header "
                                "'Content-Type: application/json' (UTF-8)")
         explain = explain_flag(request.query_params)
-        body = await read_body(request, sc.max_body_bytes, sc.body_timeout_s)
+        body = parse_body(await read_body(request, sc.max_body_bytes, sc.body_timeout_s), sc.max_body_bytes)
         pin = request.headers.get(VERSION_HEADER)
         if pin is not None:
             if not (pin.isascii() and pin.isdigit() and len(pin) <= 9):
                 raise RequestError(400, "bad_version", f"header {VERSION_HEADER} must be a version number, got {shown(pin, 40)!r}")
-            v, model = int(pin), await self.models.version(int(pin))
-        else:
-            v, model = self.models.current
-        records, batched = parse_instances(parse_body(body, sc.max_body_bytes), model.contract.accepts,
-                                           sc.max_instances_per_request)
+            v, model, role, alias = int(pin), await self.models.version(int(pin)), PINNED, ""
+        else:  # the split: one routing key, one arm, while the weights hold
+            key = routing_key(request.headers.get(sc.routing.header), first_record(body), sc.routing.fields)
+            arm = routes.pick(key_point(key if key is not None else rid))
+            v, model, role, alias = arm.version, routes.loaded[arm.version], LIVE, arm.alias
+        records, batched = parse_instances(body, model.contract.accepts, sc.max_instances_per_request)
         item = (v, model, records, batched, explain)
         # The only request on this replica is answered at once: the batch queue's hand-offs cost
         # ~1 ms, and there is nothing to batch it with. Under concurrency, requests batch.
         result = self._predict_items([item])[0] if self._ongoing == 1 else await self._predict_batch(item)
         if isinstance(result, RequestError):
             raise result
+        snapshot = snapshot_id(model)
+        latency_ms = (time.perf_counter() - started) * 1000
         if isinstance(result, Exception):
             log.error(json.dumps({"event": "predict_failed", "request_id": rid, "model_version": v,
                                   "error": f"{type(result).__name__}: {str(result)[:300]}"}))
+            self._logged(rid, v, role, alias, snapshot, records, None, latency_ms, 500)
             return JSONResponse({"error": "model_error", "message": "the model could not score this request",
                                  "request_id": rid}, 500)
-        preds, version = result
-        snapshot = {"lookup_snapshot": model.lookups.snapshot} if model.lookups is not None else {}
-        return JSONResponse({"predictions": preds, "model_version": version, **snapshot, "request_id": rid},
+        preds, version, inputs = result
+        self._logged(rid, v, role, alias, snapshot, records, preds, latency_ms, 200)
+        if role == LIVE and routes.shadow is not None and random.random() < routes.shadow.weight:
+            self._mirror(routes, rid, records, v, model, inputs)
+        return JSONResponse({"predictions": preds, "model_version": version,
+                             **({"lookup_snapshot": snapshot} if snapshot else {}), "request_id": rid},
                             headers={VERSION_HEADER: str(version)})  # the proxy sets x-request-id
+
+    def _logged(self, rid, v, role, alias, snapshot, records, preds, latency_ms, status) -> None:
+        """Metrics per version, and the answer into the prediction log (buffered; written off the loop)."""
+        self.metrics.answered(v, role, latency_ms if role != SHADOW else None, failed=status >= 500)
+        if self.logs is None:
+            return
+        scores = labels = None
+        if preds is not None:
+            scores = [p.get("probability", p.get("value")) if "probabilities" not in p else max(p["probabilities"].values())
+                      for p in preds]
+            labels = [p.get("label") for p in preds]
+        chunk = prediction_chunk(time.time(), rid, v, role, alias, snapshot, records, scores, labels,
+                                 latency_ms if role != SHADOW else None, status)
+        if not self.logs.predictions.add(chunk, len(records)):
+            self.metrics.drop("prediction_log", len(records))
+
+    def _mirror(self, routes, rid: str, records: list[dict], live_version: int, live_model, inputs) -> None:
+        """Queue a copy of an answered request for the shadow version (never waits). A shadow with
+        the live model's features and snapshot gets the live path's model inputs: only its
+        forward pass is extra work."""
+        if self.shadow is None:
+            self.shadow = ShadowRunner(self._score_shadow, self._record_shadow, self.sc.shadow.queue, self.sc.shadow.timeout_s)
+        arm = routes.shadow
+        model = routes.loaded[arm.version]
+        pair = (live_version, snapshot_id(live_model), arm.version, snapshot_id(model))  # versions are immutable
+        same = self._same_features.get(pair)
+        if same is None:  # once per pair: comparing specs costs more than a request
+            same = live_model.spec == model.spec and pair[1] == pair[3]
+            self._same_features = {**(self._same_features if len(self._same_features) < 64 else {}), pair: same}
+        if not self.shadow.submit((arm.version, model, records, rid, arm.alias, inputs if same else None)):
+            self.metrics.drop("shadow_queue_full")
+
+    @staticmethod
+    def _score_shadow(items: list) -> list:
+        """Per version: the requests with reusable inputs in one forward pass, the others through
+        the whole path. No drift or live metrics: the live answer counted these records."""
+        out: list = [None] * len(items)
+        for v in {item[0] for item in items}:
+            idx = [i for i, item in enumerate(items) if item[0] == v]
+            ready = [i for i in idx if items[i][5] is not None]
+            if ready:
+                try:
+                    for i, r in zip(ready, score_inputs(v, items[ready[0]][1], [items[i][5] for i in ready])):
+                        out[i] = r
+                except Exception as e:  # noqa: BLE001 - recorded per request as a shadow error
+                    for i in ready:
+                        out[i] = e
+            rest = [i for i in idx if items[i][5] is None]
+            for i, r in zip(rest, predict_items([(v, items[i][1], items[i][2], True, False) for i in rest])):
+                out[i] = r
+        return out
+
+    def _record_shadow(self, item, result) -> None:
+        v, model, records, rid, alias, _ = item
+        snapshot = snapshot_id(model)
+        failed = isinstance(result, Exception)
+        self._logged(rid, v, SHADOW, alias, snapshot, records, None if failed else result[0], None, 500 if failed else 200)
 
     # ------------------------------------------------------------------ the other routes
     @api.get("/model")
@@ -213,10 +324,69 @@ class ModelServer:
             return denied
         v, model = self.models.current
         lookups = model.lookups
-        return {"model_version": v, "following": self.ref, "task": model.spec.label.task, "device": self.device,
+        return {"model_version": v, "following": self.ref, "routes": self.models.routes.describe(),
+                "memory_bytes": self.models.memory(), "task": model.spec.label.task, "device": self.device,
                 "request_schema": request_schema(model.spec), **self.models.current_info,
                 **({"lookups": {"snapshot": lookups.snapshot, "lookups": lookups.names, "bytes": lookups.nbytes,
                                 "load_s": lookups.load_s}} if lookups is not None else {})}
+
+    @api.post("/outcomes")
+    async def outcomes(self, request: Request) -> JSONResponse:
+        """The true labels of earlier answers, by request id (and index in the request): all
+        valid, or none kept (422 naming each bad record). 202: buffered, written within flush_s."""
+        self._ensure_watcher()
+        if denied := self._denied(request):
+            return denied
+        rid = request_id(request.headers.get("x-request-id"))
+        try:
+            if self.logs is None:
+                raise RequestError(409, "log_disabled", "serve.prediction_log.enabled is false: outcomes have no "
+                                   "predictions to join")
+            if not json_content(request.headers.get("content-type")):
+                raise RequestError(415, "unsupported_media_type", "send the body as JSON (application/json, UTF-8)")
+            body = parse_body(await read_body(request, self.sc.max_body_bytes, self.sc.body_timeout_s),
+                              self.sc.max_body_bytes)
+            items = body.get("outcomes") if isinstance(body, dict) and set(body) == {"outcomes"} else None
+            if not isinstance(items, list) or not items:
+                raise RequestError(422, "wrong_type", 'expected {"outcomes": [{"request_id": ..., "index": 0, '
+                                   '"label": ...}, ...]} with at least one outcome')
+            if len(items) > self.sc.max_instances_per_request:
+                raise RequestError(422, "batch_too_large", f"'outcomes' has {len(items):,} records; the limit is "
+                                   f"{self.sc.max_instances_per_request:,}")
+            label = self.models.current[1].spec.label
+            cols, errors = check_outcomes(items, label.task, label.classes, time.time())
+            if errors:
+                raise RequestError(422, "invalid_outcome", f"{len(errors)} of {len(items)} outcome(s) invalid: "
+                                   f"{errors[0]['message']}", details=errors[:50])
+        except RequestError as e:
+            self.metrics.invalid(e.reason)
+            return error_response(e, rid)
+        if not self.logs.outcomes.add(cols, len(items)):
+            self.metrics.drop("outcome_log", len(items))
+            return JSONResponse({"error": "busy", "message": "the outcome log is full; retry later",
+                                 "request_id": rid}, 503, headers={"retry-after": "5"})
+        return JSONResponse({"accepted": len(items), "request_id": rid}, 202)
+
+    @api.get("/live")
+    async def live(self, request: Request):
+        """Per version over a window: traffic, errors, latency, scores and, joined with outcomes,
+        the metrics with confidence intervals. Reads the logs as written (this replica's buffer
+        flushed first; other replicas' are up to flush_s behind)."""
+        self._ensure_watcher()
+        if denied := self._denied(request):
+            return denied
+        if self.logs is None or self.models.current is None:
+            return JSONResponse({"error": "not_ready", "message": "no model loaded, or the prediction log is off"}, 503)
+        window = request.query_params.get("window_s", str(self.sc.live_window_s))
+        if not (window.isdigit() and 60 <= int(window) <= 30 * 86400):
+            return JSONResponse({"error": "bad_query", "message": "window_s must be whole seconds, 60 to 2592000"}, 400)
+        label = self.models.current[1].spec.label
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, self.logs.flush_all)
+        report = await loop.run_in_executor(None, self.logs.report, label.task, label.classes, int(window))
+        return {**report, "routes": self.models.routes.describe(), "replica": self._replica_id,
+                "shadow": self.shadow.stats() if self.shadow else None, "log": self.logs.stats(),
+                "memory_bytes": self.models.memory()}
 
     @api.get("/openapi.json", include_in_schema=False)
     async def openapi(self, request: Request):
@@ -267,24 +437,26 @@ class ModelServer:
                 "observed_batches": local["batches"], **report, **({"note": note} if note else {})}
 
 
-def build_app(plan: ReplicaArgs | RaylineConfig, loader: Loader | None = None, resolver=None, model: str | None = None):
+def build_app(plan: ReplicaArgs | RaylineConfig, loader: Loader | None = None, resolver=None, model: str | None = None,
+              serve_section: ServeConfig | None = None):
+    """`serve_section`: the config's serve section, whose traffic split and shadow become the
+    deployment's user_config (a RaylineConfig brings its own)."""
     if not isinstance(plan, ReplicaArgs):
-        plan = ReplicaArgs.from_config(plan)
-    return ModelServer.options(**deployment_options(plan, model)).bind(plan, loader, resolver, None)
+        plan, serve_section = ReplicaArgs.from_config(plan), plan.serve
+    return ModelServer.options(**deployment_options(plan, model, serve_section)).bind(plan, loader, resolver, None)
 
 
 def app_builder(args: dict):
     """Entry point for Serve config files, where the one validation happens. args: {replica:
-    {...}} (the replicas' plan by value, as `rayline serve-config` writes it), {rayline_config:
-    {...}} (a whole config by value), or {config: PATH, set: [dotted=value, ...]} for a config
-    file present on every node."""
+    {...}} (the replicas' plan by value, as `rayline serve-config` writes it, with the split in the
+    deployment's user_config), {rayline_config: {...}} (a whole config by value), or {config: PATH,
+    set: [dotted=value, ...]} for a config file present on every node."""
     if REPLICA_ARG in args:
         try:
             plan = ReplicaArgs.model_validate(args[REPLICA_ARG])
         except ValidationError as e:
             raise ConfigError(format_validation_error(e, f"args.{REPLICA_ARG}")) from None
-    elif CONFIG_ARG in args:
-        plan = ReplicaArgs.from_config(config_from_dict(args[CONFIG_ARG]))
-    else:
-        plan = ReplicaArgs.from_config(load_config(args["config"], list(args.get("set") or [])))
-    return build_app(plan, model=args.get("model"))
+        return build_app(plan, model=args.get("model"))
+    if CONFIG_ARG in args:
+        return build_app(config_from_dict(args[CONFIG_ARG]), model=args.get("model"))
+    return build_app(load_config(args["config"], list(args.get("set") or [])), model=args.get("model"))

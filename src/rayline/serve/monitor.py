@@ -43,6 +43,14 @@ class ServeMetrics:
                                              tag_keys=("lookup",))
         self.outside = metrics.Counter("rayline_feature_outside_training_range",
                                        "values outside the range seen in training", tag_keys=("feature",))
+        # per version and role (live, shadow, pinned): what a dashboard compares versions by
+        vr = ("model_version", "role")
+        self.requests = metrics.Counter("rayline_requests", "requests answered (or scored, shadow)", tag_keys=vr)
+        self.errors = metrics.Counter("rayline_request_errors", "requests the model failed to score", tag_keys=vr)
+        self.latency = metrics.Histogram("rayline_request_latency_ms", "time to answer a request", tag_keys=vr,
+                                         boundaries=[1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000])
+        self.dropped = metrics.Counter("rayline_dropped", "shadow requests or log rows dropped (bounded queues)",
+                                       tag_keys=("what",))
 
     def predicted(self, version: int, preds: np.ndarray, outside: list[str], missed: dict[str, int] | None = None) -> None:
         tags = {"model_version": str(version)}
@@ -54,6 +62,18 @@ class ServeMetrics:
             self.score.observe(score, tags=tags)
         for name in outside:
             self.outside.inc(tags={"feature": name})
+
+    def answered(self, version: int, role: str, latency_ms: float | None, failed: bool = False) -> None:
+        tags = {"model_version": str(version), "role": role}
+        self.requests.inc(tags=tags)
+        if failed:
+            self.errors.inc(tags=tags)
+        if latency_ms is not None:
+            self.latency.observe(latency_ms, tags=tags)
+
+    def drop(self, what: str, n: int = 1) -> None:
+        if n:
+            self.dropped.inc(n, tags={"what": what})
 
     def invalid(self, reason: str) -> None:
         self.invalid_requests.inc(tags={"reason": reason})

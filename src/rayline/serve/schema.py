@@ -127,6 +127,14 @@ REASONS = {"type": "wrong_type", "not_null": "missing_field", "range": "out_of_r
            "too_long": "too_long"}
 
 
+def first_record(payload: Any) -> dict | None:
+    """The body's (first) record, before any check: what routing by record fields reads."""
+    if isinstance(payload, dict) and "instances" in payload:
+        items = payload["instances"]
+        return items[0] if isinstance(items, list) and items and isinstance(items[0], dict) else None
+    return payload if isinstance(payload, dict) else None
+
+
 def parse_instances(payload: Any, kinds: Collection[str], max_instances: int) -> tuple[list[dict], bool]:
     """The HTTP-level shape of a body: (records, whether it was {"instances": [...]}).
     Values are judged later by the contract (see `verdict_error`)."""
