@@ -3,6 +3,8 @@
     <root>/datasets/<name>/<key>/        one ingest: ready/split=*/, quarantine/, manifest.json,
                                          feature_spec.json (published whole)
     <root>/datasets/<name>/LATEST.json   the newest ingest's key
+    <root>/datasets/<name>/snapshots/    lookup snapshots published without an ingest (`rayline lookups
+                                         publish`): <id>/lookups/*.parquet, <id>/snapshot.json, LATEST.json
     <root>/runs/<run name>/              one Ray Train run: checkpoints, history.json, result.json
     <root>/tune/<experiment>/            one Ray Tune search (its trials' runs are under runs/)
     <root>/models/<name>/                the registry: <version>/, aliases/, claims/
@@ -25,6 +27,11 @@ LATEST = "LATEST.json"
 def datasets(name: str) -> str:
     """All ingests of one pipeline (and its LATEST pointer)."""
     return f"{DATASETS}/{name}"
+
+
+def lookup_snapshots(name: str) -> str:
+    """Published lookup snapshots of one pipeline (and their LATEST pointer)."""
+    return f"{DATASETS}/{name}/snapshots"
 
 
 def dataset(name: str, key: str) -> str:

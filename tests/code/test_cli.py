@@ -112,3 +112,14 @@ def test_a_terminal_gets_a_live_line_and_a_summary_table_other_outputs_plain_lin
     assert "rayline run" in table.getvalue() and "version 3: test auc 0.7123" in table.getvalue()
     lines = [f"{stage:<7} {text}" for stage, text in render.pipeline_rows(summary)]
     assert lines[0].startswith("ingest  reused: 10 rows") and lines[3] == "mlflow  run abc in experiment 'flights' at sqlite:///x"
+
+
+def test_lookups_publish_in_process(ray_local, small_data, tmp_path):
+    data, root = small_data
+    cfg = save_yaml(small_config(data, tmp_path / "root"), tmp_path / "c.yaml")
+    r = runner.invoke(app, ["lookups", "publish", "--config", str(cfg), "--json"])
+    assert r.exit_code == 0, r.output
+    first = json.loads(r.output.strip().splitlines()[-1])
+    assert first["ok"] and first["snapshot"] and not first["reused"] and first["tables"]["stations"]["read"] == 3
+    again = json.loads(runner.invoke(app, ["lookups", "publish", "--config", str(cfg), "--json"]).output.strip().splitlines()[-1])
+    assert again["snapshot"] == first["snapshot"] and again["reused"]

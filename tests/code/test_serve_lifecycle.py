@@ -125,3 +125,17 @@ def test_pinned_versions_share_the_bounded_lru_and_unknown_ones_are_remembered()
             assert e.value.status == 404
     asyncio.run(run())
     assert loads.count(99) == 1                                    # storage asked once, then remembered
+
+
+def test_versions_with_the_same_features_share_one_check_and_transform_and_keep_their_own_answers():
+    a, b = _model(0), _model(1)                                     # the same spec, other weights
+    assert a.features_key == b.features_key
+    rec = {"distance": 300.0, "dest": "IAH"}
+    metrics = _Metrics()
+    out = predict_items([(1, a, [rec], False, False), (2, b, [rec, rec], True, False), (1, a, [rec], False, False)],
+                        DriftTracker(a.spec), metrics)
+    assert [o[1] for o in out] == [1, 2, 1]
+    assert out[1][0][0]["probability"] == pytest.approx(predict_items([(2, b, [rec], False, False)])[0][0][0]["probability"])
+    assert out[0][0][0]["probability"] != out[1][0][0]["probability"]
+    assert [(v, n) for v, n, _ in metrics.calls] == [(1, 2), (2, 2)]  # one forward pass per version
+    assert len(out[1][2]) == 2 and out[1][2].num.shape[0] == 2       # the request's own model inputs

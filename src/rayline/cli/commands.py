@@ -29,6 +29,8 @@ models_app = typer.Typer(no_args_is_help=True, help="The model registry: list, s
 app.add_typer(config_app, name="config")
 app.add_typer(data_app, name="data")
 app.add_typer(models_app, name="models")
+lookups_app = typer.Typer(no_args_is_help=True, help="Lookup snapshots: the dimension tables and counts features come through.")
+app.add_typer(lookups_app, name="lookups")
 
 
 @app.callback()
@@ -285,6 +287,16 @@ def serve_config_cmd(config: ConfigOpt, set_: SetOpt = None, version: ModelOpt =
 
     run_stage(config, set_, False, lambda cfg, _: typer.echo(
         yaml.safe_dump(serve_config(cfg, version), sort_keys=False), nl=False))
+
+
+@lookups_app.command("publish")
+def lookups_publish(config: ConfigOpt, set_: SetOpt = None, address: AddressOpt = None, as_json: JsonOpt = False) -> None:
+    """A fresh snapshot of the dimension tables and counts, as the sources are now, through the
+    ingest's validation and quarantine; deployments with serve.lookup_snapshot=newest take it
+    (when its files, columns and types fit their model) without a restart."""
+    from rayline.data.publish import publish_lookups
+
+    run_stage(config, set_, as_json, lambda cfg, st: publish_lookups(cfg, st, progress), ray=True, address=address)
 
 
 def _live_logs(cfg, storage):

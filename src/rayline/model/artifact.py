@@ -9,6 +9,7 @@ model file cannot run code in a server.
 from __future__ import annotations
 
 import functools
+import hashlib
 import io
 import json
 from dataclasses import dataclass
@@ -88,6 +89,16 @@ class LoadedModel:
     @property
     def family(self) -> str:
         return self.config.family
+
+    @functools.cached_property
+    def _spec_key(self) -> str:
+        return hashlib.blake2b(self.spec.to_json().encode(), digest_size=16).hexdigest()
+
+    @property
+    def features_key(self) -> tuple[str, str | None]:
+        """Equal for versions whose records are checked, looked up and transformed alike (the same
+        spec and lookup snapshot): serving batches them through one contract check and transform."""
+        return self._spec_key, self.lookups.snapshot if self.lookups is not None else None
 
     @functools.cached_property
     def nbytes(self) -> int:

@@ -71,9 +71,10 @@ class ModelServer:
         sc = self.sc = args.serve
         self.api_keys = load_api_keys(sc.auth)  # configured but missing: the replica does not start
         self.device = replica_device(sc.gpus_per_replica)
-        default_loader, default_resolver, default_info = registry_hooks(args.storage_root, args.name, self.device)
+        default_loader, default_resolver, default_info, refresh = registry_hooks(args.storage_root, args.name, self.device,
+                                                                                sc.lookup_snapshot)
         self.models = ModelHolder(loader or default_loader, resolver or default_resolver, info or default_info,
-                                  self.device, sc.max_versions)
+                                  self.device, sc.max_versions, refresh if loader is None else None)
         torch.set_num_threads(max(1, math.ceil(sc.cpus_per_replica)))
         self.ref, self.poll_s = args.alias, sc.model_poll_s
         self.arms, self.shadow_ref = [(args.alias, 1.0)], None

@@ -29,23 +29,25 @@ def predict_items(items: list[Item], drift: DriftTracker | None = None, metrics:
     batched step still fails, each request is retried alone and only the one that breaks fails.
     """
     out: list[Any] = [None] * len(items)
-    groups: dict[int, list[int]] = {}
-    for i, (v, *_) in enumerate(items):
-        groups.setdefault(v, []).append(i)
-    for v, idx in groups.items():
+    groups: dict[tuple, list[int]] = {}
+    for i, item in enumerate(items):  # versions with the same features share the check, lookups and transform
+        groups.setdefault(item[1].features_key, []).append(i)
+    for idx in groups.values():
         try:
-            _predict_group(v, items, idx, out, drift, metrics)
+            _predict_group(items, idx, out, drift, metrics)
         except Exception:  # noqa: BLE001 - isolate the culprit
             for i in idx:
                 try:
-                    _predict_group(v, items, [i], out, drift, metrics)
+                    _predict_group(items, [i], out, drift, metrics)
                 except Exception as e:  # noqa: BLE001
                     out[i] = e
     return out
 
 
-def _predict_group(v: int, items: list[Item], idx: list[int], out: list, drift: DriftTracker | None,
+def _predict_group(items: list[Item], idx: list[int], out: list, drift: DriftTracker | None,
                    metrics: ServeMetrics | None) -> None:
+    """Requests whose models share features: one contract check, one lookup and transform, then
+    one forward pass per version."""
     model = items[idx[0]][1]
     records = [r for i in idx for r in items[i][2]]
     table, failures = model.contract.check_records(records)
@@ -64,34 +66,56 @@ def _predict_group(v: int, items: list[Item], idx: list[int], out: list, drift: 
     rows = np.concatenate(keep)
     table = table if len(rows) == table.num_rows else table.take(pa.array(rows))
     joined, inputs, missed = model.features(table)  # the lookups (joins, counts), then the transform
-    preds = model.predict_inputs(inputs)
-    if not np.isfinite(preds).all():
-        raise ValueError("the model produced a non-finite prediction")
-    outside = drift.observe(joined, inputs, missed) if drift is not None and model.spec is drift.spec else []
-    if metrics is not None:
-        metrics.predicted(v, preds, outside, {name: int(m.sum()) for name, m in missed.items()})
-    missing = missed_per_row(missed, len(preds))
-    # explanations only for the rows of the requests that asked (TreeSHAP or IG costs more than the prediction)
-    wanted = [i for i in answered if items[i][4]]
-    explained, start, rows_of = None, 0, {}
+    rows_of, start = {}, 0
     for i in answered:
         rows_of[i] = (start, start + len(items[i][2]))
         start += len(items[i][2])
+    missing = missed_per_row(missed, start)
+    # drift: counted once per record, against the primary version's statistics (its spec object)
+    observe = drift is not None and any(items[i][1].spec is drift.spec for i in answered)
+    misses, first = {name: int(m.sum()) for name, m in missed.items()}, True
+    for v in dict.fromkeys(items[i][0] for i in answered):
+        mine = [i for i in answered if items[i][0] == v]
+        vmodel = items[mine[0]][1]
+        sel = np.concatenate([np.arange(*rows_of[i]) for i in mine])
+        whole = len(mine) == len(answered)
+        x = inputs if whole else ModelInputs(num=inputs.num[sel], cat=inputs.cat[sel])
+        preds = vmodel.predict_inputs(x)
+        if not np.isfinite(preds).all():
+            raise ValueError("the model produced a non-finite prediction")
+        outside = drift.observe(joined, inputs, missed) if observe else []
+        if metrics is not None:
+            metrics.predicted(v, preds, outside, misses if first else None)  # a record's misses counted once
+        observe = first = False
+        _answer(vmodel, v, items, mine, rows_of, sel, x, preds, missing, out)
+
+
+def _answer(model: LoadedModel, v: int, items: list[Item], mine: list[int], rows_of: dict, sel: np.ndarray,
+            x: ModelInputs, preds: np.ndarray, missing: list, out: list) -> None:
+    """One version's requests: predictions, missed lookups and (where asked) explanations."""
+    local, at = {}, 0
+    for i in mine:
+        n = rows_of[i][1] - rows_of[i][0]
+        local[i] = (at, at + n)
+        at += n
+    # explanations only for the rows of the requests that asked (TreeSHAP or IG costs more than the prediction)
+    wanted = [i for i in mine if items[i][4]]
+    explained = None
     if wanted:
-        sel = np.concatenate([np.arange(*rows_of[i]) for i in wanted])
-        explained = model.explain(ModelInputs(num=inputs.num[sel], cat=inputs.cat[sel]))
-    at = 0
-    for i in answered:
-        lo, hi = rows_of[i]
+        pick = np.concatenate([np.arange(*local[i]) for i in wanted])
+        explained = model.explain(ModelInputs(num=x.num[pick], cat=x.cat[pick]))
+    at_e = 0
+    for i in mine:
+        lo, hi = local[i]
         answer = format_predictions(model, preds[lo:hi])
-        for a, names in zip(answer, missing[lo:hi]):
+        for a, names in zip(answer, missing[rows_of[i][0]:rows_of[i][1]]):
             if names:
                 a["lookups_missed"] = names  # answered all the same: those columns count as missing
         if items[i][4]:
-            for a, e in zip(answer, explained.records(at, at + hi - lo)):
+            for a, e in zip(answer, explained.records(at_e, at_e + hi - lo)):
                 a["explanation"] = e
-            at += hi - lo
-        out[i] = (answer, v, ModelInputs(num=inputs.num[lo:hi], cat=inputs.cat[lo:hi]))
+            at_e += hi - lo
+        out[i] = (answer, v, ModelInputs(num=x.num[lo:hi], cat=x.cat[lo:hi]))
 
 
 def score_inputs(v: int, model: LoadedModel, inputs: list[ModelInputs]) -> list[tuple[list[dict], int]]:

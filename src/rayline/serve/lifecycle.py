@@ -24,24 +24,45 @@ UNKNOWN_VERSION_TTL_S = 30.0
 Loader = Callable[[str], "tuple[int, LoadedModel]"]
 
 
-def registry_hooks(storage_root: str, name: str, device: str) -> tuple[Loader, Callable[[str], int], Callable[[int], dict]]:
-    """(load a version onto `device` with its lookups, resolve a reference, read a version's
-    metadata), all over one Registry (its manifest cache is shared)."""
-    from rayline.data.lookup_store import snapshot_of
+def registry_hooks(storage_root: str, name: str, device: str, follow: str = "model"):
+    """(load a version onto `device` with its own lookup snapshot, resolve a reference, read a
+    version's metadata, refresh: the version's model on the newest compatible snapshot if that is
+    another one and `follow` is "newest", else None), all over one Registry (its manifest cache
+    is shared)."""
+    import dataclasses
+
+    from rayline.data.lookup_store import newest_compatible, read_snapshot, snapshot_of
     from rayline.registry import Registry
     from rayline.storage import Storage
 
     registry = Registry(Storage(storage_root), name)
+    loaded_snapshots: dict[str, object] = {}  # id -> Lookups: versions on one snapshot share its index
 
     def info(version: int) -> dict:
         mv = registry.get(version)
         return {"metrics": mv.metrics, "lineage": public_lineage(mv.lineage)}
 
-    def load(ref: str):  # the model, and the lookup snapshot its features come through
+    def load(ref: str):  # the model, and the lookup snapshot it was evaluated with
         v, model = registry.load(ref, device=device)
         model.lookups = snapshot_of(registry, v, model.spec)
         return v, model
-    return load, registry.resolve, info
+
+    def refresh(version: int, model: LoadedModel) -> LoadedModel | None:
+        if follow != "newest" or model.lookups is None:
+            return None
+        lineage = registry.get(version).lineage
+        own = lineage.get("lookups") or {}
+        newest = newest_compatible(registry.storage, name, lineage["ingest_key"], own) or own
+        if newest.get("snapshot") == model.lookups.snapshot:
+            return None
+        lookups = loaded_snapshots.get(newest["snapshot"])
+        if lookups is None:
+            lookups = read_snapshot(registry.storage, name, lineage["ingest_key"], newest, model.spec.joins,
+                                    model.spec.counts)
+            loaded_snapshots.clear()  # keep the newest only: older ones go with the models that hold them
+            loaded_snapshots[newest["snapshot"]] = lookups
+        return dataclasses.replace(model, lookups=lookups)  # a new object: in-flight requests keep theirs
+    return load, registry.resolve, info, refresh
 
 
 def public_lineage(lineage: dict) -> dict:
@@ -72,8 +93,11 @@ class ModelHolder:
     every new version first, then swaps the routes in one assignment."""
 
     def __init__(self, loader: Loader, resolver: Callable[[str], int], info: Callable[[int], dict], device: str = "cpu",
-                 max_versions: int = 4):
+                 max_versions: int = 4, refresh: Callable[[int, LoadedModel], LoadedModel | None] | None = None):
+        """`refresh(version, model)`: the model on another lookup snapshot when one should replace
+        its current one (serve.lookup_snapshot: newest), else None."""
         self.loader, self.resolver, self.info, self.device = loader, resolver, info, device
+        self.refresh = refresh
         self.max_versions = max_versions
         self.models: OrderedDict[int, LoadedModel] = OrderedDict()  # least recently used first
         self.infos: dict[int, dict] = {}
@@ -111,10 +135,17 @@ class ModelHolder:
         resolved = [Arm(ref, w, self.resolver(ref)) for ref, w in arms]
         shadow_arm = Arm(shadow[0], shadow[1], self.resolver(shadow[0])) if shadow else None
         routes = Routes(tuple(resolved), shadow_arm)
-        if routes == self.routes:
-            return
+        same, fresh = routes == self.routes, False
         for v in sorted(routes.versions(), key=lambda v: v != routes.primary.version):
-            routes.loaded[v] = self._ensure(v)
+            model = self.routes.loaded[v] if same else self._ensure(v)
+            newer = self.refresh(v, model) if self.refresh is not None else None
+            if newer is not None:  # a new lookup snapshot: the same model, other lookups
+                newer.predict_table(newer.contract.check_records([{}])[0])
+                self.models[v], model, fresh = newer, newer, True
+                log.info(json.dumps({"event": "lookup_snapshot", "model_version": v, "snapshot": newer.lookups.snapshot}))
+            routes.loaded[v] = model
+        if same and not fresh:
+            return
         primary = self.models[routes.primary.version]
         if self.drift is None or self.drift.spec != primary.spec:
             self.drift = DriftTracker(primary.spec)
