@@ -61,10 +61,24 @@ class PreparedDimension:
     source: pa.Table | None = field(default=None, repr=False)  # keys + columns as validated: what a snapshot stores
     keys: list[pa.Array] | None = field(default=None, repr=False)  # the coerced key columns, per dimension row
     _index: dict | None = field(default=None, init=False, repr=False, compare=False)
+    _null_row: pa.Table | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def num_rows(self) -> int:
         return self.columns.num_rows
+
+    def take(self, rows: pa.Array) -> pa.Table:
+        """The output columns at `rows` (null where a row is null). One row, the common case of a
+        request, is a zero-copy slice (or a cached all-null row), not a gather (~25 µs each)."""
+        if len(rows) != 1:
+            return self.columns.take(rows)
+        row = rows[0].as_py()
+        if row is not None:
+            return self.columns.slice(row, 1)
+        if self._null_row is None:
+            schema = self.columns.schema
+            self._null_row = pa.Table.from_arrays([pa.nulls(1, f.type) for f in schema], schema=schema)
+        return self._null_row
 
     def index(self) -> dict:
         """key tuple -> dimension row, built once (a few requests' rows are looked up one by one:
@@ -112,10 +126,17 @@ def prepare_dimension(dim: pa.Table, join: JoinConfig) -> PreparedDimension:
 SMALL_LOOKUP = 256  # rows up to which a lookup goes through the dimension's dictionary
 
 
-def lookup_rows(batch: pa.Table, dim: PreparedDimension, join: JoinConfig) -> pa.Array:
-    """For each batch row, the matching dimension row (int64), or null when there is none."""
+def lookup_rows(batch: pa.Table, dim: PreparedDimension, join: JoinConfig, memo: dict | None = None) -> pa.Array:
+    """For each batch row, the matching dimension row (int64), or null when there is none.
+    `memo`: probe values already coerced, by (column, kind), shared by the lookups of one call."""
     if batch.num_rows <= SMALL_LOOKUP and dim.keys is not None:
-        probes = [coerce(batch.column(lk), dim.key_kinds[i])[0].to_pylist() for i, lk in enumerate(join.keys)]
+        memo = {} if memo is None else memo
+        probes = []
+        for i, lk in enumerate(join.keys):
+            got = memo.get((lk, dim.key_kinds[i]))
+            if got is None:
+                got = memo[(lk, dim.key_kinds[i])] = coerce(batch.column(lk), dim.key_kinds[i])[0].to_pylist()
+            probes.append(got)
         index = dim.index()
         return pa.array([index.get(k) for k in zip(*probes)], pa.int64())
     code = None
@@ -131,21 +152,31 @@ def lookup_rows(batch: pa.Table, dim: PreparedDimension, join: JoinConfig) -> pa
     return pc.take(dim.row_of_code, code)
 
 
+def join_columns(batch: pa.Table, dim: PreparedDimension, join: JoinConfig,
+                 memo: dict | None = None) -> tuple[list[str], list, np.ndarray]:
+    """The columns `dim` adds to `batch`'s rows (names, arrays, in batch order) and the mask of
+    rows that found no match."""
+    rows = lookup_rows(batch, dim, join, memo)
+    unmatched = pc.is_null(rows).to_numpy(zero_copy_only=False)
+    matched = dim.take(rows)
+    return matched.column_names, matched.columns, unmatched
+
+
 def left_join(batch: pa.Table, dim: PreparedDimension, join: JoinConfig) -> tuple[pa.Table, np.ndarray]:
     """Left-join `dim` (from `prepare_dimension`) onto `batch`, keeping batch order.
 
     Returns the joined batch and a mask of rows that found no match.
     """
-    rows = lookup_rows(batch, dim, join)
-    unmatched = pc.is_null(rows).to_numpy(zero_copy_only=False)
-    matched = dim.columns.take(rows)
-    clash = [c for c in matched.column_names if c in batch.column_names]
+    names, cols, unmatched = join_columns(batch, dim, join)
+    _no_clash(join, names, set(batch.column_names))
+    return pa.Table.from_arrays([*batch.columns, *cols], names=[*batch.column_names, *names]), unmatched
+
+
+def _no_clash(join: JoinConfig, names: list[str], existing: set[str]) -> None:
+    clash = [c for c in names if c in existing]
     if clash:
         raise InputError(f"join with {join.table!r}: column {clash[0]!r} already exists in the primary table; "
                          f"give it another name with joins[].rename")
-    # one new table (appending column by column costs a table per column)
-    out = pa.Table.from_arrays([*batch.columns, *matched.columns], names=[*batch.column_names, *matched.column_names])
-    return out, unmatched
 
 
 def join_name(j: JoinConfig) -> str:
@@ -172,33 +203,52 @@ def key_text(col: pa.Array | pa.ChunkedArray) -> pa.Array:
     return pc.cast(col, pa.string())
 
 
-def add_counts(typed: pa.Table, keys: pa.Table, counts: dict[str, PreparedDimension],
-               features: tuple[CountFeature, ...] | list[CountFeature]) -> tuple[pa.Table, dict[str, np.ndarray]]:
-    """Append each count column, its keys read from `keys` as text; and each one's rows with no count."""
-    missed, names, cols = {}, [], []
+def count_columns(keys: pa.Table, counts: dict[str, PreparedDimension],
+                  features: tuple[CountFeature, ...] | list[CountFeature]) -> tuple[list[str], list, dict[str, np.ndarray]]:
+    """Each count column for `keys`' rows (its keys read as text) and each one's rows with no count."""
+    missed, names, cols, memo = {}, [], [], {}
     text = {k: key_text(keys.column(k)) for k in dict.fromkeys(k for c in features for k in c.by)}  # once per key
     for c in features:
         probe = pa.table({k: text[k] for k in c.by})
-        rows = lookup_rows(probe, counts[c.name], count_join(c))
+        rows = lookup_rows(probe, counts[c.name], count_join(c), memo)
         missed[c.name] = pc.is_null(rows).to_numpy(zero_copy_only=False)
         names.append(c.name)
-        cols.append(counts[c.name].columns.column(c.name).take(rows))
-    typed = pa.Table.from_arrays([*typed.columns, *cols], names=[*typed.column_names, *names])
-    return typed, missed
+        cols.append(counts[c.name].take(rows).column(c.name))
+    return names, cols, missed
+
+
+def add_counts(typed: pa.Table, keys: pa.Table, counts: dict[str, PreparedDimension],
+               features: tuple[CountFeature, ...] | list[CountFeature]) -> tuple[pa.Table, dict[str, np.ndarray]]:
+    """Append each count column, its keys read from `keys` as text; and each one's rows with no count."""
+    names, cols, missed = count_columns(keys, counts, features)
+    return pa.Table.from_arrays([*typed.columns, *cols], names=[*typed.column_names, *names]), missed
 
 
 def attach(typed: pa.Table, keys: pa.Table, joins: list[JoinConfig] | tuple[JoinConfig, ...],
            dims: dict, counts: list[CountFeature] | tuple[CountFeature, ...]) -> tuple[pa.Table, dict[str, np.ndarray]]:
     """The joins (dims[i] for joins[i]), then the counts (dims[name]) onto `typed`: what the ingest
     does to every batch and what serving and batch inference do to every record. Returns the rows
-    each lookup missed, by lookup name (`join_name`, the count's name)."""
+    each lookup missed, by lookup name (`join_name`, the count's name). The new columns are
+    gathered and assembled into one table at the end (a table per lookup cost ~0.1 ms each on a
+    one-record request)."""
     missed: dict[str, np.ndarray] = {}
+    names, cols = list(typed.column_names), list(typed.columns)
+    primary, existing, memo = set(names), set(names), {}
     for i, j in enumerate(joins):
-        typed, missed[join_name(j)] = left_join(typed, dims[i], j)
+        # keyed by primary columns as a rule; by an earlier join's column: probe the table so far
+        plain = primary.issuperset(j.keys)
+        probe = typed if plain else pa.Table.from_arrays(cols, names=names)
+        new, arrays, missed[join_name(j)] = join_columns(probe, dims[i], j, memo if plain else None)
+        _no_clash(j, new, existing)
+        existing.update(new)
+        names += new
+        cols += arrays
     if counts:
-        typed, count_missed = add_counts(typed, keys, {c.name: dims[c.name] for c in counts}, counts)
+        new, arrays, count_missed = count_columns(keys, {c.name: dims[c.name] for c in counts}, counts)
+        names += new
+        cols += arrays
         missed.update(count_missed)
-    return typed, missed
+    return pa.Table.from_arrays(cols, names=names), missed
 
 
 # ---------------------------------------------------------------------- the snapshot

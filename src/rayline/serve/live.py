@@ -107,6 +107,8 @@ def check_outcomes(items: list, task: str, classes: list[str] | None, now: float
             continue
         unknown = sorted(set(item) - {"request_id", "index", "label"})
         rid, index, label = item.get("request_id"), item.get("index", 0), item.get("label")
+        if isinstance(index, float) and index.is_integer():
+            index = int(index)  # 1.0 is the integer 1 in JSON
         if unknown:
             msg = f"{where} has unknown field(s) {unknown[:5]}: expected request_id, index, label"
             errors.append({"row": i, "field": f"{where}.{unknown[0]}", "message": msg})

@@ -228,6 +228,13 @@ ERRORS = {
                  422: "a record breaks the contract (the errors list names each field), or more records than "
                       "serve.max_instances_per_request", 500: "the model failed",
                  503: "no model loaded yet, or the request was not answered in time"},
+    "/outcomes": {400: "malformed or empty body, or a client that went away", 401: "missing or invalid API key",
+                  408: "the request did not arrive within the body timeout", 409: "the prediction log is disabled",
+                  413: "the body is over serve.max_body_bytes", 415: "the body is not JSON (Content-Type)",
+                  422: "an outcome is invalid (the errors list names each field), or more outcomes than "
+                       "serve.max_instances_per_request: none is kept", 503: "the outcome log is full; retry later"},
+    "/live": {400: "window_s is not whole seconds from 60 to 2592000", 401: "missing or invalid API key",
+              503: "no model loaded yet, or the prediction log is disabled"},
     "/model": {401: "missing or invalid API key"},
     "/drift": {401: "missing or invalid API key", 503: "no model loaded yet"},
     "/readyz": {503: "no model loaded yet"},
@@ -235,6 +242,17 @@ ERRORS = {
 ERROR_SCHEMA = {"type": "object", "required": ["error", "message"], "properties": {
     "error": {"type": "string"}, "message": {"type": "string"}, "request_id": {"type": "string"},
     "errors": {"type": "array", "items": {"type": "object"}}}}
+
+
+def outcome_schema(spec: FeatureSpec) -> dict:
+    """One outcome as POST /outcomes takes it: the answer's request id, the record's index in its
+    request, and the true label in the model's task."""
+    task = spec.label.task
+    label = ({"anyOf": [{"type": "integer", "enum": [0, 1]}, {"type": "boolean"}]} if task == "binary" else
+             {"type": "number"} if task == "regression" else {"type": "string", "enum": list(spec.label.classes or [])})
+    return {"type": "object", "required": ["request_id", "label"], "additionalProperties": False, "properties": {
+        "request_id": {"type": "string", "pattern": "^[A-Za-z0-9_.:-]{1,64}$"},
+        "index": {"type": "integer", "minimum": 0, "maximum": 2 ** 31 - 1}, "label": label}}
 
 
 def openapi_document(generated: dict, spec: FeatureSpec, max_instances: int, auth: bool) -> dict:
@@ -262,10 +280,25 @@ def openapi_document(generated: dict, spec: FeatureSpec, max_instances: int, aut
                                             "properties": {"predictions": {"type": "array"},
                                                            "model_version": {"type": "integer"},
                                                            "request_id": {"type": "string"}}}}}}
+    outcomes = paths.get("/outcomes", {}).get("post")
+    if outcomes is not None:
+        schemas["Outcome"] = outcome_schema(spec)
+        outcomes["requestBody"] = {"required": True, "content": {"application/json": {"schema": {
+            "type": "object", "required": ["outcomes"], "additionalProperties": False,
+            "properties": {"outcomes": {"type": "array", "minItems": 1, "maxItems": max_instances,
+                                        "items": {"$ref": "#/components/schemas/Outcome"}}}}}}}
+        outcomes["responses"] = {"202": {"description": "accepted: written to the outcome log within flush_s", "content": {
+            "application/json": {"schema": {"type": "object", "required": ["accepted", "request_id"], "properties": {
+                "accepted": {"type": "integer"}, "request_id": {"type": "string"}}}}}}}
+    live = paths.get("/live", {}).get("get")
+    if live is not None:
+        live["parameters"] = [{"name": "window_s", "in": "query", "required": False,
+                               "schema": {"type": "integer", "minimum": 60, "maximum": 30 * 86400},
+                               "description": "seconds back (default serve.live_window_s)"}]
     for path, errors in ERRORS.items():
         for op in paths.get(path, {}).values():
             responses = op.setdefault("responses", {})
-            if path != "/predict":
+            if path not in ("/predict", "/outcomes"):
                 responses.pop("422", None)  # FastAPI's default validation error: these routes take no body
             for status, why in errors.items():
                 if status == 401 and not auth:

@@ -1,0 +1,102 @@
+"""What the lookups cost a client, side by side in one run: the endpoint joining weather,
+aircraft, airports and the schedule counts from the model's snapshot (`serve.lookup_snapshot:
+model`, the default) against the same endpoint and model with the lookups off (`off`: what a
+pre-joined client would get). One replica (HAProxy ingress), the same raw-flight record (with its
+tail number and date, so every lookup finds its row), wrk closed loop at concurrency 1 and 64,
+the two alternating `--repeats` times; ratios within each round. Also the snapshot's memory in
+the replica (GET /model).
+Target (issue "one feature pipeline everywhere"): c=1 p50 and c=64 throughput within 10 %.
+
+    python benchmarks/lookups.py [--seconds 8] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import serve as serve_bench  # noqa: E402
+
+from rayline.runtime import free_port  # noqa: E402
+
+RECORD = {"year": 2013, "month": 1, "day": 1, "carrier": "UA", "flight": 1545, "tailnum": "N14228", "origin": "EWR",
+          "dest": "IAH", "distance": 1400.0, "sched_dep_time": 515, "sched_arr_time": 819, "hour": 5, "minute": 15,
+          "time_hour": "2013-01-01T10:00:00Z"}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seconds", type=int, default=8)
+    ap.add_argument("--repeats", type=int, default=3)
+    args = ap.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is not installed (apt-get install wrk)")
+    import httpx
+    import ray
+
+    from rayline.config import ServeConfig, load_config
+    from rayline.pipeline import promote_version, train_and_register
+    from rayline.runtime import configure_data_context
+    from rayline.serve.deploy import deploy
+    from rayline.serve.ingress import ingress_env
+    from rayline.storage import Storage
+
+    serve_bench.RECORD = RECORD  # wrk posts this record
+    work = Path(tempfile.mkdtemp(prefix="rayline-lookups-bench-"))
+    try:
+        os.environ.update(ingress_env(ServeConfig()))
+        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+        configure_data_context(progress_bars=False)
+        base = [f"storage.root={work / 'root'}", f"serve.port={free_port()}", "serve.autoscaling.min_replicas=1",
+                "serve.autoscaling.max_replicas=1", "serve.cpus_per_replica=1"]
+        cfg = load_config(ROOT / "configs/flights.yaml", base)
+        storage = Storage(cfg.storage.root)
+        out = train_and_register(cfg, storage)
+        promote_version(cfg, storage, out.version.version, "production")
+        rows: dict[str, dict[int, list]] = {m: {1: [], 64: []} for m in ("model", "off")}
+        info = {}
+        for _ in range(args.repeats):
+            for mode in ("model", "off"):
+                d = deploy(load_config(ROOT / "configs/flights.yaml", [*base, f"serve.lookup_snapshot={mode}"]))
+                r = httpx.post(f"{d.url}/predict", json=RECORD, timeout=30).json()
+                assert "lookups_missed" not in r["predictions"][0] or mode == "off", r
+                info[mode] = httpx.get(f"{d.url}/model", timeout=30).json()
+                time.sleep(2)
+                for c in (1, 64):
+                    rows[mode][c].append(serve_bench.wrk(d.url, c, args.seconds, work))
+        med = statistics.median
+        print(f"{'lookups':<10}{'c=1 p50 ms':>12}{'c=64 req/s':>12}{'errors':>8}")
+        for mode in rows:
+            print(f"{mode:<10}{med([r['p50_ms'] for r in rows[mode][1]]):>12.2f}"
+                  f"{med([r['rps'] for r in rows[mode][64]]):>12,.0f}"
+                  f"{sum(r['errors'] for c in rows[mode].values() for r in c):>8}")
+        p50 = [on["p50_ms"] / off["p50_ms"] for on, off in zip(rows["model"][1], rows["off"][1])]
+        rps = [on["rps"] / off["rps"] for on, off in zip(rows["model"][64], rows["off"][64])]
+        lk = info["model"].get("lookups", {})
+        print(json.dumps({"name": "lookups", "repeats": args.repeats,
+                          "c1_p50_ms_on": med([r["p50_ms"] for r in rows["model"][1]]),
+                          "c1_p50_ms_off": med([r["p50_ms"] for r in rows["off"][1]]),
+                          "c1_p50_ratio": round(med(p50), 3), "c64_rps_on": round(med([r["rps"] for r in rows["model"][64]]), 1),
+                          "c64_rps_off": round(med([r["rps"] for r in rows["off"][64]]), 1),
+                          "c64_rps_ratio": round(med(rps), 3), "c64_rps_ratio_min": round(min(rps), 3),
+                          "snapshot_bytes": lk.get("bytes"), "snapshot_load_s": lk.get("load_s"),
+                          "model_bytes": info["model"].get("memory_bytes"),
+                          "errors": sum(r["errors"] for m in rows.values() for c in m.values() for r in c)}))
+    finally:
+        ray.shutdown()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
