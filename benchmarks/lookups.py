@@ -1,6 +1,6 @@
 """What the lookups cost a client, side by side in one run: the endpoint joining weather,
 aircraft, airports and the schedule counts from the model's snapshot (`serve.lookup_snapshot:
-model`, the default) against the same endpoint and model with the lookups off (`off`: what a
+model`, the default) against the same endpoint and model with the lookups off (`none`: what a
 pre-joined client would get). One replica (HAProxy ingress), the same raw-flight record (with its
 tail number and date, so every lookup finds its row), wrk closed loop at concurrency 1 and 64,
 the two alternating `--repeats` times; ratios within each round. Also the snapshot's memory in
@@ -64,13 +64,13 @@ def main() -> None:
         storage = Storage(cfg.storage.root)
         out = train_and_register(cfg, storage)
         promote_version(cfg, storage, out.version.version, "production")
-        rows: dict[str, dict[int, list]] = {m: {1: [], 64: []} for m in ("model", "off")}
+        rows: dict[str, dict[int, list]] = {m: {1: [], 64: []} for m in ("model", "none")}
         info = {}
         for _ in range(args.repeats):
-            for mode in ("model", "off"):
+            for mode in ("model", "none"):
                 d = deploy(load_config(ROOT / "configs/flights.yaml", [*base, f"serve.lookup_snapshot={mode}"]))
                 r = httpx.post(f"{d.url}/predict", json=RECORD, timeout=30).json()
-                assert "lookups_missed" not in r["predictions"][0] or mode == "off", r
+                assert "lookups_missed" not in r["predictions"][0] or mode == "none", r
                 info[mode] = httpx.get(f"{d.url}/model", timeout=30).json()
                 time.sleep(2)
                 for c in (1, 64):
@@ -81,14 +81,14 @@ def main() -> None:
             print(f"{mode:<10}{med([r['p50_ms'] for r in rows[mode][1]]):>12.2f}"
                   f"{med([r['rps'] for r in rows[mode][64]]):>12,.0f}"
                   f"{sum(r['errors'] for c in rows[mode].values() for r in c):>8}")
-        p50 = [on["p50_ms"] / off["p50_ms"] for on, off in zip(rows["model"][1], rows["off"][1])]
-        rps = [on["rps"] / off["rps"] for on, off in zip(rows["model"][64], rows["off"][64])]
+        p50 = [on["p50_ms"] / off["p50_ms"] for on, off in zip(rows["model"][1], rows["none"][1])]
+        rps = [on["rps"] / off["rps"] for on, off in zip(rows["model"][64], rows["none"][64])]
         lk = info["model"].get("lookups", {})
         print(json.dumps({"name": "lookups", "repeats": args.repeats,
                           "c1_p50_ms_on": med([r["p50_ms"] for r in rows["model"][1]]),
-                          "c1_p50_ms_off": med([r["p50_ms"] for r in rows["off"][1]]),
+                          "c1_p50_ms_off": med([r["p50_ms"] for r in rows["none"][1]]),
                           "c1_p50_ratio": round(med(p50), 3), "c64_rps_on": round(med([r["rps"] for r in rows["model"][64]]), 1),
-                          "c64_rps_off": round(med([r["rps"] for r in rows["off"][64]]), 1),
+                          "c64_rps_off": round(med([r["rps"] for r in rows["none"][64]]), 1),
                           "c64_rps_ratio": round(med(rps), 3), "c64_rps_ratio_min": round(min(rps), 3),
                           "snapshot_bytes": lk.get("bytes"), "snapshot_load_s": lk.get("load_s"),
                           "model_bytes": info["model"].get("memory_bytes"),

@@ -466,10 +466,10 @@ class ServeConfig(_Model):
     max_versions: int = Field(4, ge=1, description="model versions a replica keeps loaded (arms, shadow, pinned), "
                               "least recently used evicted first")
     live_window_s: int = Field(3600, ge=60, description="GET /live and `rayline live`: the window reported")
-    lookup_snapshot: Literal["model", "newest", "off"] = Field(
+    lookup_snapshot: Literal["model", "newest", "none"] = Field(
         "model", description="the lookup snapshot replicas use: the one the model was evaluated with, or the newest "
         "published (`rayline lookups publish`) with the same files, columns and types, followed live; off: no "
-        "lookups (clients send the looked-up fields themselves, pre-joined)")
+        "lookups (clients send the looked-up fields themselves, pre-joined; not `off`: YAML reads that as false)")
 
     @model_validator(mode="after")
     def _one_arm_per_alias(self) -> "ServeConfig":
@@ -503,8 +503,8 @@ class BatchConfig(_Model):
         "pipelined (auto: when the actors hold GPUs, so the GPU only runs forward passes)")
     score_batch_rows: int = Field(262_144, ge=1, description="rows per forward pass when the stages are split "
                                   "(large batches keep a GPU busy)")
-    lookup_snapshot: Literal["model", "newest", "off"] = Field(
-        "model", description="as serve.lookup_snapshot, for `rayline predict` (off: the input is pre-joined)")
+    lookup_snapshot: Literal["model", "newest", "none"] = Field(
+        "model", description="as serve.lookup_snapshot, for `rayline predict` (none: the input is pre-joined)")
     explain_method: Literal["exact", "approx"] = Field(
         "exact", description="`rayline predict --explain` for XGBoost: exact TreeSHAP (as /predict; ~1k rows/s per "
         "CPU core for the default model) or approx, XGBoost's path attribution (Saabas: additive too, ~80x faster, "

@@ -150,3 +150,12 @@ def test_threshold_and_alias_moved_to_their_readers_with_a_warning():
     assert config_from_dict(small_config(Path("/tmp/d"), Path("/tmp/r"))).alias == "production"
     with pytest.raises(ConfigError, match="alias"):
         config_from_dict({**small_config(Path("/tmp/d"), Path("/tmp/r")), "alias": "../etc"})
+
+
+def test_lookup_snapshot_modes_and_the_yaml_boolean_trap():
+    from rayline.config import load_config as load
+
+    assert load(FLIGHTS_CONFIG, ["serve.lookup_snapshot=none"]).serve.lookup_snapshot == "none"
+    assert load(FLIGHTS_CONFIG, ["batch.lookup_snapshot=newest"]).batch.lookup_snapshot == "newest"
+    with pytest.raises(ConfigError, match=r"serve.lookup_snapshot: Input should be 'model', 'newest' or 'none' \(got false\)"):
+        load(FLIGHTS_CONFIG, ["serve.lookup_snapshot=off"])   # YAML 1.1 reads off as false: hence `none`

@@ -81,11 +81,11 @@ def read_snapshot(storage: Storage, model_name: str, ingest_key: str, descriptio
 def snapshot_of(registry, version: int, spec, follow: str = "model") -> Lookups | None:
     """The lookup snapshot for a version, loaded (`registry`: a Registry): the one its lineage
     names, or with follow="newest" the newest published snapshot compatible with it (see
-    `newest_compatible`). None with follow="off", for a model without lookups, or for one
+    `newest_compatible`). None with follow="none", for a model without lookups, or for one
     registered before snapshots existed (its clients send the looked-up fields themselves)."""
     lineage = registry.get(version).lineage
     desc = lineage.get("lookups")
-    if not desc or not (spec.joins or spec.counts) or follow == "off":
+    if not desc or not (spec.joins or spec.counts) or follow == "none":
         return None
     if follow == "newest":
         desc = newest_compatible(registry.storage, registry.name, lineage["ingest_key"], desc) or desc

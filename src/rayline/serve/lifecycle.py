@@ -42,9 +42,9 @@ def registry_hooks(storage_root: str, name: str, device: str, follow: str = "mod
         mv = registry.get(version)
         return {"metrics": mv.metrics, "lineage": public_lineage(mv.lineage)}
 
-    def load(ref: str):  # the model, and the lookup snapshot it was evaluated with (none when "off")
+    def load(ref: str):  # the model, and the lookup snapshot it was evaluated with (none when "none")
         v, model = registry.load(ref, device=device)
-        model.lookups = snapshot_of(registry, v, model.spec, "off" if follow == "off" else "model")
+        model.lookups = snapshot_of(registry, v, model.spec, "none" if follow == "none" else "model")
         return v, model
 
     def refresh(version: int, model: LoadedModel) -> LoadedModel | None:
