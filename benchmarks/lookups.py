@@ -19,7 +19,6 @@ import shutil
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -66,13 +65,13 @@ def main() -> None:
         promote_version(cfg, storage, out.version.version, "production")
         rows: dict[str, dict[int, list]] = {m: {1: [], 64: []} for m in ("model", "none")}
         info = {}
-        for _ in range(args.repeats):
-            for mode in ("model", "none"):
+        for rnd in range(args.repeats):
+            for mode in (("model", "none") if rnd % 2 == 0 else ("none", "model")):  # alternate which goes first
                 d = deploy(load_config(ROOT / "configs/flights.yaml", [*base, f"serve.lookup_snapshot={mode}"]))
                 r = httpx.post(f"{d.url}/predict", json=RECORD, timeout=30).json()
                 assert "lookups_missed" not in r["predictions"][0] or mode == "none", r
                 info[mode] = httpx.get(f"{d.url}/model", timeout=30).json()
-                time.sleep(2)
+                serve_bench.wrk(d.url, 16, 2, work)  # warm-up, discarded
                 for c in (1, 64):
                     rows[mode][c].append(serve_bench.wrk(d.url, c, args.seconds, work))
         med = statistics.median

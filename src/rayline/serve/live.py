@@ -61,7 +61,9 @@ def prediction_columns(chunks: list[dict]) -> dict:
         cols["role"] += [c["role"]] * n
         cols["alias"] += [c["alias"]] * n
         cols["snapshot"] += [c["snapshot"]] * n
-        cols["inputs_hash"] += [inputs_hash(r) if isinstance(r, dict) else None for r in c["records"]]
+        # the shadow's rows join the live ones on (request id, index): their inputs are hashed once, there
+        cols["inputs_hash"] += [inputs_hash(r) if isinstance(r, dict) and c["role"] != "shadow" else None
+                                for r in c["records"]]
         cols["score"] += scores
         cols["label"] += labels
         cols["latency_ms"] += [c["latency_ms"]] * n

@@ -15,7 +15,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
 log = logging.getLogger("ray.serve")
-MAX_SHADOW_BATCH = 64
+MAX_SHADOW_BATCH = 256
+GATHER_S = 0.02
 
 
 class ShadowRunner:
@@ -45,6 +46,7 @@ class ShadowRunner:
         loop = asyncio.get_running_loop()
         while True:
             items = [await self.queue.get()]
+            await asyncio.sleep(GATHER_S)  # let a batch gather: one forward pass per batch, not per request
             while len(items) < MAX_SHADOW_BATCH and not self.queue.empty():
                 items.append(self.queue.get_nowait())
             if self.pending is not None and not self.pending.done():
