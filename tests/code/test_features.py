@@ -139,3 +139,28 @@ def test_specs_compare_by_their_fields_after_transforming(fitted):
     other = FeatureSpec.from_json(spec.to_json().replace('"train_rows": ', '"train_rows": 1'))
     other.transform(t.slice(0, 3))
     assert spec != other
+
+
+def test_numeric_matrix_reads_a_few_rows_as_python_values_exactly_as_arrow_does():
+    import math
+
+    import numpy as np
+    import pyarrow as pa
+
+    from rayline.features import spec as spec_mod
+
+    t = pa.table({"i": pa.array([1, None, -3, 2 ** 40] * 3, pa.int64()),
+                  "f": pa.array([1.5, None, math.inf, math.nan] * 3, pa.float32()),
+                  "d": pa.array([0.1, -math.inf, None, 7.0] * 3, pa.float64()), "s": ["1.5", None, "x", "2"] * 3})
+    names = ["i", "f", "d", "s", "absent"]
+    for rows in (1, 4):
+        small = spec_mod.numeric_matrix(t.slice(0, rows), names)
+        saved, spec_mod.SMALL_ROWS = spec_mod.SMALL_ROWS, 0
+        try:
+            large = spec_mod.numeric_matrix(t.slice(0, rows), names)
+        finally:
+            spec_mod.SMALL_ROWS = saved
+        # the same finite values, missing (non-finite: callers treat NaN and infinity alike) in the same places
+        np.testing.assert_array_equal(np.isfinite(small), np.isfinite(large))
+        np.testing.assert_array_equal(small[np.isfinite(small)], large[np.isfinite(large)])
+    assert spec_mod.numeric_matrix(t.slice(0, 12), names).shape == (5, 12)
