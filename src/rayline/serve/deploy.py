@@ -21,6 +21,7 @@ from rayline.errors import RaylineError, ResourceError
 from rayline.serve.options import DEPLOYMENT, REPLICA_ARG, ReplicaArgs, deployment_options
 
 IMPORT_PATH = "rayline.serve.app:app_builder"
+TAKEN_GRACE_S = 3.0  # an unchanged config may keep its deploy time: RUNNING counts after this
 
 
 def serve_config(cfg: RaylineConfig, model: str | None = None) -> dict:
@@ -77,8 +78,9 @@ def apply(config: dict, timeout_s: float = 180, progress=lambda m: None) -> None
     if others:
         progress(f"deploy: keeping {len(others)} other application(s) as deployed: {', '.join(a['name'] for a in others)}")
         schema = ServeDeploySchema.model_validate({**config, "applications": [*config["applications"], *others]})
+    before = {n: a.last_deployed_time_s for n, a in _app_statuses().items()}
     client.deploy_apps(schema)
-    _wait_running(sorted(ours), timeout_s, progress)
+    _wait_running(sorted(ours), timeout_s, progress, before)
 
 
 def declarative_apps(details: dict) -> list[dict]:
@@ -102,10 +104,23 @@ def replica_line(app_status) -> str | None:
     return "replicas: " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())) if counts else None
 
 
-def _wait_running(apps: list[str], timeout_s: float, progress=lambda m: None) -> None:
+def _app_statuses() -> dict:
     from ray import serve
 
-    deadline, said = time.time() + timeout_s, None
+    try:
+        return dict(serve.status().applications)
+    except Exception:  # noqa: BLE001 - Serve not started yet: nothing deployed before
+        return {}
+
+
+def _wait_running(apps: list[str], timeout_s: float, progress=lambda m: None, before: dict | None = None) -> None:
+    """Until every app runs the config just applied. Right after the apply, an app can still show
+    RUNNING for its previous config (the controller has not taken the new one yet): an app counts
+    once its deploy time moved past `before`'s, or after a grace period (an identical config)."""
+    from ray import serve
+
+    start, deadline, said = time.time(), time.time() + timeout_s, None
+    before = before or {}
     while time.time() < deadline:
         status = serve.status()
         states = {name: status.applications.get(name) for name in apps}
@@ -114,7 +129,9 @@ def _wait_running(apps: list[str], timeout_s: float, progress=lambda m: None) ->
             if line and line != said:  # only when it changes: starting -> running, one line each
                 progress(f"deploy: {name} {line}")
                 said = line
-        if all(s is not None and s.status == "RUNNING" for s in states.values()):
+        taken = all(s is not None and (s.last_deployed_time_s != before.get(name) or time.time() - start > TAKEN_GRACE_S)
+                    for name, s in states.items())
+        if taken and all(s.status == "RUNNING" for s in states.values()):
             return
         failed = {n: s.message for n, s in states.items() if s is not None and s.status == "DEPLOY_FAILED"}
         if failed:
