@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import statistics
 import sys
@@ -26,8 +25,7 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import serve as serve_bench  # noqa: E402
-
-from rayline.runtime import free_port  # noqa: E402
+from _common import one_replica_endpoint  # noqa: E402
 
 RECORD = {"year": 2013, "month": 1, "day": 1, "carrier": "UA", "flight": 1545, "tailnum": "N14228", "origin": "EWR",
           "dest": "IAH", "distance": 1400.0, "sched_dep_time": 515, "sched_arr_time": 819, "hour": 5, "minute": 15,
@@ -44,25 +42,13 @@ def main() -> None:
     import httpx
     import ray
 
-    from rayline.config import ServeConfig, load_config
-    from rayline.pipeline import promote_version, train_and_register
-    from rayline.runtime import configure_data_context
+    from rayline.config import load_config
     from rayline.serve.deploy import deploy
-    from rayline.serve.ingress import ingress_env
-    from rayline.storage import Storage
 
     serve_bench.RECORD = RECORD  # wrk posts this record
     work = Path(tempfile.mkdtemp(prefix="rayline-lookups-bench-"))
     try:
-        os.environ.update(ingress_env(ServeConfig()))
-        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, logging_level="ERROR", log_to_driver=False)
-        configure_data_context(progress_bars=False)
-        base = [f"storage.root={work / 'root'}", f"serve.port={free_port()}", "serve.autoscaling.min_replicas=1",
-                "serve.autoscaling.max_replicas=1", "serve.cpus_per_replica=1"]
-        cfg = load_config(ROOT / "configs/flights.yaml", base)
-        storage = Storage(cfg.storage.root)
-        out = train_and_register(cfg, storage)
-        promote_version(cfg, storage, out.version.version, "production")
+        base, _, _, _ = one_replica_endpoint(work)
         rows: dict[str, dict[int, list]] = {m: {1: [], 64: []} for m in ("model", "none")}
         info = {}
         for rnd in range(args.repeats):

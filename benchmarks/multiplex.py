@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import shutil
 import statistics
@@ -27,9 +26,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from _common import one_replica_endpoint, register_candidate  # noqa: E402
 from serve import RECORD, _ms  # noqa: E402
-
-from rayline.runtime import free_port  # noqa: E402
 
 KEYS = [f"client-{i}" for i in range(1000)]  # rayline's split: a random client (routing key) per request
 
@@ -98,34 +96,14 @@ def main() -> None:
     import ray
     from ray import serve
 
-    from rayline.config import ServeConfig, load_config
-    from rayline.model import boosted
-    from rayline.pipeline import promote_version, train_and_register
-    from rayline.registry import Registry
-    from rayline.runtime import configure_data_context
+    from rayline.config import load_config
     from rayline.serve.deploy import deploy
-    from rayline.serve.ingress import ingress_env
-    from rayline.storage import Storage
 
     work = Path(tempfile.mkdtemp(prefix="rayline-mux-bench-"))
     try:
-        os.environ.update(ingress_env(ServeConfig()))
-        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, logging_level="ERROR", log_to_driver=False)
-        configure_data_context(progress_bars=False)
-        port = free_port()
-        base = [f"storage.root={work / 'root'}", f"serve.port={port}", "serve.autoscaling.min_replicas=1",
-                "serve.autoscaling.max_replicas=1", "serve.cpus_per_replica=1"]
-        cfg = load_config(ROOT / "configs/flights.yaml", base)
-        storage = Storage(cfg.storage.root)
-        out = train_and_register(cfg, storage)
-        promote_version(cfg, storage, out.version.version, "production")
-        reg = Registry(storage, cfg.name)
-        v1 = out.version.version
-        booster = boosted.load(reg.read_file(v1, "booster.ubj"))
-        files = {n: reg.read_file(v1, n) for n in ("feature_spec.json", "model_config.json")}
-        v2 = reg.register({**files, "booster.ubj": bytes(booster[: booster.num_boosted_rounds() - 5].save_raw("ubj"))},
-                          out.version.metrics, {**out.version.lineage, "run_name": "candidate"}).version
-        reg.set_alias("candidate", v2)
+        base, cfg, storage, out = one_replica_endpoint(work)
+        port = cfg.serve.port
+        v1, v2 = out.version.version, register_candidate(storage, cfg, out)
         split = [*base, "serve.traffic=[{alias: production, weight: 50}, {alias: candidate, weight: 50}]"]
         rows: dict[str, list] = {"rayline": [], "serve_multiplexed": []}
         memory = {}

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import statistics
 import sys
@@ -24,9 +23,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from _common import one_replica_endpoint, register_candidate  # noqa: E402
 from serve import wrk  # noqa: E402
-
-from rayline.runtime import free_port  # noqa: E402
 
 VARIANTS = {
     "log_off": ["serve.prediction_log.enabled=false"],
@@ -45,33 +43,13 @@ def main() -> None:
         sys.exit("wrk is not installed (apt-get install wrk)")
     import ray
 
-    from rayline.config import ServeConfig, load_config
-    from rayline.model import boosted
-    from rayline.pipeline import promote_version, train_and_register
-    from rayline.registry import Registry
-    from rayline.runtime import configure_data_context
+    from rayline.config import load_config
     from rayline.serve.deploy import deploy
-    from rayline.serve.ingress import ingress_env
-    from rayline.storage import Storage
 
     work = Path(tempfile.mkdtemp(prefix="rayline-traffic-bench-"))
     try:
-        os.environ.update(ingress_env(ServeConfig()))
-        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, logging_level="ERROR", log_to_driver=False)
-        configure_data_context(progress_bars=False)
-        base = [f"storage.root={work / 'root'}", f"serve.port={free_port()}", "serve.autoscaling.min_replicas=1",
-                "serve.autoscaling.max_replicas=1", "serve.cpus_per_replica=1"]
-        cfg = load_config(ROOT / "configs/flights.yaml", base)
-        storage = Storage(cfg.storage.root)
-        out = train_and_register(cfg, storage)
-        promote_version(cfg, storage, out.version.version, "production")
-        reg = Registry(storage, cfg.name)
-        v = out.version.version
-        booster = boosted.load(reg.read_file(v, "booster.ubj"))   # a second version: other predictions, same cost
-        files = {n: reg.read_file(v, n) for n in ("feature_spec.json", "model_config.json")}
-        cand = reg.register({**files, "booster.ubj": bytes(booster[: booster.num_boosted_rounds() - 5].save_raw("ubj"))},
-                            out.version.metrics, {**out.version.lineage, "run_name": "candidate"}).version
-        reg.set_alias("candidate", cand)
+        base, cfg, storage, out = one_replica_endpoint(work)
+        register_candidate(storage, cfg, out)
         rows: dict[str, dict[int, list]] = {k: {64: [], 1: []} for k in VARIANTS}
         names = list(VARIANTS)
         for r in range(args.repeats):

@@ -69,6 +69,23 @@ def _cfg(storage, *extra):
     return load_config(FLIGHTS_CONFIG, _overrides(storage, *extra))
 
 
+async def _load(url: str, records: list[dict], seconds: float, log: list, field: str, keyed: bool = False) -> None:
+    """16 clients that never retry: (time, status, the answer's `field` or the error) per request;
+    `keyed`: each request with its own routing key."""
+    async with httpx.AsyncClient(timeout=30) as client:
+        async def worker(w):
+            end, n = time.time() + seconds, 0
+            while time.time() < end:
+                n += 1
+                headers = {"x-routing-key": f"w{w}-{n}"} if keyed else {}
+                try:
+                    r = await client.post(f"{url}/predict", json=records[(w * 31 + n) % 500], headers=headers)
+                    log.append((time.time(), r.status_code, r.json().get(field)))
+                except httpx.HTTPError as e:
+                    log.append((time.time(), 0, repr(e)))
+        await asyncio.gather(*(worker(w) for w in range(16)))
+
+
 SPLIT = ["serve.traffic=[{alias: production, weight: 50}, {alias: candidate, weight: 50}]",
          "serve.shadow.alias=broken", "serve.shadow.fraction=1.0"]
 
@@ -182,22 +199,8 @@ def test_weights_change_under_load_with_zero_failed_requests(app, flights):
     records, _ = flights
     log = []
 
-    async def load(seconds):
-        async with httpx.AsyncClient(timeout=30) as client:
-            async def worker(w):
-                end, n = time.time() + seconds, 0
-                while time.time() < end:
-                    n += 1
-                    try:
-                        r = await client.post(f"{d.url}/predict", json=records[(w * 31 + n) % 500],
-                                              headers={"x-routing-key": f"w{w}-{n}"})
-                        log.append((time.time(), r.status_code, r.json().get("model_version")))
-                    except httpx.HTTPError as e:
-                        log.append((time.time(), 0, repr(e)))
-            await asyncio.gather(*(worker(w) for w in range(16)))
-
     async def scenario():
-        task = asyncio.create_task(load(16))
+        task = asyncio.create_task(_load(d.url, records, 16, log, "model_version", keyed=True))
         await asyncio.sleep(2)
         await asyncio.to_thread(deploy, _cfg(storage, "serve.traffic=[{alias: production, weight: 90}, "
                                              "{alias: candidate, weight: 10}]"))
@@ -266,21 +269,8 @@ def test_a_new_lookup_snapshot_rolls_out_under_load_and_every_answer_names_one(v
     records, _ = flights
     log, published = [], []
 
-    async def load(seconds):
-        async with httpx.AsyncClient(timeout=30) as client:
-            async def worker(w):
-                end, n = time.time() + seconds, 0
-                while time.time() < end:
-                    n += 1
-                    try:
-                        r = await client.post(f"{d.url}/predict", json=records[(w * 17 + n) % 500])
-                        log.append((time.time(), r.status_code, r.json().get("lookup_snapshot")))
-                    except httpx.HTTPError as e:
-                        log.append((time.time(), 0, repr(e)))
-            await asyncio.gather(*(worker(w) for w in range(16)))
-
     async def scenario():
-        task = asyncio.create_task(load(25))
+        task = asyncio.create_task(_load(d.url, records, 25, log, "lookup_snapshot"))
         await asyncio.sleep(2)
         published.append(await asyncio.to_thread(publish_lookups, publish_cfg, storage))
         published.append(time.time())
