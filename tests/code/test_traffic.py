@@ -105,7 +105,7 @@ def test_the_replica_holds_every_arm_and_the_shadow_and_evicts_only_unused_versi
 
 def _runner(score, queue=4, timeout_s=0.3):
     recorded = []
-    return ShadowRunner(score, lambda item, result: recorded.append((item, result)), queue, timeout_s), recorded
+    return ShadowRunner(score, lambda items, results: recorded.extend(zip(items, results)), queue, timeout_s), recorded
 
 
 def test_a_raising_shadow_is_counted_and_recorded_as_failed():

@@ -260,9 +260,11 @@ class ModelServer:
                              **({"lookup_snapshot": snapshot} if snapshot else {}), "request_id": rid},
                             headers={VERSION_HEADER: str(version)})  # the proxy sets x-request-id
 
-    def _logged(self, rid, v, role, alias, snapshot, records, preds, latency_ms, status) -> None:
-        """Metrics per version, and the answer into the prediction log (buffered; written off the loop)."""
-        self.metrics.answered(v, role, latency_ms if role != SHADOW else None, failed=status >= 500)
+    def _logged(self, rid, v, role, alias, snapshot, records, preds, latency_ms, status, count: bool = True) -> None:
+        """Metrics per version (unless `count` is False: the caller counts), and the answer into the
+        prediction log (buffered; written off the loop)."""
+        if count:
+            self.metrics.answered(v, role, latency_ms if role != SHADOW else None, failed=status >= 500)
         if self.logs is None:
             return
         scores = labels = None
@@ -311,11 +313,16 @@ class ModelServer:
                 out[i] = r
         return out
 
-    def _record_shadow(self, item, result) -> None:
-        v, model, records, rid, alias, _ = item
-        snapshot = snapshot_id(model)
-        failed = isinstance(result, Exception)
-        self._logged(rid, v, SHADOW, alias, snapshot, records, None if failed else result[0], None, 500 if failed else 200)
+    def _record_shadow(self, items: list, results: list) -> None:
+        """A scored shadow batch: its rows into the log, its counts into the metrics once per version."""
+        counts: dict[tuple[int, bool], int] = {}
+        for (v, model, records, rid, alias, _), result in zip(items, results):
+            failed = isinstance(result, Exception)
+            counts[(v, failed)] = counts.get((v, failed), 0) + 1
+            self._logged(rid, v, SHADOW, alias, snapshot_id(model), records, None if failed else result[0], None,
+                         500 if failed else 200, count=False)
+        for (v, failed), n in counts.items():
+            self.metrics.answered(v, SHADOW, None, failed=failed, n=n)
 
     # ------------------------------------------------------------------ the other routes
     @api.get("/model")

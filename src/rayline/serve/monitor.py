@@ -63,11 +63,11 @@ class ServeMetrics:
         for name in outside:
             self.outside.inc(tags={"feature": name})
 
-    def answered(self, version: int, role: str, latency_ms: float | None, failed: bool = False) -> None:
+    def answered(self, version: int, role: str, latency_ms: float | None, failed: bool = False, n: int = 1) -> None:
         tags = {"model_version": str(version), "role": role}
-        self.requests.inc(tags=tags)
+        self.requests.inc(n, tags=tags)
         if failed:
-            self.errors.inc(tags=tags)
+            self.errors.inc(n, tags=tags)
         if latency_ms is not None:
             self.latency.observe(latency_ms, tags=tags)
 

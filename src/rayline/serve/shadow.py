@@ -21,7 +21,7 @@ GATHER_S = 0.02
 
 class ShadowRunner:
     def __init__(self, score: Callable[[list], list], record: Callable[[Any, Any], None], queue: int, timeout_s: float):
-        """`score(items)` -> one result per item (as `predict_items`); `record(item, result)` logs it."""
+        """`score(items)` -> one result per item (as `predict_items`); `record(items, results)` logs them."""
         self.score, self.record, self.timeout_s = score, record, timeout_s
         self.queue: asyncio.Queue = asyncio.Queue(maxsize=queue)
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="rayline-shadow")
@@ -61,15 +61,13 @@ class ShadowRunner:
                 continue
             except Exception as e:  # noqa: BLE001 - the shadow never fails anything live
                 results = [e] * len(items)
-            for item, result in zip(items, results):
-                if isinstance(result, Exception):
-                    self.counts["errors"] += 1
-                else:
-                    self.counts["scored"] += 1
-                try:
-                    self.record(item, result)
-                except Exception as e:  # noqa: BLE001
-                    log.warning(json.dumps({"event": "shadow_record_failed", "error": str(e)[:200]}))
+            failed = sum(isinstance(r, Exception) for r in results)
+            self.counts["errors"] += failed
+            self.counts["scored"] += len(results) - failed
+            try:
+                self.record(items, results)  # one call per batch: metrics once per version, not per request
+            except Exception as e:  # noqa: BLE001
+                log.warning(json.dumps({"event": "shadow_record_failed", "error": str(e)[:200]}))
 
     def stats(self) -> dict:
         return {**self.counts, "queued": self.queue.qsize()}
