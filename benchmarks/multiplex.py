@@ -80,7 +80,8 @@ def mux_app(root: str, name: str):
             model_id = serve.get_multiplexed_model_id()
             model = await self.get_model(model_id)
             answer, version = await self.score((int(model_id), model, [await request.json()], False, False))
-            return {"predictions": answer, "model_version": version, "bytes": model.nbytes}
+            return {"predictions": answer, "model_version": version,
+                    "bytes": model.nbytes + (model.lookups.nbytes if model.lookups is not None else 0)}
 
     return Multiplexed.bind()
 

@@ -86,7 +86,8 @@ def test_the_replica_holds_every_arm_and_the_shadow_and_evicts_only_unused_versi
     h.follow([("production", 90), ("candidate", 10)], ("shadow", 1.0))
     assert h.current == (1, models[1]) and sorted(h.routes.loaded) == [1, 2, 3] and loads == [1, 2, 3]
     assert h.routes.describe()["arms"][1] == {"alias": "candidate", "version": 2, "share": 0.1}
-    assert set(h.memory()) == {"1", "2", "3"} and all(b > 0 for b in h.memory().values())
+    mem = h.memory()["versions"]
+    assert set(mem) == {"1", "2", "3"} and all(b > 0 for b in mem.values())
 
     async def pin():
         return await h.version(4)

@@ -132,7 +132,8 @@ def test_the_split_routes_each_key_as_its_hash_says_and_sticks(app, flights):
     assert got == want and all(again[k] == want[k] for k in again)     # every key where its hash says, every time
     assert {prod, cand} == set(got.values())
     info = httpx.get(f"{d.url}/model", timeout=30).json()
-    assert [a["version"] for a in info["routes"]["arms"]] == [prod, cand] and len(info["memory_bytes"]) == 3
+    assert [a["version"] for a in info["routes"]["arms"]] == [prod, cand] and len(info["memory_bytes"]["versions"]) == 3
+    assert len(info["memory_bytes"]["lookup_snapshots"]) == 1       # the versions share the snapshot they were evaluated on
 
 
 def test_a_failing_shadow_is_never_returned_and_never_fails_the_live_answer(app, flights):

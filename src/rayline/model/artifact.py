@@ -102,13 +102,11 @@ class LoadedModel:
 
     @functools.cached_property
     def nbytes(self) -> int:
-        """Memory this version holds in a replica: parameters (or the booster's trees) and its
-        lookup snapshot."""
+        """Memory this version's parameters (or the booster's trees) hold in a replica; its lookup
+        snapshot, which versions can share, is counted apart (`Lookups.nbytes`)."""
         if self.booster is not None:
-            size = len(self.booster.save_raw("ubj"))
-        else:
-            size = sum(t.numel() * t.element_size() for t in self.net.state_dict().values())
-        return size + (self.lookups.nbytes if self.lookups is not None else 0)
+            return len(self.booster.save_raw("ubj"))
+        return sum(t.numel() * t.element_size() for t in self.net.state_dict().values())
 
     @functools.cached_property
     def contract(self) -> Contract:

@@ -42,9 +42,19 @@ def registry_hooks(storage_root: str, name: str, device: str, follow: str = "mod
         mv = registry.get(version)
         return {"metrics": mv.metrics, "lineage": public_lineage(mv.lineage)}
 
+    own_snapshots: dict[str, object] = {}  # id -> Lookups: versions evaluated on one snapshot share it in memory
+
     def load(ref: str):  # the model, and the lookup snapshot it was evaluated with (none when "none")
         v, model = registry.load(ref, device=device)
-        model.lookups = snapshot_of(registry, v, model.spec, "none" if follow == "none" else "model")
+        sid = (registry.get(v).lineage.get("lookups") or {}).get("snapshot")
+        if follow != "none" and sid in own_snapshots:
+            model.lookups = own_snapshots[sid]
+        else:
+            model.lookups = snapshot_of(registry, v, model.spec, "none" if follow == "none" else "model")
+            if model.lookups is not None:
+                while len(own_snapshots) >= 4:  # a few: the versions a replica holds at once
+                    own_snapshots.pop(next(iter(own_snapshots)))
+                own_snapshots[model.lookups.snapshot] = model.lookups
         return v, model
 
     def refresh(version: int, model: LoadedModel) -> LoadedModel | None:
@@ -182,9 +192,11 @@ class ModelHolder:
                 del self.models[v]
                 self.infos.pop(v, None)
 
-    def memory(self) -> dict[str, int]:
-        """Bytes per loaded version (parameters or trees, and the lookup snapshot)."""
-        return {str(v): m.nbytes for v, m in self.models.items()}
+    def memory(self) -> dict:
+        """Bytes per loaded version (parameters or trees) and per lookup snapshot (shared by the
+        versions evaluated on it)."""
+        snapshots = {m.lookups.snapshot: m.lookups.nbytes for m in self.models.values() if m.lookups is not None}
+        return {"versions": {str(v): m.nbytes for v, m in self.models.items()}, "lookup_snapshots": snapshots}
 
     async def version(self, version: int) -> LoadedModel:
         """A pinned version: loaded in a worker thread, once, with unknown versions remembered."""
