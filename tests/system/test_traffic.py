@@ -180,7 +180,9 @@ def test_outcomes_joined_back_rank_the_versions_as_planted(app, flights):
     sets = [x for o in _overrides(storage) for x in ("--set", o)]
     r = CliRunner().invoke(cli, ["live", "--config", str(FLIGHTS_CONFIG), *sets, "--json"])
     assert r.exit_code == 0, r.output
-    cli_by = {v["version"]: v for v in json.loads(r.output.strip().splitlines()[-1])["versions"] if v["role"] == "live"}
+    # the summary line (the test's Ray also forwards the replicas' log lines to this process's output)
+    summary = next(json.loads(line) for line in reversed(r.output.splitlines()) if line.startswith('{"'))
+    cli_by = {v["version"]: v for v in summary["versions"] if v["role"] == "live"}
     assert cli_by[prod]["auc"] == pytest.approx(by[prod]["auc"]) and cli_by[cand]["outcomes"] == by[cand]["outcomes"]
 
 
