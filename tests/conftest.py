@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -318,3 +319,17 @@ def inputs_of(spec, records: list[dict]):
 
     table, _ = Contract(spec).check_records(records)
     return spec.transform(table)
+
+
+def exported_metrics(wanted: tuple[str, ...], timeout_s: float = 60) -> list[str]:
+    """Ray's Prometheus export, polled until it carries every string in `wanted` (metrics reach it
+    every few seconds); returns those still missing."""
+    import httpx
+
+    deadline, text = time.time() + timeout_s, ""
+    while time.time() < deadline:
+        text = httpx.get(f"http://127.0.0.1:{METRICS_PORT}/metrics", timeout=10).text
+        if all(w in text for w in wanted):
+            break
+        time.sleep(2)
+    return [w for w in wanted if w not in text]

@@ -27,7 +27,7 @@ from rayline.serve.deploy import deploy
 from rayline.serve.live import PREDICTION_SCHEMA
 from rayline.serve.partlog import read_parts
 from rayline.serve.traffic import Arm, Routes, key_point
-from tests.conftest import FLIGHTS_CONFIG, METRICS_PORT, SERVE_PORT
+from tests.conftest import FLIGHTS_CONFIG, SERVE_PORT, exported_metrics
 
 APP, PREFIX = "traffic", "/traffic"
 
@@ -187,14 +187,8 @@ def test_outcomes_joined_back_rank_the_versions_as_planted(app, flights):
 
 
 def test_versions_and_roles_are_prometheus_series(app, flights):
-    wanted = ("rayline_requests", 'role="shadow"', 'role="live"', "rayline_request_latency_ms_bucket")
-    deadline, text = time.time() + 60, ""
-    while time.time() < deadline:
-        text = httpx.get(f"http://127.0.0.1:{METRICS_PORT}/metrics", timeout=10).text
-        if all(w in text for w in wanted):
-            break
-        time.sleep(2)
-    assert all(w in text for w in wanted), [w for w in wanted if w not in text]
+    missing = exported_metrics(("rayline_requests", 'role="shadow"', 'role="live"', "rayline_request_latency_ms_bucket"))
+    assert not missing, f"not exported: {missing}"
 
 
 def test_weights_change_under_load_with_zero_failed_requests(app, flights):
