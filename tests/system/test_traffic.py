@@ -187,6 +187,9 @@ def test_outcomes_joined_back_rank_the_versions_as_planted(app, flights):
 
 
 def test_versions_and_roles_are_prometheus_series(app, flights):
+    _, _, d, _, _, _ = app
+    for i in range(10):  # live answers, each mirrored to the shadow
+        assert _post(d.url, flights[0][i], f"m-{i}").status_code == 200
     missing = exported_metrics(("rayline_requests", 'role="shadow"', 'role="live"', "rayline_request_latency_ms_bucket"))
     assert not missing, f"not exported: {missing}"
 
