@@ -89,3 +89,63 @@ def test_replicas_merge_exactly_and_old_buckets_leave_the_window():
     assert merged["features"] == alone["features"]
     clock.t += 1000  # all of it is older than the window now
     assert drift_report(spec, [a.snapshot(), b.snapshot()], clock() - 300, 300)["records_in_window"] == 0
+
+
+def _fitted_spec(rng):
+    """A spec whose bins come from the fit's own sample of training values (as the ingest does)."""
+    from rayline.features.fit import Sample
+
+    sample = Sample()
+    for _ in range(8):  # eight ingest batches
+        sample = sample.merge(Sample.of(rng.normal(500, 100, 20_000)))
+    edges, shares = sample.bins()
+    return FeatureSpec(
+        numeric=[NumericSpec(name="distance", mean=500, std=100, impute=500, min=0, max=1000, null_fraction=0,
+                             missing_indicator=False, bins=edges, bin_shares=shares)],
+        categorical=[CategoricalSpec(name="carrier", vocabulary=["UA", "AA", "DL"], frequencies=[0.5, 0.3, 0.2])],
+        time=[], label=LabelSpec(column="y", task="binary"))
+
+
+def test_psi_is_near_zero_for_the_training_distribution_and_large_for_a_shift():
+    rng = np.random.default_rng(1)
+    spec = _fitted_spec(rng)
+    assert len(spec.numeric[0].bins) == 9 and all(abs(s - 0.1) < 0.02 for s in spec.numeric[0].bin_shares)
+    same, shifted = DriftTracker(spec), DriftTracker(spec)
+    carriers = rng.choice(["UA", "AA", "DL"], 4000, p=[0.5, 0.3, 0.2])
+    _feed(same, spec, [{"distance": float(v), "carrier": c} for v, c in zip(rng.normal(500, 100, 4000), carriers)])
+    _feed(shifted, spec, [{"distance": float(v), "carrier": c}
+                          for v, c in zip(rng.normal(600, 100, 4000), rng.choice(["UA", "ZZ"], 4000))])
+    stable, moved = same.report(), shifted.report()
+    assert stable["features"]["distance"]["psi"] < 0.02 and stable["features"]["carrier"]["psi"] < 0.02
+    # a one-standard-deviation shift is a PSI near 1 by the usual reading (> 0.25: a real shift)
+    assert moved["features"]["distance"]["psi"] > 0.5
+    assert moved["features"]["carrier"]["psi"] > 1.0          # half out of vocabulary, no AA or DL
+    assert moved["psi_max"]["feature"] == "carrier" and stable["psi_max"]["psi"] < 0.02
+
+
+def test_psi_of_merged_replicas_equals_one_tracker_seeing_everything():
+    rng = np.random.default_rng(2)
+    spec = _fitted_spec(rng)
+    records = [{"distance": float(v), "carrier": c}
+               for v, c in zip(rng.normal(550, 120, 3000), rng.choice(["UA", "AA", "XX"], 3000))]
+    one, a, b = DriftTracker(spec), DriftTracker(spec), DriftTracker(spec)
+    _feed(one, spec, records)
+    _feed(a, spec, records[:1000])
+    _feed(b, spec, records[1000:])
+    merged = a.report([b.snapshot()])
+    for name in ("distance", "carrier"):
+        assert math.isclose(merged["features"][name]["psi"], one.report()["features"][name]["psi"], rel_tol=1e-12)
+
+
+def test_psi_is_absent_without_training_bins_or_records():
+    spec = _spec()  # fitted before bins existed
+    tracker = DriftTracker(spec)
+    assert tracker.report()["features"]["distance"]["psi"] is None   # no records yet
+    _feed(tracker, spec, [{"distance": 500.0, "temp": 50.0, "carrier": "UA"}])
+    report = tracker.report()
+    assert report["features"]["distance"]["psi"] is None and report["features"]["carrier"]["psi"] is not None
+    # an old replica's snapshot (no histograms) merges without error
+    old = tracker.snapshot()
+    for bucket in old["buckets"].values():
+        bucket.pop("hist")
+    assert drift_report(spec, [old], 0)["records_in_window"] == 1

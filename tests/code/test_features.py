@@ -33,6 +33,13 @@ def test_partial_stats_merge_equals_whole(fitted):
     for m, w in zip(merged.numeric, whole.numeric):
         assert m.mean == pytest.approx(w.mean, rel=1e-12) and m.std == pytest.approx(w.std, rel=1e-9)
     assert merged.categorical == whole.categorical
+    seats = next(f for f in whole.numeric if f.name == "seats")      # drift's PSI bins: the training deciles
+    x = np.arange(500) % 200
+    assert seats.bins == np.quantile(x, np.arange(1, 10) / 10, method="inverted_cdf").tolist()
+    assert seats.bin_shares == pytest.approx(np.bincount(np.searchsorted(seats.bins, x, side="right")) / 500)
+    assert all(abs(s - 0.1) < 0.01 for s in seats.bin_shares)
+    elevation = next(f for f in whole.numeric if f.name == "elevation")  # one value: one bin, all of it
+    assert elevation.bins == [] and elevation.bin_shares == [1.0]
 
 
 def test_moments_merge_is_chan_exact():

@@ -3,7 +3,9 @@
 Each batch of training rows yields a small :class:`PartialStats` (counts, means, M2, min/max,
 value counts) in the same pass that validates and splits it; the driver merges them with
 Chan's parallel update, which is exact and numerically stable, and builds the spec. No second
-pass over the data is needed to fit.
+pass over the data is needed to fit. Each batch also keeps a systematic sample of each numeric
+feature (at most SAMPLE_PER_BATCH values, weighted by the rows they stand for): the deciles
+drift's PSI bins by come from the merged sample.
 """
 
 from __future__ import annotations
@@ -52,6 +54,40 @@ class Moments:
         return float(np.sqrt(self.m2 / self.n)) if self.n > 1 else 0.0
 
 
+SAMPLE_PER_BATCH, DRIFT_BINS = 512, 10
+
+
+@dataclass
+class Sample:
+    """A weighted sample of one feature's present values (for quantiles; merged by concatenation)."""
+    values: list[float] = field(default_factory=list)
+    weights: list[float] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, values: np.ndarray) -> "Sample":
+        ok = values[~np.isnan(values)]
+        if ok.size == 0:
+            return cls()
+        picked = ok[:: max(1, -(-ok.size // SAMPLE_PER_BATCH))]
+        return cls(picked.tolist(), [ok.size / picked.size] * picked.size)
+
+    def merge(self, o: "Sample") -> "Sample":
+        return Sample(self.values + o.values, self.weights + o.weights)
+
+    def bins(self, k: int = DRIFT_BINS) -> tuple[list[float], list[float]]:
+        """(interior edges at the weighted 1/k..(k-1)/k quantiles, ties merged; share per bin)."""
+        if not self.values:
+            return [], []
+        x, w = np.asarray(self.values), np.asarray(self.weights)
+        order = np.argsort(x, kind="stable")
+        x, w = x[order], w[order]
+        cdf = np.cumsum(w) / w.sum()
+        edges = np.unique(x[np.minimum(np.searchsorted(cdf, np.arange(1, k) / k), len(x) - 1)])
+        edges = edges[edges > x[0]]  # an edge at the minimum would leave the first bin empty
+        shares = np.bincount(np.searchsorted(edges, x, side="right"), weights=w, minlength=len(edges) + 1) / w.sum()
+        return edges.tolist(), shares.tolist()
+
+
 @dataclass
 class PartialStats:
     rows: int = 0
@@ -60,11 +96,14 @@ class PartialStats:
     cat_nulls: dict[str, int] = field(default_factory=dict)
     label: Moments = field(default_factory=Moments)
     learned: Moments = field(default_factory=Moments)  # of the transformed target (label.transform)
+    samples: dict[str, Sample] = field(default_factory=dict)
 
     def merge(self, o: "PartialStats") -> "PartialStats":
         out = PartialStats(rows=self.rows + o.rows, label=self.label.merge(o.label), learned=self.learned.merge(o.learned))
         for k in self.numeric.keys() | o.numeric.keys():
             out.numeric[k] = self.numeric.get(k, Moments()).merge(o.numeric.get(k, Moments()))
+        for k in self.samples.keys() | o.samples.keys():
+            out.samples[k] = self.samples.get(k, Sample()).merge(o.samples.get(k, Sample()))
         for k in self.categorical.keys() | o.categorical.keys():
             out.categorical[k] = self.categorical.get(k, Counter()) + o.categorical.get(k, Counter())
             out.cat_nulls[k] = self.cat_nulls.get(k, 0) + o.cat_nulls.get(k, 0)
@@ -79,6 +118,7 @@ class PartialStats:
             "cat_nulls": self.cat_nulls,
             "label": vars(self.label),
             "learned": vars(self.learned),
+            "samples": {k: vars(v) for k, v in self.samples.items()},
         }
 
     @classmethod
@@ -90,6 +130,7 @@ class PartialStats:
             cat_nulls=dict(d["cat_nulls"]),
             label=Moments(**d["label"]),
             learned=Moments(**d["learned"]),
+            samples={k: Sample(**v) for k, v in d.get("samples", {}).items()},
         )
 
 
@@ -103,6 +144,7 @@ def partial_stats(table: pa.Table, feats: FeaturesConfig, label: np.ndarray | No
         if f.clip is not None:
             x = np.clip(x, f.clip[0], f.clip[1])
         out.numeric[f.name] = Moments.of(x)
+        out.samples[f.name] = Sample.of(x)
     for f in feats.categorical:
         col = coerce(table.column(f.name), "string")[0]
         vc = pc.value_counts(col)
@@ -121,12 +163,14 @@ def build_spec(stats: PartialStats, cfg: RaylineConfig, constraints: dict | None
     numeric = []
     for f in feats.numeric:
         m = stats.numeric.get(f.name, Moments())
+        edges, shares = stats.samples.get(f.name, Sample()).bins()
         numeric.append(NumericSpec(
             name=f.name, mean=m.mean if m.n else 0.0, std=m.std if m.std > 0 else 1.0,
             impute=m.mean if m.n else 0.0, min=m.min if m.n else None, max=m.max if m.n else None,
             # Only for features with missing training values (sklearn's "missing-only"): an
             # indicator that is always 0 in training never learns, yet would fire at serving time.
             null_fraction=m.nulls / rows, missing_indicator=f.missing_indicator and m.nulls > 0, clip=f.clip,
+            bins=edges, bin_shares=shares,
         ))
     categorical = []
     for f in feats.categorical:

@@ -50,6 +50,11 @@ class NumericSpec(_Spec):
     null_fraction: float
     missing_indicator: bool
     clip: tuple[float, float] | None = None
+    # The training distribution, for drift (PSI): interior bin edges (training deciles, ties
+    # merged) and the share of present training values per bin (len(bins) + 1). Empty in specs
+    # fitted before they existed: PSI is then not computed for the feature.
+    bins: list[float] = Field(default_factory=list)
+    bin_shares: list[float] = Field(default_factory=list)
 
 
 class CategoricalSpec(_Spec):

@@ -11,6 +11,12 @@ Non-finite numbers never get here (the contract rejects them).
 A feature is flagged when the window's clipped mean moved by more than `z` training standard
 deviations, or its out-of-range (numeric) or out-of-vocabulary (categorical) share exceeds
 `share` (and twice its training share for categories).
+
+Each bucket also holds a histogram per feature: numeric values over the training deciles
+(`NumericSpec.bins`), categories per model code (missing, out of vocabulary, each value). From
+them the report gives each feature's population stability index against training,
+PSI = sum over bins of (recent - train) * ln(recent / train), shares floored at PSI_FLOOR so an
+empty bin stays finite. By the usual reading, below 0.1 is stable, above 0.25 a real shift.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import pyarrow as pa
 from rayline.features.spec import OOV_INDEX, FeatureSpec, ModelInputs, numeric_matrix
 
 WINDOW_S, BUCKET_S = 900, 60
+PSI_FLOOR = 1e-4
 NUM_FIELDS = ("present", "missing", "below", "above", "sum", "sumsq")
 
 
@@ -92,6 +99,8 @@ class DriftTracker:
         hi = np.array([math.inf if f.max is None else f.max for f in spec.numeric])
         bounded = np.isfinite(lo) & np.isfinite(hi)  # sums are clipped only where both ends are known
         self._bounds = (lo, hi, np.where(bounded, lo, -math.inf), np.where(bounded, hi, math.inf))
+        self._edges = [np.asarray(f.bins, dtype=np.float64) for f in spec.numeric]
+        self._cards = [c.cardinality for c in spec.categorical]
 
     def observe(self, table: pa.Table, inputs: ModelInputs, missed: dict[str, np.ndarray] | None = None) -> list[str]:
         """Count a batch of typed input columns; return the numeric features with values outside
@@ -110,19 +119,26 @@ class DriftTracker:
             n_present = present.sum(axis=0)
             num = np.stack([n_present, rows - n_present, below, above, c.sum(axis=0), (c * c).sum(axis=0)], axis=1)
             outside = [numeric[j].name for j in np.flatnonzero(below + above)]
+            hist = [np.bincount(np.searchsorted(e, x[present[:, j], j], side="right"), minlength=len(e) + 1)
+                    for j, e in enumerate(self._edges)]
+        else:
+            hist = []
         codes = inputs.cat if len(inputs) else np.zeros((0, len(categorical)), np.int64)
         cat = np.stack([np.full(len(categorical), rows), (codes == OOV_INDEX).sum(axis=0), (codes == 0).sum(axis=0)], axis=1)
+        hist += [np.bincount(np.clip(codes[:, j], 0, k - 1), minlength=k) for j, k in enumerate(self._cards)]
         key = int(self.clock() // self.bucket_s) * self.bucket_s
         with self.lock:
             bucket = self.buckets.get(key)
             if bucket is None:
                 bucket = self.buckets[key] = {"records": 0, "num": np.zeros_like(num), "cat": np.zeros(cat.shape, np.int64),
-                                              "misses": {}}
+                                              "misses": {}, "hist": [np.zeros(len(h), np.int64) for h in hist]}
             bucket["records"] += rows
             for name, mask in (missed or {}).items():
                 bucket["misses"][name] = bucket["misses"].get(name, 0) + int(mask.sum())
             bucket["num"] += num
             bucket["cat"] += cat
+            for acc, h in zip(bucket["hist"], hist):
+                acc += h
             self.n += rows
             self.batches += 1
             oldest = self.clock() - self.window_s
@@ -141,7 +157,9 @@ class DriftTracker:
                     features[f.name] = [int(v) if i in int_fields else float(v) for i, v in enumerate(b["num"][j])]
                 for j, c in enumerate(self.spec.categorical):
                     features[c.name] = [int(v) for v in b["cat"][j]]
-                buckets[k] = {"records": b["records"], "features": features, "misses": dict(b.get("misses", {}))}
+                names = [f.name for f in self.spec.numeric] + [c.name for c in self.spec.categorical]
+                buckets[k] = {"records": b["records"], "features": features, "misses": dict(b.get("misses", {})),
+                              "hist": {n: h.tolist() for n, h in zip(names, b["hist"])}}
             return {"records": self.n, "batches": self.batches, "buckets": buckets}
 
     def report(self, others: list[dict] = ()) -> dict:
@@ -154,6 +172,7 @@ def drift_report(spec: FeatureSpec, snapshots: list[dict], since: float, window_
     """Merge snapshots (one per replica) over the buckets newer than `since` and compare with
     the training statistics."""
     total: dict[str, list[float]] = {}
+    hist: dict[str, np.ndarray] = {}
     records, misses = 0, {name: 0 for name in lookup_names(spec)}
     for snap in snapshots:
         for key, b in snap["buckets"].items():
@@ -166,6 +185,12 @@ def drift_report(spec: FeatureSpec, snapshots: list[dict], since: float, window_
                 acc = total.setdefault(name, [0] * len(vals))
                 for k, val in enumerate(vals):
                     acc[k] += val
+            for name, counts in b.get("hist", {}).items():  # absent in snapshots from older replicas
+                h = np.asarray(counts, np.int64)
+                if name not in hist:
+                    hist[name] = h
+                elif len(hist[name]) == len(h):
+                    hist[name] = hist[name] + h
     feats = {}
     for f in spec.numeric:
         present, missing, below, above, s, _ = total.get(f.name, [0] * len(NUM_FIELDS))
@@ -176,18 +201,36 @@ def drift_report(spec: FeatureSpec, snapshots: list[dict], since: float, window_
         feats[f.name] = {"kind": "numeric", "train_mean": f.mean, "train_std": f.std, "recent_mean_clipped": mean,
                          "shift_in_std": shift, "out_of_training_range": oor, "below_training_min": below,
                          "above_training_max": above, "missing": missing / seen if seen else 0.0,
-                         "train_missing": f.null_fraction,
+                         "train_missing": f.null_fraction, "psi": _psi(f.bin_shares, hist.get(f.name)),
                          "drifted": bool((shift is not None and abs(shift) > z) or oor > share)}
     for c in spec.categorical:
         n, oov, missing = total.get(c.name, [0, 0, 0])
         share_oov = oov / n if n else 0.0
         feats[c.name] = {"kind": "categorical", "out_of_vocabulary": share_oov, "train_out_of_vocabulary": c.oov_fraction,
                          "missing": missing / n if n else 0.0, "train_missing": c.null_fraction,
+                         "psi": _psi([c.null_fraction, c.oov_fraction, *c.frequencies], hist.get(c.name)),
                          "drifted": bool(share_oov > max(share, 2 * c.oov_fraction))}
+    psis = {k: v["psi"] for k, v in feats.items() if v["psi"] is not None}
+    top = max(psis, key=psis.get) if psis else None
     return {"window_s": window_s, "replicas_reporting": len(snapshots), "records_in_window": records,
             "drifted": sorted(k for k, v in feats.items() if v["drifted"]), "features": feats,
+            "psi_max": {"feature": top, "psi": psis[top]} if top else None,
             # records whose key found no row, per lookup (their looked-up columns counted as missing)
             "lookup_misses": {name: {"records": n, "share": n / records if records else 0.0} for name, n in misses.items()}}
+
+
+def psi(expected, actual) -> float:
+    """Population stability index of `actual` (shares or counts) against `expected` (shares)."""
+    e = np.asarray(expected, np.float64)
+    a = np.asarray(actual, np.float64)
+    e, a = np.maximum(e / e.sum(), PSI_FLOOR), np.maximum(a / a.sum(), PSI_FLOOR)
+    return float(((a - e) * np.log(a / e)).sum())
+
+
+def _psi(expected: list[float], counts: np.ndarray | None) -> float | None:
+    if counts is None or not len(expected) or len(expected) != len(counts) or counts.sum() == 0 or sum(expected) <= 0:
+        return None
+    return psi(expected, counts)
 
 
 def lookup_names(spec: FeatureSpec) -> list[str]:
