@@ -589,6 +589,49 @@ class PromoteConfig(_Model):
                                    "on the test split: +margin for AUC, a fraction (margin x baseline) for losses and RMSE")
 
 
+class WatchTriggers(_Model):
+    """What makes `rayline watch` retrain. Each is off when null (or false)."""
+
+    drift_psi: float | None = Field(0.25, gt=0, description="retrain when a feature's PSI against training, from "
+                                    "the endpoint's counts over its 15-minute window, exceeds this")
+    drift_min_records: int = Field(1000, ge=1, description="... once the window holds at least this many records")
+    new_data: bool = Field(True, description="retrain when the sources differ from those production was trained on")
+    every_s: float | None = Field(None, gt=0, description="retrain when production is older than this")
+    live_metric_drop: float | None = Field(None, gt=0, description="retrain when production's live metric is this "
+                                           "much worse than its test figure over live_window_s (binary: AUC points, "
+                                           "multiclass: accuracy points, regression: RMSE as a fraction)")
+    min_outcomes: int = Field(500, ge=1, description="fewest outcomes the live-metric trigger judges by")
+    live_window_s: float = Field(3600, gt=0, description="how far back the live-metric trigger looks")
+
+
+class CanaryConfig(_Model):
+    """How a retrained version that passed the offline gate proves itself on live traffic."""
+
+    enabled: bool = Field(True, description="false: promote on the offline gate alone")
+    alias: str = Field("candidate", pattern=ALIAS_PATTERN, description="the alias the candidate is served under")
+    weight: float = Field(10, gt=0, lt=100, description="percent of the traffic the candidate gets")
+    min_s: float = Field(600, ge=0, description="the shortest canary: no verdict before it")
+    max_s: float = Field(6 * 3600, gt=0, description="the longest: a candidate not proven by then is rolled back")
+    min_requests: int = Field(500, ge=1, description="requests each version must have answered for a verdict")
+    min_outcomes: int = Field(500, ge=1, description="outcomes each version needs to be judged on its metric; "
+                              "before that (or without outcomes) errors and latency decide")
+    margin: float = Field(0.01, ge=0, description="how much worse the candidate's live metric may be (AUC or "
+                          "accuracy points; RMSE as a fraction) and still be promoted")
+    confidence: float = Field(0.95, gt=0.5, lt=1, description="the one-sided confidence of that comparison")
+    max_error_rate_increase: float = Field(0.005, ge=0, description="candidate error rate minus production's")
+    max_latency_ratio: float = Field(1.5, gt=1, description="candidate p95 latency over production's")
+
+
+class WatchConfig(_Model):
+    """The closed loop (`rayline watch`): triggers -> retrain -> offline gate -> canary -> promote or roll back."""
+
+    interval_s: float = Field(300, gt=0, description="seconds between looks (rayline watch without --once)")
+    triggers: WatchTriggers = Field(default_factory=WatchTriggers)
+    canary: CanaryConfig = Field(default_factory=CanaryConfig)
+    lease_s: float = Field(4 * 3600, gt=0, description="a retrain claimed longer ago than this (its watcher died) "
+                           "may be taken over by another watcher")
+
+
 class TrackingConfig(_Model):
     """Experiment tracking: every training and tuning run recorded in MLflow (from the driver)."""
 
@@ -637,6 +680,7 @@ class RaylineConfig(_Model):
     promote: PromoteConfig = Field(default_factory=PromoteConfig)
     tune: TuneConfig = Field(default_factory=TuneConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    watch: WatchConfig = Field(default_factory=WatchConfig)
 
     @model_validator(mode="after")
     def _moved_fields(self) -> "RaylineConfig":

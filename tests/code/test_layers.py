@@ -1,7 +1,7 @@
 """The architecture's layers, from the import graph: no arrow runs upward or sideways.
 
 Bottom to top: config and base; the feature contract; data and model; train and evaluate; the
-registry (which knows no stage) and tuning; serve and batch; lineage and tracking (what a run becomes); the pipeline; the CLI.
+registry (which knows no stage) and tuning; serve and batch; lineage and tracking (what a run becomes); the pipeline; the closed loop (watch); the CLI.
 A module may import its own package and any lower layer, nothing else.
 """
 
@@ -20,6 +20,7 @@ LAYERS = [
     {"serve", "batch"},
     {"lineage", "tracking"},
     {"pipeline"},
+    {"watch"},
     {"cli"},
 ]
 LAYER = {pkg: i for i, layer in enumerate(LAYERS) for pkg in layer}

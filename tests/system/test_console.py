@@ -88,9 +88,21 @@ def test_a_signal_to_the_whole_process_group_leaves_nothing_behind(flights_model
                 break
             lines.append(line.rstrip("\n"))
         assert lines and lines[-1].startswith("serving "), "\n".join(lines[-40:])
-        started = psutil.Process(proc.pid).children(recursive=True)
+        # Serve reloads HAProxy (a new process takes the sockets, the old one drains and exits) as
+        # replicas come and go, so one look at the tree can catch the outgoing HAProxy with its
+        # listeners closed: look again, each time at a fresh tree, until a whole snapshot is taken
+        # between reloads; remember every process seen for the end check.
+        seen: dict[int, psutil.Process] = {}
+        for _ in range(60):
+            tree = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+            seen.update({p.pid: p for p in tree[1:]})
+            http, wildcard = _listeners(tree, port)
+            if {p for n, _, p in http if n == "haproxy"} >= {port}:
+                break
+            time.sleep(0.5)
+        started = list(seen.values())
         assert any(p.name() == "haproxy" for p in started), [p.name() for p in started]
-        _check_listeners([psutil.Process(proc.pid), *started], port)
+        _check_listeners(http, wildcard, port)
         t0 = time.time()
         os.killpg(proc.pid, signal.SIGTERM)                       # the whole group, not rayline alone
         rest, _ = proc.communicate(timeout=60)
@@ -114,11 +126,8 @@ def test_a_signal_to_the_whole_process_group_leaves_nothing_behind(flights_model
         assert s.connect_ex(("127.0.0.1", port)) != 0
 
 
-def _check_listeners(procs, port: int) -> None:
-    """Every listening socket of an embedded `rayline serve`, against the set the README documents:
-    HTTP only on serve.host (HAProxy's frontend and exporter, each replica's server in
-    30000-31000, Serve's proxy actor, the dashboard on 127.0.0.1); on other addresses only Ray's
-    own token-authenticated gRPC servers (GCS, raylet, core workers, agents)."""
+def _listeners(procs, port: int) -> tuple[list, list]:
+    """(HTTP listeners, other non-loopback listeners) of these processes, as (name, ip, port)."""
     import psutil
 
     http, wildcard = [], []
@@ -133,7 +142,16 @@ def _check_listeners(procs, port: int) -> None:
                 http.append((name, a.ip, a.port))
             elif a.ip != "127.0.0.1":
                 wildcard.append((name, a.ip, a.port))
+    return http, wildcard
+
+
+def _check_listeners(http: list, wildcard: list, port: int) -> None:
+    """Every listening socket of an embedded `rayline serve`, against the set the README documents:
+    HTTP only on serve.host (HAProxy's frontend and exporter, each replica's server in
+    30000-31000, Serve's proxy actor, the dashboard on 127.0.0.1); on other addresses only Ray's
+    own token-authenticated gRPC servers (GCS, raylet, core workers, agents)."""
     assert http and all(ip == "127.0.0.1" for _, ip, _ in http), http
-    assert {p for n, _, p in http if n == "haproxy"} >= {port} and len([1 for n, *_ in http if n == "haproxy"]) == 2, http
+    haproxy = {p for n, _, p in http if n == "haproxy"}
+    assert haproxy >= {port} and len(haproxy) == 2, http      # the frontend and its exporter (per process)
     ray_own = ("gcs_server", "raylet", "ray::", "python", "rayline")  # Ray's gRPC servers, its agents, the driver's core worker
     assert all(n.startswith(ray_own) for n, _, _ in wildcard), wildcard

@@ -336,6 +336,24 @@ def outcomes(config: ConfigOpt, input: Annotated[str, typer.Option("--input", he
     run_stage(config, set_, as_json, stage)
 
 
+@app.command("watch")
+def watch_cmd(config: ConfigOpt, set_: SetOpt = None, address: AddressOpt = None,
+              once: Annotated[bool, typer.Option("--once", help="one look (and its actions), then exit: for a cron job")] = False,
+              dry_run: Annotated[bool, typer.Option("--dry-run", help="say what it would do and why; change nothing")] = False,
+              as_json: JsonOpt = False) -> None:
+    """The closed loop, per the config's watch section: on drift, new data, a schedule or a live
+    metric falling: retrain -> offline gate -> canary -> promote, or roll back; every step in the
+    journal, the alias history and MLflow. Runs on the cluster that serves (default: the running one)."""
+    from rayline.watch import watch
+
+    def stage(cfg, storage):
+        from rayline import layout
+
+        steps = watch(cfg, storage, once=once or dry_run, dry_run=dry_run, progress=progress)
+        return {"steps": steps, "journal": storage.uri(layout.watch_journal(cfg.name, cfg.serve.app_name))}
+    run_stage(config, set_, as_json, stage, render.watch, ray=True, address=address or "auto")
+
+
 @app.command()
 def predict(config: ConfigOpt, input: Annotated[str, typer.Option("--input", help="file or directory of records")],
             output: Annotated[str, typer.Option("--output", help="output directory (predictions/ and quarantine/)")],

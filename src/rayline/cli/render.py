@@ -181,3 +181,17 @@ def live(s: dict) -> None:
     for a in s["shadow_agreement"]:
         typer.echo(f"  shadow v{a['version']}: {a['label_agreement']:.2%} same label as v{a['against_versions']} "
                    f"on {a['records']:,} records (mean |score diff| {a['mean_abs_score_diff']:.4f})")
+
+
+def watch(s: dict) -> None:
+    """One line per step of the loop: what it did (or would do) and why."""
+    for step in s["steps"]:
+        tag = " (dry run)" if step.get("dry_run") else ""
+        version = f" version {step['version']}" if step.get("version") else ""
+        typer.echo(f"watch: {step['action']}{version}{tag}: {step.get('why', '')}")
+        if step.get("then"):
+            typer.echo(f"  then: {step['then']}")
+        for t in step.get("triggers", []) if step.get("dry_run") else []:
+            typer.echo(f"  trigger {t['trigger']}: {t['why']}")
+    if s.get("journal"):
+        typer.echo(f"journal: {s['journal']}")

@@ -52,6 +52,15 @@ from rayline.storage import Storage
 log = logging.getLogger(__name__)
 
 
+def sources_key(cfg: RaylineConfig, storage: Storage) -> str:
+    """The key the ingest of the sources as they are now would have (file listings and sizes,
+    not contents): what `rayline watch` compares with production's to see new data."""
+    d = cfg.data
+    resolved = {name: src_mod.resolve(name, s, storage) for name, s in d.sources.items()
+                if name == d.primary or any(j.table == name for j in d.joins)}
+    return plan_key(cfg, {name: r.fingerprint() for name, r in resolved.items()})[1]
+
+
 def run_ingest(cfg: RaylineConfig, storage: Storage, *, force: bool = False,
                progress: Callable[[str], None] = lambda msg: None) -> IngestResult:
     """Run (or reuse) the ingest of `cfg`. Needs a connected Ray (see rayline.runtime)."""

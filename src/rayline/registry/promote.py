@@ -39,12 +39,15 @@ def beats_trivial(mode: str, value: float, baseline: float, margin: float) -> bo
 
 def promote(registry: Registry, version: int, alias: str = "production", *, tolerance: float = 0.005,
             margin: float = 0.01, force: bool = False,
-            reevaluate: Callable[[ModelVersion, ModelVersion], float] | None = None, attempts: int = 50) -> Promotion:
+            reevaluate: Callable[[ModelVersion, ModelVersion], float] | None = None, attempts: int = 50,
+            dry_run: bool = False, details: dict | None = None) -> Promotion:
     """Point `alias` at `version` unless it is worse than the current one by more than `tolerance`.
 
     Both numbers come from the same test split: stored metrics when both versions were evaluated
     on the same ingest, otherwise `reevaluate(current, candidate)` scores the current model on
     the candidate's test split. A forced promotion is recorded as such in the alias's log.
+    `dry_run`: judge, raise if refused, write nothing (the watcher's offline gate before a canary);
+    `details`: more to record in the alias's log entry (the watcher's live evidence).
     """
     registry.verify(version)  # never point production at a version whose files do not check out
     cand = registry.get(version)
@@ -61,7 +64,7 @@ def promote(registry: Registry, version: int, alias: str = "production", *, tole
         state = registry.alias_state(alias)
         try:
             return _decide_and_swap(registry, state, cand, metric, mode, cand_value, tolerance, force, reevaluate, scores,
-                                    below_trivial)
+                                    below_trivial, dry_run, details or {})
         except AliasConflict:
             continue
     raise RegistryError(f"alias {alias!r} of {registry.name!r} kept changing during {attempts} attempts to "
@@ -70,12 +73,12 @@ def promote(registry: Registry, version: int, alias: str = "production", *, tole
 
 def _decide_and_swap(registry: Registry, state: AliasState, cand: ModelVersion, metric: str, mode: str,
                      cand_value: float, tolerance: float, force: bool, reevaluate, scores: dict,
-                     below_trivial: bool) -> Promotion:
+                     below_trivial: bool, dry_run: bool, details: dict) -> Promotion:
     version, alias, current_v = cand.version, state.alias, state.version
     if current_v is None or current_v == version:
-        if current_v != version:
+        if current_v != version and not dry_run:
             registry.change_alias(state, version, "force" if below_trivial else "promote", metric=metric,
-                                  value=cand_value, forced=below_trivial, below_trivial=below_trivial)
+                                  value=cand_value, forced=below_trivial, below_trivial=below_trivial, **details)
         return Promotion(alias, version, current_v, metric, cand_value, None, below_trivial)
     current = registry.get(current_v)
     if current_v in scores:
@@ -94,6 +97,7 @@ def _decide_and_swap(registry: Registry, state: AliasState, cand: ModelVersion, 
             f"{cur_value:.4f} for the current version {current_v} on the same test split "
             f"(worse by {worse_by:.4f} > tolerance {tolerance}); use --force to override")
     forced = (force and worse_by > tolerance) or below_trivial
-    registry.change_alias(state, version, "force" if forced else "promote", metric=metric, value=cand_value,
-                          previous_value=cur_value, forced=forced, below_trivial=below_trivial)
+    if not dry_run:
+        registry.change_alias(state, version, "force" if forced else "promote", metric=metric, value=cand_value,
+                              previous_value=cur_value, forced=forced, below_trivial=below_trivial, **details)
     return Promotion(alias, version, current_v, metric, cand_value, cur_value, forced)

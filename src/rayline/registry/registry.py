@@ -243,9 +243,9 @@ class Registry:
                                 f"(it was at change {state.seq})")
         return AliasState(state.alias, seq, version, history)
 
-    def set_alias(self, alias: str, version: int, event: str = "set", attempts: int = 50) -> None:
+    def set_alias(self, alias: str, version: int, event: str = "set", attempts: int = 50, **details) -> None:
         """Point `alias` at `version` whatever it points at now (no gate), remembering the old one."""
-        self._retry(alias, lambda st: self.change_alias(st, version, event), attempts)
+        self._retry(alias, lambda st: self.change_alias(st, version, event, **details), attempts)
 
     def rollback(self, alias: str, attempts: int = 50) -> int:
         def step(st: AliasState) -> AliasState:
