@@ -1,0 +1,166 @@
+"""The closed loop on a real cluster: a real endpoint, real HTTP, real training and the registry.
+
+A shift is injected twice over (new rows land at the source, shifted records reach the
+endpoint): the watcher's triggers fire, it retrains, the candidate takes half the traffic, the
+true outcomes come back and it is promoted. Then a planted candidate (production's network with
+its output negated: it loads and answers, every ranking upside down) is canaried and, once its
+outcomes come back, rolled back by a watcher that replaced one killed mid-canary."""
+
+import io
+import time
+
+import httpx
+import numpy as np
+import pyarrow as pa
+import pytest
+import torch
+
+from rayline.config import config_from_dict
+from rayline.pipeline import promote_version, train_and_register
+from rayline.registry import Registry
+from rayline.serve.deploy import deploy
+from rayline.storage import Storage
+from rayline.watch import Watcher
+from rayline.watch.journal import Journal
+from tests.conftest import SERVE_PORT, small_config, small_tables, write_tables
+
+APP, PREFIX = "watch", "/watch"
+
+
+def _trips(n: int, seed: int, distance_scale: float = 1.0) -> pa.Table:
+    """small_tables' trips with a label the features explain (station and hour), so that live
+    AUC separates a model from its negation on a few hundred outcomes."""
+    t = small_tables(n, seed)["trips"]
+    rng = np.random.default_rng(seed + 100)
+    station, hour = t.column("station").to_numpy(zero_copy_only=False), t.column("hour").to_numpy()
+    delay = rng.normal(0, 10, n) + (station == "CCC") * 40 + (hour >= 17) * 25
+    t = t.set_column(t.schema.get_field_index("delay"), "delay", pa.array(delay.round(1)))
+    dist = t.column("distance").to_numpy() * distance_scale
+    t = t.set_column(t.schema.get_field_index("distance"), "distance", pa.array(dist))
+    return t.set_column(0, "trip_id", pa.array(np.arange(n) + seed * 1_000_000))
+
+
+@pytest.fixture(scope="module")
+def loop(ray_local, tmp_path_factory):
+    from ray import serve
+
+    d = tmp_path_factory.mktemp("watch")
+    tables = small_tables(3000, 0)
+    tables["trips"] = _trips(3000, 0)
+    write_tables(tables, d / "data")
+    raw = small_config(d / "data", d / "root")
+    raw["train"].update(epochs=4, batch_size=256)
+    raw["serve"] = {"port": SERVE_PORT, "app_name": APP, "route_prefix": PREFIX, "cpus_per_replica": 0.25,
+                    "autoscaling": {"min_replicas": 1, "max_replicas": 1}, "model_poll_s": 1,
+                    "prediction_log": {"flush_s": 1}}
+    raw["promote"] = {"tolerance": 1.0}  # the loop is under test here, not the offline gate
+    raw["watch"] = {"triggers": {"drift_psi": 0.25, "drift_min_records": 300},
+                    "canary": {"weight": 50, "min_s": 0, "max_s": 900, "min_requests": 30, "min_outcomes": 200,
+                               "margin": 0.2, "max_latency_ratio": 50}}
+    cfg = config_from_dict(raw)
+    storage = Storage(cfg.storage.root)
+    first = train_and_register(cfg, storage).version.version
+    promote_version(cfg, storage, first, "production")
+    dep = deploy(cfg)
+    yield cfg, storage, d, dep.url, first
+    serve.delete(APP)
+
+
+def _records(t: pa.Table) -> tuple[list[dict], np.ndarray]:
+    rows = t.select(["station", "vehicle", "distance", "hour", "ts"]).to_pylist()
+    for r in rows:
+        r["ts"] = r["ts"].isoformat()
+    return rows, (t.column("delay").to_numpy() > 30).astype(int)
+
+
+def _traffic_with_outcomes(url: str, t: pa.Table, requests: int, per: int = 10, tag: str = "") -> dict[int, int]:
+    """`requests` requests of `per` records, each with its own routing key; then their true
+    outcomes. Returns requests answered per version."""
+    records, y = _records(t)
+    by, outcomes = {}, []
+    with httpx.Client(timeout=60) as c:
+        for i in range(requests):
+            lo = (i * per) % (len(records) - per)
+            r = c.post(f"{url}/predict", json={"instances": records[lo:lo + per]}, headers={"x-routing-key": f"{tag}{i}"})
+            assert r.status_code == 200, r.text
+            body = r.json()
+            by[body["model_version"]] = by.get(body["model_version"], 0) + 1
+            outcomes += [{"request_id": body["request_id"], "index": j, "label": int(y[lo + j])} for j in range(per)]
+        for k in range(0, len(outcomes), 1000):
+            r = c.post(f"{url}/outcomes", json={"outcomes": outcomes[k:k + 1000]})
+            assert r.status_code == 202, r.text
+    time.sleep(2.5)  # the logs flush every second
+    return by
+
+
+def test_shift_fires_the_triggers_and_the_retrained_version_is_canaried_then_promoted(loop):
+    cfg, storage, d, url, first = loop
+    reg = Registry.of(cfg, storage)
+    quiet = Watcher.of(cfg, storage).step(dry_run=True)
+    assert quiet["action"] == "none" and quiet["production"] == first
+
+    shifted = _trips(1000, 7, distance_scale=4.0)        # longer trips: far past the training deciles
+    _traffic_with_outcomes(url, shifted, 40, tag="shift-")
+    write_tables({"trips": pa.concat_tables([_trips(3000, 0), shifted])}, d / "data")  # new rows at the source
+    deadline = time.time() + 30
+    while time.time() < deadline:                          # replicas push their counts every 5 s
+        plan = Watcher.of(cfg, storage).step(dry_run=True)
+        if {t["trigger"] for t in plan.get("triggers", [])} == {"drift", "new_data"}:
+            break
+        time.sleep(1)
+    assert plan["action"] == "retrain" and "distance" in plan["triggers"][1 if plan["triggers"][0]["trigger"] == "new_data" else 0]["psi"], plan
+    assert Journal(storage, cfg.name, APP).last() is None  # the dry run wrote nothing
+
+    started = Watcher.of(cfg, storage).step()
+    assert started["action"] == "canary", started
+    cand = started["version"]
+    lineage = reg.get(cand).lineage["watch"]
+    assert {t["trigger"] for t in lineage["triggers"]} == {"drift", "new_data"}
+    assert lineage["data_window"]["rows"]["read"] == 4000
+    assert reg.aliases() == {"production": first, "candidate": cand}
+
+    served = _traffic_with_outcomes(url, _trips(2000, 11), 100, tag="canary-")
+    assert served.get(first, 0) >= 30 and served.get(cand, 0) >= 30, served   # both arms took traffic
+    done = Watcher.of(cfg, storage).step()                # a new watcher: everything it knows is on disk
+    assert done["action"] == "promoted", done
+    assert reg.aliases()["production"] == cand
+    assert reg.alias_log("production")[-1]["watch_seq"] == 3
+    after = _traffic_with_outcomes(url, _trips(300, 12), 20, tag="after-")
+    assert set(after) == {cand}                            # the canary weight went back with the promotion
+    assert [e.state for e in Journal(storage, cfg.name, APP).entries()] == ["retraining", "canary", "promoting", "promoted"]
+
+
+def test_a_planted_worse_candidate_is_rolled_back_by_a_watcher_resuming_a_killed_one(loop):
+    cfg, storage, _, url, _ = loop
+    reg = Registry.of(cfg, storage)
+    prod = reg.resolve("production")
+    state = torch.load(io.BytesIO(reg.read_file(prod, "weights.pt")), weights_only=True)
+    out_w, out_b = [k for k in state if k.endswith("weight")][-1], [k for k in state if k.endswith("bias")][-1]
+    state[out_w], state[out_b] = -state[out_w], -state[out_b]  # every ranking upside down
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    files = {n: reg.read_file(prod, n) for n in ("feature_spec.json", "model_config.json")}
+    mv = reg.get(prod)
+    planted = reg.register({**files, "weights.pt": buf.getvalue()}, mv.metrics,
+                           {**mv.lineage, "run_name": "planted-negated"}).version
+
+    c2 = cfg.model_copy(update={"watch": cfg.watch.model_copy(update={
+        "triggers": cfg.watch.triggers.model_copy(update={"every_s": 1, "drift_psi": None, "new_data": False})})})
+    w = Watcher.of(c2, storage)
+    w.hooks.retrain = lambda fired, claim: reg.get(planted)  # it looked fine offline: same test metrics
+    started = w.step()
+    assert started["action"] == "canary" and started["version"] == planted, started
+    served = _traffic_with_outcomes(url, _trips(2000, 21), 100, tag="planted-")
+    assert served.get(planted, 0) >= 30, served
+
+    killed = Watcher.of(c2, storage)
+    killed.hooks.live_report = lambda since: (_ for _ in ()).throw(SystemExit("killed mid-canary"))
+    with pytest.raises(SystemExit):
+        killed.step()
+    out = Watcher.of(c2, storage).step()
+    assert out["action"] == "rolled_back" and "worse" in out["why"], out
+    assert out["figures"]["difference"] < -0.2
+    assert reg.aliases()["production"] == prod
+    assert [e["event"] for e in reg.alias_log("candidate")][-2:] == ["canary", "canary_rolled_back"]
+    after = _traffic_with_outcomes(url, _trips(300, 22), 20, tag="back-")
+    assert set(after) == {prod}
