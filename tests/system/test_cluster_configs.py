@@ -134,3 +134,14 @@ def test_a_node_without_rayline_haproxy_is_refused_before_ray_starts(tmp_path):
     out = subprocess.run(["bash", str(CLUSTER / "start-worker.sh"), "127.0.0.1"], env=env,
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and "rayline-haproxy is not on PATH" in out.stderr, out.stderr
+
+
+def test_the_watch_cronjob_submits_one_look_of_the_loop_to_the_serving_cluster():
+    job = yaml.safe_load((CLUSTER / "kuberay/watch-cronjob.yaml").read_text())
+    service = yaml.safe_load((CLUSTER / "kuberay/rayservice.yaml").read_text())
+    assert job["kind"] == "CronJob" and job["spec"]["concurrencyPolicy"] == "Forbid"
+    cmd = job["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert cmd[:3] == ["ray", "job", "submit"] and f"--address=http://{service['metadata']['name']}-head-svc:8265" in cmd
+    tail = cmd[cmd.index("--") + 1:]
+    assert tail[:2] == ["python", "jobs/watch.py"] and "--once" in tail and "storage.root=/mnt/rayline" in tail
+    assert (CLUSTER.parent / "jobs" / "watch.py").exists()
