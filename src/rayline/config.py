@@ -220,13 +220,17 @@ class SplitConfig(_Model):
 
     method=time: rows with `column >= test_from` are test; rows in [valid_from, test_from) are
     validation when `valid_from` is set, else `valid_fraction` of the rest (by a stable hash of
-    `key`). method=hash: fractions by hash of `key`.
+    `key`). method=hash: fractions by hash of `key`. A time split may also bound the window of
+    data used: rows before `train_from` or at/after `until` are outside it (counted in the
+    manifest as `outside_window`, never used): how `rayline watch` retrains on a sliding window.
     """
 
     method: Literal["time", "hash"] = "hash"
     column: str | None = None
     test_from: str | None = None
     valid_from: str | None = None
+    train_from: str | None = Field(None, description="time split: rows before this are outside the data window")
+    until: str | None = Field(None, description="time split: rows at or after this are outside the data window")
     key: list[str] = Field(default_factory=list, description="columns hashed for the split (default: all)")
     valid_fraction: float = Field(0.1, ge=0.0, lt=1.0)
     test_fraction: float = Field(0.1, ge=0.0, lt=1.0)
@@ -242,7 +246,7 @@ class SplitConfig(_Model):
             return self.method == "time" or self.test_fraction > 0
         return True
 
-    @field_validator("test_from", "valid_from", mode="before")
+    @field_validator("test_from", "valid_from", "train_from", "until", mode="before")
     @classmethod
     def _date_as_text(cls, v: Any) -> Any:
         # YAML reads an unquoted 2013-11-01 as a date.
@@ -258,6 +262,12 @@ class SplitConfig(_Model):
             raise ValueError("valid_from needs method time and must come before test_from")
         if self.method == "hash" and self.valid_fraction + self.test_fraction >= 1.0:
             raise ValueError("valid_fraction + test_fraction must be < 1")
+        if (self.train_from or self.until) and self.method != "time":
+            raise ValueError("train_from and until bound a time window: they need method time")
+        if self.train_from and self.train_from >= (self.valid_from or self.test_from or ""):
+            raise ValueError("train_from must come before valid_from (or test_from)")
+        if self.until and self.until <= (self.test_from or ""):
+            raise ValueError("until must come after test_from (the test split would be empty)")
         return self
 
 
@@ -622,11 +632,25 @@ class CanaryConfig(_Model):
     max_latency_ratio: float = Field(1.5, gt=1, description="candidate p95 latency over production's")
 
 
+class RetrainConfig(_Model):
+    """Which data a retrain learns from (a time split: `data.split.method: time`)."""
+
+    window: Literal["all", "sliding", "new_only"] = Field("all", description="all: every row at the sources; "
+                                                          "sliding: the last `days` before validation; new_only: "
+                                                          "rows newer than production's data")
+    days: float | None = Field(None, gt=0, description="sliding: days of training data before the validation days")
+    test_days: float | None = Field(None, gt=0, description="the newest days are the test split (the newest slice "
+                                    "the candidate is judged on); null: keep data.split's test_from")
+    valid_days: float | None = Field(None, gt=0, description="the days before the test days are validation; null: "
+                                     "keep data.split's valid_from (or valid_fraction)")
+
+
 class WatchConfig(_Model):
     """The closed loop (`rayline watch`): triggers -> retrain -> offline gate -> canary -> promote or roll back."""
 
     interval_s: float = Field(300, gt=0, description="seconds between looks (rayline watch without --once)")
     triggers: WatchTriggers = Field(default_factory=WatchTriggers)
+    retrain: RetrainConfig = Field(default_factory=RetrainConfig)
     canary: CanaryConfig = Field(default_factory=CanaryConfig)
     lease_s: float = Field(4 * 3600, gt=0, description="a retrain claimed longer ago than this (its watcher died) "
                            "may be taken over by another watcher")

@@ -14,7 +14,7 @@ from rayline.watch.journal import Journal
 from rayline.watch.policy import Observations, Production, canary_verdict, fired_triggers
 from tests.conftest import small_config
 
-PROD = Production(version=1, ingest_key="k1", registered_unix=1000.0, test={"auc": 0.72})
+PROD = Production(version=1, data_fingerprint="k1", registered_unix=1000.0, test={"auc": 0.72})
 
 
 def _drift(psi_by_feature: dict, records: int = 5000) -> dict:
@@ -38,10 +38,10 @@ def _v(version, requests=2000, errors=0.0, p95=5.0, outcomes=0, auc=None, half=0
 def test_each_trigger_fires_on_its_own_evidence_only():
     t = WatchTriggers(drift_psi=0.25, drift_min_records=1000, new_data=True, every_s=3600, live_metric_drop=0.02,
                       min_outcomes=500)
-    quiet = Observations(now=2000.0, production=PROD, sources_key="k1", drift=_drift({"a": 0.05, "b": 0.3}, records=999),
+    quiet = Observations(now=2000.0, production=PROD, sources_fingerprint="k1", drift=_drift({"a": 0.05, "b": 0.3}, records=999),
                          live=_live(_v(1, outcomes=499, auc=0.60)))
     assert fired_triggers(quiet, t, "binary") == []     # too few records, too few outcomes, same data, young
-    loud = Observations(now=5000.0, production=PROD, sources_key="k2", drift=_drift({"a": 0.05, "b": 0.31, "c": 0.9}),
+    loud = Observations(now=5000.0, production=PROD, sources_fingerprint="k2", drift=_drift({"a": 0.05, "b": 0.31, "c": 0.9}),
                         live=_live(_v(1, outcomes=800, auc=0.69)))
     fired = {f["trigger"]: f for f in fired_triggers(loud, t, "binary")}
     assert set(fired) == {"new_data", "drift", "schedule", "live_metric"}
@@ -115,11 +115,11 @@ class Fake:
 
     def _register(self, auc):
         return self.registry.register({"model.bin": b"x"}, {"metric": "auc", "mode": "max", "test": {"auc": auc}},
-                                      {"ingest_key": "k1"})
+                                      {"ingest_key": "i1", "data_fingerprint": "k1"})
 
     def hooks(self) -> Hooks:
         def observe(prod):
-            return Observations(self.now, prod, sources_key="k2" if self.fired else prod.ingest_key)
+            return Observations(self.now, prod, sources_fingerprint="k2" if self.fired else prod.data_fingerprint)
 
         def retrain(fired, claim):
             if self.retrain_error:
@@ -180,7 +180,7 @@ def test_trigger_retrain_canary_promote(tmp_path):
     assert [e["state"] for e in f.tracked] == ["promoted"] and "live auc" in f.tracked[0]["why"]
     f.fired = False
     assert w.step() == {"action": "none", "why": "no trigger fired", "production": cand,
-                        "observed": {"sources_key": "k1", "notes": []}}
+                        "observed": {"sources_fingerprint": "k1", "notes": []}}
 
 
 def test_a_worse_candidate_is_rolled_back_and_production_kept(tmp_path):
@@ -287,4 +287,36 @@ def test_policy_errors_name_the_field(tmp_path):
         Watcher.of(config_from_dict(d), Storage(str(tmp_path / "r")), hooks=Fake(tmp_path).hooks())
     d["watch"] = {"canary": {"min_s": 10, "max_s": 5}}
     with pytest.raises(RaylineError, match="watch.canary.min_s"):
+        Watcher.of(config_from_dict(d), Storage(str(tmp_path / "r")), hooks=Fake(tmp_path).hooks())
+
+
+# ------------------------------------------------------------------ the data window of a retrain
+def test_the_data_window_follows_the_newest_data():
+    import datetime as dt
+
+    from rayline.config import RetrainConfig, SplitConfig
+    from rayline.watch.policy import data_window
+
+    split = SplitConfig(method="time", column="time_hour", test_from="2013-11-01", valid_from="2013-10-01")
+    newest = dt.datetime(2013, 7, 31, 22, tzinfo=dt.timezone.utc)
+    held = RetrainConfig(window="all", test_days=31, valid_days=30)
+    s, chosen = data_window(split, held, newest)
+    assert s.test_from.startswith("2013-07-01") and s.valid_from.startswith("2013-06-01") and s.train_from is None
+    assert chosen["newest"].startswith("2013-07-31")
+    s, _ = data_window(split, RetrainConfig(window="sliding", days=90, test_days=31, valid_days=30), newest)
+    assert s.train_from.startswith("2013-03-03")                         # 90 days before validation
+    s, _ = data_window(split, RetrainConfig(window="new_only", test_days=31, valid_days=30), newest,
+                       dt.datetime(2013, 4, 30, 23, tzinfo=dt.timezone.utc))
+    assert s.train_from.startswith("2013-04-30T23:00:00.000001")         # only rows production never saw
+    s, _ = data_window(split, RetrainConfig(window="new_only", test_days=31, valid_days=30), newest,
+                       dt.datetime(2013, 6, 15, tzinfo=dt.timezone.utc))
+    assert s.train_from is None                                          # nothing new before validation: all
+    kept, chosen = data_window(SplitConfig(method="hash"), held, newest)
+    assert kept == SplitConfig(method="hash") and chosen["window"] == "all"
+
+
+def test_a_window_needs_a_time_split(tmp_path):
+    d = small_config(tmp_path, tmp_path)                                 # a hash split
+    d["watch"] = {"retrain": {"window": "sliding", "days": 30}}
+    with pytest.raises(RaylineError, match="watch.retrain.*time split"):
         Watcher.of(config_from_dict(d), Storage(str(tmp_path / "r")), hooks=Fake(tmp_path).hooks())

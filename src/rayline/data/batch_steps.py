@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 from rayline.features.lookups import attach, join_name
 from rayline.data.plan import IngestPlan
 from rayline.data.sources import PATH_COLUMN, unreadable_records
-from rayline.data.split import SPLITS, TRAIN_CODE, assign
+from rayline.data.split import SPLITS, TRAIN_CODE, assign, outside_window
 from rayline.data.validate import QUARANTINE_SCHEMA, Failures, apply_rules
 from rayline.features.coerce import coerce
 from rayline.features.fit import partial_stats
@@ -31,6 +31,7 @@ STATS_COL = "rl__stats"
 QUARANTINE = "quarantine"
 SPLIT_NAMES = [*SPLITS, QUARANTINE]  # index = split code
 QUARANTINE_CODE = len(SPLITS)
+OUTSIDE_CODE = QUARANTINE_CODE + 1  # clean rows outside the split's data window (counted, not used)
 Q_PREFIX = "q_"  # quarantine columns in pass 1's output: q_rule, q_column, ...
 
 
@@ -69,6 +70,9 @@ class _Pass:
         if p.split.method == "time":
             failures.add(undecided & ~failures.bad, "split", p.split.column, batch.column(p.split.column).combine_chunks())
         split[failures.bad] = QUARANTINE_CODE
+        outside = outside_window(typed, p.split)
+        if outside is not None:
+            split[outside & ~failures.bad] = OUTSIDE_CODE
         return typed, split, failures
 
 
@@ -84,8 +88,9 @@ class StatisticsPass(_Pass):
         stats = partial_stats(train, p.features, compare_label(train, p),
                               learned_log1p=p.label.transform == "log1p").to_dict()
         stats["rows_in"] = batch.num_rows
-        counts = np.bincount(split, minlength=len(SPLIT_NAMES))
+        counts = np.bincount(split, minlength=OUTSIDE_CODE + 1)
         stats["split_rows"] = {name: int(counts[i]) for i, name in enumerate(SPLIT_NAMES[:-1])}
+        stats["outside_window"] = int(counts[OUTSIDE_CODE])
         if p.task != "regression":
             stats["split_classes"] = split_classes(typed, split, p)
         return stats_table(json.dumps(stats), failures.quarantine(batch, p.primary, PATH_COLUMN))
@@ -99,7 +104,7 @@ class ReadyPass(_Pass):
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         typed, split, failures = self.prepare(batch, details=False)
-        keep = ~failures.bad
+        keep = ~failures.bad & (split != OUTSIDE_CODE)
         ready = self.spec.to_model_table(typed.select(list(self.plan.staged)).filter(pa.array(keep)))
         names = pa.DictionaryArray.from_arrays(pa.array(split[keep]), pa.array(SPLIT_NAMES[:-1]))
         return ready.append_column(READY_SPLIT_COL, names.cast(pa.string()))
@@ -122,7 +127,7 @@ def split_classes(typed: pa.Table, split: np.ndarray, plan: IngestPlan) -> dict[
         codes = pc.fill_null(idx, len(names)).to_numpy(zero_copy_only=False).astype(np.int64)
     # one bincount over (split, class) pairs: no per-row Python work in the ingest's hot loop
     k = len(names) + 1  # the last: a class not declared (only on quarantined rows)
-    table = np.bincount(split.astype(np.int64) * k + codes, minlength=len(SPLIT_NAMES) * k).reshape(-1, k)
+    table = np.bincount(split.astype(np.int64) * k + codes, minlength=(OUTSIDE_CODE + 1) * k).reshape(-1, k)
     return {name: {c: int(n) for c, n in zip(names, table[code]) if n}
             for code, name in enumerate(SPLIT_NAMES[:-1])}
 

@@ -52,13 +52,40 @@ from rayline.storage import Storage
 log = logging.getLogger(__name__)
 
 
-def sources_key(cfg: RaylineConfig, storage: Storage) -> str:
-    """The key the ingest of the sources as they are now would have (file listings and sizes,
-    not contents): what `rayline watch` compares with production's to see new data."""
+def sources_fingerprint(cfg: RaylineConfig, storage: Storage) -> str:
+    """The input fingerprint an ingest of the sources as they are now would record (file
+    listings, sizes and times; not the config): what `rayline watch` compares with the one
+    production was trained on (its lineage's `data_fingerprint`) to see new data."""
     d = cfg.data
     resolved = {name: src_mod.resolve(name, s, storage) for name, s in d.sources.items()
                 if name == d.primary or any(j.table == name for j in d.joins)}
-    return plan_key(cfg, {name: r.fingerprint() for name, r in resolved.items()})[1]
+    return plan_key(cfg, {name: r.fingerprint() for name, r in resolved.items()})[0]
+
+
+def sources_time_range(cfg: RaylineConfig, storage: Storage) -> tuple | None:
+    """(oldest, newest) value of the time split's column at the primary source, read as the
+    ingest reads it (its rule's formats and zone), over the cluster; None when it holds none."""
+    import pyarrow.compute as pc
+
+    from rayline.features.contract import time_parsing
+    from rayline.features.coerce import coerce
+
+    d = cfg.data
+    column = d.split.column
+    rule = IngestPlan.compile(cfg).rules[column]
+    primary = src_mod.resolve(d.primary, d.sources[d.primary], storage)
+
+    def bounds(batch: pa.Table) -> pa.Table:
+        ts, _ = coerce(batch.column(column), "timestamp", time_parsing(rule))
+        return pa.table({"lo": [pc.min(ts).as_py()], "hi": [pc.max(ts).as_py()]},
+                        schema=pa.schema([("lo", ts.type), ("hi", ts.type)]))
+
+    ds = src_mod.read_dataset(primary, columns=[column]).map_batches(bounds, batch_format="pyarrow")
+    parts = list(ds.iter_batches(batch_format="pyarrow"))
+    found = pa.concat_tables(parts) if parts else None
+    if found is None or found.num_rows == 0 or pc.max(found.column("hi")).as_py() is None:
+        return None
+    return pc.min(found.column("lo")).as_py(), pc.max(found.column("hi")).as_py()
 
 
 def run_ingest(cfg: RaylineConfig, storage: Storage, *, force: bool = False,
@@ -189,7 +216,7 @@ def _execute(cfg, plan: IngestPlan, storage: Storage, primary, dims, dim_quarant
 
     # ---- fit: merge the partial statistics (one small JSON per batch) on the driver
     t = time.perf_counter()
-    stats, rows_read, split_rows = PartialStats(), 0, Counter()
+    stats, rows_read, split_rows, outside = PartialStats(), 0, Counter(), 0
     split_classes: dict[str, Counter] = {}
     if fs.get_file_info(pass1_dir).type.name == "Directory":
         pass1 = pads.dataset(pass1_dir, filesystem=fs, format="parquet")
@@ -197,6 +224,7 @@ def _execute(cfg, plan: IngestPlan, storage: Storage, primary, dims, dim_quarant
             for text in batch.column(0).to_pylist():
                 part = json.loads(text)
                 rows_read += part.pop("rows_in")
+                outside += part.pop("outside_window", 0)
                 split_rows.update(part.pop("split_rows"))
                 for name, classes in part.pop("split_classes", {}).items():
                     split_classes.setdefault(name, Counter()).update(classes)
@@ -207,8 +235,9 @@ def _execute(cfg, plan: IngestPlan, storage: Storage, primary, dims, dim_quarant
     spec = spec.model_copy(update=lookup_fields(cfg, src_mod.file_columns(primary)))
     timings["fit"] = time.perf_counter() - t
     clean = sum(split_rows.values())
-    progress(f"ingest: {rows_read:,} rows read, {clean:,} clean, {rows_read - clean:,} quarantined "
-             f"({timings['pass1_validate_join_split']:.1f}s); statistics fitted on {split_rows.get('train', 0):,} training rows")
+    progress(f"ingest: {rows_read:,} rows read, {clean:,} clean, {rows_read - clean - outside:,} quarantined"
+             + (f", {outside:,} outside the data window" if outside else "")
+             + f" ({timings['pass1_validate_join_split']:.1f}s); statistics fitted on {split_rows.get('train', 0):,} training rows")
 
     # ---- quarantine: primary rows from pass 1 + dimension rows, one dataset
     t = time.perf_counter()
@@ -217,7 +246,7 @@ def _execute(cfg, plan: IngestPlan, storage: Storage, primary, dims, dim_quarant
     timings["quarantine"] = time.perf_counter() - t
     for line in mostly_rejected(cfg, by_rule, samples, {d.primary: rows_read, **dim_rows}):
         progress(f"ingest: warning: {line}")
-    check_splits(cfg, rows_read, split_rows, split_classes, by_rule, samples)
+    check_splits(cfg, rows_read - outside, split_rows, split_classes, by_rule, samples)
 
     # ---- pass 2: the same per-row work again, then transform the clean rows with the fitted spec
     t = time.perf_counter()
@@ -235,9 +264,11 @@ def _execute(cfg, plan: IngestPlan, storage: Storage, primary, dims, dim_quarant
     written = {s: _count_rows(storage, tmp, f"ready/split={s}") for s in SPLITS}
     q_primary = q_counts.get(d.primary, 0)
     counts = {"read": rows_read, "clean": sum(written.values()), "quarantined": q_primary, **written}
-    if counts["read"] != counts["clean"] + counts["quarantined"]:
+    if d.split.train_from or d.split.until:
+        counts["outside_window"] = outside
+    if counts["read"] != counts["clean"] + counts["quarantined"] + outside:
         raise RuntimeError(f"reconciliation failed: rows read {counts['read']} != clean {counts['clean']} "
-                           f"+ quarantined {counts['quarantined']}; nothing was published")
+                           f"+ quarantined {counts['quarantined']} + outside the window {outside}; nothing was published")
     for s in SPLITS:
         if written[s] != split_rows.get(s, 0):
             raise RuntimeError(f"reconciliation failed for split {s}: wrote {written[s]} in pass 2, counted "

@@ -31,10 +31,13 @@ class IngestPlan:
     @classmethod
     def compile(cls, cfg: RaylineConfig) -> "IngestPlan":
         d = cfg.data
+        required = required_primary_columns(cfg)
+        # A split hashed over "all columns" must hash the same columns in the same order in both
+        # passes: pass 1 reads every column of the files, pass 2 only the required ones (sorted).
+        split = d.split if d.split.key else d.split.model_copy(update={"key": list(required)})
         return cls(task=cfg.task, primary=d.primary, rules=primary_rules(cfg), label=d.label, features=d.features,
-                   joins=tuple(d.joins), counts=tuple(d.counts), split=d.split, staged=tuple(staged_columns(cfg)),
-                   stats=tuple(stats_columns(cfg)), required=tuple(required_primary_columns(cfg)),
-                   block_rows=d.block_rows)
+                   joins=tuple(d.joins), counts=tuple(d.counts), split=split, staged=tuple(staged_columns(cfg)),
+                   stats=tuple(stats_columns(cfg)), required=tuple(required), block_rows=d.block_rows)
 
 
 def label_rule(cfg: RaylineConfig) -> ColumnRule:

@@ -74,6 +74,20 @@ def assign(table: pa.Table, cfg: SplitConfig) -> tuple[np.ndarray, np.ndarray]:
     return out, undecided
 
 
+def outside_window(table: pa.Table, cfg: SplitConfig) -> np.ndarray | None:
+    """Rows before `train_from` or at/after `until` (a time split's data window); None without one.
+    A row whose time is missing is not outside: it is quarantined by the split rule."""
+    if cfg.method != "time" or not (cfg.train_from or cfg.until):
+        return None
+    ts, _ = coerce(table.column(cfg.column), "timestamp")
+    out = np.zeros(table.num_rows, dtype=bool)
+    if cfg.train_from:
+        out |= pc.fill_null(pc.less(ts, _utc(cfg.train_from)), False).to_numpy(zero_copy_only=False)
+    if cfg.until:
+        out |= pc.fill_null(pc.greater_equal(ts, _utc(cfg.until)), False).to_numpy(zero_copy_only=False)
+    return out
+
+
 def _unit(table: pa.Table, cfg: SplitConfig) -> np.ndarray:
     key = cfg.key or [c for c in table.column_names if not c.startswith("__rl_")]
     return unit_interval(stable_hash(table, key, cfg.seed))

@@ -31,9 +31,9 @@ def hooks(cfg: RaylineConfig, storage: Storage, registry: Registry, progress) ->
         t = cfg.watch.triggers
         if t.new_data:
             try:
-                from rayline.data.ingest import sources_key
+                from rayline.data.ingest import sources_fingerprint
 
-                obs.sources_key = sources_key(cfg, storage)
+                obs.sources_fingerprint = sources_fingerprint(cfg, storage)
             except Exception as e:  # noqa: BLE001 - a missing source is a note, not a crash of the loop
                 obs.notes.append(f"sources not readable: {type(e).__name__}: {str(e)[:300]}")
         if t.drift_psi is not None:
@@ -45,18 +45,34 @@ def hooks(cfg: RaylineConfig, storage: Storage, registry: Registry, progress) ->
     def retrain(fired: list[dict], claim: Entry):
         from rayline.pipeline import train_in
 
-        ingest = ctx.ingest()
-        split = cfg.data.split
-        window = {"sources_key": ingest.key, "rows": ingest.manifest.get("rows"),
-                  "split": split.model_dump(mode="json", include={"method", "column", "valid_from", "test_from"})}
+        run_cfg, chosen = window_config(cfg, storage, registry, claim.get("production"))
+        run = RunContext(run_cfg, storage, registry, ctx.tracker, progress)
+        ingest = run.ingest()
+        window = {**run_cfg.data.split.model_dump(mode="json", include={"method", "column", "train_from",
+                                                                        "valid_from", "test_from"}),
+                  **chosen, "ingest_key": ingest.key, "rows": ingest.manifest.get("rows")}
         lineage = {"watch": {"journal_seq": claim.seq, "triggers": fired, "data_window": window,
                              "production": claim.get("production")}}
-        return train_in(ctx, ingest=ingest, lineage=lineage).version
+        return train_in(run, ingest=ingest, lineage=lineage).version
 
     def gate(version: int) -> dict:
+        """The promotion gate, dry (on the candidate's test split: the newest slice), and the
+        candidate on production's own test split too (the standard one it was judged on)."""
         p = promote(registry, version, cfg.alias, tolerance=cfg.promote.tolerance, margin=cfg.promote.baseline_margin,
                     reevaluate=reevaluator(ctx), dry_run=True)
-        return p.summary()
+        out = p.summary()
+        if p.previous is not None:
+            prev = registry.get(p.previous)
+            key = prev.lineage.get("ingest_key")
+            if key and key != registry.get(version).lineage.get("ingest_key"):
+                try:
+                    _, model = registry.load(version)
+                    ev = ctx.evaluate(model, ctx.ingest(key).split_uri("test"))
+                    out["on_production_test_split"] = {"metric": ev.metric, "candidate": ev.value,
+                                                       "production": prev.metrics.get("test", {}).get(ev.metric)}
+                except Exception as e:  # noqa: BLE001 - informative; the gate above decided
+                    out["on_production_test_split"] = {"error": f"{type(e).__name__}: {str(e)[:300]}"}
+        return out
 
     def do_promote(version: int, details: dict) -> dict:
         p = promote(registry, version, cfg.alias, tolerance=cfg.promote.tolerance, margin=cfg.promote.baseline_margin,
@@ -78,6 +94,27 @@ def hooks(cfg: RaylineConfig, storage: Storage, registry: Registry, progress) ->
     return Hooks(observe=observe, retrain=retrain, gate=gate, promote=do_promote, set_traffic=set_traffic,
                  live_report=lambda since: live_report(cfg, storage, since),
                  track=lambda entry: ctx.tracker.record_decision(cfg.name, entry))
+
+
+def window_config(cfg: RaylineConfig, storage: Storage, registry: Registry,
+                  production: int | None) -> tuple[RaylineConfig, dict]:
+    """The config a retrain ingests with (`watch.retrain`'s window over the sources' time
+    range), and what was chosen (the window, the newest time: a later new_only starts there)."""
+    r = cfg.watch.retrain
+    if cfg.data.split.method != "time" or (r.window == "all" and not r.test_days):
+        return cfg, {"window": "all"}
+    from rayline.data.ingest import sources_time_range
+
+    from rayline.watch.policy import _parse, data_window
+
+    bare = cfg.model_copy(update={"data": cfg.data.model_copy(update={"split": cfg.data.split.model_copy(
+        update={"train_from": None, "until": None})})})
+    span = sources_time_range(bare, storage)
+    prod_newest = None
+    if production is not None:
+        prod_newest = _parse((registry.get(production).lineage.get("watch") or {}).get("data_window", {}).get("newest"))
+    split, chosen = data_window(cfg.data.split, r, span[1] if span else None, prod_newest)
+    return cfg.model_copy(update={"data": cfg.data.model_copy(update={"split": split})}), chosen
 
 
 def endpoint_drift(cfg: RaylineConfig, registry: Registry, version: int, notes: list[str]) -> dict | None:

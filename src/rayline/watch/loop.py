@@ -208,8 +208,8 @@ class Watcher:
         except RegistryError as e:
             raise RaylineError(f"rayline watch: nothing in service to watch ({e}); run the pipeline first") from None
         mv = self.registry.get(v)
-        return Production(v, mv.lineage.get("ingest_key"), float(mv.lineage.get("created_unix") or 0),
-                          mv.metrics.get("test", {}))
+        return Production(v, mv.lineage.get("data_fingerprint"), float(mv.lineage.get("created_unix") or 0),
+                          mv.metrics.get("test", {}), (mv.lineage.get("watch") or {}).get("data_window", {}).get("newest"))
 
     def _plan(self) -> str:
         c = self.cfg.watch.canary
@@ -226,6 +226,14 @@ def check_policy(cfg: RaylineConfig) -> None:
     if cfg.watch.canary.enabled and cfg.serve.traffic:
         raise RaylineError("watch.canary: the watcher sets the traffic split itself; remove serve.traffic "
                            "(or set watch.canary.enabled=false)")
+    r = cfg.watch.retrain
+    if (r.window != "all" or r.test_days or r.valid_days) and cfg.data.split.method != "time":
+        raise RaylineError(f"watch.retrain: window {r.window!r}, test_days and valid_days need a time split "
+                           f"(data.split.method: time, with its column)")
+    if r.window == "sliding" and not r.days:
+        raise RaylineError("watch.retrain.days: a sliding window needs its length in days")
+    if r.valid_days and not r.test_days:
+        raise RaylineError("watch.retrain.valid_days: needs watch.retrain.test_days (the validation days precede them)")
     if cfg.watch.canary.min_s > cfg.watch.canary.max_s:
         raise RaylineError(f"watch.canary.min_s ({cfg.watch.canary.min_s:g}) is longer than watch.canary.max_s "
                            f"({cfg.watch.canary.max_s:g})")
@@ -233,7 +241,7 @@ def check_policy(cfg: RaylineConfig) -> None:
 
 def observed(obs: Observations) -> dict:
     """The observations in brief, for the journal and the dry run."""
-    out: dict = {"sources_key": obs.sources_key, "notes": obs.notes}
+    out: dict = {"sources_fingerprint": obs.sources_fingerprint, "notes": obs.notes}
     if obs.drift:
         out["drift"] = {"records": obs.drift.get("records_in_window"), "psi_max": obs.drift.get("psi_max")}
     return out

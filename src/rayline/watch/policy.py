@@ -8,7 +8,9 @@ import math
 from dataclasses import dataclass, field
 from statistics import NormalDist
 
-from rayline.config import CanaryConfig, WatchTriggers
+import datetime as dt
+
+from rayline.config import CanaryConfig, RetrainConfig, SplitConfig, WatchTriggers
 
 Z95 = 1.959963984540054
 # The live metric each task is judged by (serve.live's names), and whether higher is better.
@@ -19,16 +21,17 @@ LIVE_METRIC = {"binary": ("auc", "max"), "multiclass": ("accuracy", "max"), "reg
 class Production:
     """What the watcher knows of the version in service."""
     version: int
-    ingest_key: str | None
+    data_fingerprint: str | None       # of the sources it was trained from (lineage)
     registered_unix: float
-    test: dict  # its test metrics (auc, accuracy, rmse, ...)
+    test: dict                         # its test metrics (auc, accuracy, rmse, ...)
+    data_newest: str | None = None     # the newest time in its data, when the watcher trained it
 
 
 @dataclass
 class Observations:
     now: float
     production: Production
-    sources_key: str | None = None   # the ingest key of the sources as they are now
+    sources_fingerprint: str | None = None   # the sources' input fingerprint as they are now
     drift: dict | None = None        # the endpoint's drift report (serve.monitor.drift_report)
     live: dict | None = None         # the live report over triggers.live_window_s (serve.live.live_report)
     notes: list[str] = field(default_factory=list)  # what could not be observed, and why
@@ -37,9 +40,9 @@ class Observations:
 def fired_triggers(obs: Observations, t: WatchTriggers, task: str) -> list[dict]:
     """Each trigger that fires, with the figures that made it fire."""
     fired, prod = [], obs.production
-    if t.new_data and obs.sources_key is not None and prod.ingest_key is not None and obs.sources_key != prod.ingest_key:
+    if t.new_data and obs.sources_fingerprint and prod.data_fingerprint and obs.sources_fingerprint != prod.data_fingerprint:
         fired.append({"trigger": "new_data", "why": f"the sources changed since version {prod.version} was trained",
-                      "sources_key": obs.sources_key, "trained_on": prod.ingest_key})
+                      "sources_fingerprint": obs.sources_fingerprint, "trained_on": prod.data_fingerprint})
     if t.drift_psi is not None and obs.drift and obs.drift.get("records_in_window", 0) >= t.drift_min_records:
         psis = {k: v["psi"] for k, v in obs.drift["features"].items() if v.get("psi") is not None}
         over = {k: round(v, 4) for k, v in sorted(psis.items(), key=lambda kv: -kv[1]) if v > t.drift_psi}
@@ -140,3 +143,42 @@ def _brief(e: dict | None) -> dict | None:
     keep = ("version", "requests", "error_rate", "latency_ms", "outcomes", "auc", "auc_ci95", "log_loss", "rmse",
             "rmse_ci95", "accuracy", "accuracy_ci95")
     return {k: e[k] for k in keep if k in e}
+
+
+def data_window(split: SplitConfig, r: RetrainConfig, newest: dt.datetime | None,
+                production_newest: dt.datetime | None = None) -> tuple[SplitConfig, dict]:
+    """The split a retrain ingests with: the newest `test_days` as test (the newest slice), the
+    `valid_days` before them as validation, and training rows per `r.window` (all; the `days`
+    before validation; or only rows newer than production's data). Returns (split, what was chosen)."""
+    if split.method != "time" or newest is None:
+        return split, {"window": "all", "split": split.method}
+    if newest.tzinfo is None:
+        newest = newest.replace(tzinfo=dt.timezone.utc)
+    day = dt.timedelta(days=1)
+    end = newest.replace(hour=0, minute=0, second=0, microsecond=0) + day  # the newest day, whole
+    update: dict = {"until": None}
+    test_from = end - dt.timedelta(days=r.test_days) if r.test_days else None
+    if test_from is not None:
+        update["test_from"] = test_from.isoformat()
+    valid_from = test_from - dt.timedelta(days=r.valid_days) if (r.valid_days and test_from) else None
+    if valid_from is not None:
+        update["valid_from"] = valid_from.isoformat()
+    first_held = valid_from or test_from or _parse(split.valid_from or split.test_from)
+    train_from = None
+    if r.window == "sliding" and r.days and first_held is not None:
+        train_from = first_held - dt.timedelta(days=r.days)
+    elif r.window == "new_only" and production_newest is not None:
+        train_from = production_newest + dt.timedelta(microseconds=1)
+    if train_from is not None and first_held is not None and train_from >= first_held:
+        train_from = None  # nothing new before the held-out days: train on everything instead
+    update["train_from"] = train_from.isoformat() if train_from is not None else None
+    chosen = {"window": r.window, "newest": newest.isoformat(),
+              **{k: v for k, v in update.items() if k != "until" and v is not None}}
+    return SplitConfig.model_validate({**split.model_dump(), **update}), chosen
+
+
+def _parse(text: str | None) -> dt.datetime | None:
+    if not text:
+        return None
+    t = dt.datetime.fromisoformat(text)
+    return t if t.tzinfo else t.replace(tzinfo=dt.timezone.utc)
