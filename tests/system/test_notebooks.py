@@ -8,7 +8,7 @@ from nbclient import NotebookClient
 
 from tests.conftest import ROOT, SERVE_PORT, save_yaml, small_config
 
-NOTEBOOKS = ["01-explore-data", "02-train-on-the-cluster", "03-serve-and-monitor", "04-compare-runs"]
+NOTEBOOKS = ["01-explore-data", "02-train-on-the-cluster", "03-serve-and-monitor", "04-compare-runs", "05-closed-loop"]
 
 
 @pytest.fixture(scope="module")

@@ -92,7 +92,7 @@ class Watcher:
             return {"action": "retrain", "dry_run": True, "why": why, "triggers": fired, "production": prod.version,
                     "observed": seen, "then": self._plan()}
         try:
-            claim = self.journal.append(last, RETRAINING, triggers=fired, production=prod.version, by=self.ident,
+            claim = self.journal.append(last, RETRAINING, why=why, triggers=fired, production=prod.version, by=self.ident,
                                         lease_until=now + self.cfg.watch.lease_s, observed=seen)
         except JournalConflict:
             return {"action": "none", "why": "another watcher took this step first"}
