@@ -130,6 +130,29 @@ def test_shift_fires_the_triggers_and_the_retrained_version_is_canaried_then_pro
     assert [e.state for e in Journal(storage, cfg.name, APP).entries()] == ["retraining", "canary", "promoting", "promoted"]
 
 
+def test_the_cli_dry_run_says_what_it_would_do_and_writes_nothing(loop, tmp_path):
+    """`rayline watch --once --dry-run` (and its --json): after the first test, production
+    serves the promoted version, the sources are unchanged, the canary window is over."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from rayline.cli import app as cli
+    from rayline.config import dump_config
+
+    cfg, storage, _, _, _ = loop
+    path = tmp_path / "watch.yaml"
+    path.write_text(dump_config(cfg))
+    before = len(Journal(storage, cfg.name, APP).entries())
+    r = CliRunner().invoke(cli, ["watch", "--config", str(path), "--once", "--dry-run", "--json"])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.output.strip().splitlines()[-1])
+    assert out["steps"][0]["action"] in ("none", "retrain") and out["journal"].endswith(f"watch/{cfg.name}/{APP}/journal")
+    assert len(Journal(storage, cfg.name, APP).entries()) == before
+    r = CliRunner().invoke(cli, ["watch", "--config", str(path), "--once", "--dry-run", "--set", "watch.canary.alias=production"])
+    assert r.exit_code != 0 and "watch.canary.alias" in r.output
+
+
 def test_a_planted_worse_candidate_is_rolled_back_by_a_watcher_resuming_a_killed_one(loop):
     cfg, storage, _, url, _ = loop
     reg = Registry.of(cfg, storage)
