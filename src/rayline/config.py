@@ -643,6 +643,8 @@ class RetrainConfig(_Model):
                                     "the candidate is judged on); null: keep data.split's test_from")
     valid_days: float | None = Field(None, gt=0, description="the days before the test days are validation; null: "
                                      "keep data.split's valid_from (or valid_fraction)")
+    tune_trials: int | None = Field(None, ge=1, description="retrain with a Ray Tune search of this many trials "
+                                    "(the tune section's space) instead of the production model's config")
 
 
 class WatchConfig(_Model):

@@ -158,7 +158,7 @@ class TuneOutcome:
 
 
 def tune_and_register(cfg: RaylineConfig, storage: Storage, *, trials: int | None = None, fresh: bool = False,
-                      promote_to: str | None = None, progress=lambda m: None) -> TuneOutcome:
+                      promote_to: str | None = None, progress=lambda m: None, lineage: dict | None = None) -> TuneOutcome:
     """Ingest (reused) -> Ray Tune over training -> the best trial evaluated on test -> registered
     with its trial and search space in the lineage -> promoted through the gate to `promote_to`."""
     from rayline.tune import run_tuning
@@ -181,7 +181,8 @@ def tune_and_register(cfg: RaylineConfig, storage: Storage, *, trials: int | Non
             tuning["tracking_parent_run_id"] = parent.run_id
         version, ev = finish_run(
             ctx, best_cfg, ingest, result.best, title=f"{cfg.name}: tuned, trial {tuning['trial_id']}", started=t0,
-            timings={"tune": result.seconds}, lineage={"tuning": tuning}, report_lineage={"tuning": tuning},
+            timings={"tune": result.seconds}, lineage={"tuning": tuning, **(lineage or {})},
+            report_lineage={"tuning": tuning, **(lineage or {})},
             parent_run_id=parent.run_id if parent else None,
             tags={"rayline.kind": "trial", "rayline.trial_id": str(tuning["trial_id"]), "rayline.best_trial": "true"})
         reused = False

@@ -187,3 +187,27 @@ def test_a_planted_worse_candidate_is_rolled_back_by_a_watcher_resuming_a_killed
     assert [e["event"] for e in reg.alias_log("candidate")][-2:] == ["canary", "canary_rolled_back"]
     after = _traffic_with_outcomes(url, _trips(300, 22), 20, tag="back-")
     assert set(after) == {prod}
+
+
+def test_a_retrain_may_be_a_tune_search_within_a_budget(ray_local, tmp_path):
+    """watch.retrain.tune_trials: the retrain is a Ray Tune search (2 trials here); its best trial
+    is registered with both the search and the trigger in its lineage, then gated as any retrain."""
+    write_tables(small_tables(1500, 3), tmp_path / "data")
+    raw = small_config(tmp_path / "data", tmp_path / "root")
+    raw["train"]["model"] = {"family": "xgboost", "xgboost": {"num_boost_round": 30, "early_stopping_rounds": None}}
+    raw["tune"] = {"report_every_rounds": 10, "grace_period": 2,
+                   "search_space": {"train.model.xgboost.max_depth": {"randint": [2, 5]}}}
+    raw["promote"] = {"tolerance": 1.0}
+    raw["watch"] = {"triggers": {"drift_psi": None}, "retrain": {"tune_trials": 2}, "canary": {"enabled": False}}
+    cfg = config_from_dict(raw)
+    storage = Storage(cfg.storage.root)
+    promote_version(cfg, storage, train_and_register(cfg, storage).version.version, "production")
+    tables = small_tables(1500, 3)
+    tables["trips"] = pa.concat_tables([tables["trips"], _trips(500, 9)])   # new rows at the source
+    write_tables({"trips": tables["trips"]}, tmp_path / "data")
+    out = Watcher.of(cfg, storage).step()
+    assert out["action"] == "promoted", out
+    mv = Registry.of(cfg, storage).get(out["version"])
+    assert len(mv.lineage["tuning"]["search_space"]) == 1 and mv.lineage["tuning"]["trials"] == 2
+    assert mv.lineage["watch"]["triggers"][0]["trigger"] == "new_data"
+    assert mv.lineage["watch"]["data_window"]["rows"]["read"] == 2000

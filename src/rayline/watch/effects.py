@@ -53,6 +53,11 @@ def hooks(cfg: RaylineConfig, storage: Storage, registry: Registry, progress) ->
                   **chosen, "ingest_key": ingest.key, "rows": ingest.manifest.get("rows")}
         lineage = {"watch": {"journal_seq": claim.seq, "triggers": fired, "data_window": window,
                              "production": claim.get("production")}}
+        if cfg.watch.retrain.tune_trials:  # a search within the budget, from the tune section's space
+            from rayline.pipeline import tune_and_register
+
+            return tune_and_register(run_cfg, storage, trials=cfg.watch.retrain.tune_trials, progress=progress,
+                                     lineage=lineage).version
         return train_in(run, ingest=ingest, lineage=lineage).version
 
     def gate(version: int) -> dict:
