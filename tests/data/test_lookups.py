@@ -149,3 +149,35 @@ def test_publishing_fresh_lookups_needs_no_retraining_and_serving_takes_only_a_c
     desc["schemas"]["join0-stations"] = [["code", "string"], ["elevation", "string"]]
     storage.write_bytes(json.dumps(desc).encode(), base, SNAPSHOT_FILE)
     assert newest_compatible(storage, cfg.name, ingest.key, own) is None
+
+
+def test_a_few_rows_through_the_dictionaries_equal_the_arrow_path(ingested, monkeypatch):
+    """A request's few rows take the Python path (dictionary lookups, keys spelled in Python);
+    a batch takes Arrow's. Row by row, with odd keys, the two give the same columns and misses."""
+    from rayline.features import lookups as lk_mod
+
+    cfg, storage, ingest, trips = ingested
+    spec, lookups = ingest.spec, _lookups(cfg, storage, ingest)
+    records = trips.slice(0, 40).drop_columns(["delay"]).to_pylist()
+    for r in records:
+        r["ts"] = r["ts"].isoformat()
+    records[1]["vehicle"], records[2]["station"], records[3]["hour"] = "V999", None, 5.0
+    records[4]["hour"], records[5]["vehicle"] = None, None
+    typed, failures = Contract(spec).check_records(records)
+    assert not failures.bad.any()
+    small = [lookups.apply(typed.slice(i, 1)) for i in range(typed.num_rows)]
+    monkeypatch.setattr(lk_mod, "SMALL_LOOKUP", 0)                        # every call takes Arrow's path
+    whole, missed = lookups.apply(typed)
+    for i, (row, row_missed) in enumerate(small):
+        assert row.to_pylist() == whole.slice(i, 1).to_pylist(), i
+        assert {k: bool(v[0]) for k, v in row_missed.items()} == {k: bool(v[i]) for k, v in missed.items()}, i
+    assert missed["vehicles(vehicle)"][1] and missed["vehicle_trips"][5] and not missed["station_hour_trips"][3]
+
+
+@pytest.mark.parametrize("values", [["a", None, ""], [5, -2, None, 0], [2013.0, 5.0, None, 1e8],
+                                    [0.0, -0.0, 5.5, 1e15, 1e20, None], [True, False]])
+def test_key_text_spelled_in_python_is_arrows(values):
+    from rayline.features.lookups import _key_text_small, key_text
+
+    col = pa.array(values)
+    assert _key_text_small(col) == key_text(col).to_pylist()

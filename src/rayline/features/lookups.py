@@ -33,7 +33,7 @@ import pyarrow.compute as pc
 
 from rayline.config import CountFeature, JoinConfig
 from rayline.errors import InputError
-from rayline.features.coerce import coerce
+from rayline.features.coerce import ARROW_TYPES, coerce
 
 
 def kind_of(t: pa.DataType) -> str:
@@ -67,12 +67,12 @@ class PreparedDimension:
     def num_rows(self) -> int:
         return self.columns.num_rows
 
-    def take(self, rows: pa.Array) -> pa.Table:
+    def take(self, rows: pa.Array | list) -> pa.Table:
         """The output columns at `rows` (null where a row is null). One row, the common case of a
         request, is a zero-copy slice (or a cached all-null row), not a gather (~25 µs each)."""
         if len(rows) != 1:
-            return self.columns.take(rows)
-        row = rows[0].as_py()
+            return self.columns.take(rows if isinstance(rows, pa.Array) else pa.array(rows, pa.int64()))
+        row = rows[0] if isinstance(rows, list) else rows[0].as_py()
         if row is not None:
             return self.columns.slice(row, 1)
         if self._null_row is None:
@@ -126,19 +126,31 @@ def prepare_dimension(dim: pa.Table, join: JoinConfig) -> PreparedDimension:
 SMALL_LOOKUP = 256  # rows up to which a lookup goes through the dimension's dictionary
 
 
+def _probe(batch: pa.Table, column: str, kind: str, memo: dict) -> list:
+    """A key column's values as Python, in the dimension's key kind (once per call: `memo`). A
+    column already of that type (the contract typed it) is not coerced again."""
+    got = memo.get((column, kind))
+    if got is None:
+        col = batch.column(column)
+        if col.type != ARROW_TYPES[kind]:
+            col = coerce(col, kind)[0]
+        got = memo[(column, kind)] = col.to_pylist()
+    return got
+
+
+def small_rows(batch: pa.Table, dim: PreparedDimension, join: JoinConfig, memo: dict | None = None) -> list:
+    """`lookup_rows` for a few rows, as a Python list (None: no match), through the dimension's
+    dictionary: per-call overhead, not data, is the cost of a request."""
+    memo = {} if memo is None else memo
+    index = dim.index()
+    return [index.get(k) for k in zip(*(_probe(batch, lk, dim.key_kinds[i], memo) for i, lk in enumerate(join.keys)))]
+
+
 def lookup_rows(batch: pa.Table, dim: PreparedDimension, join: JoinConfig, memo: dict | None = None) -> pa.Array:
     """For each batch row, the matching dimension row (int64), or null when there is none.
     `memo`: probe values already coerced, by (column, kind), shared by the lookups of one call."""
     if batch.num_rows <= SMALL_LOOKUP and dim.keys is not None:
-        memo = {} if memo is None else memo
-        probes = []
-        for i, lk in enumerate(join.keys):
-            got = memo.get((lk, dim.key_kinds[i]))
-            if got is None:
-                got = memo[(lk, dim.key_kinds[i])] = coerce(batch.column(lk), dim.key_kinds[i])[0].to_pylist()
-            probes.append(got)
-        index = dim.index()
-        return pa.array([index.get(k) for k in zip(*probes)], pa.int64())
+        return pa.array(small_rows(batch, dim, join, memo), pa.int64())
     code = None
     for i, lk in enumerate(join.keys):
         # Align key types (a CSV may read a key as int on one side and string on the other).
@@ -156,9 +168,14 @@ def join_columns(batch: pa.Table, dim: PreparedDimension, join: JoinConfig,
                  memo: dict | None = None) -> tuple[list[str], list, np.ndarray]:
     """The columns `dim` adds to `batch`'s rows (names, arrays, in batch order) and the mask of
     rows that found no match."""
-    rows = lookup_rows(batch, dim, join, memo)
-    unmatched = pc.is_null(rows).to_numpy(zero_copy_only=False)
-    matched = dim.take(rows)
+    if batch.num_rows <= SMALL_LOOKUP and dim.keys is not None:
+        found = small_rows(batch, dim, join, memo)
+        unmatched = np.fromiter((r is None for r in found), dtype=bool, count=len(found))
+        matched = dim.take(found)
+    else:
+        rows = lookup_rows(batch, dim, join, memo)
+        unmatched = pc.is_null(rows).to_numpy(zero_copy_only=False)
+        matched = dim.take(rows)
     return matched.column_names, matched.columns, unmatched
 
 
@@ -203,11 +220,36 @@ def key_text(col: pa.Array | pa.ChunkedArray) -> pa.Array:
     return pc.cast(col, pa.string())
 
 
+def _key_text_small(col: pa.Array | pa.ChunkedArray) -> list:
+    """`key_text(col).to_pylist()`, spelled in Python where that is certainly the same text (text,
+    integers, whole floats in [1, 1e9)); other columns go through Arrow's cast."""
+    t = col.type
+    values = col.to_pylist()
+    if pa.types.is_string(t):
+        return values
+    if pa.types.is_integer(t):
+        return [None if v is None else str(v) for v in values]
+    if pa.types.is_floating(t) and all(v is None or (v.is_integer() and 1 <= abs(v) < 1e9) for v in values):
+        return [None if v is None else str(int(v)) for v in values]
+    return key_text(col).to_pylist()
+
+
 def count_columns(keys: pa.Table, counts: dict[str, PreparedDimension],
                   features: tuple[CountFeature, ...] | list[CountFeature]) -> tuple[list[str], list, dict[str, np.ndarray]]:
     """Each count column for `keys`' rows (its keys read as text) and each one's rows with no count."""
     missed, names, cols, memo = {}, [], [], {}
-    text = {k: key_text(keys.column(k)) for k in dict.fromkeys(k for c in features for k in c.by)}  # once per key
+    needed = list(dict.fromkeys(k for c in features for k in c.by))
+    if keys.num_rows <= SMALL_LOOKUP and all(counts[c.name].keys is not None for c in features):
+        # a request's few rows: the keys' text spelled in Python, each count found in its dictionary
+        text = {k: _key_text_small(keys.column(k)) for k in needed}
+        for c in features:
+            index = counts[c.name].index()
+            found = [index.get(k) for k in zip(*(text[k] for k in c.by))]
+            missed[c.name] = np.fromiter((r is None for r in found), dtype=bool, count=len(found))
+            names.append(c.name)
+            cols.append(counts[c.name].take(found).column(c.name))
+        return names, cols, missed
+    text = {k: key_text(keys.column(k)) for k in needed}  # once per key
     for c in features:
         probe = pa.table({k: text[k] for k in c.by})
         rows = lookup_rows(probe, counts[c.name], count_join(c), memo)
@@ -225,14 +267,18 @@ def add_counts(typed: pa.Table, keys: pa.Table, counts: dict[str, PreparedDimens
 
 
 def attach(typed: pa.Table, keys: pa.Table, joins: list[JoinConfig] | tuple[JoinConfig, ...],
-           dims: dict, counts: list[CountFeature] | tuple[CountFeature, ...]) -> tuple[pa.Table, dict[str, np.ndarray]]:
+           dims: dict, counts: list[CountFeature] | tuple[CountFeature, ...],
+           drop: frozenset | set = frozenset()) -> tuple[pa.Table, dict[str, np.ndarray]]:
     """The joins (dims[i] for joins[i]), then the counts (dims[name]) onto `typed`: what the ingest
     does to every batch and what serving and batch inference do to every record. Returns the rows
     each lookup missed, by lookup name (`join_name`, the count's name). The new columns are
     gathered and assembled into one table at the end (a table per lookup cost ~0.1 ms each on a
-    one-record request)."""
+    one-record request). `drop`: columns of `typed` left out (those the lookups provide)."""
     missed: dict[str, np.ndarray] = {}
     names, cols = list(typed.column_names), list(typed.columns)
+    if drop:
+        kept = [i for i, n in enumerate(names) if n not in drop]
+        names, cols = [names[i] for i in kept], [cols[i] for i in kept]  # a join keyed by one probes the table so far
     primary, existing, memo = set(names), set(names), {}
     for i, j in enumerate(joins):
         # keyed by primary columns as a rule; by an earlier join's column: probe the table so far
@@ -292,7 +338,7 @@ class Lookups:
         names = set(typed.column_names)
         present = [c for c in self.columns if c in names]  # the contract types every feature: mostly all-null
         sent = {c: typed.column(c) for c in present if typed.column(c).null_count < typed.num_rows}
-        out, missed = attach(typed.drop_columns(present) if present else typed, typed, self.joins, self.dims, self.counts)
+        out, missed = attach(typed, typed, self.joins, self.dims, self.counts, drop=frozenset(present))
         if sent:
             cols = [pc.coalesce(sent[c], col.cast(sent[c].type)) if c in sent else col  # the client's type (the
                     for c, col in zip(out.column_names, out.columns)]                 # contract's): int counts -> float
