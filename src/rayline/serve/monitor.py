@@ -99,8 +99,16 @@ class DriftTracker:
         hi = np.array([math.inf if f.max is None else f.max for f in spec.numeric])
         bounded = np.isfinite(lo) & np.isfinite(hi)  # sums are clipped only where both ends are known
         self._bounds = (lo, hi, np.where(bounded, lo, -math.inf), np.where(bounded, hi, math.inf))
-        self._edges = [np.asarray(f.bins, dtype=np.float64) for f in spec.numeric]
-        self._cards = [c.cardinality for c in spec.categorical]
+        # One flat histogram per bucket: each numeric feature's bins, then each category's codes,
+        # filled by one bincount per batch (a bincount per feature cost a one-record request ~80 µs).
+        widths = [len(f.bins) + 1 for f in spec.numeric] + [c.cardinality for c in spec.categorical]
+        self._starts = np.concatenate([[0], np.cumsum(widths)]).astype(np.int64)
+        nb = max((len(f.bins) for f in spec.numeric), default=0)
+        self._edges = np.full((len(spec.numeric), max(nb, 1)), np.inf)  # padded: no value reaches +inf
+        for j, f in enumerate(spec.numeric):
+            self._edges[j, :len(f.bins)] = f.bins
+        self._cards = np.array([c.cardinality for c in spec.categorical], dtype=np.int64)
+        self._names = [f.name for f in spec.numeric] + [c.name for c in spec.categorical]
 
     def observe(self, table: pa.Table, inputs: ModelInputs, missed: dict[str, np.ndarray] | None = None) -> list[str]:
         """Count a batch of typed input columns; return the numeric features with values outside
@@ -119,26 +127,29 @@ class DriftTracker:
             n_present = present.sum(axis=0)
             num = np.stack([n_present, rows - n_present, below, above, c.sum(axis=0), (c * c).sum(axis=0)], axis=1)
             outside = [numeric[j].name for j in np.flatnonzero(below + above)]
-            hist = [np.bincount(np.searchsorted(e, x[present[:, j], j], side="right"), minlength=len(e) + 1)
-                    for j, e in enumerate(self._edges)]
+            with np.errstate(invalid="ignore"):  # a bin is the number of edges <= the value (searchsorted right)
+                bins = (x[:, :, None] >= self._edges[None, :, :]).sum(axis=2)
+            slots = (bins + self._starts[None, :len(numeric)])[present]
         else:
-            hist = []
+            slots = np.zeros(0, np.int64)
         codes = inputs.cat if len(inputs) else np.zeros((0, len(categorical)), np.int64)
         cat = np.stack([np.full(len(categorical), rows), (codes == OOV_INDEX).sum(axis=0), (codes == 0).sum(axis=0)], axis=1)
-        hist += [np.bincount(np.clip(codes[:, j], 0, k - 1), minlength=k) for j, k in enumerate(self._cards)]
+        if len(categorical):
+            cat_slots = np.clip(codes, 0, self._cards - 1) + self._starts[len(numeric):-1]
+            slots = np.concatenate([slots, cat_slots.ravel()])
+        hist = np.bincount(slots.astype(np.int64), minlength=int(self._starts[-1]))
         key = int(self.clock() // self.bucket_s) * self.bucket_s
         with self.lock:
             bucket = self.buckets.get(key)
             if bucket is None:
                 bucket = self.buckets[key] = {"records": 0, "num": np.zeros_like(num), "cat": np.zeros(cat.shape, np.int64),
-                                              "misses": {}, "hist": [np.zeros(len(h), np.int64) for h in hist]}
+                                              "misses": {}, "hist": np.zeros(len(hist), np.int64)}
             bucket["records"] += rows
             for name, mask in (missed or {}).items():
                 bucket["misses"][name] = bucket["misses"].get(name, 0) + int(mask.sum())
             bucket["num"] += num
             bucket["cat"] += cat
-            for acc, h in zip(bucket["hist"], hist):
-                acc += h
+            bucket["hist"] += hist
             self.n += rows
             self.batches += 1
             oldest = self.clock() - self.window_s
@@ -157,9 +168,9 @@ class DriftTracker:
                     features[f.name] = [int(v) if i in int_fields else float(v) for i, v in enumerate(b["num"][j])]
                 for j, c in enumerate(self.spec.categorical):
                     features[c.name] = [int(v) for v in b["cat"][j]]
-                names = [f.name for f in self.spec.numeric] + [c.name for c in self.spec.categorical]
+                st = self._starts
                 buckets[k] = {"records": b["records"], "features": features, "misses": dict(b.get("misses", {})),
-                              "hist": {n: h.tolist() for n, h in zip(names, b["hist"])}}
+                              "hist": {n: b["hist"][st[i]:st[i + 1]].tolist() for i, n in enumerate(self._names)}}
             return {"records": self.n, "batches": self.batches, "buckets": buckets}
 
     def report(self, others: list[dict] = ()) -> dict:
