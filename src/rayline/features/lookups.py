@@ -81,10 +81,15 @@ class PreparedDimension:
         return self._null_row
 
     def index(self) -> dict:
-        """key tuple -> dimension row, built once (a few requests' rows are looked up one by one:
-        `index_in` hashes the whole value set on every call, ~6 ms for a 26k-row dimension)."""
+        """key -> dimension row (`index_key`), built once (a few requests' rows are looked up one
+        by one: `index_in` hashes the whole value set on every call, ~6 ms for a 26k-row dimension).
+        Its keys are plain values or strings and its values ints, so the garbage collector never
+        tracks it: with a tuple per key the flights' 250k-row count made every full collection
+        of a replica take ~150 ms, and the indexes cost 127 MB."""
         if self._index is None:
-            self._index = {k: i for i, k in enumerate(zip(*(c.to_pylist() for c in self.keys or [])))}
+            cols = [c.to_pylist() for c in self.keys or []]
+            keys = cols[0] if len(cols) == 1 else map(index_key, zip(*cols))
+            self._index = {k: i for i, k in enumerate(keys)}
         return self._index
 
 
@@ -126,6 +131,21 @@ def prepare_dimension(dim: pa.Table, join: JoinConfig) -> PreparedDimension:
 SMALL_LOOKUP = 256  # rows up to which a lookup goes through the dimension's dictionary
 
 
+def index_key(parts: tuple):
+    """A multi-column key as one string: each part's text with its length in front (no separator
+    can be forged by a value). Parts are of their column's kind on both sides, so equal keys
+    give equal strings."""
+    return "|".join(f"{len(t)}:{t}" for t in map(_part_text, parts))
+
+
+def _part_text(v) -> str:
+    if isinstance(v, str):
+        return v
+    if v is None:
+        return "\x00null"  # never in an index (keys are non-null): a probe with a null key misses
+    return v.isoformat() if hasattr(v, "isoformat") else repr(v)
+
+
 def _probe(batch: pa.Table, column: str, kind: str, memo: dict) -> list:
     """A key column's values as Python, in the dimension's key kind (once per call: `memo`). A
     column already of that type (the contract typed it) is not coerced again."""
@@ -143,7 +163,10 @@ def small_rows(batch: pa.Table, dim: PreparedDimension, join: JoinConfig, memo: 
     dictionary: per-call overhead, not data, is the cost of a request."""
     memo = {} if memo is None else memo
     index = dim.index()
-    return [index.get(k) for k in zip(*(_probe(batch, lk, dim.key_kinds[i], memo) for i, lk in enumerate(join.keys)))]
+    probes = [_probe(batch, lk, dim.key_kinds[i], memo) for i, lk in enumerate(join.keys)]
+    if len(probes) == 1:
+        return [None if k is None else index.get(k) for k in probes[0]]
+    return [index.get(index_key(k)) for k in zip(*probes)]
 
 
 def lookup_rows(batch: pa.Table, dim: PreparedDimension, join: JoinConfig, memo: dict | None = None) -> pa.Array:
@@ -244,7 +267,8 @@ def count_columns(keys: pa.Table, counts: dict[str, PreparedDimension],
         text = {k: _key_text_small(keys.column(k)) for k in needed}
         for c in features:
             index = counts[c.name].index()
-            found = [index.get(k) for k in zip(*(text[k] for k in c.by))]
+            found = ([index.get(k) for k in text[c.by[0]]] if len(c.by) == 1 else
+                     [index.get(index_key(k)) for k in zip(*(text[k] for k in c.by))])
             missed[c.name] = np.fromiter((r is None for r in found), dtype=bool, count=len(found))
             names.append(c.name)
             cols.append(counts[c.name].take(found).column(c.name))
