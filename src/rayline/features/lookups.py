@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import sys
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -61,6 +62,7 @@ class PreparedDimension:
     source: pa.Table | None = field(default=None, repr=False)  # keys + columns as validated: what a snapshot stores
     keys: list[pa.Array] | None = field(default=None, repr=False)  # the coerced key columns, per dimension row
     _index: dict | None = field(default=None, init=False, repr=False, compare=False)
+    index_bytes: int = field(default=0, init=False, repr=False, compare=False)  # once the index is built
     _null_row: pa.Table | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
@@ -89,7 +91,9 @@ class PreparedDimension:
         if self._index is None:
             cols = [c.to_pylist() for c in self.keys or []]
             keys = cols[0] if len(cols) == 1 else map(index_key, zip(*cols))
-            self._index = {k: i for i, k in enumerate(keys)}
+            index = {k: i for i, k in enumerate(keys)}
+            self.index_bytes = sys.getsizeof(index) + sum(map(sys.getsizeof, index))  # the dict and its keys
+            self._index = index
         return self._index
 
 
@@ -354,8 +358,10 @@ class Lookups:
 
     @property
     def nbytes(self) -> int:
+        """The snapshot's Arrow buffers plus its Python indexes (those built so far: a replica
+        builds them when it warms up)."""
         return sum(d.columns.nbytes + sum(x.nbytes for x in d.distinct) + d.row_of_code.nbytes
-                   + sum(x.nbytes for x in d.folded if x is not None) for d in self.dims.values())
+                   + sum(x.nbytes for x in d.folded if x is not None) + d.index_bytes for d in self.dims.values())
 
     def apply(self, typed: pa.Table) -> tuple[pa.Table, dict[str, np.ndarray]]:
         """The looked-up columns onto checked records; where the client sent a value it wins."""
