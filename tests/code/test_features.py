@@ -171,3 +171,18 @@ def test_numeric_matrix_reads_a_few_rows_as_python_values_exactly_as_arrow_does(
         np.testing.assert_array_equal(np.isfinite(small), np.isfinite(large))
         np.testing.assert_array_equal(small[np.isfinite(small)], large[np.isfinite(large)])
     assert spec_mod.numeric_matrix(t.slice(0, 12), names).shape == (5, 12)
+
+
+def test_the_drift_sample_stays_bounded_and_keeps_its_weight_over_many_batches():
+    from rayline.features.fit import SAMPLE_MAX, Sample
+
+    rng = np.random.default_rng(3)
+    merged = Sample()
+    for _ in range(120):                                  # a 30M-row ingest: ~115 batches
+        merged = merged.merge(Sample.of(rng.exponential(10.0, 50_000)))
+    assert len(merged.values) <= SAMPLE_MAX
+    assert sum(merged.weights) == pytest.approx(120 * 50_000)
+    edges, shares = merged.bins()
+    want = np.quantile(rng.exponential(10.0, 2_000_000), np.arange(1, 10) / 10)
+    np.testing.assert_allclose(edges, want, rtol=0.05)
+    assert all(abs(s - 0.1) < 0.01 for s in shares)

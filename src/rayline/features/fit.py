@@ -54,7 +54,7 @@ class Moments:
         return float(np.sqrt(self.m2 / self.n)) if self.n > 1 else 0.0
 
 
-SAMPLE_PER_BATCH, DRIFT_BINS = 512, 10
+SAMPLE_PER_BATCH, SAMPLE_MAX, DRIFT_BINS = 512, 16_384, 10
 
 
 @dataclass
@@ -72,7 +72,15 @@ class Sample:
         return cls(picked.tolist(), [ok.size / picked.size] * picked.size)
 
     def merge(self, o: "Sample") -> "Sample":
-        return Sample(self.values + o.values, self.weights + o.weights)
+        """Both samples; beyond SAMPLE_MAX values an evenly spaced subset, reweighted to the same
+        total (a 30M-row ingest has ~115 batches: the driver holds 16k values a feature, not 60k)."""
+        values, weights = self.values + o.values, self.weights + o.weights
+        if len(values) <= SAMPLE_MAX:
+            return Sample(values, weights)
+        w = np.asarray(weights)
+        keep = np.linspace(0, len(values) - 1, SAMPLE_MAX).astype(np.int64)
+        kept = w[keep] * (w.sum() / w[keep].sum())
+        return Sample(np.asarray(values)[keep].tolist(), kept.tolist())
 
     def bins(self, k: int = DRIFT_BINS) -> tuple[list[float], list[float]]:
         """(interior edges at the weighted 1/k..(k-1)/k quantiles, ties merged; share per bin)."""
