@@ -112,6 +112,7 @@ class Fake:
         self.now, self.fired, self.traffic, self.tracked = 10_000.0, True, [], []
         self.candidate_auc, self.retrain_error, self.gate_error = 0.75, None, None
         self.crash_on = None
+        self.sources = "k2"
 
     def _register(self, auc):
         return self.registry.register({"model.bin": b"x"}, {"metric": "auc", "mode": "max", "test": {"auc": auc}},
@@ -119,7 +120,7 @@ class Fake:
 
     def hooks(self) -> Hooks:
         def observe(prod):
-            return Observations(self.now, prod, sources_fingerprint="k2" if self.fired else prod.data_fingerprint)
+            return Observations(self.now, prod, sources_fingerprint=self.sources if self.fired else prod.data_fingerprint)
 
         def retrain(fired, claim):
             if self.retrain_error:
@@ -206,6 +207,11 @@ def test_failed_retrain_and_refused_gate_leave_production_untouched(tmp_path):
     assert out["action"] == "rejected" and "0.60 vs 0.70" in out["why"]
     assert f.registry.aliases() == {"production": f.prod.version} and f.traffic == []
     assert f.states() == ["retraining", "failed", "retraining", "rejected"]
+    again = f.watcher().step()                        # the same sources: not retrained every look
+    assert again["action"] == "none" and "already ended rejected" in again["why"]
+    assert f.states() == ["retraining", "failed", "retraining", "rejected"]
+    f.sources = "k3"                                  # new rows arrive: the way is open again
+    assert f.watcher().step()["action"] == "rejected"
 
 
 @pytest.mark.parametrize("where,state", [("traffic", "canary"),     # re-applying the weight, mid-canary

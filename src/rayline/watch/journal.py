@@ -48,6 +48,12 @@ class Journal:
         seqs = self._seqs()
         return Entry(seqs[-1], self.storage.read_json(self.base, _name(seqs[-1]))) if seqs else None
 
+    def get(self, seq: int) -> Entry | None:
+        try:
+            return Entry(seq, self.storage.read_json(self.base, _name(seq)))
+        except (FileNotFoundError, OSError):
+            return None
+
     def entries(self, limit: int | None = None) -> list[Entry]:
         seqs = self._seqs()
         return [Entry(n, self.storage.read_json(self.base, _name(n))) for n in seqs[-limit if limit else 0:]]

@@ -88,6 +88,9 @@ class Watcher:
         if not fired:
             return {"action": "none", "why": "no trigger fired", "production": prod.version, "observed": seen}
         why = "; ".join(f["why"] for f in fired)
+        tried = self._tried_already(last, prod, obs)
+        if tried:
+            return {"action": "none", "why": tried, "production": prod.version, "observed": seen, "triggers": fired}
         if dry_run:
             return {"action": "retrain", "dry_run": True, "why": why, "triggers": fired, "production": prod.version,
                     "observed": seen, "then": self._plan()}
@@ -196,6 +199,20 @@ class Watcher:
         self.progress(f"watch: {state}" + (f" version {data['version']}" if data.get("version") else "")
                       + f": {data.get('why')}")
         return {"action": state, "state": state, **data}
+
+    def _tried_already(self, last: Entry | None, prod: Production, obs) -> str | None:
+        """A retrain refused by the gate, or one that reproduced production, against this
+        production on these very sources is not repeated every look: the same data would give the
+        same result. New rows at the sources (or another production) open the way again. A failed
+        retrain is retried at the next look (a worker lost, a node gone: it may pass)."""
+        if last is None or last.state not in ("rejected", "unchanged") or last.get("production") != prod.version:
+            return None
+        claim = self.journal.get(last.seq - 1)
+        tried_on = ((claim.get("observed") if claim else None) or {}).get("sources_fingerprint")
+        if tried_on is None or tried_on != obs.sources_fingerprint:
+            return None
+        return (f"a retrain on these sources already ended {last.state} (journal step {last.seq}: "
+                f"{str(last.get('why'))[:300]}); waiting for new data")
 
     def _say(self, entry: Entry, action: str, why: str, dry_run: bool) -> dict:
         return {"action": action, "state": entry.state, "why": why, "version": entry.get("version"),
