@@ -110,14 +110,14 @@ def window_config(cfg: RaylineConfig, storage: Storage, registry: Registry,
         return cfg, {"window": "all"}
     from rayline.data.ingest import sources_time_range
 
-    from rayline.watch.policy import _parse, data_window
+    from rayline.watch.policy import parse_time, data_window
 
     bare = cfg.model_copy(update={"data": cfg.data.model_copy(update={"split": cfg.data.split.model_copy(
         update={"train_from": None, "until": None})})})
     span = sources_time_range(bare, storage)
     prod_newest = None
     if production is not None:
-        prod_newest = _parse((registry.get(production).lineage.get("watch") or {}).get("data_window", {}).get("newest"))
+        prod_newest = parse_time((registry.get(production).lineage.get("watch") or {}).get("data_window", {}).get("newest"))
     split, chosen = data_window(cfg.data.split, r, span[1] if span else None, prod_newest)
     return cfg.model_copy(update={"data": cfg.data.model_copy(update={"split": split})}), chosen
 

@@ -226,7 +226,7 @@ class Watcher:
             raise RaylineError(f"rayline watch: nothing in service to watch ({e}); run the pipeline first") from None
         mv = self.registry.get(v)
         return Production(v, mv.lineage.get("data_fingerprint"), float(mv.lineage.get("created_unix") or 0),
-                          mv.metrics.get("test", {}), (mv.lineage.get("watch") or {}).get("data_window", {}).get("newest"))
+                          mv.metrics.get("test", {}))
 
     def _plan(self) -> str:
         c = self.cfg.watch.canary

@@ -24,7 +24,6 @@ class Production:
     data_fingerprint: str | None       # of the sources it was trained from (lineage)
     registered_unix: float
     test: dict                         # its test metrics (auc, accuracy, rmse, ...)
-    data_newest: str | None = None     # the newest time in its data, when the watcher trained it
 
 
 @dataclass
@@ -163,7 +162,7 @@ def data_window(split: SplitConfig, r: RetrainConfig, newest: dt.datetime | None
     valid_from = test_from - dt.timedelta(days=r.valid_days) if (r.valid_days and test_from) else None
     if valid_from is not None:
         update["valid_from"] = valid_from.isoformat()
-    first_held = valid_from or test_from or _parse(split.valid_from or split.test_from)
+    first_held = valid_from or test_from or parse_time(split.valid_from or split.test_from)
     train_from = None
     if r.window == "sliding" and r.days and first_held is not None:
         train_from = first_held - dt.timedelta(days=r.days)
@@ -177,7 +176,7 @@ def data_window(split: SplitConfig, r: RetrainConfig, newest: dt.datetime | None
     return SplitConfig.model_validate({**split.model_dump(), **update}), chosen
 
 
-def _parse(text: str | None) -> dt.datetime | None:
+def parse_time(text: str | None) -> dt.datetime | None:
     if not text:
         return None
     t = dt.datetime.fromisoformat(text)
