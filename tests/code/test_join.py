@@ -66,3 +66,27 @@ def test_empty_dimension_matches_nothing():
     dim = prepare_dimension(pa.table({"id": pa.array([], pa.string()), "seats": pa.array([], pa.int64())}), join)
     out, unmatched = left_join(pa.table({"id": ["a", None]}), dim, join)
     assert out.column("seats").null_count == 2 and unmatched.all()
+
+
+@pytest.mark.parametrize("keys", [
+    # a time key (weather by airport and hour): the few-rows path matches on ticks, not datetimes
+    ({"site": ["A", "A", "B"], "at": pa.array([0, 3_600_000_000, 0], pa.timestamp("us", tz="UTC"))},
+     {"site": ["A", "B", "A", "A", None], "at": ["1970-01-01T01:00:00Z", "1970-01-01T02:00:00+02:00",
+                                                 "1970-01-01T00:30:00Z", None, "1970-01-01T00:00:00Z"]},
+     [1.0, 2.0, None, None, None]),
+    ({"site": ["A", "B"], "at": pa.array([0, 1], pa.date32())},
+     {"site": ["B", "A", "A"], "at": pa.array([1, 1, 0], pa.date32())}, [1.0, None, 0.0]),
+])
+def test_a_few_rows_through_the_dictionary_equal_the_arrow_path_for_time_keys(keys, monkeypatch):
+    from rayline.features import lookups as lk_mod
+
+    dim_cols, probe_cols, want = keys
+    join = JoinConfig(table="weather", keys=["site", "at"], columns=["temp"])
+    dim = prepare_dimension(pa.table({**dim_cols, "temp": [float(i) for i in range(len(dim_cols["site"]))]}), join)
+    batch = pa.table(probe_cols)
+    small = [left_join(batch.slice(i, 1), dim, join) for i in range(batch.num_rows)]
+    monkeypatch.setattr(lk_mod, "SMALL_LOOKUP", 0)                        # every call takes Arrow's path
+    whole, unmatched = left_join(batch, dim, join)
+    assert [t.column("temp")[0].as_py() for t, _ in small] == whole.column("temp").to_pylist()
+    assert [bool(u[0]) for _, u in small] == unmatched.tolist()
+    assert whole.column("temp").to_pylist() == want

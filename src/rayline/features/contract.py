@@ -90,7 +90,7 @@ class Failures:
             raise ValueError("Failures(details=False) records no reasons to quarantine with")
         idx = np.flatnonzero(self.bad)
         bad_rows = raw.take(pa.array(idx))
-        src = bad_rows.column(source_col).to_pylist() if source_col and source_col in raw.column_names else [None] * idx.size
+        src = bad_rows.column(source_col).to_pylist() if source_col and source_col in raw.schema.names else [None] * idx.size
         return pa.table({
             "table": pa.array([table_name] * idx.size, pa.string()),
             "rule": pa.array(self.rule[idx].tolist(), pa.string()),
@@ -98,7 +98,7 @@ class Failures:
             "value": pa.array(self.value[idx].tolist(), pa.string()),
             "failures": pa.array(["; ".join(self.all[i]) for i in idx.tolist()], pa.string()),
             "source_file": pa.array(src, pa.string()),
-            "row": pa.array(_json_rows(bad_rows.drop_columns([c for c in (source_col,) if c and c in raw.column_names])), pa.string()),
+            "row": pa.array(_json_rows(bad_rows.drop_columns([c for c in (source_col,) if c and c in raw.schema.names])), pa.string()),
         }, schema=QUARANTINE_SCHEMA)
 
 
@@ -149,7 +149,7 @@ def apply_rules(table: pa.Table, rules: dict[str, ColumnRule], failures: Failure
     per-call overhead, not data, is the cost: float columns are checked together as one matrix,
     and text rules on a few rows run over Python values (same verdicts, tested both ways)."""
     n = table.num_rows
-    present = set(table.column_names)
+    present = set(table.schema.names)
     lane = _FloatLane(table, rules)
     typed_cols: dict[str, pa.Array] = {}
     for name, rule in rules.items():
@@ -179,7 +179,7 @@ def apply_rules(table: pa.Table, rules: dict[str, ColumnRule], failures: Failure
             if outside is not None:
                 failures.add(outside, "allowed", name, raw)
         typed_cols[name] = typed
-    cols = {c: typed_cols.pop(c, table.column(c)) for c in table.column_names}  # input order kept
+    cols = {c: typed_cols.pop(c, table.column(c)) for c in table.schema.names}  # input order kept
     return pa.table({**cols, **typed_cols})
 
 

@@ -89,7 +89,7 @@ class PreparedDimension:
         tracks it: with a tuple per key the flights' 250k-row count made every full collection
         of a replica take ~150 ms, and the indexes cost 127 MB."""
         if self._index is None:
-            cols = [c.to_pylist() for c in self.keys or []]
+            cols = [key_values(c) for c in self.keys or []]
             keys = cols[0] if len(cols) == 1 else map(index_key, zip(*cols))
             index = {k: i for i, k in enumerate(keys)}
             self.index_bytes = sys.getsizeof(index) + sum(map(sys.getsizeof, index))  # the dict and its keys
@@ -126,8 +126,9 @@ def prepare_dimension(dim: pa.Table, join: JoinConfig) -> PreparedDimension:
     row_of_code = np.empty(n_codes, dtype=np.int64)
     row_of_code[codes] = np.arange(dim.num_rows, dtype=np.int64)
     out_cols = [c for c in join.columns if c not in right_keys]
-    columns = dim.select(out_cols).rename_columns([join.output_name(c) for c in out_cols])
-    source = dim.select(list(dict.fromkeys([*right_keys, *(c for c in join.columns if c in dim.column_names)])))
+    # one chunk: a gather across a Parquet file's many row groups costs several times more
+    columns = dim.select(out_cols).rename_columns([join.output_name(c) for c in out_cols]).combine_chunks()
+    source = dim.select(list(dict.fromkeys([*right_keys, *(c for c in join.columns if c in dim.schema.names)])))
     return PreparedDimension(join.table, columns, [kind_of(k.type) for k in keys], distinct, folded, pa.array(row_of_code),
                              source, [k.combine_chunks() if isinstance(k, pa.ChunkedArray) else k for k in keys])
 
@@ -139,7 +140,11 @@ def index_key(parts: tuple):
     """A multi-column key as one string: each part's text with its length in front (no separator
     can be forged by a value). Parts are of their column's kind on both sides, so equal keys
     give equal strings."""
-    return "|".join(f"{len(t)}:{t}" for t in map(_part_text, parts))
+    return "|".join(map(_key_part, map(_part_text, parts)))
+
+
+def _key_part(text: str) -> str:
+    return f"{len(text)}:{text}"
 
 
 def _part_text(v) -> str:
@@ -150,6 +155,18 @@ def _part_text(v) -> str:
     return v.isoformat() if hasattr(v, "isoformat") else repr(v)
 
 
+def key_values(col: pa.Array | pa.ChunkedArray) -> list:
+    """A key column's values as Python for the index: times as their integer ticks (a tz-aware
+    datetime costs ~3 µs to build and another to spell; both sides of a lookup have the same
+    Arrow type, so equal times give equal ticks)."""
+    t = col.type
+    if pa.types.is_timestamp(t) or pa.types.is_date(t):
+        ticks = pa.int64() if pa.types.is_timestamp(t) or pa.types.is_date64(t) else pa.int32()
+        chunks = col.chunks if isinstance(col, pa.ChunkedArray) else [col]
+        return [v for c in chunks for v in c.view(ticks).to_pylist()]
+    return col.to_pylist()
+
+
 def _probe(batch: pa.Table, column: str, kind: str, memo: dict) -> list:
     """A key column's values as Python, in the dimension's key kind (once per call: `memo`). A
     column already of that type (the contract typed it) is not coerced again."""
@@ -158,7 +175,7 @@ def _probe(batch: pa.Table, column: str, kind: str, memo: dict) -> list:
         col = batch.column(column)
         if col.type != ARROW_TYPES[kind]:
             col = coerce(col, kind)[0]
-        got = memo[(column, kind)] = col.to_pylist()
+        got = memo[(column, kind)] = key_values(col)
     return got
 
 
@@ -203,7 +220,7 @@ def join_columns(batch: pa.Table, dim: PreparedDimension, join: JoinConfig,
         rows = lookup_rows(batch, dim, join, memo)
         unmatched = pc.is_null(rows).to_numpy(zero_copy_only=False)
         matched = dim.take(rows)
-    return matched.column_names, matched.columns, unmatched
+    return matched.schema.names, matched.columns, unmatched
 
 
 def left_join(batch: pa.Table, dim: PreparedDimension, join: JoinConfig) -> tuple[pa.Table, np.ndarray]:
@@ -212,8 +229,8 @@ def left_join(batch: pa.Table, dim: PreparedDimension, join: JoinConfig) -> tupl
     Returns the joined batch and a mask of rows that found no match.
     """
     names, cols, unmatched = join_columns(batch, dim, join)
-    _no_clash(join, names, set(batch.column_names))
-    return pa.Table.from_arrays([*batch.columns, *cols], names=[*batch.column_names, *names]), unmatched
+    _no_clash(join, names, set(batch.schema.names))
+    return pa.Table.from_arrays([*batch.columns, *cols], names=[*batch.schema.names, *names]), unmatched
 
 
 def _no_clash(join: JoinConfig, names: list[str], existing: set[str]) -> None:
@@ -269,10 +286,16 @@ def count_columns(keys: pa.Table, counts: dict[str, PreparedDimension],
     if keys.num_rows <= SMALL_LOOKUP and all(counts[c.name].keys is not None for c in features):
         # a request's few rows: the keys' text spelled in Python, each count found in its dictionary
         text = {k: _key_text_small(keys.column(k)) for k in needed}
+        parts = {}  # each key column's `index_key` parts, spelled once for all the counts that use it
         for c in features:
             index = counts[c.name].index()
-            found = ([index.get(k) for k in text[c.by[0]]] if len(c.by) == 1 else
-                     [index.get(index_key(k)) for k in zip(*(text[k] for k in c.by))])
+            if len(c.by) == 1:
+                found = [index.get(k) for k in text[c.by[0]]]
+            else:
+                for k in c.by:
+                    if k not in parts:
+                        parts[k] = [_key_part(_part_text(v)) for v in text[k]]
+                found = [index.get("|".join(k)) for k in zip(*(parts[k] for k in c.by))]
             missed[c.name] = np.fromiter((r is None for r in found), dtype=bool, count=len(found))
             names.append(c.name)
             cols.append(counts[c.name].take(found).column(c.name))
@@ -291,7 +314,7 @@ def add_counts(typed: pa.Table, keys: pa.Table, counts: dict[str, PreparedDimens
                features: tuple[CountFeature, ...] | list[CountFeature]) -> tuple[pa.Table, dict[str, np.ndarray]]:
     """Append each count column, its keys read from `keys` as text; and each one's rows with no count."""
     names, cols, missed = count_columns(keys, counts, features)
-    return pa.Table.from_arrays([*typed.columns, *cols], names=[*typed.column_names, *names]), missed
+    return pa.Table.from_arrays([*typed.columns, *cols], names=[*typed.schema.names, *names]), missed
 
 
 def attach(typed: pa.Table, keys: pa.Table, joins: list[JoinConfig] | tuple[JoinConfig, ...],
@@ -303,17 +326,20 @@ def attach(typed: pa.Table, keys: pa.Table, joins: list[JoinConfig] | tuple[Join
     gathered and assembled into one table at the end (a table per lookup cost ~0.1 ms each on a
     one-record request). `drop`: columns of `typed` left out (those the lookups provide)."""
     missed: dict[str, np.ndarray] = {}
-    names, cols = list(typed.column_names), list(typed.columns)
+    names = typed.schema.names
     if drop:
         kept = [i for i, n in enumerate(names) if n not in drop]
-        names, cols = [names[i] for i in kept], [cols[i] for i in kept]  # a join keyed by one probes the table so far
+        names, cols = [names[i] for i in kept], [typed.column(i) for i in kept]  # a join keyed by one probes the table so far
+    else:
+        cols = typed.columns
     primary, existing, memo = set(names), set(names), {}
     for i, j in enumerate(joins):
         # keyed by primary columns as a rule; by an earlier join's column: probe the table so far
         plain = primary.issuperset(j.keys)
         probe = typed if plain else pa.Table.from_arrays(cols, names=names)
         new, arrays, missed[join_name(j)] = join_columns(probe, dims[i], j, memo if plain else None)
-        _no_clash(j, new, existing)
+        if not existing.isdisjoint(new):
+            _no_clash(j, new, existing)
         existing.update(new)
         names += new
         cols += arrays
@@ -365,14 +391,14 @@ class Lookups:
 
     def apply(self, typed: pa.Table) -> tuple[pa.Table, dict[str, np.ndarray]]:
         """The looked-up columns onto checked records; where the client sent a value it wins."""
-        names = set(typed.column_names)
+        names = set(typed.schema.names)
         present = [c for c in self.columns if c in names]  # the contract types every feature: mostly all-null
         sent = {c: typed.column(c) for c in present if typed.column(c).null_count < typed.num_rows}
         out, missed = attach(typed, typed, self.joins, self.dims, self.counts, drop=frozenset(present))
         if sent:
             cols = [pc.coalesce(sent[c], col.cast(sent[c].type)) if c in sent else col  # the client's type (the
-                    for c, col in zip(out.column_names, out.columns)]                 # contract's): int counts -> float
-            out = pa.Table.from_arrays(cols, names=out.column_names)
+                    for c, col in zip(out.schema.names, out.columns)]                 # contract's): int counts -> float
+            out = pa.Table.from_arrays(cols, names=out.schema.names)
         return out, missed
 
 
@@ -380,6 +406,8 @@ def missed_per_row(missed: dict[str, np.ndarray], n: int) -> list[list[str]]:
     """For each of `n` rows, the names of the lookups that found nothing for it."""
     out: list[list[str]] = [[] for _ in range(n)]
     for name, mask in missed.items():
+        if not mask.any():  # the common case: a lookup that found every row
+            continue
         for r in np.flatnonzero(mask).tolist():
             out[r].append(name)
     return out

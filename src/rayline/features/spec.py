@@ -183,7 +183,7 @@ class FeatureSpec(_Spec):
     def transform(self, table: pa.Table) -> ModelInputs:
         """Raw columns -> model inputs. Columns that are absent count as all-null."""
         n = table.num_rows
-        cols = set(table.column_names)
+        cols = set(table.schema.names)
         # Filled one contiguous feature row at a time and transposed once: writing the columns
         # of an (n, k) matrix directly is strided.
         num = np.empty((len(self.numeric_inputs), n), dtype=np.float32)
@@ -255,7 +255,7 @@ class FeatureSpec(_Spec):
         if with_label:
             arrays[Y] = pa.array(self.label_values(table))
         for c in self.passthrough:
-            if c in table.column_names:
+            if c in table.schema.names:
                 arrays[c] = table.column(c)
         return pa.table(arrays)
 

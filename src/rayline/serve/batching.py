@@ -73,7 +73,7 @@ def _predict_group(items: list[Item], idx: list[int], out: list, drift: DriftTra
     missing = missed_per_row(missed, start)
     # drift: counted once per record, against the primary version's statistics (its spec object)
     observe = drift is not None and any(items[i][1].spec is drift.spec for i in answered)
-    misses, first = {name: int(m.sum()) for name, m in missed.items()}, True
+    misses, first = {name: int(np.count_nonzero(m)) for name, m in missed.items()}, True
     for v in dict.fromkeys(items[i][0] for i in answered):
         mine = [i for i in answered if items[i][0] == v]
         vmodel = items[mine[0]][1]
