@@ -53,6 +53,7 @@ def deployment_options(args: ReplicaArgs, model: str | None = None, sc: ServeCon
                                "initial_replicas": a.min_replicas or 1},
         "ray_actor_options": {"num_cpus": sc.cpus_per_replica, "num_gpus": sc.gpus_per_replica},
         **({"max_replicas_per_node": sc.max_replicas_per_node} if sc.max_replicas_per_node else {}),
+        "logging_config": {"enable_access_log": sc.access_log},
         # what the replicas follow; changing only this reconfigures live replicas in place
         "user_config": user_config(args, model, live),
     }
