@@ -13,7 +13,7 @@ from rayline.config import config_from_dict
 from rayline.data import run_ingest
 from rayline.data.json_records import BAD_RECORD, iter_records, read_tables
 from rayline.storage import Storage
-from tests.conftest import small_config, small_tables, write_tables
+from tests.conftest import small_config, small_tables
 
 
 def _read(data: bytes):
