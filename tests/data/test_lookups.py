@@ -181,3 +181,19 @@ def test_key_text_spelled_in_python_is_arrows(values):
 
     col = pa.array(values)
     assert _key_text_small(col) == key_text(col).to_pylist()
+
+
+def test_the_smoke_request_sends_a_raw_row_as_a_client_has_it(ingested):
+    """`rayline run`'s smoke request: raw rows of the primary source (no label, nothing joined),
+    which the contract accepts and every lookup finds; the typical record last."""
+    from rayline.pipeline import smoke_records
+
+    cfg, storage, ingest, trips = ingested
+    spec, lookups = ingest.spec, _lookups(cfg, storage, ingest)
+    records = smoke_records(cfg, storage, spec, n=5)
+    assert len(records) == 6 and records[-1] == spec.example_record()
+    assert "delay" not in records[0] and {"station", "vehicle"} <= set(records[0])    # the label stays home
+    assert not set(records[0]) & set(lookups.columns)                                 # nothing looked up is sent
+    typed, failures = Contract(spec).check_records(records[:5])
+    _, missed = lookups.apply(typed)
+    assert not failures.bad.any() and not any(m[0] for m in missed.values())
