@@ -19,6 +19,8 @@ def deployed_model(overrides: list[str]):
     from rayline.storage import Storage
 
     cfg = load_config(ROOT / "configs/flights.yaml", overrides)
+    from rayline.runtime import embedded_env
+    os.environ.update({k: v for k, v in embedded_env().items() if k not in os.environ})  # as rayline's embedded Ray
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, logging_level="ERROR")
     configure_data_context()
     storage = Storage(cfg.storage.root)
@@ -41,6 +43,8 @@ def one_replica_endpoint(work: Path, apps: int = 1):
     from rayline.storage import Storage
 
     os.environ.update(ingress_env(ServeConfig()))
+    from rayline.runtime import embedded_env
+    os.environ.update({k: v for k, v in embedded_env().items() if k not in os.environ})  # as rayline's embedded Ray
     ray.init(num_cpus=max(os.cpu_count(), apps + 1), include_dashboard=False, logging_level="ERROR", log_to_driver=False)
     configure_data_context(progress_bars=False)
     base = [f"storage.root={work / 'root'}", f"serve.port={free_port()}", "serve.autoscaling.min_replicas=1",

@@ -100,6 +100,8 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="rayline-batch-bench-"))
     try:
+        from rayline.runtime import embedded_env
+        os.environ.update({k: v for k, v in embedded_env().items() if k not in os.environ})  # as rayline's embedded Ray
         ray.init(num_cpus=os.cpu_count(), include_dashboard=False, logging_level="ERROR", log_to_driver=False)
         configure_data_context(progress_bars=False)
         cfg = load_config(ROOT / "configs/flights.yaml", [f"storage.root={work / 'root'}", f"train.model.family={args.family}"])

@@ -56,6 +56,8 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="rayline-explain-bench-"))
     try:
         os.environ.update(ingress_env(ServeConfig()))
+        from rayline.runtime import embedded_env
+        os.environ.update({k: v for k, v in embedded_env().items() if k not in os.environ})  # as rayline's embedded Ray
         ray.init(num_cpus=os.cpu_count(), include_dashboard=False, logging_level="ERROR", log_to_driver=False)
         configure_data_context(progress_bars=False)
         cfg = load_config(ROOT / "configs/flights.yaml", [

@@ -293,6 +293,8 @@ def main() -> None:
         cfg = config_for(data_dir, str(work / "root"))
 
         t = time.perf_counter()
+        from rayline.runtime import embedded_env
+        os.environ.update({k: v for k, v in embedded_env().items() if k not in os.environ})  # as rayline's embedded Ray
         ray.init(num_cpus=os.cpu_count(), include_dashboard=False, logging_level="ERROR")
         configure_data_context()
         from ray.data import DataContext

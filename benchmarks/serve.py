@@ -83,6 +83,8 @@ def measure(mode: str, work: Path, seconds: int) -> dict:
     overrides = [f"storage.root={work}", f"serve.port={port}", f"serve.ingress={ingress}",
                  "serve.autoscaling.min_replicas=1", "serve.autoscaling.max_replicas=1", "serve.cpus_per_replica=1"]
     cfg = load_config(ROOT / "configs/flights.yaml", overrides)
+    from rayline.runtime import embedded_env
+    os.environ.update({k: v for k, v in embedded_env().items() if k not in os.environ})  # as rayline's embedded Ray
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, logging_level="ERROR")
     configure_data_context(progress_bars=False)
     storage = Storage(cfg.storage.root)

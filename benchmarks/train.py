@@ -204,6 +204,8 @@ def xgboost_main(args) -> None:
         from rayline.runtime import configure_data_context
         from rayline.train import run_training
 
+        from rayline.runtime import embedded_env
+        os.environ.update({k: v for k, v in embedded_env().items() if k not in os.environ})  # as rayline's embedded Ray
         ray.init(num_cpus=os.cpu_count(), include_dashboard=True, logging_level="ERROR", log_to_driver=False)
         configure_data_context(progress_bars=False)
         cfg = load_config(ROOT / "configs/flights.yaml", [
@@ -269,6 +271,8 @@ def main() -> None:
         from rayline.train import run_training
 
         t = time.perf_counter()
+        from rayline.runtime import embedded_env
+        os.environ.update({k: v for k, v in embedded_env().items() if k not in os.environ})  # as rayline's embedded Ray
         ray.init(num_cpus=os.cpu_count(), include_dashboard=True, logging_level="ERROR", log_to_driver=False)
         configure_data_context(progress_bars=False)
         startup = time.perf_counter() - t

@@ -40,9 +40,11 @@ os.environ.update({"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "tes
 # The session's head serves through the default ingress (HAProxy): the same variables the
 # embedded Ray and the cluster scripts set, inherited by every node started below.
 from rayline.config import ServeConfig  # noqa: E402 - after the environment above
+from rayline.runtime import embedded_env  # noqa: E402
 from rayline.serve.ingress import ingress_env  # noqa: E402
 
 os.environ.update(ingress_env(ServeConfig()))
+os.environ.update({k: v for k, v in embedded_env().items() if k not in os.environ})  # as rayline's embedded Ray
 
 ROOT = Path(__file__).resolve().parents[1]
 FLIGHTS_CONFIG = ROOT / "configs" / "flights.yaml"

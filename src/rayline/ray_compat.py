@@ -24,10 +24,13 @@ SERVE_DRAINING_PERIOD = "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"  # a st
 SERVE_HAPROXY_STATS_PORT = "RAY_SERVE_HAPROXY_STATS_PORT"       # fixed 8404 by default: two Rays collide
 SERVE_HAPROXY_METRICS_PORT = "RAY_SERVE_HAPROXY_METRICS_PORT"   # fixed 9101 by default
 SERVE_HAPROXY_BINARY = "RAY_SERVE_HAPROXY_BINARY_PATH"          # the program Serve runs as HAProxy
+# Read by Ray Data's Parquet listing (in the task that lists the files, so from the workers'
+# environment): the footer-reading actors it starts for every read, 32 by default.
+DATA_PARQUET_FOOTER_ACTORS = "RAY_DATA_PARQUET_FOOTER_NUM_ACTORS"
 
 ENV_SWITCHES = (TRAIN_CONTROLLER_POLL, TRAIN_PREEMPTION_WATCHER, SERVE_HAPROXY, SERVE_USER_CODE_THREAD,
                 SERVE_HAPROXY_RETRY_ON, SERVE_HAPROXY_ERROR_LIMIT, SERVE_DRAINING_PERIOD, SERVE_HAPROXY_STATS_PORT,
-                SERVE_HAPROXY_METRICS_PORT, SERVE_HAPROXY_BINARY)
+                SERVE_HAPROXY_METRICS_PORT, SERVE_HAPROXY_BINARY, DATA_PARQUET_FOOTER_ACTORS)
 
 # Ray Train's default callbacks rayline may leave out, by class name (ray.train.v2).
 TRAIN_DATASETS_CALLBACK = "DatasetsCallback"

@@ -25,6 +25,7 @@ READ_IN = {
     rc.SERVE_HAPROXY_METRICS_PORT: "ray.serve._private.constants",
     rc.SERVE_HAPROXY_BINARY: "ray.serve._private.constants",
     rc.SERVE_HAPROXY_FRONTEND: "ray.serve._private.haproxy_templates",
+    rc.DATA_PARQUET_FOOTER_ACTORS: "ray.data._internal.datasource_v2.formats.parquet.footer_file_indexer",
 }
 
 
@@ -82,3 +83,9 @@ def test_importing_ray_compat_imports_no_ray():
 
     code = "import sys, rayline.ray_compat; print(any(m == 'ray' or m.startswith('ray.') for m in sys.modules))"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
+
+
+def test_an_embedded_ray_lists_parquet_with_a_footer_reader_per_core():
+    from rayline.runtime import embedded_env
+
+    assert [embedded_env(n)[rc.DATA_PARQUET_FOOTER_ACTORS] for n in (1, 2, 8, 64)] == ["2", "2", "8", "32"]
