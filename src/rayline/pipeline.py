@@ -319,7 +319,7 @@ def run_pipeline(cfg: RaylineConfig, storage: Storage, *, fresh: bool = False,
                 with urllib.request.urlopen(req, timeout=30) as r:
                     answer = {"status": r.status, **json.loads(r.read())}
             except urllib.error.HTTPError as e:
-                if i < len(records) - 1 and e.code == 422:
+                if i < len(records) - 1 and e.code in (400, 422):
                     continue  # a raw row the contract refuses (the ingest quarantined such rows too)
                 raise
             if not answer["predictions"][0].get("lookups_missed"):

