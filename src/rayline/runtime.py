@@ -154,6 +154,22 @@ def configure_data_context(progress_bars: bool = True) -> None:
     ctx.target_max_block_size = 128 * 1024 * 1024
 
 
+@contextlib.contextmanager
+def ordered_data():
+    """Ray Data executions started inside keep their input's order: blocks are batched, mapped
+    and written in the order they were read, not the order tasks finish, so the same input
+    gives the same batches, statistics and files (a repeatable ingest)."""
+    from ray.data import DataContext
+
+    options = DataContext.get_current().execution_options
+    before = options.preserve_order
+    options.preserve_order = True
+    try:
+        yield
+    finally:
+        options.preserve_order = before
+
+
 def free_port() -> int:
     """A free TCP port on 127.0.0.1 outside Ray's worker port range (10002-19999). A fixed port
     fails to bind for ~60 s after a load test leaves its sockets in TIME_WAIT."""

@@ -269,3 +269,61 @@ def test_a_worker_failure_reaches_the_user_as_the_workers_own_error(ray_local, s
     assert "split=train" in message and "WorkerGroupError" not in message, message
     assert ("FileNotFoundError" in message or "ArrowInvalid" in message or "OSError" in message), message
     assert "worker logs in " in message and "\n" not in message
+
+
+def test_same_raw_data_gives_byte_identical_ready_files_and_models(ray_local, tmp_path):
+    """Two ingests and trainings of the same raw files in fresh storage roots: the model-ready
+    files, their names and the spec are byte-identical, and so are the booster and the network
+    (same seed, same worker count). The primary table spans several files and many batches, so
+    tasks finish in varying order: the files must not follow that order."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from rayline.data import run_ingest
+    from tests.conftest import small_tables, write_tables
+
+    tables = small_tables(n=12_000, seed=3)
+    trips = tables.pop("trips")
+    bad = np.zeros(trips.num_rows, bool)
+    bad[::97] = True  # some rows for the quarantine (negative distance)
+    trips = trips.set_column(trips.schema.get_field_index("distance"), "distance",
+                             pa.array(np.where(bad, -1.0, trips.column("distance").to_numpy())))
+    data = tmp_path / "data"
+    write_tables(tables, data, fmt="parquet")
+    (data / "trips").mkdir()
+    for i in range(4):
+        pq.write_table(trips.slice(i * 3_000, 3_000), data / "trips" / f"part-{i}.parquet", row_group_size=700)
+
+    def run(root: Path, family: str):
+        raw = small_config(data, root, fmt="parquet")
+        raw["data"]["sources"]["trips"]["path"] = str(data / "trips")
+        raw["train"]["model"] = {"family": family, "xgboost": {"num_boost_round": 20}}
+        raw["train"]["epochs"] = 2
+        cfg = config_from_dict(raw)
+        storage = Storage(cfg.storage.root)
+        ingest = run_ingest(cfg, storage)
+        out = train_and_register(cfg, storage, ingest=ingest)
+        return ingest, out
+
+    def digests(directory: Path, skip: set[str]) -> dict[str, str]:
+        import hashlib
+        return {str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest()
+                for p in sorted(directory.rglob("*")) if p.is_file() and p.name not in skip}
+
+    for family, weights in (("xgboost", "booster.ubj"), ("mlp", None)):
+        (ia, a), (ib, b) = run(tmp_path / f"{family}-a", family), run(tmp_path / f"{family}-b", family)
+        da, db = digests(Path(ia.path), {"manifest.json"}), digests(Path(ib.path), {"manifest.json"})
+        ready = sorted(k for k in da if k.startswith("ready/"))
+        assert ready and all(Path(k).name.startswith("part-") for k in ready)  # no random write ids
+        assert sum(pq.ParquetFile(Path(ia.path) / k).metadata.num_rows for k in ready) == ia.manifest["rows"]["clean"]
+        assert ia.manifest["rows"]["quarantined"] >= 12_000 // 97
+        assert da == db, sorted(k for k in da if da[k] != db.get(k))
+        # the model files: everything but what names the run, its root or its timings
+        skip = {"lineage.json", "history.json", "config.yaml", "manifest.json", "_SUCCESS"}
+        ma, mb = digests(Path(a.version.uri), skip), digests(Path(b.version.uri), skip)
+        ma, mb = ({k: v for k, v in m.items() if not k.startswith("report/")} for m in (ma, mb))
+        assert ma == mb, sorted(k for k in ma if ma[k] != mb.get(k))
+        if weights:
+            assert weights in ma
+        assert a.version.lineage["training"]["seed"] == 0 and a.version.lineage["training"]["workers"] == 2

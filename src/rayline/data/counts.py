@@ -55,6 +55,9 @@ def finish(cfg: RaylineConfig, partial: pa.Table) -> dict[str, PreparedDimension
         t = partial.filter(pc.equal(partial.column("feature"), i))
         keys = [f"k{j}" for j in range(len(c.by))]
         t = t.select([*keys, COUNT]).group_by(keys).aggregate([(COUNT, "sum")])
+        # Grouping's output order follows the tasks' finishing order: sorted, the snapshot's
+        # bytes (and its fingerprint) are the same for the same input.
+        t = t.sort_by([(k, "ascending") for k in keys])
         t = t.rename_columns([*c.by, c.name])
         out[c.name] = prepare_dimension(t, count_join(c))
     return out

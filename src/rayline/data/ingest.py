@@ -46,6 +46,7 @@ from rayline.data.dataset import (
 
 __all__ = ["run_ingest", "IngestResult", "load_ingest"]  # the dataset's own names stay importable from here
 from rayline.errors import InputError, failure_line
+from rayline.runtime import ordered_data
 from rayline.features.fit import PartialStats, build_spec
 from rayline.storage import Storage
 
@@ -121,8 +122,9 @@ def run_ingest(cfg: RaylineConfig, storage: Storage, *, force: bool = False,
     tmp = storage.temp_dir(final)
     try:
         dim_rows = {name: c["read"] for name, c in dim_counts.items()}
-        spec, counts, by_rule, lookups = _execute(cfg, plan, storage, primary, dims, dim_quarantine, dim_rows, tmp,
-                                                   progress, timings)
+        with ordered_data():
+            spec, counts, by_rule, lookups = _execute(cfg, plan, storage, primary, dims, dim_quarantine, dim_rows,
+                                                       tmp, progress, timings)
         rows_read = counts["read"]
         if expected_rows is not None and rows_read != expected_rows:
             raise InputError(f"source {d.primary!r}: read {rows_read} rows but the Parquet footers declare {expected_rows}")
@@ -220,15 +222,17 @@ def _execute(cfg, plan: IngestPlan, storage: Storage, primary, dims, dim_quarant
     split_classes: dict[str, Counter] = {}
     if fs.get_file_info(pass1_dir).type.name == "Directory":
         pass1 = pads.dataset(pass1_dir, filesystem=fs, format="parquet")
-        for batch in pass1.to_batches(columns=[STATS_COL], filter=pads.field(STATS_COL).is_valid()):
-            for text in batch.column(0).to_pylist():
-                part = json.loads(text)
-                rows_read += part.pop("rows_in")
-                outside += part.pop("outside_window", 0)
-                split_rows.update(part.pop("split_rows"))
-                for name, classes in part.pop("split_classes", {}).items():
-                    split_classes.setdefault(name, Counter()).update(classes)
-                stats = stats.merge(PartialStats.from_dict(part))
+        texts = pass1.to_table(columns=[STATS_COL], filter=pads.field(STATS_COL).is_valid()).column(0).to_pylist()
+        # Tasks finish in any order, and floating-point merges (and the sample's subsetting)
+        # depend on it: merged in a canonical order, the same input fits the same spec.
+        for text in sorted(texts):
+            part = json.loads(text)
+            rows_read += part.pop("rows_in")
+            outside += part.pop("outside_window", 0)
+            split_rows.update(part.pop("split_rows"))
+            for name, classes in part.pop("split_classes", {}).items():
+                split_classes.setdefault(name, Counter()).update(classes)
+            stats = stats.merge(PartialStats.from_dict(part))
     if rows_read == 0:
         raise InputError(f"source {d.primary!r}: the input has no rows ({', '.join(primary.files[:3])})")
     spec = build_spec(stats, cfg, feature_constraints(cfg))
@@ -253,7 +257,7 @@ def _execute(cfg, plan: IngestPlan, storage: Storage, primary, dims, dim_quarant
     progress("ingest: pass 2/2 transform and write model-ready Parquet")
     if sum(split_rows.values()):
         _map_and_write(primary, ReadyPass(plan, dims_ref, spec), storage.path(tmp, "ready"), fs,
-                       partition_cols=[READY_SPLIT_COL], **READY_PARQUET_OPTIONS)
+                       partition_col=READY_SPLIT_COL, **READY_PARQUET_OPTIONS)
     timings["pass2_transform_write"] = time.perf_counter() - t
     # Both passes read the input: it must not have changed in between.
     if src_mod.resolve(d.primary, d.sources[d.primary], storage).fingerprint() != primary.fingerprint():
@@ -281,9 +285,13 @@ def _execute(cfg, plan: IngestPlan, storage: Storage, primary, dims, dim_quarant
 READY_PARQUET_OPTIONS = {"use_dictionary": False}
 
 
-def _map_and_write(primary: src_mod.ResolvedSource, step: StatisticsPass | ReadyPass, out: str, fs, **write_args) -> None:
+def _map_and_write(primary: src_mod.ResolvedSource, step: StatisticsPass | ReadyPass, out: str, fs,
+                   partition_col: str | None = None, **parquet_options) -> None:
     """Read the primary table, map `step` over it and write the result as Parquet under
-    `out`; a failed task becomes a message naming the broken input file, not a Ray traceback."""
+    `out` (the same files for the same input: data/ordered_sink.py); a failed task becomes a
+    message naming the broken input file, not a Ray traceback."""
+    from rayline.data.ordered_sink import OrderedParquetSink
+
     plan = step.plan
     if isinstance(step, ReadyPass):
         # Pass 2 writes no quarantine, so it reads only what rules, joins, split and features
@@ -295,7 +303,7 @@ def _map_and_write(primary: src_mod.ResolvedSource, step: StatisticsPass | Ready
             ds = ds.rename_columns({"path": src_mod.PATH_COLUMN})
     ds = ds.map_batches(step, batch_format="pyarrow", batch_size=plan.block_rows, zero_copy_batch=True)
     try:
-        ds.write_parquet(out, filesystem=fs, **write_args)
+        ds.write_datasink(OrderedParquetSink(out, fs, partition_col, **parquet_options))
     except Exception as e:  # noqa: BLE001 - turn task failures into a message with the cause
         raise _user_error(e, primary) from None
 
