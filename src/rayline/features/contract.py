@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from rayline.config import ColumnRule
-from rayline.features.coerce import ISO_UTC, SMALL_BATCH, TIME_RANGE_TEXT, TimeParsing, as_array, coerce
+from rayline.features.coerce import ARROW_TYPES, ISO_UTC, SMALL_BATCH, TIME_RANGE_TEXT, TimeParsing, as_array, coerce
 
 MAX_TEXT = 256          # characters in a category value
 MAX_TIME_TEXT = 40      # characters in a time stamp
@@ -158,10 +158,15 @@ def apply_rules(table: pa.Table, rules: dict[str, ColumnRule], failures: Failure
             continue
         if name not in present:
             # A row-level check cannot fix a missing column; sources.check_files reports it
-            # per file. Here (joined columns, JSON lines without the key) it is all-null.
-            raw = pa.nulls(n)
-        else:
-            raw = as_array(table.column(name))
+            # per file. Here (joined columns, JSON lines without the key, the fields a request
+            # left out) it is all-null: typed without a kernel (no null breaks a type, range or
+            # allowed rule), missing where it is required.
+            typed = pa.nulls(n, ARROW_TYPES[rule.type]) if rule.type is not None else pa.nulls(n)
+            if not rule.nullable:
+                failures.add(np.ones(n, dtype=bool), "not_null", name, typed)
+            typed_cols[name] = typed
+            continue
+        raw = as_array(table.column(name))
         typed, type_bad = raw, np.zeros(n, dtype=bool)
         if rule.type is not None:
             typed, type_bad = coerce(raw, rule.type, time_parsing(rule))
@@ -307,12 +312,18 @@ class Contract:
         n = len(records)
         failures = Failures(n)
         cols = {}
+        # Most of a request's declared fields are left out (those a lookup provides, for one):
+        # a field no record names is typed as all-null by the rules, not built value by value.
+        named = set().union(*records)
         for name, kind in self.kinds.items():
+            if name not in named:
+                continue
             values = [r.get(name) for r in records]
             cols[name], bad = _json_column(values, kind)
             if bad.any():
                 failures.add(bad, "type", name, [described(v) for v in values])
-        return self.check_table(pa.table(cols), failures)
+        table = pa.table(cols) if cols else pa.table({"": pa.nulls(n)}).drop_columns([""])  # n rows, no field
+        return self.check_table(table, failures)
 
     def message(self, rule: str, column: str, value: str | None) -> str:
         """What a failure means, naming the field and what was expected."""

@@ -145,12 +145,13 @@ class LoadedModel:
                 np.zeros(0, dtype=object)
         return None
 
-    def features(self, table: pa.Table) -> tuple[pa.Table, ModelInputs, dict[str, np.ndarray]]:
+    def features(self, table: pa.Table, named: set | None = None) -> tuple[pa.Table, ModelInputs, dict[str, np.ndarray]]:
         """Checked rows (a contract's output) -> (the rows with their looked-up columns, model
-        inputs, the rows each lookup missed): what the ingest did to the training rows."""
+        inputs, the rows each lookup missed): what the ingest did to the training rows.
+        `named`: the fields the records named, where known (`Lookups.apply`)."""
         missed: dict[str, np.ndarray] = {}
         if self.lookups is not None:
-            table, missed = self.lookups.apply(table)
+            table, missed = self.lookups.apply(table, named)
         return table, self.spec.transform(table), missed
 
     def predict_table(self, table: pa.Table) -> tuple[ModelInputs, np.ndarray]:

@@ -65,7 +65,8 @@ def _predict_group(items: list[Item], idx: list[int], out: list, drift: DriftTra
         return
     rows = np.concatenate(keep)
     table = table if len(rows) == table.num_rows else table.take(pa.array(rows))
-    joined, inputs, missed = model.features(table)  # the lookups (joins, counts), then the transform
+    named = set().union(*(r for i in answered for r in items[i][2]))  # the fields the records name
+    joined, inputs, missed = model.features(table, named)  # the lookups (joins, counts), then the transform
     rows_of, start = {}, 0
     for i in answered:
         rows_of[i] = (start, start + len(items[i][2]))
