@@ -214,3 +214,45 @@ def test_a_raw_row_for_the_smoke_request_is_valid_json(tmp_path):
     rows = head_records(src, 5, {"x", "t"})
     assert rows == [{"x": 1.0, "t": "1970-01-01T00:00:00+00:00"}, {"x": None, "t": None}]
     json.loads(json.dumps(rows, allow_nan=False))
+
+
+def test_a_requests_looked_up_values_in_python_give_the_arrow_paths_inputs_and_counts(ingested):
+    """A request's few rows get their looked-up features as Python values (no joined table):
+    the model inputs, the misses and the drift counts equal those of the joined table, with
+    misses, a client's own values and odd keys among the rows."""
+    from rayline.serve.monitor import DriftTracker
+
+    cfg, storage, ingest, trips = ingested
+    spec, lookups = ingest.spec, _lookups(cfg, storage, ingest)
+    kinds = tuple(spec.raw_kinds().items())
+    records = trips.slice(0, 24).drop_columns(["delay"]).to_pylist()
+    for r in records:
+        r["ts"] = r["ts"].isoformat()
+    records[1]["vehicle"], records[2]["station"], records[3]["hour"] = "V999", None, 5.0
+    records[4]["elevation"], records[5]["station_hour_trips"], records[6]["seats"] = 999.0, 7, None
+    records[7]["maker"] = "Z"
+    typed, failures = Contract(spec).check_records(records)
+    assert not failures.bad.any()
+    for lo, n in [(0, 1), (1, 1), (4, 1), (5, 1), (7, 1), (0, 8), (16, 8)]:
+        rows, named = typed.slice(lo, n), set().union(*records[lo:lo + n])
+        got = lookups.values(rows, kinds, named)
+        assert got is not None
+        values, missed = got
+        joined, want_missed = lookups.apply(rows)
+        x, want = spec.transform(rows, values), spec.transform(joined)
+        np.testing.assert_array_equal(x.num, want.num)
+        np.testing.assert_array_equal(x.cat, want.cat)
+        assert {k: v.tolist() for k, v in missed.items()} == {k: v.tolist() for k, v in want_missed.items()}
+        a, b = DriftTracker(spec, clock=lambda: 0.0), DriftTracker(spec, clock=lambda: 0.0)
+        assert a.observe(rows, x, missed, values) == b.observe(joined, want, want_missed)
+        assert a.buckets.keys() == b.buckets.keys()
+        for key, bucket in a.buckets.items():
+            assert bucket["misses"] == b.buckets[key]["misses"] and bucket["records"] == b.buckets[key]["records"]
+            for part in ("num", "cat", "hist"):
+                np.testing.assert_array_equal(bucket[part], b.buckets[key][part])
+    one = lookups.values(typed.slice(4, 1), kinds, {"elevation"})[0]
+    assert one["elevation"] == [999.0]                                              # the client's value wins
+    assert lookups.values(typed.slice(1, 1), kinds, set())[1]["vehicles(vehicle)"].tolist() == [True]
+    # more rows than a request's few, or a looked-up column read as a time: the joined table
+    assert lookups.values(typed.slice(0, 9), kinds, None) is None
+    assert lookups.values(typed.slice(0, 1), tuple((k, "timestamp" if k == "seats" else v) for k, v in kinds), None) is None

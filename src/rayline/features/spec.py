@@ -180,8 +180,10 @@ class FeatureSpec(_Spec):
     def _numeric_plan(self) -> "_NumericPlan":
         return _NumericPlan.of(self.numeric)
 
-    def transform(self, table: pa.Table) -> ModelInputs:
-        """Raw columns -> model inputs. Columns that are absent count as all-null."""
+    def transform(self, table: pa.Table, values: dict[str, list] | None = None) -> ModelInputs:
+        """Raw columns -> model inputs. Columns that are absent count as all-null. `values`: a few
+        rows' columns given as Python values instead (a request's looked-up features,
+        `Lookups.values`), read as this reads those columns' values; they win over `table`'s."""
         n = table.num_rows
         cols = set(table.schema.names)
         # Filled one contiguous feature row at a time and transposed once: writing the columns
@@ -189,7 +191,7 @@ class FeatureSpec(_Spec):
         num = np.empty((len(self.numeric_inputs), n), dtype=np.float32)
         plan = self._numeric_plan
         if self.numeric:
-            x = numeric_matrix(table, [f.name for f in self.numeric])
+            x = numeric_matrix(table, [f.name for f in self.numeric], values)
             # All numeric features at once (one-row requests pay per call, not per value).
             missing = ~np.isfinite(x)
             with np.errstate(invalid="ignore", over="ignore"):
@@ -217,6 +219,10 @@ class FeatureSpec(_Spec):
                 j += 2
         cat = np.empty((len(self.categorical), n), dtype=np.int64)
         for k, c in enumerate(self.categorical):
+            given = values.get(c.name) if values else None
+            if given is not None:
+                cat[k] = [MISSING_INDEX if v is None else c.codes.get(v, OOV_INDEX) for v in given]
+                continue
             col = table.column(c.name) if c.name in cols else pa.nulls(n, pa.string())
             if n <= SMALL_BATCH and pa.types.is_string(col.type):  # dict lookups beat ~5 kernel calls
                 cat[k] = [MISSING_INDEX if v is None else c.codes.get(v, OOV_INDEX) for v in col.to_pylist()]
@@ -316,13 +322,18 @@ class _NumericPlan:     # about its fields, never an elementwise array compariso
 SMALL_ROWS = 8  # up to this many rows, numeric columns are read as Python values
 
 
-def numeric_matrix(table: pa.Table, names: list[str]) -> np.ndarray:
+def numeric_matrix(table: pa.Table, names: list[str], values: dict[str, list] | None = None) -> np.ndarray:
     """float64 (len(names), n): nulls and absent columns read as NaN; infinities may remain (the
-    callers treat every non-finite value as missing)."""
+    callers treat every non-finite value as missing). `values`: columns given as a few rows'
+    Python ints and floats (winning over `table`'s), read as a few rows' Arrow values are."""
     n = table.num_rows
     x = np.empty((len(names), n), dtype=np.float64)
     types = dict(zip(table.schema.names, table.schema.types))
     for k, name in enumerate(names):
+        given = values.get(name) if values else None
+        if given is not None:
+            x[k] = [math.nan if v is None or v in (math.inf, -math.inf) else v for v in given]
+            continue
         t = types.get(name)
         if t is None:
             x[k] = np.nan

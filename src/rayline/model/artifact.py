@@ -13,7 +13,7 @@ import hashlib
 import io
 import json
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -22,7 +22,7 @@ import torch
 from rayline.config import ModelConfig
 from rayline.errors import InputError
 from rayline.features.contract import Contract
-from rayline.features.lookups import Lookups
+from rayline.features.lookups import FEW_ROWS, Lookups
 from rayline.features.spec import FeatureSpec, ModelInputs
 from rayline.model import boosted
 from rayline.model.network import TabularNet, predict_from_output
@@ -52,6 +52,14 @@ def model_file(config: ModelConfig | bytes | str) -> str:
 
 def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return getattr(model, "module", model)
+
+
+class Prepared(NamedTuple):
+    """Checked rows made model inputs (`LoadedModel.features`)."""
+    rows: pa.Table  # the checked rows, with their looked-up columns unless `values` has them
+    values: dict[str, list] | None  # a few rows' looked-up features as Python values
+    inputs: ModelInputs
+    missed: dict[str, np.ndarray]  # the rows each lookup found nothing for, by lookup name
 
 
 @dataclass
@@ -145,19 +153,30 @@ class LoadedModel:
                 np.zeros(0, dtype=object)
         return None
 
-    def features(self, table: pa.Table, named: set | None = None) -> tuple[pa.Table, ModelInputs, dict[str, np.ndarray]]:
-        """Checked rows (a contract's output) -> (the rows with their looked-up columns, model
-        inputs, the rows each lookup missed): what the ingest did to the training rows.
-        `named`: the fields the records named, where known (`Lookups.apply`)."""
-        missed: dict[str, np.ndarray] = {}
-        if self.lookups is not None:
-            table, missed = self.lookups.apply(table, named)
-        return table, self.spec.transform(table), missed
+    def features(self, table: pa.Table, named: set | None = None) -> "Prepared":
+        """Checked rows (a contract's output) -> the rows with their looked-up columns, model
+        inputs, the rows each lookup missed: what the ingest did to the training rows. A
+        request's few rows get their looked-up features as Python values (`Lookups.values`),
+        the same numbers without a joined table. `named`: the fields the records named, where
+        known (a client's own value for a looked-up field is looked for only there)."""
+        if self.lookups is None:
+            return Prepared(table, None, self.spec.transform(table), {})
+        few = self.lookups.values(table, self._kinds, named) if table.num_rows <= FEW_ROWS else None
+        if few is not None:
+            values, missed = few
+            return Prepared(table, values, self.spec.transform(table, values), missed)
+        table, missed = self.lookups.apply(table, named)
+        return Prepared(table, None, self.spec.transform(table), missed)
+
+    @functools.cached_property
+    def _kinds(self) -> tuple:
+        """(feature, its kind) pairs, for `Lookups.values`."""
+        return tuple(self.spec.raw_kinds().items())
 
     def predict_table(self, table: pa.Table) -> tuple[ModelInputs, np.ndarray]:
         """Checked rows -> (model inputs, predictions): the one step from records the contract
         accepted to the model's answer, for /predict and everyone else."""
-        _, inputs, _ = self.features(table)
+        inputs = self.features(table).inputs
         return inputs, self.predict_inputs(inputs)
 
     def predict_records(self, records: list[dict]) -> np.ndarray:

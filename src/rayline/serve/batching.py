@@ -66,7 +66,8 @@ def _predict_group(items: list[Item], idx: list[int], out: list, drift: DriftTra
     rows = np.concatenate(keep)
     table = table if len(rows) == table.num_rows else table.take(pa.array(rows))
     named = set().union(*(r for i in answered for r in items[i][2]))  # the fields the records name
-    joined, inputs, missed = model.features(table, named)  # the lookups (joins, counts), then the transform
+    prepared = model.features(table, named)  # the lookups (joins, counts), then the transform
+    inputs, missed = prepared.inputs, prepared.missed
     rows_of, start = {}, 0
     for i in answered:
         rows_of[i] = (start, start + len(items[i][2]))
@@ -84,7 +85,7 @@ def _predict_group(items: list[Item], idx: list[int], out: list, drift: DriftTra
         preds = vmodel.predict_inputs(x)
         if not np.isfinite(preds).all():
             raise ValueError("the model produced a non-finite prediction")
-        outside = drift.observe(joined, inputs, missed) if observe else []
+        outside = drift.observe(prepared.rows, inputs, missed, prepared.values) if observe else []
         if metrics is not None:
             metrics.predicted(v, preds, outside, misses if first else None)  # a record's misses counted once
         observe = first = False

@@ -110,16 +110,18 @@ class DriftTracker:
         self._cards = np.array([c.cardinality for c in spec.categorical], dtype=np.int64)
         self._names = [f.name for f in spec.numeric] + [c.name for c in spec.categorical]
 
-    def observe(self, table: pa.Table, inputs: ModelInputs, missed: dict[str, np.ndarray] | None = None) -> list[str]:
-        """Count a batch of typed input columns; return the numeric features with values outside
-        the training range in it. All features at once: a one-record batch pays per call."""
+    def observe(self, table: pa.Table, inputs: ModelInputs, missed: dict[str, np.ndarray] | None = None,
+                values: dict[str, list] | None = None) -> list[str]:
+        """Count a batch of typed input columns (`values`: columns given as Python values, as the
+        transform took them); return the numeric features with values outside the training
+        range in it. All features at once: a one-record batch pays per call."""
         rows = table.num_rows
         numeric, categorical = self.spec.numeric, self.spec.categorical
         num = np.zeros((len(numeric), len(NUM_FIELDS)))
         outside: list[str] = []
         if numeric:
             lo, hi, clip_lo, clip_hi = self._bounds
-            x = numeric_matrix(table, [f.name for f in numeric]).T
+            x = numeric_matrix(table, [f.name for f in numeric], values).T
             present = np.isfinite(x)
             with np.errstate(invalid="ignore"):
                 below, above = ((x < lo) & present).sum(axis=0), ((x > hi) & present).sum(axis=0)
