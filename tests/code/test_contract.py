@@ -145,3 +145,15 @@ def test_a_few_rows_and_many_rows_get_the_same_verdicts_and_columns():
         one = spec.transform(good.slice(i, 1))
         np.testing.assert_array_equal(one.num[0], batch.num[i])
         np.testing.assert_array_equal(one.cat[0], batch.cat[i])
+
+
+def test_a_field_left_out_is_typed_as_one_sent_as_null(contract):
+    """Fields no record names are not built value by value: the rules type them as all-null
+    (and a required one is missing), exactly as when every record sends null for them."""
+    left_out, f1 = contract.check_records([{"dest": "IAH"}, {"temp": 3.0}])
+    as_nulls, f2 = contract.check_records([{"distance": None, "temp": None, "dest": "IAH", "ts": None},
+                                           {"distance": None, "temp": 3.0, "dest": None, "ts": None}])
+    assert left_out.schema == as_nulls.schema and left_out.to_pylist() == as_nulls.to_pylist()
+    assert [f1.first(i)[:2] for i in range(2)] == [f2.first(i)[:2] for i in range(2)] == [("not_null", "distance")] * 2
+    nothing, f3 = contract.check_records([{}, {}, {}])
+    assert nothing.num_rows == 3 and nothing.schema == as_nulls.schema and f3.bad.all()
