@@ -278,6 +278,28 @@ def _key_text_small(col: pa.Array | pa.ChunkedArray) -> list:
     return key_text(col).to_pylist()
 
 
+def small_count_rows(keys: pa.Table, counts: dict[str, PreparedDimension],
+                     features: tuple[CountFeature, ...] | list[CountFeature]) -> dict[str, list]:
+    """For a few rows: each count's row in its table per row (None: no count), the keys read as
+    text in Python, each key column spelled once for all the counts that use it."""
+    text: dict[str, list] = {}
+    parts: dict[str, list] = {}  # each key column's `index_key` parts
+    out = {}
+    for c in features:
+        for k in c.by:
+            if k not in text:
+                text[k] = _key_text_small(keys.column(k))
+        index = counts[c.name].index()
+        if len(c.by) == 1:
+            out[c.name] = [index.get(k) for k in text[c.by[0]]]
+            continue
+        for k in c.by:
+            if k not in parts:
+                parts[k] = [_key_part(_part_text(v)) for v in text[k]]
+        out[c.name] = [index.get("|".join(k)) for k in zip(*(parts[k] for k in c.by))]
+    return out
+
+
 def count_columns(keys: pa.Table, counts: dict[str, PreparedDimension],
                   features: tuple[CountFeature, ...] | list[CountFeature]) -> tuple[list[str], list, dict[str, np.ndarray]]:
     """Each count column for `keys`' rows (its keys read as text) and each one's rows with no count."""
@@ -285,17 +307,9 @@ def count_columns(keys: pa.Table, counts: dict[str, PreparedDimension],
     needed = list(dict.fromkeys(k for c in features for k in c.by))
     if keys.num_rows <= SMALL_LOOKUP and all(counts[c.name].keys is not None for c in features):
         # a request's few rows: the keys' text spelled in Python, each count found in its dictionary
-        text = {k: _key_text_small(keys.column(k)) for k in needed}
-        parts = {}  # each key column's `index_key` parts, spelled once for all the counts that use it
+        found_rows = small_count_rows(keys, counts, features)
         for c in features:
-            index = counts[c.name].index()
-            if len(c.by) == 1:
-                found = [index.get(k) for k in text[c.by[0]]]
-            else:
-                for k in c.by:
-                    if k not in parts:
-                        parts[k] = [_key_part(_part_text(v)) for v in text[k]]
-                found = [index.get("|".join(k)) for k in zip(*(parts[k] for k in c.by))]
+            found = found_rows[c.name]
             missed[c.name] = np.fromiter((r is None for r in found), dtype=bool, count=len(found))
             names.append(c.name)
             cols.append(counts[c.name].take(found).column(c.name))
@@ -413,25 +427,12 @@ class Lookups:
             for name, arr in plan.joins[i]:
                 out[name] = [None if r is None else arr[r].as_py() for r in rows]
         if self.counts:
-            text: dict[str, list] = {}
-            parts: dict[str, list] = {}
             by_name = dict(plan.counts)
-            for c in self.counts:
-                for k in c.by:
-                    if k not in text:
-                        text[k] = _key_text_small(typed.column(k))
-                index = self.dims[c.name].index()
-                if len(c.by) == 1:
-                    rows = [index.get(k) for k in text[c.by[0]]]
-                else:
-                    for k in c.by:
-                        if k not in parts:
-                            parts[k] = [_key_part(_part_text(v)) for v in text[k]]
-                    rows = [index.get("|".join(k)) for k in zip(*(parts[k] for k in c.by))]
-                missed[c.name] = np.fromiter((r is None for r in rows), dtype=bool, count=len(rows))
-                arr = by_name.get(c.name)
+            for name, rows in small_count_rows(typed, self.dims, self.counts).items():
+                missed[name] = np.fromiter((r is None for r in rows), dtype=bool, count=len(rows))
+                arr = by_name.get(name)
                 if arr is not None:
-                    out[c.name] = [None if r is None else arr[r].as_py() for r in rows]
+                    out[name] = [None if r is None else arr[r].as_py() for r in rows]
         maybe = plan.columns if named is None else plan.columns.intersection(named)
         present = set(typed.schema.names) if maybe else ()
         for name in maybe:
