@@ -470,10 +470,12 @@ class _FewPlan:
 
 def _few_plan(lookups: "Lookups", kinds: tuple) -> _FewPlan | None:
     """None when a lookup column is one the transform does not read as a Python value (a time,
-    a category that is not text, a number that is not an int or a float), or a join probes a
-    looked-up column: those requests take `apply`."""
+    a category that is not text, a number that is not an int or a float), a join probes a
+    looked-up column, or a lookup has no dictionary: those requests take `apply`."""
     wanted = dict(kinds)
     provided = set(lookups.columns)
+    if any(d.keys is None for d in lookups.dims.values()):
+        return None  # no key columns to build a dictionary from: Arrow's path
 
     def readable(name: str, col: pa.ChunkedArray) -> bool:
         t = col.type
