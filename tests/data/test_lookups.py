@@ -256,3 +256,16 @@ def test_a_requests_looked_up_values_in_python_give_the_arrow_paths_inputs_and_c
     # more rows than a request's few, or a looked-up column read as a time: the joined table
     assert lookups.values(typed.slice(0, 9), kinds, None) is None
     assert lookups.values(typed.slice(0, 1), tuple((k, "timestamp" if k == "seats" else v) for k, v in kinds), None) is None
+
+
+def test_a_batchs_missed_column_names_the_lookups_each_row_missed_in_order():
+    from rayline.features.lookups import missed_column, missed_per_row
+
+    missed = {"weather": np.array([True, False, True, False]), "planes": np.array([False, False, True, True]),
+              "airports": np.zeros(4, dtype=bool)}
+    column = missed_column(missed, 4)
+    assert column.type == pa.string()
+    assert column.to_pylist() == ["weather", None, "weather,planes", "planes"]
+    assert column.to_pylist() == [",".join(n) or None for n in missed_per_row(missed, 4)]
+    assert missed_column({"weather": np.zeros(3, dtype=bool)}, 3).to_pylist() == [None] * 3
+    assert missed_column({}, 2).null_count == 2

@@ -25,7 +25,7 @@ from rayline.batch.output import check_output, location
 from rayline.data import sources as src_mod
 from rayline.errors import InputError, ResourceError, failure_line
 from rayline.features.contract import Contract, Failures
-from rayline.features.lookups import Lookups, missed_per_row
+from rayline.features.lookups import Lookups, missed_column
 from rayline.features.spec import X_CAT, X_NUM, FeatureSpec, ModelInputs, as_model_table, model_inputs_from_table
 from rayline.model.artifact import LoadedModel
 from rayline.storage import Storage, split_uri
@@ -87,8 +87,7 @@ class Prepare:
         keys = {c: raw_ok.column(c) for c in self.keep if c in raw_ok.column_names}
         good = pa.table({**keys, KIND: pa.array(["ok"] * raw_ok.num_rows, pa.string())})
         if self.lookups is not None:
-            names = [",".join(n) or None for n in missed_per_row(missed, raw_ok.num_rows)]
-            good = good.append_column("lookups_missed", pa.array(names, pa.string()))
+            good = good.append_column("lookups_missed", missed_column(missed, raw_ok.num_rows))
             good = good.append_column("lookup_snapshot", pa.array([self.lookups.snapshot] * raw_ok.num_rows, pa.string()))
         q = failures.quarantine(batch, "predict", src_mod.PATH_COLUMN)
         q = q.append_column(KIND, pa.array(["quarantine"] * q.num_rows, pa.string()))
@@ -108,9 +107,11 @@ class Score:
     rows get the prediction, the endpoint's label and the model version."""
 
     def __init__(self, plan: ScoringPlan):
-        import torch
+        device = "cpu"
+        if plan.gpus > 0:  # torch only where a GPU may be used (a booster on CPU never imports it)
+            import torch
 
-        device = "cuda" if plan.gpus > 0 and torch.cuda.is_available() else "cpu"
+            device = "cuda" if torch.cuda.is_available() else "cpu"
         self.model = LoadedModel.from_parts(plan.model, plan.spec, plan.model_config, device=device)
         self.version, self.explain, self.explain_method = plan.version, plan.explain, plan.explain_method
 
@@ -251,8 +252,7 @@ def _predict_into(cfg: RaylineConfig, registry, version: int, spec: FeatureSpec,
     # from the reader) ran on one actor from start to end: half of one process.
     pool = ActorPoolStrategy(min_size=1, max_size=actors, initial_size=actors)
     # Small CPU shares: batch inference often shares a cluster with live Serve replicas.
-    ds = src_mod.read_dataset(src, num_cpus=0.25)
-    ds = ds.rename_columns({"path": src_mod.PATH_COLUMN})
+    ds = src_mod.read_dataset(src, num_cpus=0.25, path_column=src_mod.PATH_COLUMN)
     if split_stages(bc.split_stages, gpus):
         # CPU workers check and transform while the model's actors run large forward passes on
         # what is ready: Ray Data streams between the two, so neither waits for the other.

@@ -523,6 +523,18 @@ def missed_per_row(missed: dict[str, np.ndarray], n: int) -> list[list[str]]:
     return out
 
 
+def missed_column(missed: dict[str, np.ndarray], n: int) -> pa.Array:
+    """`missed_per_row` as one text column for a batch: the names joined by commas, null where
+    every lookup found the row. Only the rows some lookup missed cost Python work."""
+    masks = [(name, mask) for name, mask in missed.items() if mask.any()]
+    if not masks:
+        return pa.nulls(n, pa.string())
+    rows = np.flatnonzero(np.logical_or.reduce([mask for _, mask in masks]))
+    out = np.full(n, None, dtype=object)
+    out[rows] = [",".join(name for name, mask in masks if mask[r]) for r in rows.tolist()]
+    return pa.array(out, pa.string())
+
+
 _UNPLANNED = object()
 
 
