@@ -66,3 +66,56 @@ def test_booster_round_trips_and_predicts_in_user_units(spec, task):  # noqa: F8
 def test_booster_bytes_are_data_not_code(spec):  # noqa: F811
     with pytest.raises(xgb.core.XGBoostError):
         LoadedModel.from_bytes(b"\x80\x04not a model", spec.to_json(), ModelConfig(family="xgboost").model_dump_json())
+
+
+def test_outputs_match_torchs_activations_and_stay_finite_at_the_extremes():
+    import warnings
+
+    import torch
+
+    from rayline.model.outputs import from_raw
+
+    x = np.array([-1e4, -88.5, -20.0, -1.0, 0.0, 0.5, 20.0, 1e4], np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no overflow warning from exp at either end
+        p = from_raw(LabelSpec(column="y", task="binary"), x)
+        m = from_raw(LabelSpec(column="y", task="multiclass", classes=["a", "b"]), np.stack([x, -x], 1))
+    assert p.dtype == np.float32 and m.dtype == np.float32
+    np.testing.assert_allclose(p, torch.sigmoid(torch.from_numpy(x)).numpy(), rtol=1e-6, atol=1e-30)
+    np.testing.assert_allclose(m, torch.softmax(torch.from_numpy(np.stack([x, -x], 1)), dim=1).numpy(),
+                               rtol=1e-6, atol=1e-30)
+    assert from_raw(LabelSpec(column="y", task="multiclass", classes=["a", "b"]), np.zeros((0, 2), np.float32)).shape == (0, 2)
+
+
+def test_serving_and_scoring_a_booster_never_import_torch(spec, tmp_path):  # noqa: F811
+    """torch costs a replica or a batch actor ~2 s and ~200 MB: a booster's path must not load it."""
+    import subprocess
+    import sys
+
+    num, cat = _inputs(spec, 200)
+    label = LabelSpec(column="y", task="binary", train_mean=0.5)
+    (tmp_path / "booster.ubj").write_bytes(_train(spec, label, (num[:, 0] > 0).astype(np.float32), num, cat))
+    (tmp_path / "spec.json").write_text(spec.model_copy(update={"label": label}).to_json())
+    np.save(tmp_path / "num.npy", num)
+    np.save(tmp_path / "cat.npy", cat)
+    code = f"""
+import sys
+from pathlib import Path
+import numpy as np
+import rayline.serve.app, rayline.batch.predict
+from rayline.config import ModelConfig
+from rayline.features.spec import FeatureSpec, ModelInputs
+from rayline.batch.predict import Score, ScoringPlan
+from rayline.model.artifact import LoadedModel
+d = Path({str(tmp_path)!r})
+spec = FeatureSpec.from_json((d / "spec.json").read_text())
+model = LoadedModel.from_parts((d / "booster.ubj").read_bytes(), spec, ModelConfig(family="xgboost"))
+p = model.predict_inputs(ModelInputs(num=np.load(d / "num.npy"), cat=np.load(d / "cat.npy")))
+Score(ScoringPlan(spec=spec, model=(d / "booster.ubj").read_bytes(), model_config=ModelConfig(family="xgboost"),
+                  version=1, keep=()))
+assert p.shape == (200,)
+print("torch" in sys.modules)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "False"

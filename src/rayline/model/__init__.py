@@ -1,6 +1,3 @@
-"""Network definition and model loading, importable by serving without training code."""
-
-from rayline.model.artifact import LoadedModel, weights_to_bytes
-from rayline.model.network import TabularNet, loss_fn, predict_from_output
-
-__all__ = ["TabularNet", "LoadedModel", "loss_fn", "predict_from_output", "weights_to_bytes"]
+"""The model interface serving, batch and evaluation share (artifact), the network (torch), the
+booster (XGBoost), raw outputs to predictions (outputs): import the module you need. Nothing is
+imported here, so serving a booster never imports torch."""

@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 import pyarrow as pa
-import torch
 
 from rayline.config import ModelConfig
 from rayline.errors import InputError
@@ -25,10 +24,35 @@ from rayline.features.contract import Contract
 from rayline.features.lookups import FEW_ROWS, Lookups
 from rayline.features.spec import FeatureSpec, ModelInputs
 from rayline.model import boosted
-from rayline.model.network import TabularNet, predict_from_output
+from rayline.model.outputs import from_raw
 
 if TYPE_CHECKING:
+    import torch
+
     from rayline.model.explain import Explanations
+    from rayline.model.network import TabularNet
+
+# torch is imported only for a network: a process serving or scoring a booster never pays its
+# import (~2 s and ~200 MB here). Serving sets the threads a network may use (`torch_threads`).
+_TORCH_THREADS: int | None = None
+
+
+def torch_threads(n: int) -> None:
+    """The intra-op threads torch uses in this process, now if torch is loaded, else when a network is."""
+    global _TORCH_THREADS
+    _TORCH_THREADS = n
+    import sys
+
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(n)
+
+
+def _torch():
+    import torch
+
+    if _TORCH_THREADS is not None and torch.get_num_threads() != _TORCH_THREADS:
+        torch.set_num_threads(_TORCH_THREADS)
+    return torch
 
 WEIGHTS = "weights.pt"
 BOOSTER = boosted.BOOSTER
@@ -36,7 +60,8 @@ SPEC = "feature_spec.json"
 MODEL_CONFIG = "model_config.json"
 
 
-def weights_to_bytes(model: torch.nn.Module) -> bytes:
+def weights_to_bytes(model: "torch.nn.Module") -> bytes:
+    torch = _torch()
     buf = io.BytesIO()
     state = {k: v.detach().cpu().contiguous() for k, v in _unwrap(model).state_dict().items()}
     torch.save(state, buf)
@@ -50,7 +75,7 @@ def model_file(config: ModelConfig | bytes | str) -> str:
     return BOOSTER if config.family == "xgboost" else WEIGHTS
 
 
-def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+def _unwrap(model: "torch.nn.Module") -> "torch.nn.Module":
     return getattr(model, "module", model)
 
 
@@ -66,16 +91,16 @@ class Prepared(NamedTuple):
 class LoadedModel:
     """A model ready for inference (a network or a booster), with the spec that prepares its inputs."""
 
-    net: TabularNet | None
+    net: "TabularNet | None"
     spec: FeatureSpec
     config: ModelConfig
-    device: torch.device
+    device: "str | torch.device"  # "cpu"/"cuda" for a booster; a torch.device for a network
     booster: object | None = None
     lookups: Lookups | None = None  # the snapshot its features come through (loaded by serving and batch)
 
     @classmethod
     def from_bytes(cls, model: bytes, spec_json: bytes | str, config_json: bytes | str,
-                   device: str | torch.device = "cpu") -> "LoadedModel":
+                   device: "str | torch.device" = "cpu") -> "LoadedModel":
         """From the registry's files: `model` is the content of `model_file(config)` (weights.pt
         or booster.ubj), the spec and the model config as their JSON."""
         return cls.from_parts(model, FeatureSpec.from_json(spec_json), ModelConfig.model_validate(json.loads(config_json)),
@@ -83,11 +108,15 @@ class LoadedModel:
 
     @classmethod
     def from_parts(cls, model: bytes, spec: FeatureSpec, cfg: ModelConfig,
-                   device: str | torch.device = "cpu") -> "LoadedModel":
+                   device: "str | torch.device" = "cpu") -> "LoadedModel":
         """From objects already in this process (a training run's result, a batch plan)."""
-        dev = torch.device(device)
         if cfg.family == "xgboost":
-            return cls(None, spec, cfg, dev, boosted.load(model, "cuda" if dev.type == "cuda" else "cpu"))
+            dev = "cuda" if str(device).startswith("cuda") else "cpu"
+            return cls(None, spec, cfg, dev, boosted.load(model, dev))
+        from rayline.model.network import TabularNet
+
+        torch = _torch()
+        dev = torch.device(device)
         net = TabularNet(spec, cfg)
         state = torch.load(io.BytesIO(model), map_location="cpu", weights_only=True)
         net.load_state_dict(state)
@@ -121,17 +150,17 @@ class LoadedModel:
         """What this model accepts (the same verdicts online and in batch)."""
         return Contract(self.spec)
 
-    @torch.inference_mode()
     def predict_inputs(self, inputs: ModelInputs) -> np.ndarray:
         if len(inputs) == 0:
             return np.zeros((0,) if self.spec.label.num_outputs == 1 else (0, self.spec.label.num_outputs), np.float32)
         if self.booster is not None:
-            raw = torch.from_numpy(boosted.margins(self.booster, inputs.num, inputs.cat))
-            return predict_from_output(self.spec.label, raw).numpy()
-        num = torch.from_numpy(np.require(inputs.num, requirements=["C", "W"])).to(self.device, non_blocking=True)
-        cat = torch.from_numpy(np.require(inputs.cat, requirements=["C", "W"])).to(self.device, non_blocking=True)
-        out = predict_from_output(self.spec.label, self.net(num, cat))
-        return out.cpu().numpy()
+            return from_raw(self.spec.label, boosted.margins(self.booster, inputs.num, inputs.cat))
+        torch = _torch()
+        with torch.inference_mode():
+            num = torch.from_numpy(np.require(inputs.num, requirements=["C", "W"])).to(self.device, non_blocking=True)
+            cat = torch.from_numpy(np.require(inputs.cat, requirements=["C", "W"])).to(self.device, non_blocking=True)
+            out = self.net(num, cat).float().cpu().numpy()
+        return from_raw(self.spec.label, out)
 
     def explain(self, inputs: ModelInputs, method: str = "exact") -> "Explanations":
         """Per-row contributions in raw field names (model/explain.py): TreeSHAP (or, `approx`,

@@ -3,7 +3,7 @@
 The inputs are the FeatureSpec's: `x_num` (standardized numerics and missing flags: trees do not
 care about the scale) and `x_cat` (category codes, given to XGBoost as native categoricals, so a
 split can group any set of categories). The booster learns the same target the network does
-(`training_target`: standardized for regression) and outputs margins, so `predict_from_output`
+(`training_target`: standardized for regression) and outputs margins, so `outputs.from_raw`
 turns both families' outputs into what a user gets. Stored as UBJSON (`save_raw`), never pickled.
 xgboost is imported only where a booster is built or loaded: serving an MLP does not need it.
 """

@@ -57,26 +57,8 @@ def loss_fn(task: str) -> nn.Module:
     return {"binary": nn.BCEWithLogitsLoss(), "regression": nn.MSELoss(), "multiclass": nn.CrossEntropyLoss()}[task]
 
 
-def predict_from_output(label: LabelSpec, out: torch.Tensor) -> torch.Tensor:
-    """Model output -> what a user gets: P(positive), class probabilities, or the value in the
-    target's original units (training, evaluation, serving and batch all go through here)."""
-    if label.task == "binary":
-        return torch.sigmoid(out.float())
-    if label.task == "multiclass":
-        return torch.softmax(out.float(), dim=1)
-    scale = label.target_scale()
-    value = out.float() if scale is None else out.float() * scale[1] + scale[0]
-    if label.transform == "log1p":
-        # clamped below float32 overflow: a prediction is always finite
-        return torch.expm1(value.clamp(max=LOG_MAX))
-    return value
-
-
-LOG_MAX = 88.0  # expm1(88) ~ 1.7e38 < float32 max
-
-
 def training_target(label: LabelSpec, y: torch.Tensor) -> torch.Tensor:
-    """What the network is trained to output for target `y` (the inverse of predict_from_output)."""
+    """What the network is trained to output for target `y` (the inverse of `outputs.from_raw`)."""
     if label.transform == "log1p":
         y = torch.log1p(y.clamp(min=0))
     scale = label.target_scale()

@@ -27,6 +27,7 @@ from ray import serve
 from rayline.config import RaylineConfig, ServeConfig, config_from_dict, format_validation_error, load_config
 from rayline.errors import ConfigError, RegistryError
 from rayline.features.contract import shown
+from rayline.model.artifact import torch_threads
 from rayline.serve.auth import CHALLENGE, authorized, load_api_keys
 from rayline.serve.batching import Item, predict_items, score_inputs
 from rayline.serve.http import VERSION_HEADER, error_response, json_content, read_body, request_id
@@ -65,8 +66,6 @@ def snapshot_id(model) -> str | None:
 @serve.ingress(api)
 class ModelServer:
     def __init__(self, args: ReplicaArgs, loader: Loader | None = None, resolver=None, info=None):
-        import torch
-
         self.args = args  # validated once, in app_builder: nothing is re-validated here
         sc = self.sc = args.serve
         self.api_keys = load_api_keys(sc.auth)  # configured but missing: the replica does not start
@@ -75,7 +74,7 @@ class ModelServer:
                                                                                 sc.lookup_snapshot)
         self.models = ModelHolder(loader or default_loader, resolver or default_resolver, info or default_info,
                                   self.device, sc.max_versions, refresh if loader is None else None)
-        torch.set_num_threads(max(1, math.ceil(sc.cpus_per_replica)))
+        torch_threads(max(1, math.ceil(sc.cpus_per_replica)))  # applied when a network loads (a booster needs no torch)
         self.ref, self.poll_s = args.alias, sc.model_poll_s
         self.arms, self.shadow_ref = [(args.alias, 1.0)], None
         try:

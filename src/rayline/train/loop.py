@@ -22,7 +22,8 @@ from rayline.config import TrainConfig
 from rayline.model.metrics import primary_metric, task_metrics
 from rayline.features.spec import FeatureSpec
 from rayline.model.artifact import WEIGHTS, weights_to_bytes
-from rayline.model.network import TabularNet, loss_fn, predict_from_output, training_target
+from rayline.model.network import TabularNet, loss_fn, training_target
+from rayline.model.outputs import from_raw
 from rayline.train.checkpoint import MLP_STATE, CheckpointMeta
 from rayline.train.feed import MemoryFeed, StreamFeed
 from rayline.train.plan import PLAN_KEY, LoopPlan
@@ -258,7 +259,7 @@ def validate(w: Worker) -> tuple[np.ndarray, np.ndarray, float]:
         total += float(w.criterion(out.float(), training_target(label, y))) * len(y)
         n += len(y)
         ys.append(y.cpu().numpy())
-        ps.append(predict_from_output(label, out).cpu().numpy())
+        ps.append(from_raw(label, out.float().cpu().numpy()))
     local = (np.concatenate(ys) if ys else np.zeros(0), np.concatenate(ps) if ps else np.zeros(0), total, n)
     gathered = _gather(local)
     y = np.concatenate([g[0] for g in gathered])
