@@ -298,9 +298,7 @@ def _map_and_write(primary: src_mod.ResolvedSource, step: StatisticsPass | Ready
         # use (every file has these: check_files). Parquet then skips the other columns' pages.
         ds = src_mod.read_dataset(primary, columns=list(plan.required))
     else:
-        ds = src_mod.read_dataset(primary)
-        if "path" not in plan.required:
-            ds = ds.rename_columns({"path": src_mod.PATH_COLUMN})
+        ds = src_mod.read_dataset(primary, path_column="path" if "path" in plan.required else src_mod.PATH_COLUMN)
     ds = ds.map_batches(step, batch_format="pyarrow", batch_size=plan.block_rows, zero_copy_batch=True)
     try:
         ds.write_datasink(OrderedParquetSink(out, fs, partition_col, **parquet_options))

@@ -230,12 +230,22 @@ def read_small_table(src: ResolvedSource) -> pa.Table:
         raise InputError(f"source {src.name!r}: files disagree on column types: {e}") from None
 
 
-def read_dataset(src: ResolvedSource, num_cpus: float | None = None, columns: list[str] | None = None):
+def read_dataset(src: ResolvedSource, num_cpus: float | None = None, columns: list[str] | None = None,
+                 path_column: str = "path"):
     """The primary table as a Ray Dataset (streaming; hive partitions become columns), with only
-    `columns` where given (plus BAD_RECORD for JSON, whose unreadable records stay rows)."""
+    `columns` where given (plus BAD_RECORD for JSON, whose unreadable records stay rows); without
+    `columns`, each row's file path as `path_column`."""
     import ray.data
 
     files = list(src.files)
+    cpus = {"num_cpus": num_cpus} if num_cpus else {}
+    if src.format == "parquet":
+        # rayline's planner, not read_parquet's footer actors (data/parquet_read.py)
+        from rayline.data.parquet_read import datasource
+
+        source, tasks = datasource(src.filesystem, src.base, files, columns=columns,
+                                   path_column=path_column if columns is None else None)
+        return ray.data.read_datasource(source, override_num_blocks=tasks, **cpus)
     part = ray.data.datasource.Partitioning("hive", base_dir=src.base)
     if src.format == "json":
         from rayline.data.json_datasource import JSONRecordsDatasource
@@ -245,19 +255,20 @@ def read_dataset(src: ResolvedSource, num_cpus: float | None = None, columns: li
         datasource = JSONRecordsDatasource(
             files, columns=None if columns is None else [c for c in columns if c not in hive],
             filesystem=src.filesystem, partitioning=part, include_paths=True, **gz)
-        ds = ray.data.read_datasource(datasource, **({"num_cpus": num_cpus} if num_cpus else {}))
-        return ds if columns is None else ds.select_columns([*columns, BAD_RECORD])
-    kwargs = dict(filesystem=src.filesystem, include_paths=True, num_cpus=num_cpus)
-    if src.format == "parquet":
-        ds = ray.data.read_parquet(files, partitioning=part, **kwargs)
+        ds = ray.data.read_datasource(datasource, **cpus)
+        if columns is not None:
+            return ds.select_columns([*columns, BAD_RECORD])
     else:  # csv
         opts = {}
         if any(f.endswith(".gz") for f in files):
             opts["arrow_open_stream_args"] = {"compression": "gzip"}
         if any(f.endswith(".tsv") for f in files):
             opts["parse_options"] = pacsv.ParseOptions(delimiter="\t")
-        ds = ray.data.read_csv(files, partitioning=part, **opts, **kwargs)
-    return ds if columns is None else ds.select_columns(columns)
+        ds = ray.data.read_csv(files, partitioning=part, filesystem=src.filesystem, include_paths=True,
+                               num_cpus=num_cpus, **opts)
+        if columns is not None:
+            return ds.select_columns(columns)
+    return ds if path_column == "path" else ds.rename_columns({"path": path_column})
 
 
 def head_records(src: ResolvedSource, n: int, columns) -> list[dict]:

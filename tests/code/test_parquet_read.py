@@ -1,0 +1,49 @@
+"""rayline's Parquet read plan (data/parquet_read.py): row groups cut into balanced read tasks in
+file order, partition folders and file paths as columns (no cluster for the plan)."""
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from rayline.data.parquet_read import Chunk, datasource, hive_values, plan_tasks
+
+
+def test_row_groups_are_cut_into_tasks_of_about_the_target_in_file_order():
+    files = [("a", [(40, 400), (40, 400)]), ("b", [(100, 1000)]), ("c", [(10, 100)] * 3)]
+    tasks = plan_tasks(files, task_rows=60)
+    assert tasks == [[Chunk("a", (0, 1), 80, 800)], [Chunk("b", (0,), 100, 1000)], [Chunk("c", (0, 1, 2), 30, 300)]]
+    # small files share a task; the order of rows is the input's
+    assert plan_tasks([("x", [(5, 1)]), ("y", [(5, 1)])], task_rows=60) == [[Chunk("x", (0,), 5, 1), Chunk("y", (0,), 5, 1)]]
+    # never more than max_tasks: the target grows with the input
+    many = plan_tasks([(f"f{i}", [(10, 1)]) for i in range(100)], task_rows=1, max_tasks=10)
+    assert len(many) == 10 and all(sum(c.rows for c in t) == 100 for t in many)
+    assert [c.path for t in many for c in t] == [f"f{i}" for i in range(100)]
+    assert plan_tasks([]) == [] and plan_tasks([("empty", [])]) == []
+
+
+def test_partition_folders_are_read_between_the_base_and_the_file():
+    assert hive_values("/d/t", "/d/t/year=2013/month=1/part-0.parquet") == {"year": "2013", "month": "1"}
+    assert hive_values("s3://b/t/", "s3://b/t/part-0.parquet") == {}
+
+
+def test_a_task_reads_its_row_groups_with_partitions_paths_and_only_the_columns_asked(tmp_path):
+    for month, start in (("1", 0), ("2", 100)):
+        (tmp_path / f"month={month}").mkdir()
+        pq.write_table(pa.table({"x": list(range(start, start + 100)), "y": ["v"] * 100}),
+                       tmp_path / f"month={month}" / "part.parquet", row_group_size=30)
+    fs, base = pafs.LocalFileSystem(), str(tmp_path)
+    paths = [f"{base}/month=1/part.parquet", f"{base}/month=2/part.parquet"]
+    source, n = datasource(fs, base, paths, path_column="src", task_rows=50)
+    tasks = source.get_read_tasks(n)
+    # 30-row groups, tasks of >= 50 rows: a task may end in the next file
+    assert n == len(tasks) == 4 and [t.metadata.num_rows for t in tasks] == [60, 70, 60, 10]
+    table = pa.concat_tables(b for t in tasks for b in t())
+    assert table.column_names == ["x", "y", "month", "src"]
+    assert table.column("x").to_pylist() == list(range(200))
+    assert table.column("month").to_pylist() == ["1"] * 100 + ["2"] * 100
+    assert set(table.column("src").to_pylist()) == set(paths)
+    assert tasks[0].schema == table.schema
+    source, n = datasource(fs, base, paths, columns=["month", "x"], path_column=None, task_rows=1000)
+    (only,) = source.get_read_tasks(n)
+    got = pa.concat_tables(list(only()))
+    assert got.column_names == ["month", "x"] and got.num_rows == 200
