@@ -12,7 +12,8 @@ from rayline.features.spec import CategoricalSpec, FeatureSpec, LabelSpec, Numer
 from rayline.model import boosted
 from rayline.model.artifact import LoadedModel
 from rayline.model.explain import input_fields
-from rayline.model.network import TabularNet, loss_fn, training_target
+from rayline.model.network import TabularNet, loss_fn
+from rayline.model.outputs import training_target
 
 TASKS = ["binary", "regression", "multiclass"]
 

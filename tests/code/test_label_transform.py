@@ -9,8 +9,7 @@ from rayline.config import config_from_dict
 from rayline.data.plan import label_rule
 from rayline.errors import ConfigError
 from rayline.features.spec import LabelSpec
-from rayline.model.network import training_target
-from rayline.model.outputs import from_raw
+from rayline.model.outputs import from_raw, training_target
 from rayline.train.boosted_loop import target, watched_metric
 from tests.conftest import small_config
 

@@ -56,8 +56,7 @@ def test_regression_target_is_learned_standardized_and_answered_in_original_unit
     import torch
 
     from rayline.features.spec import LabelSpec
-    from rayline.model.network import training_target
-    from rayline.model.outputs import from_raw
+    from rayline.model.outputs import from_raw, training_target
 
     label = LabelSpec(column="y", task="regression", train_mean=12_000.0, train_std=3_000.0, standardized=True)
     y = torch.tensor([6_000.0, 12_000.0, 30_000.0])

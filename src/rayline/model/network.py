@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from rayline.config import ModelConfig
-from rayline.features.spec import FeatureSpec, LabelSpec
+from rayline.features.spec import FeatureSpec
 
 
 def embedding_dim(cardinality: int, max_dim: int) -> int:
@@ -55,11 +55,3 @@ class TabularNet(nn.Module):
 
 def loss_fn(task: str) -> nn.Module:
     return {"binary": nn.BCEWithLogitsLoss(), "regression": nn.MSELoss(), "multiclass": nn.CrossEntropyLoss()}[task]
-
-
-def training_target(label: LabelSpec, y: torch.Tensor) -> torch.Tensor:
-    """What the network is trained to output for target `y` (the inverse of `outputs.from_raw`)."""
-    if label.transform == "log1p":
-        y = torch.log1p(y.clamp(min=0))
-    scale = label.target_scale()
-    return y if scale is None else (y - scale[0]) / scale[1]

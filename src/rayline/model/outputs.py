@@ -1,5 +1,5 @@
 """Raw model outputs -> what a user gets, in NumPy: P(positive), class probabilities, or the value
-in the target's original units.
+in the target's original units; and its inverse for training, the target a model learns.
 
 Both families end here (a booster's margins, a network's output moved to the CPU), and training's
 evaluation, serving and batch all go through it: one definition, and no torch in a process that
@@ -34,3 +34,12 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     # exp of -|x| only: no overflow (and no warning) at either end
     e = np.exp(-np.abs(x))
     return np.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(np.float32)
+
+
+def training_target(label: LabelSpec, y):
+    """What a model is trained to output for target `y` (the inverse of `from_raw` for
+    regression): a NumPy array for the booster, a torch tensor (on its device) for the network."""
+    if label.transform == "log1p":
+        y = np.log1p(np.maximum(y, 0)) if isinstance(y, np.ndarray) else y.clamp(min=0).log1p()
+    scale = label.target_scale()
+    return y if scale is None else (y - scale[0]) / scale[1]

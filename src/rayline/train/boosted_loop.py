@@ -19,13 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 import xgboost as xgb
 
 from rayline.model.metrics import primary_metric
 from rayline.features.spec import MODEL_COLUMNS, Y, LabelSpec, model_inputs_from_table
 from rayline.model import boosted
-from rayline.model.network import training_target
+from rayline.model.outputs import training_target
 from rayline.train.checkpoint import BOOSTER_STATE, CheckpointMeta
 from rayline.train.plan import PLAN_KEY, LoopPlan
 from rayline.train.shard import read_shard
@@ -44,7 +43,7 @@ def _shard_arrays(uri: str, rank: int, world: int) -> tuple[np.ndarray, np.ndarr
 
 def target(label: LabelSpec, y: np.ndarray) -> np.ndarray:
     """The network's training target (one definition for both families), as numpy."""
-    return training_target(label, torch.from_numpy(np.ascontiguousarray(y, dtype=np.float32))).numpy()
+    return training_target(label, np.ascontiguousarray(y, dtype=np.float32))
 
 
 def watched_metric(label: LabelSpec, primary: str) -> str:

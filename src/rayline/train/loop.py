@@ -22,8 +22,8 @@ from rayline.config import TrainConfig
 from rayline.model.metrics import primary_metric, task_metrics
 from rayline.features.spec import FeatureSpec
 from rayline.model.artifact import WEIGHTS, weights_to_bytes
-from rayline.model.network import TabularNet, loss_fn, training_target
-from rayline.model.outputs import from_raw
+from rayline.model.network import TabularNet, loss_fn
+from rayline.model.outputs import from_raw, training_target
 from rayline.train.checkpoint import MLP_STATE, CheckpointMeta
 from rayline.train.feed import MemoryFeed, StreamFeed
 from rayline.train.plan import PLAN_KEY, LoopPlan
