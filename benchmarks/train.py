@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import queue
 import shutil
 import socket
 import statistics
@@ -61,7 +62,8 @@ def _ddp_process(rank: int, world: int, port: int, uri: str, spec_json: str, tra
 
     from rayline.config import TrainConfig
     from rayline.features.spec import FeatureSpec, model_inputs_from_table
-    from rayline.model.network import TabularNet, loss_fn, training_target
+    from rayline.model.network import TabularNet, loss_fn
+    from rayline.model.outputs import training_target
     from rayline.train.shard import read_shard
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
@@ -117,7 +119,17 @@ def ddp_baseline(ingest, cfg, epochs: int, workers: int, use_cuda: bool, threads
              for r in range(workers)]
     for p in procs:
         p.start()
-    result = q.get(timeout=1800)
+    deadline = time.monotonic() + 1800
+    while True:  # a process that dies (an import error, gloo) fails the run now, not after the timeout
+        try:
+            result = q.get(timeout=5)
+            break
+        except queue.Empty:
+            dead = [p.exitcode for p in procs if p.exitcode not in (None, 0)]
+            if dead or time.monotonic() > deadline:
+                for p in procs:
+                    p.kill()
+                raise RuntimeError(f"DDP baseline failed: process exit codes {dead or 'none (timed out)'}")
     for p in procs:
         p.join(timeout=60)
     return result
