@@ -93,15 +93,21 @@ def test_a_signal_to_the_whole_process_group_leaves_nothing_behind(flights_model
         # listeners closed: look again, each time at a fresh tree, until a whole snapshot is taken
         # between reloads; remember every process seen for the end check.
         seen: dict[int, psutil.Process] = {}
+        names: dict[int, str] = {}                                # read when seen: an outgoing HAProxy may be gone later
         for _ in range(60):
             tree = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
             seen.update({p.pid: p for p in tree[1:]})
+            for p in tree[1:]:
+                try:
+                    names.setdefault(p.pid, p.name())
+                except psutil.Error:
+                    pass
             http, wildcard = _listeners(tree, port)
             if {p for n, _, p in http if n == "haproxy"} >= {port}:
                 break
             time.sleep(0.5)
         started = list(seen.values())
-        assert any(p.name() == "haproxy" for p in started), [p.name() for p in started]
+        assert "haproxy" in names.values(), sorted(names.values())
         _check_listeners(http, wildcard, port)
         t0 = time.time()
         os.killpg(proc.pid, signal.SIGTERM)                       # the whole group, not rayline alone
