@@ -14,7 +14,7 @@ import os
 import re
 import warnings
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -341,11 +341,16 @@ class ModelConfig(_Model):
 
 
 class TrainConfig(_Model):
-    num_workers: int = Field(2, ge=1)
+    num_workers: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+        "auto", description="auto: one worker per node on CPUs (a multithreaded worker with every free core beats "
+        "several on one node), one per GPU on GPUs")
     use_gpu: bool | Literal["auto"] = Field("auto", description="auto: one GPU per worker when the cluster has GPUs, "
                                             "with no more workers than GPUs; else CPU")
-    cpus_per_worker: float = Field(0.5, gt=0)
-    placement_strategy: Literal["PACK", "SPREAD", "STRICT_SPREAD"] = "PACK"
+    cpus_per_worker: Annotated[float, Field(gt=0)] | Literal["auto"] = Field(
+        "auto", description="auto: the whole CPUs free on the smallest node the workers use (1 with a GPU); "
+        "fixed at the start of the run")
+    placement_strategy: Literal["PACK", "SPREAD", "STRICT_SPREAD"] = Field(
+        "PACK", description="the worker group's placement; with num_workers: auto, SPREAD unless set")
     resource_wait_s: float = Field(0.0, ge=0, description="how long to wait for an autoscaling cluster to "
                                    "grow to the workers asked for before failing (0: fail at once)")
     epochs: int = Field(8, ge=1)

@@ -67,7 +67,7 @@ def register_run(registry: Registry, cfg: RaylineConfig, ingest: IngestResult, t
         **({"lookups": ingest.manifest["lookups"]} if ingest.manifest.get("lookups") else {}),
         # seed and worker count: with the same ingest files they fix the model (the booster's bytes)
         "training": {"family": cfg.train.model.family, "device": train.device, "workers": train.workers,
-                     "seed": cfg.train.seed, "feed": train.feed,
+                     "cpus_per_worker": train.cpus_per_worker, "seed": cfg.train.seed, "feed": train.feed,
                      "precision": train.precision, "feed_device": train.feed_device, "epochs_run": len(train.history)},
         "timings_s": timings,
         **(extra or {}),

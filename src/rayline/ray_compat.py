@@ -65,6 +65,17 @@ def serve_start(**options):
     return start(**options)
 
 
+def cpus_per_node() -> list[tuple[float, float]]:
+    """(free, total) CPUs of each live node with CPUs (`ray._private.state`'s
+    `available_resources_per_node` and `total_resources_per_node`: DeveloperAPIs that `ray`
+    does not export; the GCS's view, refreshed as raylets report)."""
+    from ray._private import state
+
+    totals, free = state.total_resources_per_node(), state.available_resources_per_node()
+    return [(float(free.get(node, {}).get("CPU", 0.0)), float(res["CPU"]))
+            for node, res in totals.items() if res.get("CPU", 0) > 0]
+
+
 def without_default_callbacks(trainer_cls: type, drop: frozenset[str]) -> type:
     """`trainer_cls` whose default callbacks (`DataParallelTrainer._create_default_callbacks`, a
     private method) leave out those whose class names are in `drop`."""

@@ -53,6 +53,11 @@ def test_private_apis_exist():
     from ray._private.node import Node
 
     assert hasattr(Node, "get_session_dir_path"), "ray_compat.session_dir: Node.get_session_dir_path is gone"
+    from ray._private import state
+
+    assert callable(getattr(state, "available_resources_per_node", None)) and \
+        callable(getattr(state, "total_resources_per_node", None)), \
+        "ray_compat.cpus_per_node: ray._private.state's *_resources_per_node are gone"
     api = importlib.import_module("ray.serve._private.api")
     params = inspect.signature(api.serve_start).parameters
     assert {"http_options", "proxy_location", "grpc_options"} <= set(params), \

@@ -5,7 +5,7 @@ import pytest
 from rayline.config import SearchDim, load_config
 from rayline.errors import ConfigError
 from rayline.tune.space import DEFAULT_SPACES, overrides, search_space, to_ray, trial_config
-from rayline.tune.tuner import concurrency
+from rayline.tune.tuner import concurrency, sized_for_trials
 from tests.conftest import FLIGHTS_CONFIG
 
 
@@ -45,5 +45,14 @@ def test_randint_includes_its_upper_bound():
 @pytest.mark.parametrize("cpus,gpus,trials,expect", [(2, 0, 8, 1), (4, 0, 8, 3), (16, 0, 8, 8), (16, 0, 3, 3), (16, 4, 8, 2)])
 def test_concurrent_trials_fit_the_cluster(cpus, gpus, trials, expect):
     # each trial: 2 workers x 0.5 CPU (+ the trial driver's sliver), one GPU per worker when there are GPUs
+    cfg = load_config(FLIGHTS_CONFIG, [f"tune.trials={trials}", "train.num_workers=2", "train.cpus_per_worker=0.5"])
+    assert concurrency(cfg, cpus, gpus) == expect
+
+
+@pytest.mark.parametrize("cpus,gpus,trials,expect", [(2, 0, 8, 1), (4, 0, 8, 3), (16, 0, 8, 8), (16, 4, 8, 4)])
+def test_auto_sizes_tune_one_worker_per_trial(cpus, gpus, trials, expect):
+    # the default auto sizes: each trial one worker with one CPU (or GPU), so trials run side by side
     cfg = load_config(FLIGHTS_CONFIG, [f"tune.trials={trials}"])
+    assert (cfg.train.num_workers, cfg.train.cpus_per_worker) == ("auto", "auto")
+    assert (sized_for_trials(cfg).train.num_workers, sized_for_trials(cfg).train.cpus_per_worker) == (1, 1.0)
     assert concurrency(cfg, cpus, gpus) == expect

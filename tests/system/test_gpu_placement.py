@@ -72,19 +72,23 @@ def test_gpu_replica_and_batch_inference_share_one_gpu_without_waiting(gpu_node,
 
 
 def test_training_and_serving_are_sized_to_the_gpus_the_cluster_has(gpu_node):
-    """The default config (num_workers 2, use_gpu auto) on a one-GPU cluster plans one GPU
-    worker instead of waiting forever for a second GPU; impossible asks fail at once."""
+    """The default config (auto workers, use_gpu auto) on a one-GPU cluster plans one GPU worker;
+    two workers asked for train on the one GPU there is and say so, instead of waiting forever for
+    a second; impossible asks fail at once."""
     from rayline.serve.deploy import check_replica_resources
     from rayline.train.resources import cluster_worker_plan
 
     cfg, _, _ = gpu_node
+    plan = cluster_worker_plan(load_config(FLIGHTS_CONFIG, [f"storage.root={cfg.storage.root}"]).train)
+    assert (plan.workers, plan.use_gpu, plan.resources) == (1, True, {"CPU": 1.0, "GPU": 1})
     notes = []
-    plan = cluster_worker_plan(load_config(FLIGHTS_CONFIG, [f"storage.root={cfg.storage.root}"]).train, notes.append)
+    plan = cluster_worker_plan(load_config(FLIGHTS_CONFIG, [f"storage.root={cfg.storage.root}",
+                                                            "train.num_workers=2"]).train, notes.append)
     assert (plan.workers, plan.use_gpu, plan.resources["GPU"]) == (1, True, 1)
     assert notes and "training on 1 GPU worker" in notes[0]
     t0 = time.time()
     with pytest.raises(ResourceError, match=r"needs 2 GPU\(s\), one per worker, but the cluster has 1"):
-        cluster_worker_plan(load_config(FLIGHTS_CONFIG, ["train.use_gpu=true"]).train)
+        cluster_worker_plan(load_config(FLIGHTS_CONFIG, ["train.use_gpu=true", "train.num_workers=2"]).train)
     with pytest.raises(ResourceError, match=r"serve.gpus_per_replica=1 x serve.autoscaling.min_replicas=2 needs 2 GPU"):
         check_replica_resources(load_config(FLIGHTS_CONFIG, ["serve.gpus_per_replica=1", "serve.autoscaling.min_replicas=2"]))
     assert time.time() - t0 < 5

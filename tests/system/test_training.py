@@ -140,7 +140,8 @@ def test_same_config_and_seed_give_same_metrics(ray_local, small_data):
 def test_killed_worker_resumes_from_checkpoint(ray_local, flights_ingest):
     base, ingest = flights_ingest
     cfg = load_config(FLIGHTS_CONFIG, [f"storage.root={base.storage.root}", "train.epochs=5", "train.model.family=mlp",
-                                       "train.max_failures=2", "train.early_stopping_patience=null"])
+                                       "train.max_failures=2", "train.early_stopping_patience=null",
+                                       "train.num_workers=2", "train.cpus_per_worker=0.5"])
     out = _train_killing_a_worker(cfg, ingest, "worker-kill")
     _assert_resumed_once(out.train.history, 5)
 
@@ -150,7 +151,7 @@ def test_killed_driver_rerun_resumes(ray_local, flights_ingest, tmp_path):
 
     base, ingest = flights_ingest
     overrides = [f"storage.root={base.storage.root}", "train.epochs=5", "train.early_stopping_patience=null",
-                 "train.model.family=mlp"]
+                 "train.model.family=mlp", "train.num_workers=2", "train.cpus_per_worker=0.5"]
     cfg = load_config(FLIGHTS_CONFIG, overrides)
     storage = Storage(cfg.storage.root)
     run = "driver-kill"
@@ -185,7 +186,8 @@ def test_xgboost_killed_worker_resumes_from_checkpoint(ray_local, flights_ingest
     base, ingest = flights_ingest
     cfg = load_config(FLIGHTS_CONFIG, [f"storage.root={base.storage.root}", "train.model.family=xgboost",
                                        "train.model.xgboost.num_boost_round=60", "train.model.xgboost.checkpoint_every=10",
-                                       "train.model.xgboost.early_stopping_rounds=null", "train.max_failures=2"])
+                                       "train.model.xgboost.early_stopping_rounds=null", "train.max_failures=2",
+                                       "train.num_workers=2", "train.cpus_per_worker=0.5"])
     out = _train_killing_a_worker(cfg, ingest, "xgb-worker-kill")
     history = out.train.history
     assert [h["round"] for h in history] == [10, 20, 30, 40, 50, 60], "a round was skipped or trained twice"
@@ -327,3 +329,4 @@ def test_same_raw_data_gives_byte_identical_ready_files_and_models(ray_local, tm
         if weights:
             assert weights in ma
         assert a.version.lineage["training"]["seed"] == 0 and a.version.lineage["training"]["workers"] == 2
+        assert a.version.lineage["training"]["cpus_per_worker"] == 0.5

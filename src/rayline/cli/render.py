@@ -51,7 +51,7 @@ def train(s: dict) -> None:
     if "training" in s:
         tr = s["training"]
         typer.echo(f"training: {tr['epochs_run']} epoch(s), best epoch {tr['best_epoch']}, {tr['workers']} worker(s) "
-                   f"on {tr['device']}, feed {tr['feed']} (on {tr.get('feed_device', tr['device'])}, {tr.get('precision', 'fp32')})")
+                   f"x {tr.get('cpus_per_worker', 0):g} CPU on {tr['device']}, feed {tr['feed']} (on {tr.get('feed_device', tr['device'])}, {tr.get('precision', 'fp32')})")
     typer.echo(f"time: {s['seconds']}s")
     typer.echo(f"report: {s['report']}")
     tracking(s.get("tracking"))

@@ -46,6 +46,7 @@ class TrainResult:
     workers: int
     feed: str
     timings_s: dict
+    cpus_per_worker: float = 0.0  # as planned (auto resolves at the start of the run)
     precision: str = "fp32"     # bf16 autocast on GPUs that support it
     feed_device: str = "cpu"    # where the training batches live (the device, or "host" when streamed)
 
@@ -63,7 +64,8 @@ class TrainResult:
 
     def summary(self) -> dict:
         return {"run_name": self.run_name, "best_epoch": self.best_epoch, f"val_{self.metric}": self.best_value,
-                "epochs_run": len(self.history), "device": self.device, "workers": self.workers, "feed": self.feed,
+                "epochs_run": len(self.history), "device": self.device, "workers": self.workers,
+                "cpus_per_worker": self.cpus_per_worker, "feed": self.feed,
                 "precision": self.precision, "feed_device": self.feed_device,
                 "checkpoint": self.checkpoint_uri, "timings_s": self.timings_s}
 
@@ -90,7 +92,7 @@ def _family(family: str):
 
 
 
-def choose_feed(cfg: RaylineConfig, ingest: IngestResult, workers: int) -> tuple[str, int]:
+def choose_feed(cfg: RaylineConfig, ingest: IngestResult, workers: int, quiet: bool = False) -> tuple[str, int]:
     """'memory' when a worker's shard fits the configured budget, else 'stream' (mlp only: an
     xgboost worker builds its DMatrix in memory either way)."""
     spec = ingest.spec
@@ -98,8 +100,9 @@ def choose_feed(cfg: RaylineConfig, ingest: IngestResult, workers: int) -> tuple
     rows_per_worker = -(-ingest.manifest["rows"]["train"] // workers)
     need = row_bytes * rows_per_worker
     feed = "memory" if need <= cfg.train.in_memory_max_bytes or cfg.train.model.family == "xgboost" else "stream"
-    log.info("train feed: %s (%d rows/worker x %d B = %.1f MiB, budget %.1f MiB)", feed, rows_per_worker,
-             row_bytes, need / 2**20, cfg.train.in_memory_max_bytes / 2**20)
+    if not quiet:
+            log.info("train feed: %s (%d rows/worker x %d B = %.1f MiB, budget %.1f MiB)", feed, rows_per_worker,
+                 row_bytes, need / 2**20, cfg.train.in_memory_max_bytes / 2**20)
     return feed, rows_per_worker
 
 
@@ -129,7 +132,9 @@ def run_training(cfg: RaylineConfig, ingest: IngestResult, storage: Storage, *, 
         storage.delete_dir(run_rel)
     elif storage.exists(run_rel):
         progress(f"train: run {run_name} exists, resuming from its latest checkpoint (use --fresh to start over)")
-    plan = cluster_worker_plan(tc, progress)
+    # A streamed split is read by Ray Data tasks beside the workers: an auto size leaves them a CPU.
+    plan = cluster_worker_plan(tc, progress,
+                               reserve_cpus=lambda n: 1.0 if choose_feed(cfg, ingest, n, quiet=True)[0] == "stream" else 0.0)
     feed, rows_per_worker = choose_feed(cfg, ingest, plan.workers)
     progress(f"train: {plan.workers} worker(s) x {plan.resources}, {plan.device}, feed={feed}")
 
@@ -154,7 +159,7 @@ def run_training(cfg: RaylineConfig, ingest: IngestResult, storage: Storage, *, 
                                               use_gpu=plan.use_gpu,
                                               splits={s: ingest.split_uri(s) for s in ("train", "valid")})},
         scaling_config=ScalingConfig(num_workers=plan.workers, use_gpu=plan.use_gpu, resources_per_worker=plan.resources,
-                                     placement_strategy=tc.placement_strategy),
+                                     placement_strategy=plan.strategy),
         run_config=RunConfig(
             # The filesystem object, not a URI: it carries a custom endpoint (MinIO) and credentials.
             name=run_name, storage_path=storage.path(layout.RUNS), storage_filesystem=storage.fs,
@@ -190,7 +195,7 @@ def run_training(cfg: RaylineConfig, ingest: IngestResult, storage: Storage, *, 
         run_name=run_name, run_uri=storage.uri(run_rel), checkpoint_uri=best.path,
         model_bytes=model_bytes, model_file=file, history=history,
         best_epoch=best_meta.best_epoch, metric=metric, best_value=best_meta.best,
-        device=plan.device, workers=plan.workers, feed=feed,
+        device=plan.device, workers=plan.workers, cpus_per_worker=plan.resources["CPU"], feed=feed,
         timings_s=_timings(fit_s, started_at, history),
         precision=history[-1].get("precision", "fp32") if history else "fp32",
         feed_device=history[-1].get("feed_device", plan.device) if history else plan.device,

@@ -64,9 +64,21 @@ def _trial(config: dict, base: RaylineConfig, ingest: IngestResult, name: str) -
     run_training(cfg, ingest, storage, run_name=run_name, callbacks=[TuneReportCallback()])
 
 
+def sized_for_trials(cfg: RaylineConfig) -> RaylineConfig:
+    """`auto` worker sizes fixed for tuning: one worker with one CPU (or GPU) per trial. Trials
+    are independent, so running more of them at once beats more cores per trial, and a size each
+    trial chose from the cores free when it starts would race the others."""
+    tc, fixed = cfg.train, {}
+    if tc.num_workers == "auto":
+        fixed["num_workers"] = 1
+    if tc.cpus_per_worker == "auto":
+        fixed["cpus_per_worker"] = 1.0
+    return cfg.model_copy(update={"train": tc.model_copy(update=fixed)}) if fixed else cfg
+
+
 def concurrency(cfg: RaylineConfig, total_cpus: float, total_gpus: float) -> int:
     """How many trials run at once: each is a training run of `plan_workers`' size."""
-    plan = plan_workers(cfg.train, total_cpus, total_gpus)
+    plan = plan_workers(sized_for_trials(cfg).train, total_cpus, total_gpus)
     per_cpu = plan.workers * plan.resources["CPU"] + TRIAL_CPU
     fits = math.floor(total_cpus / per_cpu + 1e-9)
     if plan.use_gpu:
@@ -83,6 +95,7 @@ def run_tuning(cfg: RaylineConfig, ingest: IngestResult, storage: Storage, *, tr
     t0 = time.perf_counter()
     if trials is not None:
         cfg = cfg.model_copy(update={"tune": cfg.tune.model_copy(update={"trials": trials})})
+    cfg = sized_for_trials(cfg)
     tc = cfg.tune
     space = search_space(cfg)
     base = cfg
