@@ -13,7 +13,7 @@ are reported separately. The last line is one JSON object: ratio (median of the 
 ratios), ratio_min, ratio_max, device, to_first_step_s, and on GPUs each side's mean GPU busy %
 during its epochs (nvidia-smi).
 
-    python benchmarks/train.py [--epochs 4] [--workers 2] [--repeats 3] [--quick]
+    python benchmarks/train.py [--epochs 4] [--workers N] [--repeats 3] [--quick]
 
 `--family xgboost`: rayline's XGBoost (XGBoostTrainer workers, its loop, reports and
 checkpoints) against one `xgboost.train` process with the same total threads, the same
@@ -25,7 +25,13 @@ the one rayline registers (its best validation round). The last line:
 {"name": "train_xgboost", "ratio", "ratio_min", "ratio_max", "rayline_s_per_round",
 "plain_s_per_round", "to_first_round_s", "auc_rayline", "auc_plain", ...}.
 
-    python benchmarks/train.py --family xgboost [--rounds 300] [--workers 2] [--cpus-per-worker C] [--repeats 3] [--quick]
+    python benchmarks/train.py --family xgboost [--rounds 300] [--workers N] [--cpus-per-worker C] [--repeats 3] [--quick]
+
+`--family xgboost --nodes N`: what more nodes buy. N local Ray nodes of one CPU each (`ray start`
+on this machine, stopped by PID), rayline's default sizes (one worker per node) on the whole
+training split, against one single-threaded process on one worker's share (weak-scaling
+efficiency, 1.0: a node more costs nothing per round) and on the whole split (the speed-up).
+Last line: {"name": "train_xgboost_scaling", "weak_efficiency", "speedup", ...}.
 """
 
 from __future__ import annotations
@@ -222,23 +228,24 @@ def xgboost_main(args) -> None:
         ray.init(num_cpus=os.cpu_count(), include_dashboard=True, logging_level="ERROR", log_to_driver=False)
         configure_data_context(progress_bars=False)
         cfg = load_config(ROOT / "configs/flights.yaml", [
-            f"storage.root={work}", "train.model.family=xgboost", f"train.num_workers={args.workers}",
+            f"storage.root={work}", "train.model.family=xgboost",
+            *([f"train.num_workers={args.workers}"] if args.workers else []),
             *([f"train.cpus_per_worker={args.cpus_per_worker}"] if args.cpus_per_worker else []),
             f"train.model.xgboost.num_boost_round={rounds}", "train.model.xgboost.early_stopping_rounds=null"])
         storage = Storage(cfg.storage.root)
         ingest = run_ingest(cfg, storage)
-        rl, first, auc_rl, workers, threads = [], [], None, args.workers, 1
+        rl, first, auc_rl, workers, cpus = [], [], None, 0, 0.0
         for i in range(args.repeats):
             result = run_training(cfg, ingest, storage, run_name=f"xgb-bench-{i}", fresh=True)
             hist = result.history
             rl.append(sum(h["epoch_time_s"] for h in hist) / sum(h.get("rounds_in_epoch", 0) for h in hist))
             first.append(result.timings_s.get("to_first_step"))
             auc_rl = _test_auc(ingest, boosted.load(result.model_bytes))  # its best validation round
-            best_round, workers = result.best_epoch, result.workers
+            best_round, workers, cpus = result.best_epoch, result.workers, result.cpus_per_worker
         ray.shutdown()
         # the same total threads: each Ray Train worker runs XGBoost with its OMP_NUM_THREADS
-        # (max(1, floor(cpus_per_worker))), so `workers` of them use that many in all
-        threads = workers * max(1, int(cfg.train.cpus_per_worker))
+        # (max(1, floor(cpus_per_worker)), as planned: auto sizes resolve at the start of the run)
+        threads = workers * max(1, int(cpus))
         plain = [plain_xgboost(ingest, cfg, rounds, threads) for _ in range(args.repeats)]
         base = [s for s, _ in plain]
         auc_plain = _test_auc(ingest, plain[-1][1][:best_round])  # the same rounds as rayline's registered booster
@@ -256,7 +263,131 @@ def xgboost_main(args) -> None:
                           "plain_s_per_round": round(statistics.median(base), 5),
                           "to_first_round_s": round(statistics.median(first), 2), "auc_rayline": round(auc_rl, 4),
                           "auc_plain": round(auc_plain, 4), "auc_round": best_round, "rounds": rounds, "workers": workers,
-                          "threads": threads,
+                          "threads": threads, "cpus_per_worker": cpus,
+                          "repeats": args.repeats}))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+class LocalCluster:
+    """`nodes` Ray nodes of `cpus` each on this machine (`ray start`, a temp dir of its own, token
+    auth), stopped by PID: never the stop-everything command. Nodes on one host share its cores
+    and memory bandwidth, so this measures the collective across raylets, not across a network."""
+
+    def __init__(self, nodes: int, cpus: int):
+        from rayline.runtime import free_port
+
+        self.nodes, self.cpus, self.port = nodes, cpus, free_port()
+        self.temp = tempfile.mkdtemp(prefix="rl-bench-", dir="/tmp")  # Ray's socket paths must be short
+        self.env = {**os.environ, "RAY_AUTH_MODE": "token"}
+        self.ray = str(Path(sys.executable).parent / "ray")
+
+    def __enter__(self) -> str:
+        ports = [f"--dashboard-port={self._port()}", f"--metrics-export-port={self._port()}",
+                 f"--ray-client-server-port={self._port()}"]
+        subprocess.run([self.ray, "start", "--head", f"--temp-dir={self.temp}", f"--port={self.port}",
+                        "--dashboard-host=127.0.0.1", f"--num-cpus={self.cpus}", "--disable-usage-stats", *ports],
+                       check=True, capture_output=True, text=True, timeout=120, env=self.env)
+        for _ in range(self.nodes - 1):
+            subprocess.run([self.ray, "start", f"--address=127.0.0.1:{self.port}", f"--num-cpus={self.cpus}",
+                            f"--metrics-export-port={self._port()}", "--disable-usage-stats"],
+                           check=True, capture_output=True, text=True, timeout=120, env=self.env)
+        os.environ["RAY_AUTH_MODE"] = "token"
+        return f"127.0.0.1:{self.port}"
+
+    @staticmethod
+    def _port() -> int:
+        from rayline.runtime import free_port
+
+        return free_port()
+
+    def __exit__(self, *exc) -> None:
+        import psutil
+
+        procs = []
+        for p in psutil.process_iter(["cmdline"]):
+            cmd = " ".join(p.info["cmdline"] or [])
+            if self.temp in cmd or f"127.0.0.1:{self.port}" in cmd:
+                try:
+                    procs += [p, *p.children(recursive=True)]
+                except psutil.Error:
+                    pass
+        for p in procs:
+            try:
+                p.terminate()
+            except psutil.Error:
+                pass
+        _, alive = psutil.wait_procs(procs, timeout=10)
+        for p in alive:
+            try:
+                p.kill()
+            except psutil.Error:
+                pass
+        shutil.rmtree(self.temp, ignore_errors=True)
+
+
+def weak_scaling_main(args) -> None:
+    """rayline's default sizes (one worker per node) on `--nodes` local nodes of one CPU each,
+    the whole training split, against one plain process with one thread on one worker's share
+    (weak scaling: the same work per core; 1.0 = a node more costs nothing per round) and on the
+    whole split (the speed-up the nodes buy)."""
+    import ray
+    import xgboost as xgb
+
+    from rayline.data import run_ingest
+    from rayline.features.spec import model_inputs_from_table
+    from rayline.model import boosted
+    from rayline.runtime import configure_data_context
+    from rayline.train import run_training
+    from rayline.train.boosted_loop import target
+    from rayline.train.shard import read_shard
+
+    rounds = 150 if args.quick else args.rounds
+    work = Path(tempfile.mkdtemp(prefix="rayline-xgb-scale-"))
+    try:
+        with LocalCluster(args.nodes, 1) as address:
+            ray.init(address=address, logging_level="ERROR", log_to_driver=False)
+            configure_data_context(progress_bars=False)
+            cfg = load_config(ROOT / "configs/flights.yaml", [
+                f"storage.root={work}", "train.model.family=xgboost", f"train.model.xgboost.num_boost_round={rounds}",
+                "train.model.xgboost.early_stopping_rounds=null"])
+            storage = Storage(cfg.storage.root)
+            ingest = run_ingest(cfg, storage)
+            rl, workers = [], 0
+            for i in range(args.repeats):
+                result = run_training(cfg, ingest, storage, run_name=f"xgb-scale-{i}", fresh=True)
+                hist = result.history
+                rl.append(sum(h["epoch_time_s"] for h in hist) / sum(h.get("rounds_in_epoch", 0) for h in hist))
+                workers = result.workers
+            ray.shutdown()
+        spec = ingest.spec
+        params = {**boosted.params(spec, cfg.train.model.xgboost, "cpu", cfg.train.seed), "nthread": 1}
+
+        def plain(rank: int, world: int) -> float:
+            def dm(split):
+                t = read_shard(ingest.split_uri(split), rank, world, ["x_num", "x_cat", "y"])
+                num, cat = model_inputs_from_table(t)
+                return boosted.dmatrix(spec, num, cat, target(spec.label, t.column("y").to_numpy()))
+            dtrain, dvalid = dm("train"), dm("valid")
+            t = time.perf_counter()
+            xgb.train(params, dtrain, num_boost_round=rounds, evals=[(dvalid, "valid")], verbose_eval=False)
+            return (time.perf_counter() - t) / rounds
+
+        share = [plain(0, workers) for _ in range(args.repeats)]
+        whole = [plain(0, 1) for _ in range(args.repeats)]
+        weak = [s / r for s, r in zip(share, rl)]
+        speedup = [w / r for w, r in zip(whole, rl)]
+        print(f"xgboost, {rounds} rounds, {args.nodes} local nodes x 1 CPU        s/round median (range)")
+        print(f"rayline ({workers} workers, one per node, whole split)   {statistics.median(rl):.4f}  ({min(rl):.4f}-{max(rl):.4f})")
+        print(f"one process, 1 thread, one worker's share      {statistics.median(share):.4f}")
+        print(f"one process, 1 thread, whole split             {statistics.median(whole):.4f}")
+        print(f"weak-scaling efficiency {statistics.median(weak):.3f}; speed-up over one core {statistics.median(speedup):.2f}x")
+        print(json.dumps({"name": "train_xgboost_scaling", "nodes": args.nodes, "workers": workers,
+                          "weak_efficiency": round(statistics.median(weak), 3),
+                          "speedup": round(statistics.median(speedup), 3),
+                          "rayline_s_per_round": round(statistics.median(rl), 5),
+                          "plain_share_s_per_round": round(statistics.median(share), 5),
+                          "plain_whole_s_per_round": round(statistics.median(whole), 5), "rounds": rounds,
                           "repeats": args.repeats}))
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -269,15 +400,21 @@ def _spread(xs: list[float]) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--epochs", type=int, default=4)
-    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--workers", type=int, default=None,
+                    help="train.num_workers (default: the config's, auto: one worker per node with its free cores)")
     ap.add_argument("--cpus-per-worker", type=float, default=None,
-                    help="train.cpus_per_worker (default: the config's); e.g. --workers 1 --cpus-per-worker 2: one "
-                         "worker with every core, as XGBoost prefers on one node")
+                    help="train.cpus_per_worker (default: the config's); e.g. --workers 2 --cpus-per-worker 0.5: "
+                         "two single-threaded workers on one node (the distributed path, all-reduces included)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="3 epochs (xgboost: 150 rounds)")
     ap.add_argument("--family", choices=["mlp", "xgboost"], default="mlp")
     ap.add_argument("--rounds", type=int, default=300, help="xgboost: boosting rounds, fixed")
+    ap.add_argument("--nodes", type=int, default=0,
+                    help="xgboost: weak scaling on this many local Ray nodes of one CPU each (the default sizes: one "
+                         "worker per node) against one single-threaded process")
     args = ap.parse_args()
+    if args.family == "xgboost" and args.nodes:
+        return weak_scaling_main(args)
     if args.family == "xgboost":
         return xgboost_main(args)
     epochs = 3 if args.quick else args.epochs
@@ -296,13 +433,14 @@ def main() -> None:
         configure_data_context(progress_bars=False)
         startup = time.perf_counter() - t
         cfg = load_config(ROOT / "configs/flights.yaml", [f"storage.root={work}", f"train.epochs={epochs}", "train.model.family=mlp",
-                                                          f"train.num_workers={args.workers}", "train.early_stopping_patience=null",
+                                                          *([f"train.num_workers={args.workers}"] if args.workers else []),
+                                                          "train.early_stopping_patience=null",
                                                           *([f"train.cpus_per_worker={args.cpus_per_worker}"]
                                                             if args.cpus_per_worker else [])])
         storage = Storage(cfg.storage.root)
         ingest = run_ingest(cfg, storage)
         rl, fixed, first, rl_busy, device, feed = [], [], [], [], "cpu", ""
-        gpu = GpuBusy(min(args.workers, torch.cuda.device_count()))
+        gpu = GpuBusy(min(args.workers or torch.cuda.device_count(), torch.cuda.device_count()))
         for i in range(args.repeats):
             t = time.perf_counter()
             result = run_training(cfg, ingest, storage, run_name=f"bench-{i}", fresh=True)
@@ -313,10 +451,10 @@ def main() -> None:
             first.append(result.timings_s["to_first_step"])
             start = hist[0].get("first_step_at", 0)
             rl_busy.append(gpu.mean(start, start + sum(h["epoch_time_s"] for h in hist)))
-            device, feed, workers = result.device, result.feed, result.workers
+            device, feed, workers, cpus = result.device, result.feed, result.workers, result.cpus_per_worker
         ray.shutdown()
-        # Ray gives a worker with a fractional CPU one thread (OMP_NUM_THREADS=1); the same here.
-        threads = max(1, int(cfg.train.cpus_per_worker))
+        # Ray gives a worker floor(CPUs) threads, one below a whole CPU (OMP_NUM_THREADS); the same here.
+        threads = max(1, int(cpus))
         runs = [ddp_baseline(ingest, cfg, epochs, workers, device == "cuda", threads) for _ in range(args.repeats)]
         gpu.close()
         base, base_busy = [r for r, _ in runs], [gpu.mean(*w) for _, w in runs]
