@@ -40,6 +40,7 @@ import argparse
 import json
 import os
 import queue
+import secrets
 import shutil
 import socket
 import statistics
@@ -279,7 +280,14 @@ class LocalCluster:
 
         self.nodes, self.cpus, self.port = nodes, cpus, free_port()
         self.temp = tempfile.mkdtemp(prefix="rl-bench-", dir="/tmp")  # Ray's socket paths must be short
-        self.env = {**os.environ, "RAY_AUTH_MODE": "token"}
+        token = Path(self.temp, "auth_token")  # the cluster's own token (0600), never ~/.ray/auth_token
+        fd = os.open(token, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        os.write(fd, secrets.token_hex(32).encode())
+        os.close(fd)
+        self.env = {**{k: v for k, v in os.environ.items() if k != "RAY_AUTH_TOKEN"}, "RAY_AUTH_MODE": "token",
+                    "RAY_AUTH_TOKEN_PATH": str(token)}
+        os.environ.pop("RAY_AUTH_TOKEN", None)
+        os.environ.update(self.env)  # the driver too: Ray reads the auth mode once, before ray is imported
         self.ray = str(Path(sys.executable).parent / "ray")
 
     def __enter__(self) -> str:
@@ -292,7 +300,6 @@ class LocalCluster:
             subprocess.run([self.ray, "start", f"--address=127.0.0.1:{self.port}", f"--num-cpus={self.cpus}",
                             f"--metrics-export-port={self._port()}", "--disable-usage-stats"],
                            check=True, capture_output=True, text=True, timeout=120, env=self.env)
-        os.environ["RAY_AUTH_MODE"] = "token"
         return f"127.0.0.1:{self.port}"
 
     @staticmethod
@@ -331,6 +338,7 @@ def weak_scaling_main(args) -> None:
     the whole training split, against one plain process with one thread on one worker's share
     (weak scaling: the same work per core; 1.0 = a node more costs nothing per round) and on the
     whole split (the speed-up the nodes buy)."""
+    cluster = LocalCluster(args.nodes, 1)
     import ray
     import xgboost as xgb
 
@@ -345,7 +353,7 @@ def weak_scaling_main(args) -> None:
     rounds = 150 if args.quick else args.rounds
     work = Path(tempfile.mkdtemp(prefix="rayline-xgb-scale-"))
     try:
-        with LocalCluster(args.nodes, 1) as address:
+        with cluster as address:
             ray.init(address=address, logging_level="ERROR", log_to_driver=False)
             configure_data_context(progress_bars=False)
             cfg = load_config(ROOT / "configs/flights.yaml", [
