@@ -101,7 +101,7 @@ def choose_feed(cfg: RaylineConfig, ingest: IngestResult, workers: int, quiet: b
     need = row_bytes * rows_per_worker
     feed = "memory" if need <= cfg.train.in_memory_max_bytes or cfg.train.model.family == "xgboost" else "stream"
     if not quiet:
-            log.info("train feed: %s (%d rows/worker x %d B = %.1f MiB, budget %.1f MiB)", feed, rows_per_worker,
+        log.info("train feed: %s (%d rows/worker x %d B = %.1f MiB, budget %.1f MiB)", feed, rows_per_worker,
                  row_bytes, need / 2**20, cfg.train.in_memory_max_bytes / 2**20)
     return feed, rows_per_worker
 
