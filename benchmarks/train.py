@@ -57,6 +57,7 @@ sys.path.insert(0, str(ROOT / "src"))
 import torch  # noqa: E402
 
 from rayline.config import load_config  # noqa: E402
+from rayline.runtime import free_port, stop_processes  # noqa: E402
 from rayline.storage import Storage  # noqa: E402
 
 
@@ -276,8 +277,6 @@ class LocalCluster:
     and memory bandwidth, so this measures the collective across raylets, not across a network."""
 
     def __init__(self, nodes: int, cpus: int):
-        from rayline.runtime import free_port
-
         self.nodes, self.cpus, self.port = nodes, cpus, free_port()
         self.temp = tempfile.mkdtemp(prefix="rl-bench-", dir="/tmp")  # Ray's socket paths must be short
         token = Path(self.temp, "auth_token")  # the cluster's own token (0600), never ~/.ray/auth_token
@@ -291,22 +290,16 @@ class LocalCluster:
         self.ray = str(Path(sys.executable).parent / "ray")
 
     def __enter__(self) -> str:
-        ports = [f"--dashboard-port={self._port()}", f"--metrics-export-port={self._port()}",
-                 f"--ray-client-server-port={self._port()}"]
+        ports = [f"--dashboard-port={free_port()}", f"--metrics-export-port={free_port()}",
+                 f"--ray-client-server-port={free_port()}"]
         subprocess.run([self.ray, "start", "--head", f"--temp-dir={self.temp}", f"--port={self.port}",
                         "--dashboard-host=127.0.0.1", f"--num-cpus={self.cpus}", "--disable-usage-stats", *ports],
                        check=True, capture_output=True, text=True, timeout=120, env=self.env)
         for _ in range(self.nodes - 1):
             subprocess.run([self.ray, "start", f"--address=127.0.0.1:{self.port}", f"--num-cpus={self.cpus}",
-                            f"--metrics-export-port={self._port()}", "--disable-usage-stats"],
+                            f"--metrics-export-port={free_port()}", "--disable-usage-stats"],
                            check=True, capture_output=True, text=True, timeout=120, env=self.env)
         return f"127.0.0.1:{self.port}"
-
-    @staticmethod
-    def _port() -> int:
-        from rayline.runtime import free_port
-
-        return free_port()
 
     def __exit__(self, *exc) -> None:
         import psutil
@@ -319,17 +312,7 @@ class LocalCluster:
                     procs += [p, *p.children(recursive=True)]
                 except psutil.Error:
                     pass
-        for p in procs:
-            try:
-                p.terminate()
-            except psutil.Error:
-                pass
-        _, alive = psutil.wait_procs(procs, timeout=10)
-        for p in alive:
-            try:
-                p.kill()
-            except psutil.Error:
-                pass
+        stop_processes(procs)
         shutil.rmtree(self.temp, ignore_errors=True)
 
 

@@ -126,23 +126,15 @@ class RayNodes:
     def kill(pids: list[int]) -> None:
         import psutil
 
+        from rayline.runtime import stop_processes
+
         procs = []
         for pid in pids:
             try:
                 procs.append(psutil.Process(pid))
             except psutil.Error:
                 pass
-        for p in procs:
-            try:
-                p.terminate()
-            except psutil.Error:
-                pass
-        _, alive = psutil.wait_procs(procs, timeout=10)
-        for p in alive:
-            try:
-                p.kill()
-            except psutil.Error:
-                pass
+        stop_processes(procs)
 
 
 @pytest.fixture(scope="session")

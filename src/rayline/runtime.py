@@ -97,6 +97,15 @@ def end_embedded_processes(grace_s: float = 5.0) -> None:
         procs = psutil.Process().children(recursive=True)
     except psutil.Error:
         return
+    stop_processes(procs, grace_s)
+
+
+def stop_processes(procs: list, grace_s: float = 10.0) -> None:
+    """SIGTERM to these processes (psutil.Process objects), SIGKILL to those still running after
+    `grace_s`; ones already gone are skipped. How rayline, its tests and benchmarks end what they
+    started: by PID, never Ray's stop-everything command."""
+    import psutil
+
     for p in procs:
         try:
             p.terminate()
