@@ -50,6 +50,22 @@ def _config(tmp_path, **train):
     return raw
 
 
+def test_auto_sizes_put_one_worker_on_each_node(three_nodes, tmp_path):
+    """The default sizes on a cluster: one worker per node with a whole CPU free, spread (no
+    placement strategy set), each with the smallest such node's whole free CPUs (1 here)."""
+    raw = _config(tmp_path, epochs=2)
+    for key in ("num_workers", "cpus_per_worker", "placement_strategy"):
+        raw["train"].pop(key, None)                                  # the defaults: auto, auto, unset
+    cfg = config_from_dict(raw)
+    assert (cfg.train.num_workers, cfg.train.cpus_per_worker) == ("auto", "auto")
+    out = train_and_register(cfg, Storage(cfg.storage.root), run_name="auto-sizes", fresh=True)
+    # both one-CPU worker nodes, and the head unless an earlier test's replica holds its CPUs
+    assert out.train.workers in (2, 3) and out.train.cpus_per_worker == 1.0
+    assert len(set(out.train.history[0]["nodes"])) == out.train.workers, "one worker per node"
+    assert (out.version.lineage["training"]["workers"], out.version.lineage["training"]["cpus_per_worker"]) == \
+        (out.train.workers, 1.0)
+
+
 def test_training_spreads_over_nodes_and_survives_losing_one(three_nodes, tmp_path):
     nodes, workers = three_nodes
     cfg = config_from_dict(_config(tmp_path, cpus_per_worker=0.5))
