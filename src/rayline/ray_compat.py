@@ -68,10 +68,18 @@ def serve_start(**options):
 def cpus_per_node() -> list[tuple[float, float]]:
     """(free, total) CPUs of each live node with CPUs (`ray._private.state`'s
     `available_resources_per_node` and `total_resources_per_node`: DeveloperAPIs that `ray`
-    does not export; the GCS's view, refreshed as raylets report)."""
-    from ray._private import state
+    does not export; the GCS's view, refreshed as raylets report). Where they cannot answer (a
+    Ray Client connection has no GCS client in this process), every live node's CPUs from the
+    public `ray.nodes()`, as if all were free."""
+    import ray
 
-    totals, free = state.total_resources_per_node(), state.available_resources_per_node()
+    try:
+        from ray._private import state
+
+        totals, free = state.total_resources_per_node(), state.available_resources_per_node()
+    except Exception:  # noqa: BLE001 - not connected the way the private API needs
+        return [(float(n["Resources"]["CPU"]),) * 2 for n in ray.nodes()
+                if n.get("Alive") and n.get("Resources", {}).get("CPU", 0) > 0]
     return [(float(free.get(node, {}).get("CPU", 0.0)), float(res["CPU"]))
             for node, res in totals.items() if res.get("CPU", 0) > 0]
 

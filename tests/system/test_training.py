@@ -330,3 +330,22 @@ def test_same_raw_data_gives_byte_identical_ready_files_and_models(ray_local, tm
             assert weights in ma
         assert a.version.lineage["training"]["seed"] == 0 and a.version.lineage["training"]["workers"] == 2
         assert a.version.lineage["training"]["cpus_per_worker"] == 0.5
+
+
+def test_cpus_per_node_reads_the_cluster_and_falls_back_to_totals(ray_local, monkeypatch):
+    """What the auto sizes see: each node's free and total CPUs; where the private per-node view
+    cannot answer (a Ray Client connection), every node's total, as if free."""
+    from ray._private import state
+
+    from rayline.ray_compat import cpus_per_node
+
+    nodes = cpus_per_node()
+    assert nodes and all(0 <= free <= total for free, total in nodes)
+    assert 2.0 in [total for _, total in nodes]                         # the session's head: --num-cpus=2
+
+    def unavailable():
+        raise RuntimeError("no GCS client in this process")
+
+    monkeypatch.setattr(state, "available_resources_per_node", unavailable)
+    fallback = cpus_per_node()
+    assert sorted(t for _, t in fallback) == sorted(t for _, t in nodes) and all(f == t for f, t in fallback)
