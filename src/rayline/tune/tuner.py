@@ -20,7 +20,7 @@ from rayline.config import RaylineConfig
 from rayline.data.dataset import IngestResult
 from rayline.errors import RaylineError, failure_line
 from rayline.storage import Storage
-from rayline.train.resources import plan_workers
+from rayline.train.resources import AUTO, plan_workers
 from rayline.model.metrics import primary_metric
 from rayline.train.trainer import RESULT_FILE, TrainResult
 from rayline.tune.space import overrides, search_space, to_ray, trial_config
@@ -69,9 +69,9 @@ def sized_for_trials(cfg: RaylineConfig) -> RaylineConfig:
     are independent, so running more of them at once beats more cores per trial, and a size each
     trial chose from the cores free when it starts would race the others."""
     tc, fixed = cfg.train, {}
-    if tc.num_workers == "auto":
+    if tc.num_workers == AUTO:
         fixed["num_workers"] = 1
-    if tc.cpus_per_worker == "auto":
+    if tc.cpus_per_worker == AUTO:
         fixed["cpus_per_worker"] = 1.0
     return cfg.model_copy(update={"train": tc.model_copy(update=fixed)}) if fixed else cfg
 
