@@ -1,10 +1,79 @@
-"""Pure pieces of the serving and batch edges: media types, request ids, GPU planning."""
+"""Pure pieces of the serving and batch edges: the hot route, media types, request ids, GPU planning."""
+
+import asyncio
+import json
 
 import pytest
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
 
 from rayline.batch.predict import gpu_plan
 from rayline.errors import ResourceError
-from rayline.serve.http import json_content, request_id as _request_id
+from rayline.serve.http import FastRoutes, json_content, request_id as _request_id, route_path
+
+
+def _call(app, method, path, root_path="", body=b""):
+    """One HTTP exchange through an ASGI app: (status, decoded JSON body or text)."""
+    sent, scope = [], {"type": "http", "method": method, "path": root_path + path, "root_path": root_path,
+                       "raw_path": (root_path + path).encode(), "query_string": b"", "headers": [], "http_version": "1.1"}
+
+    async def receive():
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message):
+        sent.append(message)
+    asyncio.run(app(scope, receive, send))
+    text = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body").decode()
+    status = next(m["status"] for m in sent if m["type"] == "http.response.start")
+    try:
+        return status, json.loads(text)
+    except ValueError:
+        return status, text
+
+
+def _routes():
+    api, hits = FastAPI(), []
+
+    async def hot(request):
+        hits.append("hot")
+        body = await request.body()
+        if body == b"boom":
+            raise RuntimeError("a bug")
+        return JSONResponse({"fast": True, "body": body.decode()})
+
+    async def slow(request=None):
+        hits.append("fastapi")
+        return {"fast": False}
+    api.add_api_route("/predict", slow, methods=["POST"])
+    api.add_api_route("/model", slow, methods=["GET"])
+    return FastRoutes(api, {("POST", "/predict"): hot}), hits
+
+
+@pytest.mark.parametrize("root", ["", "/flights"])
+def test_the_hot_route_skips_fastapi_and_everything_else_reaches_it(root):
+    app, hits = _routes()
+    assert _call(app, "POST", "/predict", root, b"{}") == (200, {"fast": True, "body": "{}"})
+    assert _call(app, "GET", "/model", root) == (200, {"fast": False})
+    assert hits == ["hot", "fastapi"]
+    assert _call(app, "GET", "/predict", root)[0] == 405          # a wrong method: FastAPI's answer
+    assert _call(app, "POST", "/nope", root)[0] == 404
+    assert _call(app, "POST", "/predict/", root)[0] == 307         # FastAPI's slash redirect
+    assert hits == ["hot", "fastapi"]
+    assert app.add_exception_handler == app.app.add_exception_handler  # Serve registers its handlers on it
+
+
+def test_a_bug_in_the_hot_route_answers_500_with_a_body():
+    app, _ = _routes()
+    status, body = _call(app, "POST", "/predict", body=b"boom")
+    assert status == 500 and body["error"] == "internal_error"
+
+
+@pytest.mark.parametrize("path,root,route", [
+    ("/predict", "", "/predict"), ("/api/predict", "/api", "/predict"), ("/api", "/api", "/"),
+    ("/apix/predict", "/api", "/apix/predict"), ("/predict", "/api", "/predict"),  # Serve's proxy: root not in path
+])
+def test_route_path_strips_the_mount_point_only(path, root, route):
+    assert route_path({"path": path, "root_path": root}) == route
 
 
 @pytest.mark.parametrize("value,ok", [

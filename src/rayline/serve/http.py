@@ -1,18 +1,60 @@
-"""The endpoint's HTTP edge that needs no model: content type, request ids, bounded body
-reads and error bodies. Anything a client sends wrong here becomes a RequestError (a 4xx)."""
+"""The endpoint's HTTP edge that needs no model: the hot route's way past FastAPI, content
+type, request ids, bounded body reads and error bodies. Anything a client sends wrong here
+becomes a RequestError (a 4xx)."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
 import uuid
+from typing import Awaitable, Callable
 
 from fastapi import Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.requests import ClientDisconnect
 
 from rayline.serve.schema import RequestError
 
 VERSION_HEADER = "x-model-version"
+log = logging.getLogger("ray.serve")
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def route_path(scope: dict) -> str:
+    """The path below the mount point, as Starlette's router matches it (uvicorn puts the root
+    path in both `root_path` and `path`; Serve's Python proxy in `root_path` only)."""
+    path, root = scope.get("path", ""), scope.get("root_path", "")
+    if root and path.startswith(root) and (len(path) == len(root) or path[len(root)] == "/"):
+        return path[len(root):] or "/"
+    return path
+
+
+class FastRoutes:
+    """An ASGI app that answers a few (method, path) pairs itself, with a handler taking a
+    Request and returning a Response, and hands everything else (other routes, a trailing
+    slash, a wrong method, lifespan) to `app`. FastAPI's routing, dependency solving and
+    middleware cost ~0.07 ms a request on this host (a no-op replica behind HAProxy at 64
+    clients: 4,700 vs 3,520 req/s, medians of alternating runs): a tenth of a batched /predict."""
+
+    def __init__(self, app, routes: dict[tuple[str, str], Handler]):
+        self.app, self.routes = app, routes
+
+    def __getattr__(self, name: str):  # Serve registers its exception handlers on the app
+        return getattr(self.app, name)
+
+    async def __call__(self, scope, receive, send) -> None:
+        handler = self.routes.get((scope.get("method", ""), route_path(scope))) if scope["type"] == "http" else None
+        if handler is None:
+            await self.app(scope, receive, send)
+            return
+        try:
+            response = await handler(Request(scope, receive))
+        except Exception as e:  # noqa: BLE001 - a bug answers 500 with a body; the replica serves on
+            log.error(json.dumps({"event": "handler_failed", "path": scope.get("path", ""),
+                                  "error": f"{type(e).__name__}: {str(e)[:300]}"}))
+            response = JSONResponse({"error": "internal_error", "message": "the endpoint failed on this request"}, 500)
+        await response(scope, receive, send)
 
 
 def json_content(content_type: str | None) -> bool:
