@@ -1,4 +1,4 @@
-"""The training loop's optimiser: fused kernels on CUDA, torch's default elsewhere (no cluster)."""
+"""The training loop's optimiser (fused kernels on CUDA, torch's default elsewhere) and its global batch (no cluster)."""
 
 import pytest
 import torch
@@ -26,3 +26,12 @@ def test_every_optimizer_takes_the_cuda_options_and_steps(name, monkeypatch):
     model(torch.randn(8, 3)).pow(2).sum().backward()
     opt.step()
     assert not torch.equal(before, model.weight)
+
+
+@pytest.mark.parametrize("global_batch,world,per_worker", [(2048, 1, 2048), (2048, 2, 1024), (2048, 3, 683),
+                                                           (1, 4, 1), (1000, 8, 125)])
+def test_batch_size_is_the_global_batch_split_across_workers(global_batch, world, per_worker):
+    from rayline.train.loop import worker_batch
+
+    assert worker_batch(global_batch, world) == per_worker
+    assert per_worker * world >= global_batch > (per_worker - 1) * world  # no row of the global batch lost

@@ -77,6 +77,12 @@ def train_loop_per_worker(config: dict) -> dict:
     return {"history": meta.history, "best": meta.best, "metric": w.metric}
 
 
+def worker_batch(global_batch: int, world: int) -> int:
+    """Rows per worker and step: `train.batch_size` is the global batch, so auto-sized runs on one
+    node or on four take the same optimiser steps (what the learning rate was tuned for)."""
+    return max(1, -(-global_batch // world))
+
+
 def setup(plan: LoopPlan) -> Worker:
     """Seeds, this rank's data (its shard loaded once when it fits, else streamed every epoch),
     the model, the optimiser and the schedule."""
@@ -91,15 +97,16 @@ def setup(plan: LoopPlan) -> Worker:
     np.random.seed(cfg.seed + rank)
     t0 = time.perf_counter()
     train_seed = cfg.seed + 1000 * rank
+    batch = worker_batch(cfg.batch_size, world)
     if plan.feed == "memory":
-        train_feed = MemoryFeed(read_shard(plan.splits["train"], rank, world), cfg.batch_size, device, seed=train_seed)
+        train_feed = MemoryFeed(read_shard(plan.splits["train"], rank, world), batch, device, seed=train_seed)
     else:
-        train_feed = StreamFeed(ray.train.get_dataset_shard("train"), cfg.batch_size, device, seed=train_seed)
+        train_feed = StreamFeed(ray.train.get_dataset_shard("train"), batch, device, seed=train_seed)
     valid_feed = MemoryFeed(read_shard(plan.splits["valid"], rank, world), 8192, device, seed=0)
     steps = train_feed.steps_per_epoch(plan.rows_per_worker)
     nodes = _gather(ray.get_runtime_context().get_node_id())  # where the ranks run (recorded in history)
     if rank == 0:
-        print(f"[rayline] {world} worker(s) on {device}, feed={plan.feed}, {steps} steps/epoch, "
+        print(f"[rayline] {world} worker(s) on {device}, feed={plan.feed}, {steps} steps/epoch of {batch} rows, "
               f"data ready in {time.perf_counter() - t0:.1f}s", flush=True)
     model = ray.train.torch.prepare_model(TabularNet(spec, cfg.model))
     optimizer = _optimizer(cfg, model, device)
