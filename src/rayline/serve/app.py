@@ -249,7 +249,12 @@ class ModelServer:
         records, batched = parse_instances(body, model.contract.accepts, sc.max_instances_per_request)
         item = (v, model, records, batched, explain)
         # The only request on this replica is answered at once: the batch queue's hand-offs cost
-        # ~1 ms, and there is nothing to batch it with. Under concurrency, requests batch.
+        # ~1 ms, and there is nothing to batch it with. Under concurrency, requests batch. One
+        # yield first, so requests that arrived with this one have started and been counted:
+        # nothing above need suspend (a body already received is read without waiting; on Python
+        # 3.12+ wait_for runs its coroutine inline), and with no yield each request would be
+        # answered alone before the next one began.
+        await asyncio.sleep(0)
         result = self._predict_items([item])[0] if self._ongoing == 1 else await self._predict_batch(item)
         if isinstance(result, RequestError):
             raise result
