@@ -9,7 +9,8 @@ from fastapi.responses import JSONResponse
 
 from rayline.batch.predict import gpu_plan
 from rayline.errors import ResourceError
-from rayline.serve.http import FastRoutes, json_content, request_id as _request_id, route_path
+from rayline.serve import http
+from rayline.serve.http import FastRoutes, json_content, request_id as _request_id, route_path, within
 
 
 def _call(app, method, path, root_path="", body=b""):
@@ -66,6 +67,31 @@ def test_a_bug_in_the_hot_route_answers_500_with_a_body():
     app, _ = _routes()
     status, body = _call(app, "POST", "/predict", body=b"boom")
     assert status == 500 and body["error"] == "internal_error"
+
+
+@pytest.mark.parametrize("python_310", [False, True])
+def test_within_returns_or_times_out_nested_deadlines_included(python_310, monkeypatch):
+    if python_310:  # no asyncio.timeout: the task-making wait_for
+        monkeypatch.setattr(http, "_timeout", None)
+
+    async def slow(s, value="done"):
+        await asyncio.sleep(s)
+        return value
+
+    async def nested(inner_s, outer_s, work_s):
+        async def body():
+            try:
+                return await within(slow(work_s), inner_s)
+            except asyncio.TimeoutError:
+                return "inner"
+        try:
+            return await within(body(), outer_s)
+        except asyncio.TimeoutError:
+            return "outer"
+    assert asyncio.run(within(slow(0, 7), 1)) == 7
+    assert asyncio.run(nested(1, 1, 0)) == "done"
+    assert asyncio.run(nested(0.05, 1, 0.5)) == "inner"      # the body's deadline: a 408 in read_body
+    assert asyncio.run(nested(1, 0.05, 0.5)) == "outer"      # the request's: a 503
 
 
 @pytest.mark.parametrize("path,root,route", [

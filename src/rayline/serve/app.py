@@ -30,7 +30,8 @@ from rayline.features.contract import shown
 from rayline.model.artifact import torch_threads
 from rayline.serve.auth import CHALLENGE, authorized, load_api_keys
 from rayline.serve.batching import Item, predict_items, score_inputs
-from rayline.serve.http import VERSION_HEADER, FastRoutes, error_response, json_content, read_body, request_id
+from rayline.serve.http import (VERSION_HEADER, FastRoutes, error_response, json_content, read_body, request_id,
+                                within)
 from rayline.serve.lifecycle import Loader, ModelHolder, registry_hooks, replica_device
 from rayline.serve.live import LIVE, PINNED, SHADOW, check_outcomes, prediction_chunk
 from rayline.serve.live_logs import LiveLogs
@@ -217,7 +218,7 @@ class ModelServer:
         self._ongoing += 1
         try:
             # The replica's own deadline: the proxy's can be lifted by a client header.
-            return await asyncio.wait_for(self._predict(request, rid), self.sc.request_timeout_s)
+            return await within(self._predict(request, rid), self.sc.request_timeout_s)
         except RequestError as e:
             self.metrics.invalid(e.reason)
             return error_response(e, rid)
@@ -251,9 +252,9 @@ class ModelServer:
         # The only request on this replica is answered at once: the batch queue's hand-offs cost
         # ~1 ms, and there is nothing to batch it with. Under concurrency, requests batch. One
         # yield first, so requests that arrived with this one have started and been counted:
-        # nothing above need suspend (a body already received is read without waiting; on Python
-        # 3.12+ wait_for runs its coroutine inline), and with no yield each request would be
-        # answered alone before the next one began.
+        # nothing above need suspend (a body already received is read without waiting, and
+        # `within` makes no task), and with no yield each request would be answered alone before
+        # the next one began.
         await asyncio.sleep(0)
         result = self._predict_items([item])[0] if self._ongoing == 1 else await self._predict_batch(item)
         if isinstance(result, RequestError):

@@ -18,7 +18,18 @@ from rayline.serve.schema import RequestError
 
 VERSION_HEADER = "x-model-version"
 log = logging.getLogger("ray.serve")
+_timeout = getattr(asyncio, "timeout", None)  # Python 3.11+
 Handler = Callable[[Request], Awaitable[Response]]
+
+
+async def within(awaitable: Awaitable, seconds: float):
+    """`awaitable`'s result, or asyncio.TimeoutError after `seconds`. Where Python has
+    asyncio.timeout (3.11+) no task is made for it: asyncio.wait_for's costs ~10 us more, and
+    /predict waits twice per request (the body, the whole answer)."""
+    if _timeout is None:
+        return await asyncio.wait_for(awaitable, seconds)
+    async with _timeout(seconds):
+        return await awaitable
 
 
 def route_path(scope: dict) -> str:
@@ -90,7 +101,7 @@ async def read_body(request: Request, limit: int, timeout_s: float) -> bytes:
                 raise RequestError(413, "too_large", f"request body is over the limit of {limit:,} bytes")
             chunks.append(chunk)
     try:
-        await asyncio.wait_for(read(), timeout_s)
+        await within(read(), timeout_s)
     except asyncio.TimeoutError:
         raise RequestError(408, "body_timeout", f"the request body did not arrive within {timeout_s:g}s") from None
     except ClientDisconnect:
