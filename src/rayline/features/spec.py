@@ -191,15 +191,19 @@ class FeatureSpec(_Spec):
         num = np.empty((len(self.numeric_inputs), n), dtype=np.float32)
         plan = self._numeric_plan
         if self.numeric:
-            x = numeric_matrix(table, [f.name for f in self.numeric], values)
-            # All numeric features at once (one-row requests pay per call, not per value).
-            missing = ~np.isfinite(x)
+            z = numeric_matrix(table, [f.name for f in self.numeric], values)  # a new matrix: worked in place
+            # All numeric features at once (one-row requests pay per call, not per value), in
+            # place: a batch of the ingest is tens of MB per temporary.
+            missing = ~np.isfinite(z)
             with np.errstate(invalid="ignore", over="ignore"):
-                z = (np.clip(x, plan.clip_lo, plan.clip_hi) - plan.mean) / plan.std
+                np.clip(z, plan.clip_lo, plan.clip_hi, out=z)
+                z -= plan.mean
+                z /= plan.std
             # Values beyond what training saw count as its edge (a no-op on training rows): any
             # finite input, 1.7e308 included, gives a bounded input and a finite prediction.
             np.clip(z, plan.z_lo, plan.z_hi, out=z)
-            num[plan.z_rows] = np.where(missing, plan.z_impute, z)
+            np.copyto(z, np.broadcast_to(plan.z_impute, z.shape), where=missing)
+            num[plan.z_rows] = z
             num[plan.flag_rows] = missing[plan.flagged]
         j = plan.next_row
         for t in self.time:
@@ -257,7 +261,8 @@ class FeatureSpec(_Spec):
 
     def to_model_table(self, table: pa.Table, with_label: bool = True) -> pa.Table:
         """The model-ready layout written by ingest: x_num, x_cat, y, then passthrough columns."""
-        arrays = {c: as_model_table(self.transform(table)).column(c) for c in (X_NUM, X_CAT)}
+        inputs = as_model_table(self.transform(table))  # once: it is most of the ingest's second pass
+        arrays = {c: inputs.column(c) for c in (X_NUM, X_CAT)}
         if with_label:
             arrays[Y] = pa.array(self.label_values(table))
         for c in self.passthrough:
