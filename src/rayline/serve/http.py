@@ -52,6 +52,8 @@ class FastRoutes:
         self.app, self.routes = app, routes
 
     def __getattr__(self, name: str):  # Serve registers its exception handlers on the app
+        if name == "app":  # not yet set (a copy being built): no recursion
+            raise AttributeError(name)
         return getattr(self.app, name)
 
     async def __call__(self, scope, receive, send) -> None:
