@@ -354,7 +354,8 @@ class TrainConfig(_Model):
     resource_wait_s: float = Field(0.0, ge=0, description="how long to wait for an autoscaling cluster to "
                                    "grow to the workers asked for before failing (0: fail at once)")
     epochs: int = Field(8, ge=1)
-    batch_size: int = Field(1024, ge=1, description="the global batch (mlp): each of N workers takes ceil(batch_size / N) rows a step, so the model does not change with the cluster's shape")
+    batch_size: int = Field(1024, ge=1, description="the global batch (mlp): each of N workers takes "
+                            "ceil(batch_size / N) rows a step, so the model does not change with the cluster's shape")
     lr: float = Field(2e-3, gt=0)
     weight_decay: float = Field(1e-5, ge=0)
     optimizer: Literal["adamw", "adam", "sgd"] = "adamw"
