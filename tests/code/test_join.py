@@ -2,6 +2,7 @@
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 
 from rayline.config import JoinConfig
@@ -90,3 +91,71 @@ def test_a_few_rows_through_the_dictionary_equal_the_arrow_path_for_time_keys(ke
     assert [t.column("temp")[0].as_py() for t, _ in small] == whole.column("temp").to_pylist()
     assert [bool(u[0]) for _, u in small] == unmatched.tolist()
     assert whole.column("temp").to_pylist() == want
+
+
+def _three_key_dimension(rng, n=3000):
+    rows = sorted(set(zip(rng.integers(0, 40, n).tolist(), rng.integers(0, 12, n).tolist(), rng.integers(0, 31, n).tolist())))
+    dim = pa.table({"a": [f"t{r[0]}" for r in rows], "m": [r[1] for r in rows], "d": [r[2] for r in rows],
+                    "v": list(range(len(rows)))})
+    return dim, {r: i for i, r in enumerate(rows)}
+
+
+def test_fold_through_flat_tables_equals_the_hashed_fold_and_a_dictionary(monkeypatch):
+    """A composite key re-densifies each step through a flat table when that is small, else with
+    `index_in`: both give each row its dictionary match, nulls and unknown parts missing."""
+    from rayline.features import lookups as lk_mod
+
+    rng = np.random.default_rng(1)
+    dim, known = _three_key_dimension(rng)
+    join = JoinConfig(table="d", keys=["a", "m", "d"], columns=["v"])
+    n = 20_000
+    a = [None if x == 45 else f"t{x}" for x in rng.integers(0, 46, n).tolist()]
+    m = [None if x == 13 else x for x in rng.integers(0, 14, n).tolist()]
+    d = rng.integers(0, 33, n).tolist()
+    batch = pa.table({"a": a, "m": m, "d": d})
+    want = [None if x is None or y is None else known.get((int(x[1:]), y, z)) for x, y, z in zip(a, m, d)]
+    flat, _ = left_join(batch, prepare_dimension(dim, join), join)
+    monkeypatch.setattr(lk_mod, "DENSE_PER_ROW", 0)
+    monkeypatch.setattr(lk_mod, "DENSE_MIN", 0)
+    prepared = prepare_dimension(dim, join)
+    hashed, unmatched = left_join(batch, prepared, join)
+    assert all(t is None for t in prepared._dense.values())  # the hashed fold really ran
+    assert flat.column("v").to_pylist() == hashed.column("v").to_pylist() == want
+    assert unmatched.tolist() == [w is None for w in want]
+
+
+@pytest.mark.parametrize("int_type", [pa.int64(), pa.int8(), pa.int32(), pa.uint32(), pa.uint64()])
+def test_integer_count_keys_match_as_their_text(int_type):
+    """Count keys are matched as text; an integer key column is matched without spelling it,
+    through the count's texts that are an integer's canonical spelling. Non-canonical texts
+    ("007", "+5", "-0") never match an integer, extreme values fall back to the text."""
+    from rayline.config import CountFeature
+    from rayline.features.lookups import count_columns, count_join
+
+    texts = ["0", "5", "7", "007", "+5", "-0", "-3", " 9", "1e3", "100", "99999999999999999",
+             "999999999999999999", "1000000000000000000", "9223372036854775807", "-9223372036854775808"]
+    feature = CountFeature(name="n", by=["k", "h"])
+    dim = pa.table({"k": texts * 2, "h": ["1"] * len(texts) + ["x"] * len(texts), "n": list(range(2 * len(texts)))})
+    counts = {"n": prepare_dimension(dim, count_join(feature))}
+    values = [-3, -1, 0, 5, 7, 3, 9, 100, None, 99999999999999999, 999999999999999999]
+    values = [v for v in values if v is None or _fits(v, int_type)]
+    big = {pa.int64(): [10**18, 2**63 - 1, -2**63], pa.uint64(): [10**18, 2**64 - 1]}.get(int_type, [])
+    for probe_values in (values, values + big):
+        keys = pa.table({"k": pa.array(probe_values * 300, int_type), "h": pa.array([1] * (len(probe_values) * 300))})
+        as_int = count_columns(keys, counts, [feature])
+        as_text = count_columns(pa.table({"k": pc_cast_text(keys.column("k")), "h": pc_cast_text(keys.column("h"))}),
+                                counts, [feature])
+        assert as_int[1][0].to_pylist() == as_text[1][0].to_pylist()
+        assert as_int[2]["n"].tolist() == as_text[2]["n"].tolist()
+        assert len(set(as_int[1][0].to_pylist())) > 3  # some keys matched
+    if int_type != pa.uint64():
+        assert counts["n"]._ints[0] is not None  # the integer view was used
+
+
+def _fits(v: int, t: pa.DataType) -> bool:
+    lo, hi = (0, 2**t.bit_width - 1) if pa.types.is_unsigned_integer(t) else (-2**(t.bit_width - 1), 2**(t.bit_width - 1) - 1)
+    return lo <= v <= hi
+
+
+def pc_cast_text(col):
+    return pc.cast(col, pa.string())
