@@ -47,3 +47,14 @@ def test_a_task_reads_its_row_groups_with_partitions_paths_and_only_the_columns_
     (only,) = source.get_read_tasks(n)
     got = pa.concat_tables(list(only()))
     assert got.column_names == ["month", "x"] and got.num_rows == 200
+
+
+def test_blocks_are_at_most_block_rows_even_from_one_large_row_group(tmp_path):
+    # the ingest maps each block in the read's own task: a batch is a block
+    pq.write_table(pa.table({"x": list(range(100))}), tmp_path / "one.parquet", row_group_size=100)
+    fs, base = pafs.LocalFileSystem(), str(tmp_path)
+    source, n = datasource(fs, base, [f"{base}/one.parquet"], columns=["x"], task_rows=40, block_rows=40)
+    (task,) = source.get_read_tasks(n)
+    blocks = list(task())
+    assert [b.num_rows for b in blocks] == [40, 40, 20]
+    assert pa.concat_tables(blocks).column("x").to_pylist() == list(range(100))

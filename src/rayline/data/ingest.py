@@ -183,10 +183,9 @@ def _count_features(cfg, primary: src_mod.ResolvedSource) -> dict:
     """Count features (data/counts.py): one read of their key columns, partial counts per batch."""
     from rayline.data.counts import PartialCounts, finish, key_columns
 
-    ds = src_mod.read_dataset(primary, columns=key_columns(cfg))
+    ds = src_mod.map_blocks(primary, PartialCounts(cfg.data.counts), cfg.data.block_rows, columns=key_columns(cfg))
     try:
-        parts = ds.map_batches(PartialCounts(cfg.data.counts), batch_format="pyarrow", batch_size=cfg.data.block_rows,
-                               zero_copy_batch=True).to_arrow_refs()
+        parts = ds.to_arrow_refs()
         import ray
 
         partial = pa.concat_tables(ray.get(parts), promote_options="permissive")
@@ -296,10 +295,10 @@ def _map_and_write(primary: src_mod.ResolvedSource, step: StatisticsPass | Ready
     if isinstance(step, ReadyPass):
         # Pass 2 writes no quarantine, so it reads only what rules, joins, split and features
         # use (every file has these: check_files). Parquet then skips the other columns' pages.
-        ds = src_mod.read_dataset(primary, columns=list(plan.required))
+        ds = src_mod.map_blocks(primary, step, plan.block_rows, columns=list(plan.required))
     else:
-        ds = src_mod.read_dataset(primary, path_column="path" if "path" in plan.required else src_mod.PATH_COLUMN)
-    ds = ds.map_batches(step, batch_format="pyarrow", batch_size=plan.block_rows, zero_copy_batch=True)
+        ds = src_mod.map_blocks(primary, step, plan.block_rows,
+                                path_column="path" if "path" in plan.required else src_mod.PATH_COLUMN)
     try:
         ds.write_datasink(OrderedParquetSink(out, fs, partition_col, **parquet_options))
     except Exception as e:  # noqa: BLE001 - turn task failures into a message with the cause

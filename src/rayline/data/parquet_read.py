@@ -81,10 +81,11 @@ def hive_values(base: str, path: str) -> dict[str, str]:
 
 
 def datasource(filesystem, base: str, paths: list[str], *, columns: list[str] | None = None,
-               path_column: str | None = None, task_rows: int = TASK_ROWS):
+               path_column: str | None = None, task_rows: int = TASK_ROWS, block_rows: int | None = None):
     """(datasource, number of read tasks) for `ray.data.read_datasource(..., override_num_blocks=n)`
     (Ray is imported here, not with the module). `columns`: only these, in this order (file or
-    partition columns); `path_column`: add each row's file path under this name."""
+    partition columns); `path_column`: add each row's file path under this name; `block_rows`:
+    yield at most this many rows at a time (a large row group is sliced, not copied)."""
     from ray.data.block import BlockMetadata
     from ray.data.datasource import Datasource, ReadTask
 
@@ -102,7 +103,7 @@ def datasource(filesystem, base: str, paths: list[str], *, columns: list[str] | 
             return sum(c.nbytes for t in tasks for c in t)
 
         def get_read_tasks(self, parallelism: int, per_task_row_limit=None, data_context=None) -> list:
-            return [ReadTask(_reader(filesystem, base, task, columns, path_column),
+            return [ReadTask(_reader(filesystem, base, task, columns, path_column, block_rows),
                              BlockMetadata(num_rows=sum(c.rows for c in task), size_bytes=sum(c.nbytes for c in task),
                                            exec_stats=None, input_files=tuple(dict.fromkeys(c.path for c in task))),
                              schema=schema, per_task_row_limit=per_task_row_limit)
@@ -121,7 +122,7 @@ def _schema(file_schema: pa.Schema, hive: dict[str, str], columns, path_column) 
     return pa.schema(fields)
 
 
-def _reader(filesystem, base: str, task: list[Chunk], columns, path_column):
+def _reader(filesystem, base: str, task: list[Chunk], columns, path_column, block_rows: int | None = None):
     def read() -> Iterator[pa.Table]:
         for chunk in task:
             with filesystem.open_input_file(chunk.path) as f:
@@ -139,6 +140,10 @@ def _reader(filesystem, base: str, task: list[Chunk], columns, path_column):
                 table = table.select([c for c in columns if c in table.column_names])
             if path_column and path_column not in table.column_names:  # a file's own column of that name wins
                 table = table.append_column(path_column, pa.array([chunk.path] * n, pa.string()))
-            yield table
+            if block_rows is None or n <= block_rows:
+                yield table
+                continue
+            for start in range(0, n, block_rows):
+                yield table.slice(start, block_rows)
 
     return read

@@ -231,10 +231,11 @@ def read_small_table(src: ResolvedSource) -> pa.Table:
 
 
 def read_dataset(src: ResolvedSource, num_cpus: float | None = None, columns: list[str] | None = None,
-                 path_column: str = "path"):
+                 path_column: str = "path", batch_rows: int | None = None):
     """The primary table as a Ray Dataset (streaming; hive partitions become columns), with only
     `columns` where given (plus BAD_RECORD for JSON, whose unreadable records stay rows); without
-    `columns`, each row's file path as `path_column`."""
+    `columns`, each row's file path as `path_column`. `batch_rows`: Parquet read tasks of about
+    that many rows, in blocks of at most that many (see `map_blocks`)."""
     import ray.data
 
     files = list(src.files)
@@ -243,8 +244,9 @@ def read_dataset(src: ResolvedSource, num_cpus: float | None = None, columns: li
         # rayline's planner, not read_parquet's footer actors (data/parquet_read.py)
         from rayline.data.parquet_read import datasource
 
+        sized = {"task_rows": batch_rows, "block_rows": batch_rows} if batch_rows else {}
         source, tasks = datasource(src.filesystem, src.base, files, columns=columns,
-                                   path_column=path_column if columns is None else None)
+                                   path_column=path_column if columns is None else None, **sized)
         return ray.data.read_datasource(source, override_num_blocks=tasks, **cpus)
     part = ray.data.datasource.Partitioning("hive", base_dir=src.base)
     if src.format == "json":
@@ -341,3 +343,19 @@ def _nycflights13(name: str, table: str, storage: Storage) -> ResolvedSource:
 def _write_shard(storage: Storage, rel_dir: str, index: int, table: pa.Table) -> None:
     with storage.fs.open_output_stream(storage.path(rel_dir, f"part-{index:04d}.parquet")) as f:
         pq.write_table(table, f, compression="zstd")
+
+
+def map_blocks(src: ResolvedSource, fn, batch_rows: int, columns: list[str] | None = None, path_column: str = "path"):
+    """`read_dataset(...).map_batches(fn)` with batches of at most about `batch_rows` rows.
+
+    Parquet: read tasks of about `batch_rows` rows each, in blocks of at most that many, mapped
+    block by block in the read's own task. A `batch_size` on the map would keep Ray Data from
+    fusing it with the read (a read may change row counts): each block would then go through
+    the object store to a task of its own, and the reads queue behind the maps for a CPU
+    (measured on 2 cores: the ingest of 3.4M rows 12.0 vs 15.6 s, medians of 3 alternating
+    runs). Other formats: the reader's blocks, batched by Ray Data."""
+    if src.format == "parquet":
+        ds = read_dataset(src, columns=columns, path_column=path_column, batch_rows=batch_rows)
+        return ds.map_batches(fn, batch_format="pyarrow", batch_size=None, zero_copy_batch=True)
+    ds = read_dataset(src, columns=columns, path_column=path_column)
+    return ds.map_batches(fn, batch_format="pyarrow", batch_size=batch_rows, zero_copy_batch=True)
