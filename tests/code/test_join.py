@@ -114,7 +114,10 @@ def test_fold_through_flat_tables_equals_the_hashed_fold_and_a_dictionary(monkey
     d = rng.integers(0, 33, n).tolist()
     batch = pa.table({"a": a, "m": m, "d": d})
     want = [None if x is None or y is None else known.get((int(x[1:]), y, z)) for x, y, z in zip(a, m, d)]
-    flat, _ = left_join(batch, prepare_dimension(dim, join), join)
+    flat_dim = prepare_dimension(dim, join)
+    assert flat_dim.table_bytes == 0  # built on first use, and counted in the snapshot's memory
+    flat, _ = left_join(batch, flat_dim, join)
+    assert flat_dim.table_bytes > 0
     monkeypatch.setattr(lk_mod, "DENSE_PER_ROW", 0)
     monkeypatch.setattr(lk_mod, "DENSE_MIN", 0)
     prepared = prepare_dimension(dim, join)

@@ -101,6 +101,12 @@ class PreparedDimension:
             self._index = index
         return self._index
 
+    @property
+    def table_bytes(self) -> int:
+        """What the fold tables and integer key views built so far hold."""
+        return sum(t.nbytes for t in self._dense.values() if t is not None) + \
+            sum(v[0].nbytes + v[1].nbytes for v in self._ints.values() if v is not None)
+
     def fold(self, i: int, prev: np.ndarray, code: np.ndarray) -> np.ndarray:
         """Fold step `i` (>= 1) of a composite key: the dense code of (the previous steps' code,
         key i's code) per row, -1 where either is -1 or the pair is no dimension key."""
@@ -475,10 +481,11 @@ class Lookups:
 
     @property
     def nbytes(self) -> int:
-        """The snapshot's Arrow buffers plus its Python indexes (those built so far: a replica
-        builds them when it warms up)."""
+        """The snapshot's Arrow buffers plus its Python indexes and fold tables (those built so
+        far: a replica builds them when it warms up)."""
         return sum(d.columns.nbytes + sum(x.nbytes for x in d.distinct) + d.row_of_code.nbytes
-                   + sum(x.nbytes for x in d.folded if x is not None) + d.index_bytes for d in self.dims.values())
+                   + sum(x.nbytes for x in d.folded if x is not None) + d.index_bytes + d.table_bytes
+                   for d in self.dims.values())
 
     def values(self, typed: pa.Table, kinds: tuple, named: set | None = None) -> \
             tuple[dict[str, list], dict[str, np.ndarray]] | None:
