@@ -119,3 +119,42 @@ print("torch" in sys.modules)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == "False"
+
+
+def test_a_process_rayline_owns_loads_a_booster_without_scikit_learn(spec, tmp_path):  # noqa: F811
+    """xgboost imports scikit-learn when installed (0.6 s of a batch actor's or replica's start);
+    rayline's own processes skip it and predict the same; a driver's import is left as xgboost does it."""
+    import subprocess
+    import sys
+
+    num, cat = _inputs(spec, 200)
+    label = LabelSpec(column="y", task="binary", train_mean=0.5)
+    (tmp_path / "booster.ubj").write_bytes(_train(spec, label, (num[:, 0] > 0).astype(np.float32), num, cat))
+    (tmp_path / "spec.json").write_text(spec.model_copy(update={"label": label}).to_json())
+    np.save(tmp_path / "num.npy", num)
+    np.save(tmp_path / "cat.npy", cat)
+    code = f"""
+import sys
+from pathlib import Path
+import numpy as np
+from rayline.config import ModelConfig
+from rayline.features.spec import FeatureSpec, ModelInputs
+from rayline.model import boosted
+from rayline.model.artifact import LoadedModel
+if sys.argv[1] == "owned":
+    boosted.lean_imports()
+d = Path({str(tmp_path)!r})
+spec = FeatureSpec.from_json((d / "spec.json").read_text())
+model = LoadedModel.from_parts((d / "booster.ubj").read_bytes(), spec, ModelConfig(family="xgboost"))
+p = model.predict_inputs(ModelInputs(num=np.load(d / "num.npy"), cat=np.load(d / "cat.npy")))
+np.save(d / (sys.argv[1] + ".npy"), p)
+print("sklearn" in sys.modules)
+import sklearn.base  # still importable afterwards: nothing is left hidden
+"""
+    seen = {}
+    for role in ("owned", "driver"):
+        out = subprocess.run([sys.executable, "-c", code, role], capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr[-2000:]
+        seen[role] = out.stdout.strip()
+    assert seen == {"owned": "False", "driver": "True"}
+    np.testing.assert_array_equal(np.load(tmp_path / "owned.npy"), np.load(tmp_path / "driver.npy"))
