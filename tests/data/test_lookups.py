@@ -269,3 +269,7 @@ def test_a_batchs_missed_column_names_the_lookups_each_row_missed_in_order():
     assert column.to_pylist() == [",".join(n) or None for n in missed_per_row(missed, 4)]
     assert missed_column({"weather": np.zeros(3, dtype=bool)}, 3).to_pylist() == [None] * 3
     assert missed_column({}, 2).null_count == 2
+    # many lookups (more than one integer's bits) and many distinct sets: still each row's own names
+    rng = np.random.default_rng(0)
+    many = {f"lookup{i}": rng.random(500) < 0.3 for i in range(70)}
+    assert missed_column(many, 500).to_pylist() == [",".join(n) or None for n in missed_per_row(many, 500)]

@@ -612,10 +612,16 @@ def missed_column(missed: dict[str, np.ndarray], n: int) -> pa.Array:
     masks = [(name, mask) for name, mask in missed.items() if mask.any()]
     if not masks:
         return pa.nulls(n, pa.string())
-    rows = np.flatnonzero(np.logical_or.reduce([mask for _, mask in masks]))
-    out = np.full(n, None, dtype=object)
-    out[rows] = [",".join(name for name, mask in masks if mask[r]) for r in rows.tolist()]
-    return pa.array(out, pa.string())
+    # Each row's set of missed lookups as one integer (bits; re-densified every 30 lookups so it
+    # never overflows); the text is built once per distinct set, from its first row, then taken.
+    code = np.zeros(n, dtype=np.int64)
+    for i, (_, mask) in enumerate(masks):
+        if i and i % 30 == 0:
+            code = np.unique(code, return_inverse=True)[1].reshape(-1)
+        code = code * 2 + mask
+    _, first, index = np.unique(code, return_index=True, return_inverse=True)
+    texts = pa.array([",".join(name for name, mask in masks if mask[r]) or None for r in first.tolist()], pa.string())
+    return texts.take(pa.array(index.reshape(-1).astype(np.int32)))
 
 
 _UNPLANNED = object()
