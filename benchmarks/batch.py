@@ -33,7 +33,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 import pyarrow as pa  # noqa: E402
-import pyarrow.compute as pc  # noqa: E402
 import pyarrow.dataset as pads  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
@@ -56,7 +55,7 @@ def write_input(table: pa.Table, rows: int, files: int, out: Path) -> None:
 
 def baseline(cfg, storage, version: int, input_dir: Path, out_dir: Path, gpus: float) -> float:
     """One process: the same Predictor over every file, in batch.batch_rows batches."""
-    from rayline.batch.predict import KIND, Predictor, ScoringPlan
+    from rayline.batch.predict import Predictor, ScoringPlan
     from rayline.config import ModelConfig
     from rayline.features.spec import FeatureSpec
     from rayline.model.artifact import MODEL_CONFIG, SPEC, model_file
@@ -75,10 +74,9 @@ def baseline(cfg, storage, version: int, input_dir: Path, out_dir: Path, gpus: f
     t, rows = time.perf_counter(), 0
     for f in sorted(input_dir.glob("*.parquet")):
         table = pq.read_table(f)
-        parts = [predictor(pa.Table.from_batches([b])) for b in table.to_batches(max_chunksize=cfg.batch.batch_rows)
-                 if b.num_rows]
-        done = pa.concat_tables(parts, promote_options="default")
-        pq.write_table(done.filter(pc.equal(done.column(KIND), "ok")), out_dir / f.name)
+        parts = [predictor.predict(pa.Table.from_batches([b])).predictions
+                 for b in table.to_batches(max_chunksize=cfg.batch.batch_rows) if b.num_rows]
+        pq.write_table(pa.concat_tables(parts), out_dir / f.name)
         rows += table.num_rows
     return rows / (time.perf_counter() - t)
 

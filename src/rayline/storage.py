@@ -24,7 +24,9 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 
 SUCCESS_MARKER = "_SUCCESS"
 log = logging.getLogger(__name__)
@@ -276,6 +278,20 @@ class Storage:
         for info in self.fs.get_file_info(pafs.FileSelector(src, recursive=True)):
             if info.type == pafs.FileType.File and info.base_name != skip:
                 self.fs.copy_file(info.path, self.path(dst_rel, info.path[len(src):]))
+
+    # ------------------------------------------------------------------ Parquet
+    def write_parquet(self, table: pa.Table, *parts: str) -> None:
+        """One table as one Parquet file, written in place: for a staging directory, which
+        nobody reads before it is published."""
+        path = self.path(*parts)
+        self.fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+        with self.fs.open_output_stream(path) as f:
+            pq.write_table(table, f)
+
+    def parquet_rows(self, *parts: str) -> int:
+        """Rows in one Parquet file, from its footer."""
+        with self.fs.open_input_file(self.path(*parts)) as f:
+            return pq.ParquetFile(f).metadata.num_rows
 
     def delete_dir(self, *parts: str) -> None:
         if self.exists(*parts):

@@ -7,9 +7,10 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from rayline.batch.predict import KIND, Predictor, ScoringPlan
+from rayline.batch.predict import Predictor, ScoringPlan
 from rayline.config import ModelConfig
 from rayline.data.sources import PATH_COLUMN
+from rayline.features.contract import QUARANTINE_SCHEMA
 from rayline.features.spec import CategoricalSpec, Constraint, FeatureSpec, LabelSpec, NumericSpec, TimeSpec
 from rayline.model.network import TabularNet
 
@@ -38,9 +39,7 @@ def _batch():
 
 
 def test_rows_out_plus_quarantined_is_rows_in_with_reasons_and_keys():
-    out = _predictor()(_batch())
-    ok = out.filter(pa.compute.equal(out.column(KIND), "ok"))
-    q = out.filter(pa.compute.equal(out.column(KIND), "quarantine"))
+    ok, q = _predictor().predict(_batch())
     assert ok.num_rows + q.num_rows == 5
     assert ok.column("id").to_pylist() == [1]
     p = np.array(ok.column("prediction").to_pylist())
@@ -55,14 +54,13 @@ def test_predictions_do_not_depend_on_batch_boundaries():
     t = pa.table({"id": list(range(40)), "distance": [float(100 + 50 * i) for i in range(40)],
                   "dest": ["IAH", "ORD", "XYZ", None] * 10, "ts": [f"2013-01-01T{i % 24:02d}:00:00Z" for i in range(40)],
                   PATH_COLUMN: ["f"] * 40})
-    whole = pred(t).column("prediction").to_pylist()
-    parts = sum((pred(t.slice(i, 7)).column("prediction").to_pylist() for i in range(0, 40, 7)), [])
+    whole = pred.predict(t).predictions.column("prediction").to_pylist()
+    parts = sum((pred.predict(t.slice(i, 7)).predictions.column("prediction").to_pylist() for i in range(0, 40, 7)), [])
     np.testing.assert_allclose(whole, parts, rtol=1e-6)
 
 
 def test_multiclass_predictions_are_probability_vectors():
-    out = _predictor("multiclass", ["a", "b", "c"])(_batch())
-    ok = out.filter(pa.compute.equal(out.column(KIND), "ok"))
+    ok = _predictor("multiclass", ["a", "b", "c"]).predict(_batch()).predictions
     probs = np.array(ok.column("prediction").to_pylist())
     assert probs.shape == (1, 3) and np.allclose(probs.sum(axis=1), 1.0, atol=1e-5)
     assert ok.column("label").to_pylist() == [["a", "b", "c"][int(probs[0].argmax())]]  # the endpoint's label
@@ -72,7 +70,7 @@ def test_binary_labels_use_the_threshold_saved_with_the_model():
     t = pa.table({"id": list(range(30)), "distance": [float(100 + 100 * i) for i in range(30)],
                   "dest": ["IAH", "ORD"] * 15, "ts": ["2013-01-01T10:00:00Z"] * 30, PATH_COLUMN: ["f"] * 30})
     for threshold in (0.2, 0.5, 0.8):
-        out = _predictor(threshold=threshold)(t)
+        out = _predictor(threshold=threshold).predict(t).predictions
         p = np.array(out.column("prediction").to_pylist())
         assert out.column("label").to_pylist() == (p >= threshold).astype(int).tolist()
 
@@ -85,8 +83,10 @@ def test_the_split_stages_give_what_one_actor_gives():
                        keep=("id",))
     prepared = Prepare(plan)(_batch())
     assert {"x_num", "x_cat"} <= set(prepared.column_names)        # model inputs travel between the stages
-    scored = Score(plan)(prepared)
-    assert scored.to_pylist() == one(_batch()).to_pylist()
+    scored = Score(plan).predict(prepared)
+    assert scored.predictions.to_pylist() == one.predict(_batch()).predictions.to_pylist()
+    assert scored.quarantine.to_pylist() == one.predict(_batch()).quarantine.to_pylist()
+    assert scored.quarantine.num_rows == 4 and scored.quarantine.schema == QUARANTINE_SCHEMA
     assert split_stages("auto", 1.0) and not split_stages("auto", 0.0) and split_stages(True, 0.0)
 
 
@@ -101,8 +101,6 @@ def test_a_json_record_that_could_not_be_read_is_quarantined_with_where_and_why(
 
     text = b'[{"id": 1, "distance": 100, "dest": "IAH", "ts": "2013-01-01T10:00:00.5Z"}, {"id": 2, "distance": tru}]'
     batch = next(read_tables(io.BytesIO(text)))
-    out = _predictor()(batch)
-    ok = out.filter(pa.compute.equal(out.column(KIND), "ok"))
-    q = out.filter(pa.compute.equal(out.column(KIND), "quarantine"))
+    ok, q = _predictor().predict(batch)
     assert ok.column("id").to_pylist() == ["1"] and ok.column("prediction")[0].as_py() is not None
     assert q.column("rule").to_pylist() == ["json"] and q.column("value")[0].as_py().startswith("index 1: not valid JSON")

@@ -20,6 +20,7 @@ import torch
 
 from rayline.batch import run_batch_predict
 from rayline.config import load_config
+from rayline.features.contract import QUARANTINE_SCHEMA
 from rayline.registry import Registry
 from rayline.serve.deploy import deploy
 from tests.conftest import FLIGHTS_CONFIG
@@ -311,9 +312,11 @@ def test_batch_predictions_equal_online_and_reconcile(served, records, tmp_path,
     pq.write_table(pa.concat_tables([table, bad.cast(table.schema)]), tmp_path / "in.parquet")
     res = run_batch_predict(scfg, storage, str(tmp_path / "in.parquet"), str(tmp_path / "out"), model=str(d.model_version))
     assert (res.rows_in, res.rows_out, res.quarantined) == (202, 200, 2)
-    q = pq.read_table(tmp_path / "out" / "quarantine").to_pylist()
-    assert sorted((r["q_rule"] if "q_rule" in r else r["rule"]) for r in q) == ["not_null", "range"]
+    q = pq.read_table(tmp_path / "out" / "quarantine")
+    assert q.schema.names == QUARANTINE_SCHEMA.names                     # the quarantine's columns, nothing else
+    assert sorted(r["rule"] for r in q.to_pylist()) == ["not_null", "range"]
     batch = pq.read_table(tmp_path / "out" / "predictions")
+    assert not set(batch.column_names) & set(QUARANTINE_SCHEMA.names)    # no empty quarantine columns either
     online = _post(d.url, {"instances": records[:200]}).json()
     got = {}
     for row in batch.select(["flight", "day", "prediction"]).to_pylist():

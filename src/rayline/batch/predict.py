@@ -7,13 +7,16 @@ transforms it with the same FeatureSpec code (so batch and online predictions ag
 the GPUs free). On CPU one actor does both; with GPUs they are separate pipelined stages (CPU
 tasks prepare, the GPU actors score large batches), per `batch.split_stages`. Invalid rows go to a
 quarantine with the reason; rows out + rows quarantined = rows in, checked at the end.
-The output is staged and published whole (see `output.py` for what it may never overwrite).
+The actor that scores a batch writes it (no hand-off of rows to write tasks) into a staging
+directory, published whole once every row is accounted for (`output.py`: layout, staging, what
+may never be overwritten).
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -21,17 +24,23 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from rayline.config import ModelConfig, RaylineConfig, SourceConfig
-from rayline.batch.output import check_output, location
+from rayline.batch.output import PREDICTIONS, QUARANTINE, StagedParts, check_output, keep_reported, location
 from rayline.data import sources as src_mod
 from rayline.errors import InputError, ResourceError, failure_line
-from rayline.features.contract import Contract, Failures
+from rayline.features.contract import QUARANTINE_SCHEMA, Contract, Failures
 from rayline.features.lookups import Lookups, missed_column
 from rayline.features.spec import X_CAT, X_NUM, FeatureSpec, ModelInputs, as_model_table, model_inputs_from_table
 from rayline.model import boosted
 from rayline.model.artifact import LoadedModel
 from rayline.storage import Storage, split_uri
 
-KIND = "rl__kind"
+KIND = "rl__kind"  # between the split stages: "ok" (prepared) or "quarantine" (its row in QUARANTINED)
+QUARANTINED = "rl__quarantine"  # a refused row's quarantine columns, as one struct (no clash with key columns)
+
+
+class Scored(NamedTuple):
+    predictions: pa.Table  # key columns, prediction, label, model_version (+ lookups, explanations)
+    quarantine: pa.Table  # QUARANTINE_SCHEMA
 
 
 @dataclass
@@ -62,6 +71,7 @@ class ScoringPlan:
     lookups: Lookups | None = None  # the version's lookup snapshot: joins and counts as in the ingest
     explain: bool = False  # add each row's explanation as columns (explain_base, explain_margin, explain__<field>)
     explain_method: str = "exact"  # batch.explain_method (XGBoost: exact TreeSHAP or approx)
+    output: StagedParts | None = None  # where the actors write (None: only `predict`, in-process)
 
 
 class Prepare:
@@ -73,7 +83,7 @@ class Prepare:
         self.contract = Contract(self.spec)
 
     def split(self, batch: pa.Table) -> tuple[pa.Table, ModelInputs, pa.Table]:
-        """(key columns of the valid rows, their model inputs, quarantine rows), KIND on both tables."""
+        """(key columns of the valid rows, their model inputs, quarantine rows)."""
         # A row is accepted here exactly when /predict would accept it.
         failures = Failures(batch.num_rows)
         src_mod.unreadable_records(batch, failures)  # a JSON record that could not be read
@@ -85,22 +95,23 @@ class Prepare:
             typed, missed = self.lookups.apply(typed)
         inputs = self.spec.transform(typed)
         raw_ok = batch.filter(ok)  # key columns exactly as they came in
-        keys = {c: raw_ok.column(c) for c in self.keep if c in raw_ok.column_names}
-        good = pa.table({**keys, KIND: pa.array(["ok"] * raw_ok.num_rows, pa.string())})
+        n = raw_ok.num_rows
+        good = raw_ok.select([c for c in self.keep if c in raw_ok.column_names])  # no key columns: still n rows
         if self.lookups is not None:
-            good = good.append_column("lookups_missed", missed_column(missed, raw_ok.num_rows))
-            good = good.append_column("lookup_snapshot", pa.array([self.lookups.snapshot] * raw_ok.num_rows, pa.string()))
-        q = failures.quarantine(batch, "predict", src_mod.PATH_COLUMN)
-        q = q.append_column(KIND, pa.array(["quarantine"] * q.num_rows, pa.string()))
-        return good, inputs, q
+            good = good.append_column("lookups_missed", missed_column(missed, n))
+            good = good.append_column("lookup_snapshot", pa.repeat(pa.scalar(self.lookups.snapshot, pa.string()), n))
+        return good, inputs, failures.quarantine(batch, "predict", src_mod.PATH_COLUMN)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        """As a separate stage (GPU scoring): the inputs travel as the model-ready list columns."""
+        """As a separate stage (GPU scoring): prepared rows carry the model inputs as list columns,
+        refused rows their quarantine row as one struct column, told apart by KIND."""
         good, inputs, q = self.split(batch)
         table = as_model_table(inputs)
         good = good.append_column(X_NUM, table.column(X_NUM)).append_column(X_CAT, table.column(X_CAT))
-        # one output stream: prepared rows and quarantined rows, told apart by KIND
-        return pa.concat_tables([_pad(good, q.schema), _pad(q, good.schema)], promote_options="default")
+        good = good.append_column(KIND, pa.repeat(pa.scalar("ok"), good.num_rows))
+        refused = pa.table({KIND: pa.repeat(pa.scalar("quarantine"), q.num_rows),
+                            QUARANTINED: q.combine_chunks().to_struct_array().combine_chunks()})
+        return pa.concat_tables([_pad(good, refused.schema), _pad(refused, good.schema)], promote_options="default")
 
 
 class Score:
@@ -116,15 +127,22 @@ class Score:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.model = LoadedModel.from_parts(plan.model, plan.spec, plan.model_config, device=device)
         self.version, self.explain, self.explain_method = plan.version, plan.explain, plan.explain_method
+        self.output = plan.output
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        is_ok = pc.equal(batch.column(KIND), "ok")
-        good, q = batch.filter(is_ok), batch.filter(pc.invert(is_ok))
-        num, cat = model_inputs_from_table(good)
-        return self.score(good.drop_columns([X_NUM, X_CAT]), ModelInputs(num=num, cat=cat),
-                          q.drop_columns([X_NUM, X_CAT]))
+        """As the second stage: score what `Prepare` made, write it, return the written files' report."""
+        return self.output.write(*self.predict(batch))
 
-    def score(self, good: pa.Table, inputs: ModelInputs, q: pa.Table) -> pa.Table:
+    def predict(self, batch: pa.Table) -> Scored:
+        is_ok = pc.equal(batch.column(KIND), "ok")
+        good, refused = batch.filter(is_ok), batch.filter(pc.invert(is_ok))
+        num, cat = model_inputs_from_table(good)
+        q = pa.Table.from_struct_array(refused.column(QUARANTINED).combine_chunks()) if refused.num_rows else \
+            QUARANTINE_SCHEMA.empty_table()
+        return Scored(self.score(good.drop_columns([X_NUM, X_CAT, KIND, QUARANTINED]), ModelInputs(num=num, cat=cat)),
+                      q.cast(QUARANTINE_SCHEMA))
+
+    def score(self, good: pa.Table, inputs: ModelInputs) -> pa.Table:
         preds = self.model.predict_inputs(inputs)
         if preds.ndim == 2:
             good = good.append_column("prediction", pa.FixedSizeListArray.from_arrays(
@@ -137,7 +155,7 @@ class Score:
         good = good.append_column("model_version", pa.array(np.full(good.num_rows, self.version, dtype=np.int64)))
         if self.explain:
             good = explanation_columns(good, self.model.explain(inputs, self.explain_method))
-        return pa.concat_tables([_pad(good, q.schema), _pad(q, good.schema)], promote_options="default")
+        return good
 
 
 class Predictor:
@@ -145,10 +163,15 @@ class Predictor:
     model inputs go from the transform to the model as arrays, never through Arrow columns."""
 
     def __init__(self, plan: ScoringPlan):
-        self.prepare, self.score = Prepare(plan), Score(plan)
+        self.prepare, self.score, self.output = Prepare(plan), Score(plan), plan.output
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        return self.score.score(*self.prepare.split(batch))
+        """As a Ray Data actor: score the batch, write it, return the written files' report."""
+        return self.output.write(*self.predict(batch))
+
+    def predict(self, batch: pa.Table) -> Scored:
+        good, inputs, q = self.prepare.split(batch)
+        return Scored(self.score.score(good, inputs), q)
 
 
 EXPLAIN_PREFIX = "explain__"
@@ -246,18 +269,18 @@ def _predict_into(cfg: RaylineConfig, registry, version: int, spec: FeatureSpec,
     model_config = ModelConfig.model_validate_json(registry.read_file(version, MODEL_CONFIG))
     plan = ScoringPlan(spec=spec, model=registry.read_file(version, model_file(model_config)), model_config=model_config,
                        version=version, keep=tuple(keep), gpus=gpus, explain=explain,
-                       explain_method=cfg.batch.explain_method,
+                       explain_method=cfg.batch.explain_method, output=StagedParts(out, tmp),
                        lookups=snapshot_of(registry, version, spec, cfg.batch.lookup_snapshot))  # loaded once here, broadcast with the plan
     bc = cfg.batch
     # Every actor asked for up front (started asynchronously: where the cluster has room for fewer,
     # those run). Starting from one and scaling on backlog, a 1M-row input (two 500k-row blocks
     # from the reader) ran on one actor from start to end: half of one process.
     pool = ActorPoolStrategy(min_size=1, max_size=actors, initial_size=actors)
-    # Small CPU shares: batch inference often shares a cluster with live Serve replicas.
-    ds = src_mod.read_dataset(src, num_cpus=0.25, path_column=src_mod.PATH_COLUMN)
     if split_stages(bc.split_stages, gpus):
         # CPU workers check and transform while the model's actors run large forward passes on
-        # what is ready: Ray Data streams between the two, so neither waits for the other.
+        # what is ready: Ray Data streams between the two, so neither waits for the other. Small
+        # CPU shares: batch inference often shares a cluster with live Serve replicas.
+        ds = src_mod.read_dataset(src, num_cpus=0.25, path_column=src_mod.PATH_COLUMN)
         ds = ds.map_batches(_prepare, fn_args=(plan,), batch_format="pyarrow",
                             batch_size=bc.batch_rows, num_cpus=bc.cpus_per_actor)
         ds = ds.map_batches(Score, fn_constructor_args=(plan,),
@@ -265,33 +288,26 @@ def _predict_into(cfg: RaylineConfig, registry, version: int, spec: FeatureSpec,
                             compute=pool, num_gpus=gpus,
                             num_cpus=bc.cpus_per_actor)
     else:
-        ds = ds.map_batches(
-            Predictor, fn_constructor_args=(plan,),
-            batch_format="pyarrow", batch_size=bc.batch_rows, compute=pool,
-            num_gpus=gpus, num_cpus=bc.cpus_per_actor)
+        # Parquet is read inside the actors (read, check, score, write: no hop through the object
+        # store); other formats by read tasks, at most one per actor at a time (a read is ~10x
+        # faster than scoring it, and with no cap Ray Data started four worker processes for reads
+        # on 2 CPUs while the actors were still starting).
+        ds = src_mod.map_blocks(src, Predictor, bc.batch_rows, path_column=src_mod.PATH_COLUMN, read_cpus=0.25,
+                                read_concurrency=actors, fn_constructor_args=(plan,), compute=pool, num_gpus=gpus,
+                                num_cpus=bc.cpus_per_actor)
     try:
-        ds.write_parquet(out.path(tmp), filesystem=out.fs, partition_cols=[KIND])
+        reported = ds.take_all()  # one small row per file the actors wrote
     except Exception as e:  # noqa: BLE001
         detail = src_mod.diagnose(src)
         raise InputError(detail or f"batch prediction failed: {failure_line(e)}") from None
-    rows_out = _rows(out, f"{tmp}/{KIND}=ok")
-    quarantined = _rows(out, f"{tmp}/{KIND}=quarantine")
+    rows = keep_reported(plan.output, reported)
+    rows_out, quarantined = rows[PREDICTIONS], rows[QUARANTINE]
     # rows in, counted independently of the prediction pass (footers for Parquet, a count otherwise)
     rows_in = sum(pq.ParquetFile(src.filesystem.open_input_file(f)).metadata.num_rows for f in src.files) \
         if src.format == "parquet" else src_mod.read_dataset(src, num_cpus=0.25).count()
     if rows_in != rows_out + quarantined:
         raise RuntimeError(f"reconciliation failed: rows in {rows_in} != out {rows_out} + quarantined {quarantined}")
-    # Final layout: <output>/predictions/ and <output>/quarantine/ (quarantine columns only).
-    for kind, sub in (("ok", "predictions"), ("quarantine", "quarantine")):
-        if out.exists(f"{tmp}/{KIND}={kind}"):
-            out.move_dir(f"{tmp}/{KIND}={kind}", f"{tmp}/{sub}")
     return rows_in, rows_out, quarantined
-
-
-def _rows(storage: Storage, rel: str) -> int:
-    if not storage.exists(rel):
-        return 0
-    return sum(pq.ParquetFile(storage.fs.open_input_file(p)).metadata.num_rows for p in storage.list_files(rel, suffix=".parquet"))
 
 
 def _guess_format(path: str) -> str:

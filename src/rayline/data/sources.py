@@ -231,15 +231,18 @@ def read_small_table(src: ResolvedSource) -> pa.Table:
 
 
 def read_dataset(src: ResolvedSource, num_cpus: float | None = None, columns: list[str] | None = None,
-                 path_column: str = "path", batch_rows: int | None = None):
+                 path_column: str = "path", batch_rows: int | None = None, concurrency: int | None = None):
     """The primary table as a Ray Dataset (streaming; hive partitions become columns), with only
     `columns` where given (plus BAD_RECORD for JSON, whose unreadable records stay rows); without
     `columns`, each row's file path as `path_column`. `batch_rows`: Parquet read tasks of about
-    that many rows, in blocks of at most that many (see `map_blocks`)."""
+    that many rows, in blocks of at most that many (see `map_blocks`). `concurrency`: at most that
+    many read tasks at once (None: as many as Ray Data's budget allows)."""
     import ray.data
 
     files = list(src.files)
     cpus = {"num_cpus": num_cpus} if num_cpus else {}
+    if concurrency:
+        cpus["concurrency"] = concurrency
     if src.format == "parquet":
         # rayline's planner, not read_parquet's footer actors (data/parquet_read.py)
         from rayline.data.parquet_read import datasource
@@ -266,8 +269,7 @@ def read_dataset(src: ResolvedSource, num_cpus: float | None = None, columns: li
             opts["arrow_open_stream_args"] = {"compression": "gzip"}
         if any(f.endswith(".tsv") for f in files):
             opts["parse_options"] = pacsv.ParseOptions(delimiter="\t")
-        ds = ray.data.read_csv(files, partitioning=part, filesystem=src.filesystem, include_paths=True,
-                               num_cpus=num_cpus, **opts)
+        ds = ray.data.read_csv(files, partitioning=part, filesystem=src.filesystem, include_paths=True, **cpus, **opts)
         if columns is not None:
             return ds.select_columns(columns)
     return ds if path_column == "path" else ds.rename_columns({"path": path_column})
@@ -345,17 +347,20 @@ def _write_shard(storage: Storage, rel_dir: str, index: int, table: pa.Table) ->
         pq.write_table(table, f, compression="zstd")
 
 
-def map_blocks(src: ResolvedSource, fn, batch_rows: int, columns: list[str] | None = None, path_column: str = "path"):
-    """`read_dataset(...).map_batches(fn)` with batches of at most about `batch_rows` rows.
+def map_blocks(src: ResolvedSource, fn, batch_rows: int, columns: list[str] | None = None, path_column: str = "path",
+               read_cpus: float | None = None, read_concurrency: int | None = None, **map_args):
+    """`read_dataset(...).map_batches(fn, **map_args)` with batches of at most about `batch_rows` rows.
 
     Parquet: read tasks of about `batch_rows` rows each, in blocks of at most that many, mapped
-    block by block in the read's own task. A `batch_size` on the map would keep Ray Data from
-    fusing it with the read (a read may change row counts): each block would then go through
-    the object store to a task of its own, and the reads queue behind the maps for a CPU
-    (measured on 2 cores: the ingest of 3.4M rows 12.0 vs 15.6 s, medians of 3 alternating
-    runs). Other formats: the reader's blocks, batched by Ray Data."""
-    if src.format == "parquet":
-        ds = read_dataset(src, columns=columns, path_column=path_column, batch_rows=batch_rows)
-        return ds.map_batches(fn, batch_format="pyarrow", batch_size=None, zero_copy_batch=True)
-    ds = read_dataset(src, columns=columns, path_column=path_column)
-    return ds.map_batches(fn, batch_format="pyarrow", batch_size=batch_rows, zero_copy_batch=True)
+    block by block in the read's own task (or actor, with an actor pool `compute`). A `batch_size`
+    on the map would keep Ray Data from fusing it with the read (a read may change row counts):
+    each block would then go through the object store to a task of its own, and the reads queue
+    behind the maps for a CPU (measured on 2 cores: the ingest of 3.4M rows 12.0 vs 15.6 s,
+    medians of 3 alternating runs). Other formats: the reader's blocks (`read_cpus` and
+    `read_concurrency` per read task), batched by Ray Data."""
+    if src.format == "parquet":  # the read asks for the map's CPUs: Ray Data fuses only equal resource asks
+        ds = read_dataset(src, num_cpus=map_args.get("num_cpus"), columns=columns, path_column=path_column,
+                          batch_rows=batch_rows)
+        return ds.map_batches(fn, batch_format="pyarrow", batch_size=None, zero_copy_batch=True, **map_args)
+    ds = read_dataset(src, num_cpus=read_cpus, columns=columns, path_column=path_column, concurrency=read_concurrency)
+    return ds.map_batches(fn, batch_format="pyarrow", batch_size=batch_rows, zero_copy_batch=True, **map_args)
