@@ -104,3 +104,14 @@ def test_a_json_record_that_could_not_be_read_is_quarantined_with_where_and_why(
     ok, q = _predictor().predict(batch)
     assert ok.column("id").to_pylist() == ["1"] and ok.column("prediction")[0].as_py() is not None
     assert q.column("rule").to_pylist() == ["json"] and q.column("value")[0].as_py().startswith("index 1: not valid JSON")
+
+
+def test_a_key_column_named_like_a_quarantine_column_keeps_both():
+    """Key columns and quarantine columns never share a table: a key called `value` (or `row`,
+    `rule`...) once failed every batch holding a refused row (int64 vs the quarantine's text)."""
+    one = _predictor()
+    plan = ScoringPlan(spec=one.prepare.spec, model=_model_bytes(one), model_config=one.score.model.config, version=7,
+                       keep=("value",))
+    batch = _batch().rename_columns(["value" if c == "id" else c for c in _batch().column_names])
+    ok, q = Predictor(plan).predict(batch)
+    assert ok.column("value").to_pylist() == [1] and q.num_rows == 4 and q.schema == QUARANTINE_SCHEMA
