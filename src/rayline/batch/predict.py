@@ -293,7 +293,8 @@ def _predict_into(cfg: RaylineConfig, registry, version: int, spec: FeatureSpec,
         # faster than scoring it, and with no cap Ray Data started four worker processes for reads
         # on 2 CPUs while the actors were still starting).
         ds = src_mod.map_blocks(src, Predictor, bc.batch_rows, path_column=src_mod.PATH_COLUMN, read_cpus=0.25,
-                                read_concurrency=actors, fn_constructor_args=(plan,), compute=pool, num_gpus=gpus,
+                                read_concurrency=max(1, min(actors, len(src.files))),  # more than files: Ray warns
+                                fn_constructor_args=(plan,), compute=pool, num_gpus=gpus,
                                 num_cpus=bc.cpus_per_actor)
     try:
         reported = ds.take_all()  # one small row per file the actors wrote

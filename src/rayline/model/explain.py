@@ -114,13 +114,19 @@ def explain_booster(spec: FeatureSpec, booster, inputs: ModelInputs, approx: boo
     return _finish(spec, per_input, bias, contribs.sum(axis=1), explained)
 
 
+def _writable(a: np.ndarray) -> np.ndarray:
+    """Contiguous and writable: torch warns on (and may not write to) a read-only array, such as
+    one viewing Arrow memory; that one is copied."""
+    return np.ascontiguousarray(a) if a.flags.writeable else np.array(a, order="C")
+
+
 def explain_network(spec: FeatureSpec, net, inputs: ModelInputs, device=None) -> Explanations:
     """Integrated gradients on the network's margin, from the training-mean input."""
     import torch
 
     device = device or next(net.parameters()).device
-    num = torch.from_numpy(np.ascontiguousarray(inputs.num)).to(device)
-    cat = torch.from_numpy(np.ascontiguousarray(inputs.cat)).to(device)
+    num = torch.from_numpy(_writable(inputs.num)).to(device)
+    cat = torch.from_numpy(_writable(inputs.cat)).to(device)
     nodes, weights = np.polynomial.legendre.leggauss(IG_POINTS)
     alphas = torch.tensor((nodes + 1) / 2, dtype=torch.float32, device=device)
     wts = torch.tensor(weights / 2, dtype=torch.float32, device=device)
