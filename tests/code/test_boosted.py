@@ -87,17 +87,22 @@ def test_outputs_match_torchs_activations_and_stay_finite_at_the_extremes():
     assert from_raw(LabelSpec(column="y", task="multiclass", classes=["a", "b"]), np.zeros((0, 2), np.float32)).shape == (0, 2)
 
 
+def _save_booster(spec, d) -> None:  # noqa: F811
+    """A binary booster, its spec and 200 rows of inputs as files, for a fresh process to load."""
+    num, cat = _inputs(spec, 200)
+    label = LabelSpec(column="y", task="binary", train_mean=0.5)
+    (d / "booster.ubj").write_bytes(_train(spec, label, (num[:, 0] > 0).astype(np.float32), num, cat))
+    (d / "spec.json").write_text(spec.model_copy(update={"label": label}).to_json())
+    np.save(d / "num.npy", num)
+    np.save(d / "cat.npy", cat)
+
+
 def test_serving_and_scoring_a_booster_never_import_torch(spec, tmp_path):  # noqa: F811
     """torch costs a replica or a batch actor ~2 s and ~200 MB: a booster's path must not load it."""
     import subprocess
     import sys
 
-    num, cat = _inputs(spec, 200)
-    label = LabelSpec(column="y", task="binary", train_mean=0.5)
-    (tmp_path / "booster.ubj").write_bytes(_train(spec, label, (num[:, 0] > 0).astype(np.float32), num, cat))
-    (tmp_path / "spec.json").write_text(spec.model_copy(update={"label": label}).to_json())
-    np.save(tmp_path / "num.npy", num)
-    np.save(tmp_path / "cat.npy", cat)
+    _save_booster(spec, tmp_path)
     code = f"""
 import sys
 from pathlib import Path
@@ -127,12 +132,7 @@ def test_a_process_rayline_owns_loads_a_booster_without_scikit_learn(spec, tmp_p
     import subprocess
     import sys
 
-    num, cat = _inputs(spec, 200)
-    label = LabelSpec(column="y", task="binary", train_mean=0.5)
-    (tmp_path / "booster.ubj").write_bytes(_train(spec, label, (num[:, 0] > 0).astype(np.float32), num, cat))
-    (tmp_path / "spec.json").write_text(spec.model_copy(update={"label": label}).to_json())
-    np.save(tmp_path / "num.npy", num)
-    np.save(tmp_path / "cat.npy", cat)
+    _save_booster(spec, tmp_path)
     code = f"""
 import sys
 from pathlib import Path
