@@ -58,8 +58,8 @@ def keep_reported(parts: StagedParts, reported: list[dict]) -> dict[str, int]:
     if len(kept) != len(reported):
         raise RuntimeError(f"batch prediction reported {len(reported) - len(kept)} file(s) twice")
     counts = {}
+    base = storage.path(staging).rstrip("/") + "/"
     for sub in (PREDICTIONS, QUARANTINE):
-        base = storage.path(staging).rstrip("/") + "/"
         counts[sub] = 0
         for path in storage.list_files(staging, sub):
             rel = path[len(base):]

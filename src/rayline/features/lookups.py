@@ -608,7 +608,7 @@ def missed_per_row(missed: dict[str, np.ndarray], n: int) -> list[list[str]]:
 
 def missed_column(missed: dict[str, np.ndarray], n: int) -> pa.Array:
     """`missed_per_row` as one text column for a batch: the names joined by commas, null where
-    every lookup found the row. Only the rows some lookup missed cost Python work."""
+    every lookup found the row. Python joins names once per distinct set of missed lookups."""
     masks = [(name, mask) for name, mask in missed.items() if mask.any()]
     if not masks:
         return pa.nulls(n, pa.string())
