@@ -23,8 +23,8 @@ _skip_sklearn = False  # set by lean_imports(), only in a process rayline owns
 
 
 def lean_imports() -> None:
-    """Mark this process as one rayline owns (a batch actor, a Serve replica): its first xgboost
-    import skips scikit-learn.
+    """Mark this process as one rayline owns (a batch actor, a Serve replica, a Train controller or
+    worker of the xgboost family): its first xgboost import skips scikit-learn.
 
     xgboost imports scikit-learn whenever it is installed, for its sklearn-style estimators: 0.6 s
     of CPU here, most of a batch actor's or a replica's start. rayline uses Booster, DMatrix and
@@ -35,7 +35,8 @@ def lean_imports() -> None:
     _skip_sklearn = True
 
 
-def _xgboost():
+def xgboost_module():
+    """xgboost: without scikit-learn in a process that called lean_imports() first."""
     if _skip_sklearn and "xgboost" not in sys.modules and "sklearn" not in sys.modules:
         sys.modules["sklearn"] = None  # type: ignore[assignment]  # an ImportError for xgboost's optional import
         try:
@@ -59,7 +60,7 @@ def feature_types(spec: FeatureSpec) -> list[str]:
 
 
 def dmatrix(spec: FeatureSpec, num: np.ndarray, cat: np.ndarray, label: np.ndarray | None = None):
-    xgb = _xgboost()
+    xgb = xgboost_module()
 
     return xgb.DMatrix(matrix(num, cat), label=label, feature_types=feature_types(spec), enable_categorical=True,
                        nthread=-1)
@@ -88,7 +89,7 @@ def params(spec: FeatureSpec, cfg: XGBoostConfig, device: str, seed: int) -> dic
 
 
 def load(data: bytes, device: str = "cpu"):
-    xgb = _xgboost()
+    xgb = xgboost_module()
 
     booster = xgb.Booster(model_file=bytearray(data))
     booster.set_param({"device": device})

@@ -93,6 +93,9 @@ def setup(plan: LoopPlan) -> Worker:
 
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    if xgb.collective.get_world_size() != world:  # else each worker would boost its own shard alone
+        raise RuntimeError(f"XGBoost's collective has {xgb.collective.get_world_size()} worker(s), Ray Train "
+                           f"{world}: the loop must run inside boosted_workers.RabitCollective's context")
     spec = plan.spec
     metric, mode = primary_metric(spec.label.task)
     device = "cuda" if plan.use_gpu else "cpu"

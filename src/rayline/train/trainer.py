@@ -77,19 +77,17 @@ def default_run_name(cfg: RaylineConfig, ingest: IngestResult) -> str:
 
 
 def _family(family: str):
-    """(Ray Train trainer class, per-worker loop) of a model family. Both loops write a
-    CheckpointMeta and the family's model file into each checkpoint."""
+    """(Ray Train trainer class, per-worker loop, the trainer's family arguments) of a model
+    family. Both loops write a CheckpointMeta and the family's model file into each checkpoint."""
     if family == "xgboost":
         from ray.train.xgboost import XGBoostTrainer
 
-        from rayline.train.boosted_loop import train_loop_per_worker as boosted_loop
-        return XGBoostTrainer, boosted_loop
+        from rayline.train.boosted_workers import RabitCollective, train_loop_per_worker as boosted_loop
+        return XGBoostTrainer, boosted_loop, {"xgboost_config": RabitCollective()}
     from ray.train.torch import TorchTrainer
 
     from rayline.train.loop import train_loop_per_worker
-    return TorchTrainer, train_loop_per_worker
-
-
+    return TorchTrainer, train_loop_per_worker, {}
 
 
 def choose_feed(cfg: RaylineConfig, ingest: IngestResult, workers: int, quiet: bool = False) -> tuple[str, int]:
@@ -150,7 +148,7 @@ def run_training(cfg: RaylineConfig, ingest: IngestResult, storage: Storage, *, 
     # those with nothing to do for this run (controller_setup).
     embedded = ray_embedded()
     env = controller_env(embedded=embedded, poll_s=tc.controller_poll_s)
-    trainer_cls, loop = _family(tc.model.family)
+    trainer_cls, loop, family_args = _family(tc.model.family)
     trainer_cls = lean(trainer_cls, dropped_callbacks(has_datasets=bool(datasets), embedded=embedded))
     trainer = trainer_cls(
         loop,
@@ -169,6 +167,7 @@ def run_training(cfg: RaylineConfig, ingest: IngestResult, storage: Storage, *, 
         ),
         datasets=datasets or None,
         **({"dataset_config": data_config} if data_config else {}),
+        **family_args,
     )
     total = tc.model.xgboost.num_boost_round if tc.model.family == "xgboost" else tc.epochs
     try:
