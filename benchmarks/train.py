@@ -15,7 +15,7 @@ during its epochs (nvidia-smi).
 
     python benchmarks/train.py [--epochs 4] [--workers N] [--repeats 3] [--quick]
 
-`--family xgboost`: rayline's XGBoost (XGBoostTrainer workers, its loop, reports and
+`--family xgboost`: rayline's XGBoost (Ray Train workers, its loop, reports and
 checkpoints) against one `xgboost.train` process with the same total threads, the same
 model-ready files, the same parameters and a fixed number of rounds (no early stopping), each
 evaluating the validation split every round. Seconds per round are boosting time over rounds
@@ -253,7 +253,7 @@ def xgboost_main(args) -> None:
         auc_plain = _test_auc(ingest, plain[-1][1][:best_round])  # the same rounds as rayline's registered booster
         ratios = [b / r for b, r in zip(base, rl)]
         print(f"{'xgboost, ' + str(rounds) + ' rounds, ' + str(threads) + ' threads in all':<44}{'s/round median (range)':>26}")
-        print(f"{'rayline (' + str(workers) + ' XGBoostTrainer workers)':<44}{statistics.median(rl):>12.4f}  "
+        print(f"{'rayline (' + str(workers) + ' Ray Train workers)':<44}{statistics.median(rl):>12.4f}  "
               f"({min(rl):.4f}-{max(rl):.4f})")
         print(f"{'one xgboost.train process':<44}{statistics.median(base):>12.4f}  ({min(base):.4f}-{max(base):.4f})")
         print(f"ratio (plain / rayline) per repeat: {', '.join(f'{r:.3f}' for r in ratios)}; test AUC at rayline's best "

@@ -330,7 +330,7 @@ class XGBoostConfig(_Model):
 
 class ModelConfig(_Model):
     family: Literal["mlp", "xgboost"] = Field("mlp", description="mlp: the network (TorchTrainer); xgboost: "
-                                              "gradient-boosted trees (XGBoostTrainer)")
+                                              "gradient-boosted trees (Ray Train, XGBoost's collective)")
     hidden: list[int] = Field(default_factory=lambda: [256, 128], min_length=1)
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
     norm: Literal["batch", "layer", "none"] = "layer"

@@ -84,6 +84,16 @@ def cpus_per_node() -> list[tuple[float, float]]:
             for node, res in totals.items() if res.get("CPU", 0) > 0]
 
 
+def data_parallel_trainer() -> type:
+    """Ray Train's DataParallelTrainer (`ray.train.v2.api.data_parallel_trainer`: the class every
+    V2 trainer extends, exported by no public module), for a trainer given its backend config:
+    the xgboost family's (`train.boosted_workers`) needs none of `ray.train.xgboost`, whose import
+    imports xgboost."""
+    from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
+
+    return DataParallelTrainer
+
+
 def without_default_callbacks(trainer_cls: type, drop: frozenset[str]) -> type:
     """`trainer_cls` whose default callbacks (`DataParallelTrainer._create_default_callbacks`, a
     private method) leave out those whose class names are in `drop`."""

@@ -42,7 +42,8 @@ def test_the_driver_imports_the_entry_without_xgboost_and_a_worker_imports_it_wi
     assert received.stdout.decode().split() == ["False", "False", "False", "1"]
 
 
-def test_the_driver_keeps_xgboosts_own_import():
-    out = _run("import sys\nfrom rayline.train.trainer import _family\n_family('xgboost')\n"
-               "import xgboost\nprint('sklearn' in sys.modules, hasattr(xgboost, 'XGBClassifier'))")
-    assert out.stdout.decode().split() == ["True", "True"]
+def test_the_driver_builds_the_trainer_without_xgboost_and_keeps_xgboosts_own_import():
+    out = _run("import sys\nfrom rayline.train.trainer import _family\ncls, loop, args = _family('xgboost')\n"
+               "print('xgboost' in sys.modules, cls.__name__, type(args['backend_config']).__name__)\n"
+               "import xgboost\nprint('sklearn' in sys.modules)")
+    assert out.stdout.decode().split() == ["False", "DataParallelTrainer", "RabitCollective", "True"]

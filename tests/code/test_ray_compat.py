@@ -64,6 +64,11 @@ def test_private_apis_exist():
         f"ray_compat.serve_start: ray.serve._private.api.serve_start takes {list(params)}"
 
 
+def test_data_parallel_trainer_takes_a_backend_config():
+    params = inspect.signature(rc.data_parallel_trainer().__init__).parameters
+    assert "backend_config" in params, f"ray_compat.data_parallel_trainer: DataParallelTrainer takes {list(params)}"
+
+
 def test_default_callbacks_hook():
     from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
 

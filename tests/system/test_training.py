@@ -181,7 +181,7 @@ def test_killed_driver_rerun_resumes(ray_local, flights_ingest, tmp_path):
 
 
 def test_xgboost_killed_worker_resumes_from_checkpoint(ray_local, flights_ingest):
-    """XGBoostTrainer with two data-parallel workers: one is killed after a checkpoint; the group
+    """The xgboost family with two data-parallel workers: one is killed after a checkpoint; the group
     restarts and boosting continues from the checkpointed booster, no round trained twice."""
     base, ingest = flights_ingest
     cfg = load_config(FLIGHTS_CONFIG, [f"storage.root={base.storage.root}", "train.model.family=xgboost",

@@ -1,8 +1,8 @@
-"""The per-worker loop of the xgboost family (runs inside XGBoostTrainer workers), top to bottom.
+"""The per-worker loop of the xgboost family (runs inside Ray Train workers), top to bottom.
 
 setup (load the shard) -> restore the last checkpoint if any -> boost round by round; every
 `checkpoint_every` rounds: a history row, a checkpoint, a report (save) -> stop early when the
-validation metric stalls. XGBoost's collective (set up by XGBoostTrainer) makes every worker's
+validation metric stalls. XGBoost's collective (boosted_workers) makes every worker's
 histograms and evaluation metrics global, so all ranks see the same numbers, take the same
 decisions, and call `ray.train.report` the same number of times.
 

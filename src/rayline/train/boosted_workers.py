@@ -43,7 +43,7 @@ def train_loop_per_worker(config: dict) -> None:
 
 @dataclass
 class RabitCollective(BackendConfig):
-    """Ray Train backend config for the xgboost family (XGBoostTrainer's `xgboost_config`)."""
+    """Ray Train backend config for the xgboost family (the DataParallelTrainer's `backend_config`)."""
 
     @property
     def backend_cls(self):

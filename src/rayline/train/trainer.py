@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rayline import layout
+from rayline import layout, ray_compat
 from rayline.config import RaylineConfig
 from rayline.data.dataset import IngestResult
 from rayline.errors import RaylineError, failure_line
@@ -79,11 +79,9 @@ def default_run_name(cfg: RaylineConfig, ingest: IngestResult) -> str:
 def _family(family: str):
     """(Ray Train trainer class, per-worker loop, the trainer's family arguments) of a model
     family. Both loops write a CheckpointMeta and the family's model file into each checkpoint."""
-    if family == "xgboost":
-        from ray.train.xgboost import XGBoostTrainer
-
+    if family == "xgboost":  # XGBoostTrainer is this with Ray's XGBoostConfig (boosted_workers says why not)
         from rayline.train.boosted_workers import RabitCollective, train_loop_per_worker as boosted_loop
-        return XGBoostTrainer, boosted_loop, {"xgboost_config": RabitCollective()}
+        return ray_compat.data_parallel_trainer(), boosted_loop, {"backend_config": RabitCollective()}
     from ray.train.torch import TorchTrainer
 
     from rayline.train.loop import train_loop_per_worker
