@@ -339,6 +339,64 @@ def test_batch_predictions_equal_online_and_reconcile(served, records, tmp_path,
         np.testing.assert_allclose(sorted(split_got[k]), sorted(got[k]), atol=1e-6)
 
 
+def test_a_batch_actor_killed_mid_run_loses_and_repeats_no_row(served, records, tmp_path):
+    """SIGKILL a scoring actor once the first scored file is written: Ray Data restarts it and runs
+    its batch again; the output still holds every valid row once and every refused row once (a
+    file the dead attempt wrote but never reported is removed: `keep_reported`)."""
+    import threading
+
+    import psutil
+
+    scfg, storage, _, d = served
+    base = pa.Table.from_pylist(records)
+    n = len(records) * 2_000
+    table = pa.concat_tables([base] * 2_000)
+    table = table.set_column(table.schema.get_field_index("flight"), "flight", pa.array(np.arange(1, n + 1)))
+    bad = {7, 123_456, n - 1}  # flight ids whose distance breaks the contract's range
+    distance = table.column("distance").to_numpy(zero_copy_only=False).copy()
+    distance[[i - 1 for i in bad]] = -1.0
+    table = table.set_column(table.schema.get_field_index("distance"), "distance", pa.array(distance))
+    (tmp_path / "in").mkdir()
+    for i, part in enumerate(range(0, n, n // 8)):
+        pq.write_table(table.slice(part, n // 8), tmp_path / "in" / f"part-{i}.parquet")
+    cfg = scfg.model_copy(update={"batch": scfg.batch.model_copy(update={"batch_rows": 8_192, "max_actors": 2})})
+    killed, done = [], threading.Event()
+    before = {a.actor_id for a in _scoring_actors()}
+
+    def killer():
+        while not done.is_set():
+            if next(tmp_path.glob("**/predictions/part-*.parquet"), None) is not None:
+                for p in psutil.process_iter(["cmdline"]):
+                    if "Predictor" in " ".join(p.info["cmdline"] or []):
+                        p.send_signal(signal.SIGKILL)
+                        killed.append(" ".join(p.info["cmdline"]).strip())
+                        return
+            time.sleep(0.005)
+
+    t = threading.Thread(target=killer, daemon=True)
+    t.start()
+    try:
+        res = run_batch_predict(cfg, storage, str(tmp_path / "in"), str(tmp_path / "out"), model=str(d.model_version))
+    finally:
+        done.set()
+        t.join(timeout=5)
+    assert killed, "no scoring actor was found to kill while the run was going"
+    restarted = [a for a in _scoring_actors() if a.actor_id not in before and a.num_restarts >= 1]
+    assert restarted, f"killed {killed[0].split()[0]}, but Ray restarted no scoring actor of this run"
+    assert (res.rows_in, res.rows_out, res.quarantined) == (n, n - len(bad), len(bad))
+    flights = pq.read_table(tmp_path / "out" / "predictions", columns=["flight"]).column("flight").to_numpy()
+    assert len(flights) == n - len(bad) and len(np.unique(flights)) == len(flights)   # none repeated
+    assert set(range(1, n + 1)) - set(flights.tolist()) == bad                        # none lost
+    assert pq.read_table(tmp_path / "out" / "quarantine").num_rows == len(bad)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "out"]               # no staging left behind
+
+
+def _scoring_actors() -> list:
+    from ray.util.state import list_actors
+
+    return [a for a in list_actors(detail=True, limit=10_000) if "Predictor" in a.class_name]
+
+
 def test_explanations_add_up_and_are_the_same_online_and_in_batch(served, records, tmp_path):
     scfg, storage, _, d = served
     rows = records[:120]
