@@ -6,6 +6,7 @@ from types import SimpleNamespace
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
+import pytest
 
 from rayline.data.ordered_sink import ROW_GROUP_ROWS, OrderedParquetSink
 
@@ -41,3 +42,10 @@ def test_large_writes_keep_row_groups_the_shard_reader_can_skip(tmp_path):
                                                                     SimpleNamespace(task_idx=1))
     meta = pq.ParquetFile(tmp_path / "part-000001.parquet").metadata
     assert [meta.row_group(i).num_rows for i in range(meta.num_row_groups)] == [ROW_GROUP_ROWS, ROW_GROUP_ROWS, 5]
+
+
+def test_a_row_without_a_partition_value_fails_the_write_instead_of_vanishing(tmp_path):
+    sink = OrderedParquetSink(str(tmp_path / "ready"), pafs.LocalFileSystem(), "split")
+    with pytest.raises(ValueError, match=r"1 of 3 row\(s\) to write have no split \(write task 4\)"):
+        sink.write([pa.table({"x": [1, 2, 3], "split": ["train", None, "test"]})], SimpleNamespace(task_idx=4))
+    assert not list((tmp_path).rglob("*.parquet"))  # nothing half-written

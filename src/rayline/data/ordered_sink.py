@@ -38,8 +38,11 @@ class OrderedParquetSink(Datasink[None]):
             self._write(table, self.path, name)
             return
         col = table.column(self.partition_col)
+        if col.null_count:  # no partition to put them in: refuse rather than leave them out
+            raise ValueError(f"{col.null_count} of {table.num_rows} row(s) to write have no {self.partition_col} "
+                             f"(write task {ctx.task_idx}): every row needs one")
         rest = table.drop_columns([self.partition_col])
-        for value in sorted(v for v in pc.unique(col).to_pylist() if v is not None):
+        for value in sorted(pc.unique(col).to_pylist()):
             self._write(rest.filter(pc.equal(col, value)), f"{self.path}/{self.partition_col}={value}", name)
 
     def _write(self, table: pa.Table, directory: str, name: str) -> None:
