@@ -21,6 +21,7 @@ import re
 import time
 import urllib.parse
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,6 +53,23 @@ def split_uri(uri: str) -> tuple[str, str]:
     if parent.endswith(":/"):  # s3://bucket: the bucket is the parent, not "s3:/"
         parent += "/"
     return f"{parent or ('/' if base.startswith('/') else '.')}{sep}{query}", name
+
+
+FOOTER_READERS = 16  # footers read at once: on object storage each is a round trip of its own
+
+
+def footer_rows(fs: pafs.FileSystem, paths: list[str]) -> list[int]:
+    """Rows in each Parquet file on `fs`, from its footer, in the order given. Read several at a
+    time: a batch output holds a file per batch, an input may hold thousands, and on object
+    storage reading their footers one after the other adds a round trip per file."""
+    def rows(path: str) -> int:
+        with fs.open_input_file(path) as f:
+            return pq.ParquetFile(f).metadata.num_rows
+
+    if len(paths) <= 1:
+        return [rows(p) for p in paths]
+    with ThreadPoolExecutor(max_workers=min(FOOTER_READERS, len(paths))) as pool:
+        return list(pool.map(rows, paths))
 
 
 @dataclass
@@ -288,10 +306,9 @@ class Storage:
         with self.fs.open_output_stream(path) as f:
             pq.write_table(table, f)
 
-    def parquet_rows(self, *parts: str) -> int:
-        """Rows in one Parquet file, from its footer."""
-        with self.fs.open_input_file(self.path(*parts)) as f:
-            return pq.ParquetFile(f).metadata.num_rows
+    def parquet_rows(self, paths: list[str]) -> list[int]:
+        """Rows in each Parquet file (full paths, as `list_files` gives them), from its footer."""
+        return footer_rows(self.fs, paths)
 
     def delete_dir(self, *parts: str) -> None:
         if self.exists(*parts):

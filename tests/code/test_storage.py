@@ -96,3 +96,22 @@ def test_sweep_survives_entries_vanishing_under_it(tmp_path):
     assert errors == []
     s.clean_stale("models/m", older_than_s=3600)
     assert s.list_dir("models/m")[0] == "1" and not any(n.startswith(".old-") for n in s.list_dir("models/m"))
+
+
+def test_footer_rows_are_each_files_own_in_the_order_given(tmp_path):
+    import pyarrow as pa
+    import pyarrow.fs as pafs
+    import pyarrow.parquet as pq
+
+    from rayline.storage import FOOTER_READERS, footer_rows
+
+    paths = []
+    for i in range(FOOTER_READERS * 2 + 3):  # more files than readers: every footer still answers
+        paths.append(str(tmp_path / f"part-{i:03d}.parquet"))
+        pq.write_table(pa.table({"x": list(range(i))}), paths[-1])
+    paths.reverse()
+    assert footer_rows(pafs.LocalFileSystem(), paths) == [int(p[-11:-8]) for p in paths]
+    assert Storage(str(tmp_path)).parquet_rows(paths[:1]) == [len(paths) - 1] and footer_rows(pafs.LocalFileSystem(), []) == []
+    (tmp_path / "bad.parquet").write_bytes(b"not parquet")
+    with pytest.raises(pa.ArrowInvalid):
+        footer_rows(pafs.LocalFileSystem(), paths[:3] + [str(tmp_path / "bad.parquet")])

@@ -60,14 +60,15 @@ def keep_reported(parts: StagedParts, reported: list[dict]) -> dict[str, int]:
     counts = {}
     base = storage.path(staging).rstrip("/") + "/"
     for sub in (PREDICTIONS, QUARANTINE):
-        counts[sub] = 0
+        keep = []
         for path in storage.list_files(staging, sub):
             rel = path[len(base):]
             if rel in kept:
-                counts[sub] += storage.parquet_rows(staging, rel)
+                keep.append(path)
                 kept.discard(rel)
             else:
                 storage.delete_file(staging, rel)
+        counts[sub] = sum(storage.parquet_rows(keep))
     if kept:
         raise RuntimeError(f"batch prediction reported files that are not there: {sorted(kept)[:3]}")
     return counts

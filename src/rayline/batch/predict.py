@@ -21,7 +21,6 @@ from typing import NamedTuple
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from rayline.config import ModelConfig, RaylineConfig, SourceConfig
 from rayline.batch.output import PREDICTIONS, QUARANTINE, StagedParts, check_output, keep_reported, location
@@ -32,7 +31,7 @@ from rayline.features.lookups import Lookups, missed_column
 from rayline.features.spec import X_CAT, X_NUM, FeatureSpec, ModelInputs, as_model_table, model_inputs_from_table
 from rayline.model import boosted
 from rayline.model.artifact import LoadedModel
-from rayline.storage import Storage, split_uri
+from rayline.storage import Storage, footer_rows, split_uri
 
 KIND = "rl__kind"  # between the split stages: "ok" (prepared) or "quarantine" (its row in QUARANTINED)
 QUARANTINED = "rl__quarantine"  # a refused row's quarantine columns, as one struct (no clash with key columns)
@@ -304,7 +303,7 @@ def _predict_into(cfg: RaylineConfig, registry, version: int, spec: FeatureSpec,
     rows = keep_reported(plan.output, reported)
     rows_out, quarantined = rows[PREDICTIONS], rows[QUARANTINE]
     # rows in, counted independently of the prediction pass (footers for Parquet, a count otherwise)
-    rows_in = sum(pq.ParquetFile(src.filesystem.open_input_file(f)).metadata.num_rows for f in src.files) \
+    rows_in = sum(footer_rows(src.filesystem, src.files)) \
         if src.format == "parquet" else src_mod.read_dataset(src, num_cpus=0.25).count()
     if rows_in != rows_out + quarantined:
         raise RuntimeError(f"reconciliation failed: rows in {rows_in} != out {rows_out} + quarantined {quarantined}")

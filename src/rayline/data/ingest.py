@@ -342,8 +342,7 @@ def _count_rows(storage: Storage, tmp: str, rel: str) -> int:
     path = storage.path(tmp, rel)
     if storage.fs.get_file_info(path).type.name != "Directory":
         return 0
-    return sum(pq.ParquetFile(storage.fs.open_input_file(p)).metadata.num_rows
-               for p in storage.list_files(tmp, rel, suffix=".parquet"))
+    return sum(storage.parquet_rows(storage.list_files(tmp, rel, suffix=".parquet")))
 
 
 def _user_error(e: Exception, src: src_mod.ResolvedSource) -> Exception:
