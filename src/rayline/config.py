@@ -460,9 +460,11 @@ class ServeConfig(_Model):
         "haproxy", description="haproxy: Serve's HAProxy ingress, straight to the replicas (c=1 p50 ~4 ms here); "
         "proxy: Serve's Python HTTP proxy (~20 ms). Applies where Ray starts: the embedded Ray takes it from "
         "here, a cluster from its start scripts (see docs/system-patterns.md)")
-    max_batch_size: int = Field(64, ge=1)
-    batch_wait_timeout_s: float = Field(0.0, ge=0, description="how long a batch waits for more requests; 0: take "
-                                        "what is queued (under load, batches fill while the last one runs)")
+    max_batch_size: int = Field(64, ge=1, description="requests a replica answers with one contract check, "
+                                "transform and forward pass")
+    batch_wait_timeout_s: float = Field(0.0, ge=0, description="how long a batch's first request waits for more; 0: "
+                                        "a few turns of the replica's event loop, so requests in flight join (under "
+                                        "load, batches also fill while the last one runs)")
     max_ongoing_requests: int = Field(128, ge=1)
     access_log: bool = Field(False, description="Serve's own access log line per request in the replica logs; "
                              "off: the prediction log records every answer (id, version, status, latency) and "

@@ -5,7 +5,7 @@ One import path (`rayline.serve.app:app_builder`) serves `rayline serve`, `serve
 
 This module holds the deployment and its routes only; the pieces each have one job:
 `lifecycle` (which model is served, pinned versions, rollouts), `batching` (many requests, one
-forward pass), `http` (content type, bodies, request ids), `schema` (parsing records),
+forward pass), `batch_queue` (which requests share a batch), `http` (content type, bodies, request ids), `schema` (parsing records),
 `monitor` (drift, metrics), `auth` (API keys), `options` (replica resources), `traffic` (the
 weighted, sticky split), `shadow` (mirrored requests), `live_logs` and `live` (the prediction and
 outcome logs, and the per-version report over them).
@@ -30,6 +30,7 @@ from rayline.features.contract import shown
 from rayline.model import boosted
 from rayline.model.artifact import torch_threads
 from rayline.serve.auth import CHALLENGE, authorized, load_api_keys
+from rayline.serve.batch_queue import BatchQueue
 from rayline.serve.batching import Item, predict_items, score_inputs
 from rayline.serve.http import (VERSION_HEADER, FastRoutes, error_response, json_content, read_body, request_id,
                                 within)
@@ -45,8 +46,6 @@ from rayline.serve.traffic import key_point, routing_key, traffic_plan
 
 log = logging.getLogger("ray.serve")
 DRIFT_PUSH_S = 5.0
-
-_SERVE_DEFAULTS = ServeConfig()  # @serve.batch needs numbers here; each replica sets its plan's in __init__
 
 
 def snapshot_id(model) -> str | None:
@@ -78,8 +77,7 @@ class ModelServer:
             # A version deployed before any alias points at one: Serve calls reconfigure() with
             # the deployment's user_config (the model to serve) before the replica takes traffic.
             log.warning(json.dumps({"event": "alias_missing", "ref": self.ref}))
-        self._predict_batch.set_max_batch_size(sc.max_batch_size)
-        self._predict_batch.set_batch_wait_timeout_s(sc.batch_wait_timeout_s)
+        self.batches = BatchQueue(self._predict_items, sc.max_batch_size, sc.batch_wait_timeout_s)
         self.metrics = ServeMetrics()
         self._watcher: asyncio.Task | None = None
         self._pusher: asyncio.Task | None = None
@@ -208,10 +206,6 @@ class ModelServer:
     def _predict_items(self, items: list[Item]) -> list:
         return predict_items(items, self.models.drift, self.metrics)
 
-    @serve.batch(max_batch_size=_SERVE_DEFAULTS.max_batch_size, batch_wait_timeout_s=_SERVE_DEFAULTS.batch_wait_timeout_s)
-    async def _predict_batch(self, items: list[Item]) -> list:
-        return self._predict_items(items)
-
     async def predict(self, request: Request) -> JSONResponse:
         self._ensure_watcher()
         if denied := self._denied(request):
@@ -251,14 +245,14 @@ class ModelServer:
             v, model, role, alias = arm.version, routes.loaded[arm.version], LIVE, arm.alias
         records, batched = parse_instances(body, model.contract.accepts, sc.max_instances_per_request)
         item = (v, model, records, batched, explain)
-        # The only request on this replica is answered at once: the batch queue's hand-offs cost
-        # ~1 ms, and there is nothing to batch it with. Under concurrency, requests batch. One
+        # The only request on this replica is answered at once: there is nothing to batch it with,
+        # and the queue would hold it a few loop turns for others. Under concurrency, requests batch. One
         # yield first, so requests that arrived with this one have started and been counted:
         # nothing above need suspend (a body already received is read without waiting, and
         # `within` makes no task), and with no yield each request would be answered alone before
         # the next one began.
         await asyncio.sleep(0)
-        result = self._predict_items([item])[0] if self._ongoing == 1 else await self._predict_batch(item)
+        result = self._predict_items([item])[0] if self._ongoing == 1 else await self.batches.submit(item)
         if isinstance(result, RequestError):
             raise result
         snapshot = snapshot_id(model)
