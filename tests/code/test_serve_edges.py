@@ -145,3 +145,25 @@ def test_deploy_progress_counts_replicas_by_state():
         replica_states={ReplicaState.RUNNING: 1, ReplicaState.STARTING: 1})})
     assert replica_line(app) == "replicas: 1 running, 1 starting"
     assert replica_line(SimpleNamespace(deployments={})) is None
+
+
+@pytest.mark.parametrize("sets, level", [([], "WARNING"), (["serve.access_log=true"], "INFO"),
+                                         (["serve.replica_log_level=DEBUG", "serve.access_log=true"], "DEBUG"),
+                                         (["serve.replica_log_level=ERROR"], "ERROR")])
+def test_serves_own_replica_log_level_is_warning_unless_asked_and_the_access_log_brings_info(sets, level):
+    from rayline.config import load_config
+    from rayline.serve.options import ReplicaArgs, deployment_options
+    from tests.conftest import FLIGHTS_CONFIG
+
+    cfg = load_config(FLIGHTS_CONFIG, sets)
+    opts = deployment_options(ReplicaArgs.from_config(cfg), None, cfg.serve)
+    assert opts["logging_config"] == {"enable_access_log": cfg.serve.access_log, "log_level": level}
+
+
+def test_an_unknown_replica_log_level_is_refused_naming_the_field():
+    from rayline.config import load_config
+    from rayline.errors import ConfigError
+    from tests.conftest import FLIGHTS_CONFIG
+
+    with pytest.raises(ConfigError, match="serve.replica_log_level"):
+        load_config(FLIGHTS_CONFIG, ["serve.replica_log_level=VERBOSE"])

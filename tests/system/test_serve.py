@@ -160,6 +160,20 @@ def test_unknown_pinned_version_is_404(served, records):
     assert r.status_code == 404 and "999" in r.json()["message"]
 
 
+def test_replica_logs_keep_rayline_events_and_drop_serves_info_lines(served, records):
+    """Serve's replica logger runs at WARNING (serve.replica_log_level: an INFO logger builds a
+    record per request even with the access log off); rayline's own events still reach the file."""
+    from rayline.runtime import session_logs
+
+    scfg, _, _, d = served
+    assert _post(d.url, records[0]).status_code == 200
+    files = sorted(Path(session_logs(), "serve").glob(f"replica_{scfg.serve.app_name}_ModelServer_*.log"))
+    assert files, "no replica log file"
+    text = "\n".join(f.read_text() for f in files)
+    assert '"event": "model_loaded"' in text and '"event": "routes"' in text
+    assert "Started initializing replica" not in text and "Started HTTP server" not in text
+
+
 async def _load(url, records, seconds, concurrency, log):
     async with httpx.AsyncClient(timeout=30) as client:
         async def worker(i):

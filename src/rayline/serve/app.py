@@ -38,13 +38,13 @@ from rayline.serve.lifecycle import Loader, ModelHolder, registry_hooks, replica
 from rayline.serve.live import LIVE, PINNED, SHADOW, check_outcomes, prediction_chunk
 from rayline.serve.live_logs import LiveLogs
 from rayline.serve.monitor import WINDOW_S, ServeMetrics, drift_report
-from rayline.serve.options import CONFIG_ARG, DEPLOYMENT, REPLICA_ARG, ReplicaArgs, deployment_options
+from rayline.serve.options import CONFIG_ARG, DEPLOYMENT, REPLICA_ARG, REPLICA_LOG, ReplicaArgs, deployment_options
 from rayline.serve.schema import (RequestError, explain_flag, first_record, openapi_document, parse_body,
                                   parse_instances, request_schema)
 from rayline.serve.shadow import ShadowRunner
 from rayline.serve.traffic import key_point, routing_key, traffic_plan
 
-log = logging.getLogger("ray.serve")
+log = logging.getLogger(REPLICA_LOG)
 DRIFT_PUSH_S = 5.0
 
 
@@ -60,6 +60,7 @@ def snapshot_id(model) -> str | None:
 class ModelServer:
     def __init__(self, args: ReplicaArgs, loader: Loader | None = None, resolver=None, info=None):
         self.args = args  # validated once, in app_builder: nothing is re-validated here
+        logging.getLogger(REPLICA_LOG).setLevel(logging.INFO)  # rayline's events, whatever Serve's level
         boosted.lean_imports()  # this replica is rayline's: xgboost without scikit-learn (0.6 s of its start)
         sc = self.sc = args.serve
         self.api_keys = load_api_keys(sc.auth)  # configured but missing: the replica does not start

@@ -14,10 +14,11 @@ from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 from starlette.requests import ClientDisconnect
 
+from rayline.serve.options import REPLICA_LOG
 from rayline.serve.schema import RequestError
 
 VERSION_HEADER = "x-model-version"
-log = logging.getLogger("ray.serve")
+log = logging.getLogger(REPLICA_LOG)
 _timeout = getattr(asyncio, "timeout", None)  # Python 3.11+
 Handler = Callable[[Request], Awaitable[Response]]
 

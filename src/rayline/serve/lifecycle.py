@@ -15,10 +15,11 @@ from typing import Callable
 
 from rayline.model.artifact import LoadedModel
 from rayline.serve.monitor import DriftTracker
+from rayline.serve.options import REPLICA_LOG
 from rayline.serve.schema import RequestError
 from rayline.serve.traffic import Arm, Routes
 
-log = logging.getLogger("ray.serve")
+log = logging.getLogger(REPLICA_LOG)
 UNKNOWN_VERSION_TTL_S = 30.0
 
 Loader = Callable[[str], "tuple[int, LoadedModel]"]

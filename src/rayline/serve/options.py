@@ -12,6 +12,9 @@ from pydantic import BaseModel, ConfigDict
 from rayline.config import RaylineConfig, ServeConfig, ShadowConfig
 
 DEPLOYMENT = "ModelServer"
+# rayline's own replica log: a child of Serve's, so its lines land in the replica's log file, at
+# INFO whatever level Serve's logger has (`serve.replica_log_level`).
+REPLICA_LOG = "ray.serve.rayline"
 REPLICA_ARG = "replica"        # app_builder's argument holding the ReplicaArgs by value
 CONFIG_ARG = "rayline_config"  # ... or a whole rayline config by value (compiled to ReplicaArgs there)
 
@@ -53,10 +56,15 @@ def deployment_options(args: ReplicaArgs, model: str | None = None, sc: ServeCon
                                "initial_replicas": a.min_replicas or 1},
         "ray_actor_options": {"num_cpus": sc.cpus_per_replica, "num_gpus": sc.gpus_per_replica},
         **({"max_replicas_per_node": sc.max_replicas_per_node} if sc.max_replicas_per_node else {}),
-        "logging_config": {"enable_access_log": sc.access_log},
+        "logging_config": {"enable_access_log": sc.access_log, "log_level": replica_log_level(sc)},
         # what the replicas follow; changing only this reconfigures live replicas in place
         "user_config": user_config(args, model, live),
     }
+
+
+def replica_log_level(sc: ServeConfig) -> str:
+    """Serve's level in the replicas: the access log's lines are INFO, so turning it on brings INFO."""
+    return "INFO" if sc.access_log and sc.replica_log_level in ("WARNING", "ERROR") else sc.replica_log_level
 
 
 def user_config(args: ReplicaArgs, model: str | None = None, sc: ServeConfig | None = None) -> dict:

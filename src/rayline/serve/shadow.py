@@ -14,7 +14,9 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
-log = logging.getLogger("ray.serve")
+from rayline.serve.options import REPLICA_LOG
+
+log = logging.getLogger(REPLICA_LOG)
 MAX_SHADOW_BATCH = 256
 # A batch gathers this long: the shadow thread then takes the GIL for a handful of hand-offs a
 # batch, not per request. At 20 ms the live path lost ~12 % of its c=64 throughput to the GIL
