@@ -81,7 +81,7 @@ def test_the_patch_holds_small_requests_and_bounds_their_arrival():
     original = text
     for old, new in changed.items():
         original = original.replace(old, new)
-    assert len(added) == 11 + len(changed)  # 3 in defaults, 7 in the frontend, the exporter's 404; listeners
+    assert len(added) == 14 + len(changed)  # 3 in defaults, 10 in the frontend, the exporter's 404; listeners
     assert "".join(line for line in out.splitlines(keepends=True)
                    if line not in added or any(new in line for new in changed.values())) == original
     assert patch_config("global\n    maxconn 1\ndefaults\n    mode http\n", 1, "/x") is None  # no frontend
@@ -133,3 +133,14 @@ def test_header_rules_come_before_the_body_is_held_and_name_every_header_serve_r
     assert all(f"req.fhdr({h}) -m reg" in frontend for h in SERVE_HEADERS)
     assert frontend.index("bad_header") < frontend.index("missing_host") < frontend.index("wait-for-body")
     assert "req.fhdr_cnt(authorization) gt 1" in frontend and "del-header expect if { req.ver 1.0 }" in frontend
+
+
+def test_predict_requests_go_to_the_replica_marked_so_serve_awaits_the_handler_directly():
+    """/predict carries its own deadline in the replica, so HAProxy sets the two headers that make
+    Serve skip its per-request disconnect watcher and deadline (overriding what a client sent);
+    the other routes keep both."""
+    frontend = patch_config(_config(), 1, "/x").split("frontend http_frontend\n", 1)[1].split("backend", 1)[0]
+    rules = [line.strip() for line in frontend.splitlines()]
+    assert "http-request set-header x-request-disconnect-disabled ?1 if { method POST } { path_end /predict }" in rules
+    assert "http-request set-header x-request-timeout-seconds 0 if { method POST } { path_end /predict }" in rules
+    assert frontend.index("bad_header") < frontend.index("set-header x-request-disconnect-disabled")

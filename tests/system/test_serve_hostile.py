@@ -383,3 +383,27 @@ def test_haproxy_listens_only_where_serve_host_says_with_a_private_admin_socket(
         config = next(a for a in p.info["cmdline"] if a.endswith(".rayline"))
         sock = next(line.split()[2] for line in open(config) if line.strip().startswith("stats socket "))
         assert os.stat(sock).st_mode & 0o777 == 0o600
+
+
+
+def test_a_clients_serve_timeout_and_disconnect_headers_do_not_reach_predict(hostile):
+    """HAProxy sets x-request-timeout-seconds: 0 and x-request-disconnect-disabled: ?1 on POST
+    /predict, whatever the client sent: Serve then awaits the handler directly, and the replica's
+    own deadline (serve.request_timeout_s) bounds the request. A body over 10 KB goes to the
+    replica as it arrives, so its handler waits for the rest: had the client's 50 ms reached
+    Serve, it would have cut the request with a 408 (it did before)."""
+    _, _, d, good = hostile
+    n = 10_000 // len(json.dumps(good)) + 2
+    body = json.dumps({"instances": [good] * n}).encode()
+    assert len(body) > 10_000 and n <= 100
+    for sent in (b"x-request-timeout-seconds: 0.05\r\n", b"x-request-timeout-seconds: 0.05\r\nx-request-disconnect-disabled: ?0\r\n"):
+        with socket.create_connection(("127.0.0.1", PORT), timeout=10) as s:
+            s.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n" + sent
+                      + b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body[:100])
+            time.sleep(0.3)
+            s.sendall(body[100:])
+            reply = b""
+            while chunk := s.recv(65536):
+                reply += chunk
+        assert reply.startswith(b"HTTP/1.1 200"), reply[:300]
+        assert len(json.loads(reply.split(b"\r\n\r\n", 1)[1])["predictions"]) == n
