@@ -32,8 +32,8 @@ from rayline.model.artifact import torch_threads
 from rayline.serve.auth import CHALLENGE, authorized, load_api_keys
 from rayline.serve.batch_queue import BatchQueue
 from rayline.serve.batching import Item, predict_items, score_inputs
-from rayline.serve.http import (VERSION_HEADER, FastRoutes, error_response, json_content, read_body, request_id,
-                                within)
+from rayline.serve.http import (VERSION_HEADER, FastRoutes, error_response, json_content, json_response, read_body,
+                                request_id, within)
 from rayline.serve.lifecycle import Loader, ModelHolder, registry_hooks, replica_device
 from rayline.serve.live import LIVE, PINNED, SHADOW, check_outcomes, prediction_chunk
 from rayline.serve.live_logs import LiveLogs
@@ -233,7 +233,7 @@ class ModelServer:
         if not json_content(request.headers.get("content-type")):
             raise RequestError(415, "unsupported_media_type", "send the body as JSON with the header "
                                "'Content-Type: application/json' (UTF-8)")
-        explain = explain_flag(request.query_params)
+        explain = explain_flag(request.query_params) if request.scope.get("query_string") else False
         body = parse_body(await read_body(request, sc.max_body_bytes, sc.body_timeout_s), sc.max_body_bytes)
         pin = request.headers.get(VERSION_HEADER)
         if pin is not None:
@@ -268,9 +268,9 @@ class ModelServer:
         self._logged(rid, v, role, alias, snapshot, records, preds, latency_ms, 200)
         if role == LIVE and routes.shadow is not None and random.random() < routes.shadow.weight:
             self._mirror(routes, rid, records, v, model, inputs)
-        return JSONResponse({"predictions": preds, "model_version": version,
-                             **({"lookup_snapshot": snapshot} if snapshot else {}), "request_id": rid},
-                            headers={VERSION_HEADER: str(version)})  # the proxy sets x-request-id
+        return json_response({"predictions": preds, "model_version": version,
+                              **({"lookup_snapshot": snapshot} if snapshot else {}), "request_id": rid},
+                             headers={VERSION_HEADER: str(version)})  # the proxy sets x-request-id
 
     def _logged(self, rid, v, role, alias, snapshot, records, preds, latency_ms, status, count: bool = True) -> None:
         """Metrics per version (unless `count` is False: the caller counts), and the answer into the

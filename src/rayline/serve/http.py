@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import uuid
 from typing import Awaitable, Callable
 
@@ -21,6 +22,8 @@ VERSION_HEADER = "x-model-version"
 log = logging.getLogger(REPLICA_LOG)
 _timeout = getattr(asyncio, "timeout", None)  # Python 3.11+
 Handler = Callable[[Request], Awaitable[Response]]
+_SANE_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")  # ASCII only: no str.isalnum() digits from other scripts
+_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
 
 
 async def within(awaitable: Awaitable, seconds: float):
@@ -83,9 +86,15 @@ def json_content(content_type: str | None) -> bool:
 
 def request_id(given: str | None) -> str:
     """The client's id if it is a sane token (it is echoed in headers and logs), else a new one."""
-    if given and len(given) <= 64 and given.isascii() and all(c.isalnum() or c in "-_.:" for c in given):
+    if given and _SANE_ID.fullmatch(given):
         return given
     return uuid.uuid4().hex[:16]
+
+
+def json_response(content, status: int = 200, headers: dict | None = None) -> Response:
+    """Starlette's JSONResponse body (compact, UTF-8, no NaN) from one encoder made once:
+    `json.dumps` with those options builds an encoder per call."""
+    return Response(_ENCODER.encode(content).encode(), status, headers, media_type="application/json")
 
 
 async def read_body(request: Request, limit: int, timeout_s: float) -> bytes:
