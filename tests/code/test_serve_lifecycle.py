@@ -12,7 +12,7 @@ from rayline.config import ModelConfig
 from rayline.features.spec import CategoricalSpec, Constraint, FeatureSpec, LabelSpec, NumericSpec
 from rayline.model.artifact import LoadedModel
 from rayline.model.network import TabularNet
-from rayline.serve.batching import format_predictions, predict_items
+from rayline.serve.batching import format_predictions, predict_items, run_counts
 from rayline.serve.lifecycle import ModelHolder
 from rayline.serve.monitor import DriftTracker
 from rayline.serve.schema import RequestError
@@ -55,6 +55,23 @@ def test_one_bad_request_in_a_batch_fails_alone_and_the_others_get_what_they_wou
         assert [r["probability"] for r in got[0]] == pytest.approx([r["probability"] for r in want[0]], abs=1e-6)
     assert out[0][1] == 1 and set(out[0][0][0]) == {"probability", "label"}
     assert metrics.calls == [(1, 2, [])] and drift.n == 2          # one forward pass for the two good ones
+
+
+def test_counts_can_wait_until_the_answers_are_given_and_a_failing_count_never_fails_an_answer(caplog):
+    m = _model()
+    items = [(1, m, [{"distance": 300.0, "dest": "IAH"}], False, False), (1, m, [{"distance": 9000.0}], False, False)]
+    metrics, drift, later = _Metrics(), DriftTracker(m.spec), []
+    out = predict_items(items, drift, metrics, later)
+    assert out[0][1] == 1 and isinstance(out[1], RequestError)
+    assert metrics.calls == [] and drift.n == 0 and len(later) == 1   # answered, nothing counted yet
+    run_counts(later)
+    assert metrics.calls == [(1, 1, [])] and drift.n == 1
+
+    class Broken(_Metrics):
+        def predicted(self, *a, **k):
+            raise RuntimeError("metrics backend down")
+    assert predict_items(items[:1], drift, Broken())[0][1] == 1       # counted at once: logged, not raised
+    assert "counting_failed" in caplog.text and "metrics backend down" in caplog.text
 
 
 def test_requests_for_two_versions_are_grouped_per_version():

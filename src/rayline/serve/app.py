@@ -31,7 +31,7 @@ from rayline.model import boosted
 from rayline.model.artifact import torch_threads
 from rayline.serve.auth import CHALLENGE, authorized, load_api_keys
 from rayline.serve.batch_queue import BatchQueue
-from rayline.serve.batching import Item, predict_items, score_inputs
+from rayline.serve.batching import Item, predict_items, run_counts, score_inputs
 from rayline.serve.http import (VERSION_HEADER, FastRoutes, error_response, json_content, json_response, read_body,
                                 request_id, within)
 from rayline.serve.lifecycle import Loader, ModelHolder, registry_hooks, replica_device
@@ -205,7 +205,14 @@ class ModelServer:
                              "'Authorization: Bearer <key>'"}, 401, headers=CHALLENGE)
 
     def _predict_items(self, items: list[Item]) -> list:
-        return predict_items(items, self.models.drift, self.metrics)
+        """The answers now; their drift counts and metrics on the loop's next turn, once the
+        answers are on their way (a lone request's response is written before then: nothing
+        between here and the socket suspends)."""
+        later: list = []
+        out = predict_items(items, self.models.drift, self.metrics, later)
+        if later:
+            asyncio.get_running_loop().call_soon(run_counts, later)
+        return out
 
     async def predict(self, request: Request) -> JSONResponse:
         self._ensure_watcher()
@@ -265,7 +272,8 @@ class ModelServer:
             return JSONResponse({"error": "model_error", "message": "the model could not score this request",
                                  "request_id": rid}, 500)
         preds, version, inputs = result
-        self._logged(rid, v, role, alias, snapshot, records, preds, latency_ms, 200)
+        # the answer's metrics and log row after it is sent, as its counts (_predict_items)
+        asyncio.get_running_loop().call_soon(self._logged, rid, v, role, alias, snapshot, records, preds, latency_ms, 200)
         if role == LIVE and routes.shadow is not None and random.random() < routes.shadow.weight:
             self._mirror(routes, rid, records, v, model, inputs)
         return json_response({"predictions": preds, "model_version": version,
