@@ -4,11 +4,12 @@ One import path (`rayline.serve.app:app_builder`) serves `rayline serve`, `serve
 `serve deploy` with a config file, and a KubeRay RayService's serveConfigV2.
 
 This module holds the deployment and its routes only; the pieces each have one job:
-`lifecycle` (which model is served, pinned versions, rollouts), `batching` (many requests, one
-forward pass), `batch_queue` (which requests share a batch), `http` (content type, bodies, request ids), `schema` (parsing records),
-`monitor` (drift, metrics), `auth` (API keys), `options` (replica resources), `traffic` (the
-weighted, sticky split), `shadow` (mirrored requests), `live_logs` and `live` (the prediction and
-outcome logs, and the per-version report over them).
+`lifecycle` (which model is served, pinned versions, rollouts), `batch_queue` (which requests
+share a batch), `batching` (many requests, one forward pass), `http` (content type, bodies,
+request ids), `schema` (parsing records), `monitor` (drift, metrics), `auth` (API keys),
+`options` (replica resources), `traffic` (the weighted, sticky split), `shadow` (mirrored
+requests), `live_logs` and `live` (the prediction and outcome logs, and the per-version report
+over them).
 """
 
 import asyncio

@@ -38,9 +38,6 @@ class BatchQueue(Generic[T]):
         self._handle: asyncio.Handle | None = None  # the scheduled run
         self.batches = 0  # batches run (a replica's statistics)
 
-    def __len__(self) -> int:
-        return len(self._pending)
-
     async def submit(self, item: T) -> Any:
         loop = asyncio.get_running_loop()
         future = loop.create_future()
