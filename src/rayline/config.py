@@ -457,8 +457,8 @@ class ServeConfig(_Model):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     ingress: Literal["haproxy", "proxy"] = Field(
-        "haproxy", description="haproxy: Serve's HAProxy ingress, straight to the replicas (c=1 p50 ~4 ms here); "
-        "proxy: Serve's Python HTTP proxy (~20 ms). Applies where Ray starts: the embedded Ray takes it from "
+        "haproxy", description="haproxy: Serve's HAProxy ingress, straight to the replicas (c=1 p50 ~2 ms here); "
+        "proxy: Serve's Python HTTP proxy (~7-9 ms). Applies where Ray starts: the embedded Ray takes it from "
         "here, a cluster from its start scripts (see docs/system-patterns.md)")
     max_batch_size: int = Field(64, ge=1, description="requests a replica answers with one contract check, "
                                 "transform and forward pass")
