@@ -58,3 +58,32 @@ def test_blocks_are_at_most_block_rows_even_from_one_large_row_group(tmp_path):
     blocks = list(task())
     assert [b.num_rows for b in blocks] == [40, 40, 20]
     assert pa.concat_tables(blocks).column("x").to_pylist() == list(range(100))
+
+
+def test_a_large_row_group_is_decoded_block_by_block_not_held_whole(tmp_path):
+    # a block sliced from the whole row group would keep all of its buffers alive downstream
+    pq.write_table(pa.table({"x": list(range(10_000)), "s": [f"row {i}" for i in range(10_000)]}),
+                   tmp_path / "big.parquet", row_group_size=4_000)
+    fs, base = pafs.LocalFileSystem(), str(tmp_path)
+    source, n = datasource(fs, base, [f"{base}/big.parquet"], path_column=None, task_rows=10_000, block_rows=1_000)
+    (task,) = source.get_read_tasks(n)
+    blocks = list(task())
+    assert all(b.num_rows <= 1_000 for b in blocks) and sum(b.num_rows for b in blocks) == 10_000
+    whole = pq.read_table(tmp_path / "big.parquet").get_total_buffer_size()
+    assert max(b.get_total_buffer_size() for b in blocks) < whole / 4  # a 1,000-row share, not a 4,000-row group
+    table = pa.concat_tables(blocks)
+    assert table.column("x").to_pylist() == list(range(10_000)) and table.column("s")[9_999].as_py() == "row 9999"
+    assert table.schema == task.schema
+    source, n = datasource(fs, base, [f"{base}/big.parquet"], path_column="src", task_rows=10_000, block_rows=1_000)
+    (task,) = source.get_read_tasks(n)
+    table = pa.concat_tables(task())
+    assert table.column_names == ["x", "s", "src"] and table.column("src").unique().to_pylist() == [f"{base}/big.parquet"]
+
+
+def test_an_empty_file_reads_as_one_empty_block_with_its_columns(tmp_path):
+    pq.write_table(pa.table({"x": pa.array([], pa.int64())}), tmp_path / "empty.parquet")
+    pq.write_table(pa.table({"x": list(range(5))}), tmp_path / "five.parquet")
+    fs, base = pafs.LocalFileSystem(), str(tmp_path)
+    source, n = datasource(fs, base, [f"{base}/empty.parquet", f"{base}/five.parquet"], columns=["x"], block_rows=2)
+    blocks = [b for t in source.get_read_tasks(n) for b in t()]
+    assert [b.num_rows for b in blocks] == [0, 2, 2, 1] and all(b.column_names == ["x"] for b in blocks)
