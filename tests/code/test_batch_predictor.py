@@ -115,3 +115,36 @@ def test_a_key_column_named_like_a_quarantine_column_keeps_both():
     batch = _batch().rename_columns(["value" if c == "id" else c for c in _batch().column_names])
     ok, q = Predictor(plan).predict(batch)
     assert ok.column("value").to_pylist() == [1] and q.num_rows == 4 and q.schema == QUARANTINE_SCHEMA
+
+
+def test_an_actor_scores_a_merged_block_batch_rows_at_a_time_and_writes_it_once(tmp_path):
+    # Ray Data merges a read's blocks up to 128 MiB: the actor itself keeps to batch.batch_rows
+    import dataclasses
+
+    import pyarrow.parquet as pq
+
+    from rayline.batch.output import StagedParts
+    from rayline.storage import Storage
+
+    one = _predictor()
+    plan = dataclasses.replace(_plan_of(one), output=StagedParts(Storage(str(tmp_path)), "staging"), batch_rows=2)
+    sliced, seen = Predictor(plan), []
+    inner = sliced.predict
+    sliced.predict = lambda b: seen.append(b.num_rows) or inner(b)
+    report = sliced(_batch()).to_pylist()
+    assert seen == [2, 2, 1]
+    assert sorted(r["rows"] for r in report) == [1, 4] and len(report) == 2  # one file each, as unsliced
+    written = {r["part"].split("/")[0]: pq.read_table(tmp_path / "staging" / r["part"]) for r in report}
+    want = one.predict(_batch())
+    assert written["predictions"].column("prediction").to_pylist() == want.predictions.column("prediction").to_pylist()
+    assert sorted(written["quarantine"].column("rule").to_pylist()) == ["not_null", "range", "type", "type"]
+    for batch_rows in (5, None):  # a block within batch_rows, or no batch_rows: the block whole
+        seen.clear()
+        whole = Predictor(dataclasses.replace(plan, batch_rows=batch_rows))
+        whole.predict = lambda b: seen.append(b.num_rows) or inner(b)
+        whole(_batch())
+        assert seen == [5]
+
+
+def _plan_of(p: Predictor) -> ScoringPlan:
+    return ScoringPlan(spec=p.prepare.spec, model=_model_bytes(p), model_config=p.score.model.config, version=7, keep=("id",))
