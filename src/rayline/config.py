@@ -290,7 +290,8 @@ class DataConfig(_Model):
     label: LabelConfig
     split: SplitConfig = Field(default_factory=SplitConfig)
     passthrough: list[str] = Field(default_factory=list, description="raw columns kept beside the features")
-    block_rows: int = Field(262_144, ge=1024, description="rows per batch in the ingest's map stage")
+    block_rows: int = Field(262_144, ge=1024, description="rows per read block in the ingest (Parquet: "
+                            "per read task); Ray Data merges a task's blocks up to 128 MiB before its map")
 
     @model_validator(mode="after")
     def _references(self) -> "DataConfig":
@@ -523,7 +524,8 @@ class BatchConfig(_Model):
     cpus_per_actor: float = Field(0.5, ge=0)
     gpus_per_actor: float | Literal["auto"] = Field("auto", description="0: CPU; auto: one GPU per actor when one is free")
     max_actors: int = Field(2, ge=1)
-    batch_rows: int = Field(65_536, ge=1)
+    batch_rows: int = Field(65_536, ge=1, description="rows an actor checks, transforms and scores at once (and the "
+                            "rows of a Parquet read task): bounds an actor's memory")
     split_stages: bool | Literal["auto"] = Field(
         "auto", description="check and transform rows on CPU workers and run the model on its own actors, "
         "pipelined (auto: when the actors hold GPUs, so the GPU only runs forward passes)")
