@@ -69,20 +69,23 @@ def _cfg(storage, *extra):
     return load_config(FLIGHTS_CONFIG, _overrides(storage, *extra))
 
 
-async def _load(url: str, records: list[dict], seconds: float, log: list, field: str, keyed: bool = False) -> None:
-    """16 clients that never retry: (time, status, the answer's `field` or the error) per request;
-    `keyed`: each request with its own routing key."""
+async def _load(url: str, records: list[dict], seconds: float, log: list, field: str, keyed: bool = False,
+                stop: asyncio.Event | None = None) -> None:
+    """16 clients that never retry, for `seconds` or until `stop` is set: (when the answer came,
+    status, the answer's `field` or the error, when the request was sent) per request; `keyed`:
+    each request with its own routing key."""
     async with httpx.AsyncClient(timeout=30) as client:
         async def worker(w):
             end, n = time.time() + seconds, 0
-            while time.time() < end:
+            while time.time() < end and not (stop is not None and stop.is_set()):
                 n += 1
                 headers = {"x-routing-key": f"w{w}-{n}"} if keyed else {}
+                sent = time.time()
                 try:
                     r = await client.post(f"{url}/predict", json=records[(w * 31 + n) % 500], headers=headers)
-                    log.append((time.time(), r.status_code, r.json().get(field)))
+                    log.append((time.time(), r.status_code, r.json().get(field), sent))
                 except httpx.HTTPError as e:
-                    log.append((time.time(), 0, repr(e)))
+                    log.append((time.time(), 0, repr(e), sent))
         await asyncio.gather(*(worker(w) for w in range(16)))
 
 
@@ -213,9 +216,9 @@ def test_weights_change_under_load_with_zero_failed_requests(app, flights):
     changed = asyncio.run(scenario())
     failed = [x for x in log if x[1] != 200]
     assert len(log) > 200 and not failed, failed[:5]
-    after = [v for t, _, v in log if t > changed + 2]
+    after = [v for t, _, v, _ in log if t > changed + 2]
     assert after and set(after) == {prod}                      # weight 0: the candidate gets nothing
-    assert cand in [v for t, _, v in log if t < changed - 3]
+    assert cand in [v for t, _, v, _ in log if t < changed - 3]
 
 
 def test_the_log_loses_at_most_the_killed_replicas_unflushed_second(app, flights):
@@ -270,14 +273,25 @@ def test_a_new_lookup_snapshot_rolls_out_under_load_and_every_answer_names_one(v
     log, published = [], []
 
     async def scenario():
-        task = asyncio.create_task(_load(d.url, records, 25, log, "lookup_snapshot"))
+        stop = asyncio.Event()
+        task = asyncio.create_task(_load(d.url, records, 180, log, "lookup_snapshot", stop=stop))
         await asyncio.sleep(2)
+        published.append(time.time())
         published.append(await asyncio.to_thread(publish_lookups, publish_cfg, storage))
         published.append(time.time())
+        while not task.done() and not any(s == published[1]["snapshot"] for _, _, s, _ in log):
+            await asyncio.sleep(0.2)  # the replica polls every second; a slow host may take several to load
+        await asyncio.sleep(3)        # and answers after the swap
+        stop.set()
         await task
     asyncio.run(scenario())
-    new = published[0]["snapshot"]
+    before, new, after = published[0], published[1]["snapshot"], published[2]
     failed = [x for x in log if x[1] != 200]
     assert len(log) > 200 and not failed, failed[:5]
-    assert new != own and {s for _, _, s in log} == {own, new}
-    assert {s for t, _, s in log if t > published[1] + 4} == {new}   # followed within the poll (1 s) and a load
+    assert new != own and {s for _, _, s, _ in log} == {own, new}
+    assert {s for t, _, s, _ in log if t < before} == {own}
+    first_new = min(t for t, _, s, _ in log if s == new)
+    print(f"the new snapshot answered {first_new - after:.2f} s after the publish returned")
+    # one replica, one swap: every request sent after the first new answer gets the new snapshot
+    sent_after = [s for _, _, s, sent in log if sent > first_new]
+    assert sent_after and set(sent_after) == {new}
