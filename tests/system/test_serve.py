@@ -174,12 +174,13 @@ def test_replica_logs_keep_rayline_events_and_drop_serves_info_lines(served, rec
     assert "Started initializing replica" not in text and "Started HTTP server" not in text
 
 
-async def _load(url, records, seconds, concurrency, log):
+async def _load(url, records, seconds, concurrency, log, stop: asyncio.Event | None = None):
+    """`concurrency` clients that never retry, for `seconds` or until `stop` is set."""
     async with httpx.AsyncClient(timeout=30) as client:
         async def worker(i):
             end = time.time() + seconds
             n = 0
-            while time.time() < end:
+            while time.time() < end and not (stop is not None and stop.is_set()):
                 rec = records[(i * 7919 + n) % len(records)]
                 n += 1
                 try:
@@ -270,11 +271,16 @@ def test_rollout_under_load_has_zero_failed_requests(served, records):
     log = []
 
     async def scenario():
-        load = asyncio.create_task(_load(d.url, records, 14, 8, log))
+        stop = asyncio.Event()
+        load = asyncio.create_task(_load(d.url, records, 180, 8, log, stop))
         await asyncio.sleep(2)
         reg.set_alias("production", new)                      # promotion: replicas follow the alias
-        await asyncio.sleep(5)
+        while not load.done() and new not in [v for _, _, v in log[-50:]]:
+            await asyncio.sleep(0.2)  # each replica polls every second, then loads the version
+        await asyncio.sleep(1)
         await asyncio.to_thread(deploy, scfg, str(old))  # pin back via user_config
+        await asyncio.sleep(2)
+        stop.set()
         await load
     asyncio.run(scenario())
     reg.set_alias("production", old)
