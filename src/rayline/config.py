@@ -203,7 +203,8 @@ class LabelConfig(_Model):
 
     column: str
     positive_if: dict[Literal[">", ">=", "<", "<=", "==", "!="], float | str] | None = None
-    classes: list[str] | None = Field(None, description="multiclass: the classes, in index order")
+    classes: list[str] | None = Field(None, description="multiclass (required there): the classes, in the order of "
+                                       "the model's outputs; a row whose label is none of them is quarantined")
     transform: Literal["none", "log1p"] = Field("none", description="regression: learn log(1 + y) for a "
                                                 "positive, right-skewed target (rows with y < 0 are quarantined); "
                                                 "predictions and metrics stay in the target's units")
@@ -756,6 +757,13 @@ class RaylineConfig(_Model):
             raise ValueError("data.label.positive_if is for task binary")
         if self.task == "multiclass" and lab.positive_if:
             raise ValueError("data.label.positive_if is for task binary")
+        if self.task == "multiclass" and len(lab.classes or []) < 2:
+            # the model's outputs are indexed by them, online and in batch: they are declared, not guessed
+            raise ValueError(f"data.label.classes: task multiclass needs the label column {lab.column!r}'s classes, "
+                             "two or more, in the order of the model's outputs (e.g. classes: [low, mid, high]); "
+                             f"got {lab.classes!r}")
+        if self.task == "multiclass" and len(set(lab.classes)) != len(lab.classes):
+            raise ValueError(f"data.label.classes: each class once, got {lab.classes!r}")
         if self.task != "regression" and lab.transform != "none":
             raise ValueError(f"data.label.transform={lab.transform!r} is for task regression")
         if lab.column in self.data.features.columns():

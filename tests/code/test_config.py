@@ -159,3 +159,19 @@ def test_lookup_snapshot_modes_and_the_yaml_boolean_trap():
     assert load(FLIGHTS_CONFIG, ["batch.lookup_snapshot=newest"]).batch.lookup_snapshot == "newest"
     with pytest.raises(ConfigError, match=r"serve.lookup_snapshot: Input should be 'model', 'newest' or 'none' \(got false\)"):
         load(FLIGHTS_CONFIG, ["serve.lookup_snapshot=off"])   # YAML 1.1 reads off as false: hence `none`
+
+
+@pytest.mark.parametrize("classes,expect", [
+    (None, "data.label.classes: task multiclass needs the label column 'delay''s classes, two or more"),
+    (["only"], "got ['only']"),
+    (["a", "b", "a"], "data.label.classes: each class once"),
+])
+def test_multiclass_declares_its_classes(tmp_path, classes, expect):
+    """Without them every row's class index would be unknown: the run once stopped after the ingest
+    with 'split train has 0 label class(es)'."""
+    cfg = small_config(tmp_path, tmp_path)
+    cfg["task"] = "multiclass"
+    cfg["data"]["label"] = {"column": "delay", **({"classes": classes} if classes is not None else {})}
+    with pytest.raises(ConfigError) as e:
+        config_from_dict(cfg)
+    assert expect in str(e.value)
