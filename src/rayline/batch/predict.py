@@ -207,7 +207,8 @@ def _pad(t: pa.Table, other: pa.Schema) -> pa.Table:
 
 def run_batch_predict(cfg: RaylineConfig, storage: Storage, input_path: str, output_path: str, *,
                       model: str | None = None, fmt: str | None = None, keep: list[str] | None = None,
-                      overwrite: bool = False, explain: bool = False) -> BatchResult:
+                      overwrite: bool = False, explain: bool = False, delimiter: str | None = None) -> BatchResult:
+    """`delimiter`: a CSV input's field separator (default: a tab for .tsv, else a comma)."""
     import ray
 
     from rayline.model.artifact import SPEC
@@ -218,8 +219,13 @@ def run_batch_predict(cfg: RaylineConfig, storage: Storage, input_path: str, out
     version = registry.resolve(model or cfg.alias)
     spec = FeatureSpec.from_json(registry.read_file(version, SPEC))
     fmt = fmt or _guess_format(input_path)
-    src = src_mod.resolve("input", SourceConfig(format=fmt, path=input_path), storage)
-    src_mod.check_files(src, sorted(n for n, c in spec.constraints.items() if c.required))
+    try:
+        source = SourceConfig(format=fmt, path=input_path, delimiter=delimiter)
+    except ValueError as e:  # pydantic's, for a bad --delimiter or --format
+        msg = e.errors()[0]["msg"] if hasattr(e, "errors") else str(e)
+        raise InputError(f"input {input_path}: {msg.removeprefix('Value error, ')}") from None
+    src = src_mod.resolve("input", source, storage, delimiter_setting="--delimiter")
+    src_mod.check_files(src, sorted(n for n, c in spec.constraints.items() if c.required), any_of=list(Contract(spec).kinds))
     keep = keep if keep is not None else [c for c in dict.fromkeys(spec.passthrough + cfg.data.passthrough)]
     gpus, actors = gpu_plan(cfg.batch.gpus_per_actor, cfg.batch.max_actors, ray.cluster_resources().get("GPU", 0),
                             ray.available_resources().get("GPU", 0))

