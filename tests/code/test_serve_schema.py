@@ -49,6 +49,8 @@ def test_valid_single_and_batch(spec):
     ({"distance": 5, "carrier": ["UA"]}, 422, "wrong_type", "record.carrier must be a string or an integer (a category), got an array of 1"),
     ({"distance": 5, "ts": "yesterday"}, 422, "wrong_type", "record.ts must be an ISO 8601 date-time string"),
     ({"instances": []}, 422, "empty_batch", "'instances' is empty"),
+    ({}, 422, "no_input_fields", "record has none of the model's input fields; send at least one of ['carrier', 'distance', 'ts']"),
+    ({"instances": [{"distance": 1}, {}]}, 422, "no_input_fields", "instances[1] has none of the model's input fields"),
     ({"instances": [{"distance": 1}] * 11}, 422, "batch_too_large", "the limit is 10"),
     ({"instances": [{"distance": 1}, 7]}, 422, "wrong_type", "instances[1] must be a JSON object, got integer"),
     ({"instances": {"distance": 1}}, 422, "wrong_type", "'instances' must be a list"),
@@ -70,6 +72,7 @@ def test_deeply_nested_json_is_a_4xx(spec):
 def test_schema_lists_required_fields_and_constraints(spec):
     s = request_schema(spec)
     assert s["required"] == ["distance"] and s["additionalProperties"] is False
+    assert s["anyOf"] == [{"required": ["carrier"]}, {"required": ["distance"]}, {"required": ["ts"]}]  # not {}
     assert s["properties"]["distance"]["maximum"] == 6000
     assert s["properties"]["carrier"]["enum"] == ["UA", "AA", "DL", None]   # optional: null is allowed too
     assert s["properties"]["distance"]["type"] == ["number"]                # required: never null

@@ -87,6 +87,8 @@ def cases(good: dict) -> list[tuple[str, dict, int, str]]:
         ("top_level_null", {"content": b"null"}, 422, "got null"),
         ("instances_not_list", {"content": j({"instances": good})}, 422, "'instances' must be a list"),
         ("instances_empty", {"content": j({"instances": []})}, 422, "'instances' is empty"),
+        ("empty_record", {"content": j({})}, 422, "record has none of the model's input fields"),
+        ("instance_empty_object", {"content": j({"instances": [good, {}]})}, 422, "instances[1] has none of the model's"),
         # small records: the count, not the body size, must be what is refused
         ("instances_too_many", {"content": j({"instances": [{"carrier": "UA"}] * 101})}, 422, "the limit is 100"),
         ("instance_not_object", {"content": j({"instances": [good, 7]})}, 422, "instances[1] must be a JSON object"),

@@ -119,7 +119,9 @@ def request_schema(spec: FeatureSpec) -> dict:
     for name in spec.accepted:
         props.setdefault(name, {"description": "a column of the primary table: accepted, not used by this model"})
     required = sorted(n for n, c in spec.constraints.items() if c.required and n in kinds)
-    return {"type": "object", "properties": props, "required": required, "additionalProperties": False}
+    inputs = sorted({*kinds, *spec.keys})  # at least one of them (parse_instances)
+    return {"type": "object", "properties": props, "required": required, "additionalProperties": False,
+            "anyOf": [{"required": [n]} for n in inputs]}
 
 
 # rule of the shared contract -> the reason an HTTP client (and the metric label) sees
@@ -135,9 +137,13 @@ def first_record(payload: Any) -> dict | None:
     return payload if isinstance(payload, dict) else None
 
 
-def parse_instances(payload: Any, kinds: Collection[str], max_instances: int) -> tuple[list[dict], bool]:
+def parse_instances(payload: Any, kinds: Collection[str], max_instances: int,
+                    inputs: Collection[str] = ()) -> tuple[list[dict], bool]:
     """The HTTP-level shape of a body: (records, whether it was {"instances": [...]}).
-    Values are judged later by the contract (see `verdict_error`)."""
+    `kinds`: the fields a record may carry; `inputs`: those the model reads, of which a record
+    names at least one (`{}` or only ignored columns would be answered on imputed values alone:
+    a client's mistake, as a batch file with none of them is). Values are judged later by the
+    contract (see `verdict_error`)."""
     if isinstance(payload, dict) and "instances" in payload:
         extra = sorted(shown(k, 40) for k in payload if k != "instances")
         if extra:
@@ -163,6 +169,9 @@ def parse_instances(payload: Any, kinds: Collection[str], max_instances: int) ->
         if unknown:
             raise RequestError(422, "unknown_field", f"{where}: unknown field(s) {unknown[:10]}; "
                                                      f"accepted fields are {sorted(kinds)}")
+        if inputs and not any(k in inputs for k in rec):
+            raise RequestError(422, "no_input_fields", f"{where} has none of the model's input fields; "
+                                                       f"send at least one of {sorted(inputs)[:30]}")
     return instances, batched
 
 
@@ -184,7 +193,7 @@ def verdict_error(contract: Contract, failures, start: int, n: int, batched: boo
 def validate_instances(payload: Any, contract: Contract, max_instances: int) -> pa.Table:
     """Body -> typed input columns of valid records; RequestError naming every invalid record's
     first problem (HTTP-level shape here, values by the contract batch inference uses too)."""
-    records, batched = parse_instances(payload, contract.accepts, max_instances)
+    records, batched = parse_instances(payload, contract.accepts, max_instances, contract.kinds)
     table, failures = contract.check_records(records)
     error = verdict_error(contract, failures, 0, len(records), batched)
     if error is not None:
