@@ -40,3 +40,19 @@ def test_a_split_the_config_leaves_empty_on_purpose_is_not_an_error(tmp_path):
                  Counter(), {})
     with pytest.raises(InputError, match=r"split 'test' has 0 rows \(data.split.min_rows: 1\)"):
         check_splits(cfg, 10, Counter({"train": 10}), {"train": Counter({"positive": 3, "negative": 7})}, Counter(), {})
+
+
+def test_a_text_label_is_told_which_label_setting_reads_it(tmp_path):
+    """A binary label of 'yes'/'no' fails the label's number rule on every row: the advice is
+    data.label.positive_if with one of its values, not a column type to change."""
+    raw = small_config(tmp_path, tmp_path / "root")
+    raw["data"]["label"] = {"column": "churned"}
+    cfg = config_from_dict(raw)
+    lines = mostly_rejected(cfg, Counter({"trips.churned:type": 100}), {"trips.churned:type": ["yes", "no"]}, {"trips": 100})
+    assert lines == ["100 of 100 rows of 'trips' failed churned:type (e.g. 'yes', 'no': a binary label without "
+                     "data.label.positive_if must be 0/1 or true/false; for these declare data.label.positive_if: "
+                     "{'==': 'yes'} (the positive class))"]
+    raw["task"], raw["data"]["label"] = "regression", {"column": "price"}
+    lines = mostly_rejected(config_from_dict(raw), Counter({"trips.price:type": 100}),
+                            {"trips.price:type": ["cheap"]}, {"trips": 100})
+    assert "a regression label must be a number; for named classes use task: multiclass" in lines[0]

@@ -49,6 +49,8 @@ def rule_advice(cfg: RaylineConfig, key: str, samples: list[str]) -> str:
     if rule != "type":
         return f"e.g. {shown}: check the {rule} rule of {where}"
     kind = declared_type(cfg, table, column)
+    if table == cfg.data.primary and column == cfg.data.label.column and kind == "float":
+        return _label_advice(cfg, shown, samples)
     if kind == "timestamp":
         fmt = suggest_format(samples)
         if fmt:
@@ -92,3 +94,14 @@ def check_splits(cfg: RaylineConfig, rows_read: int, split_rows: Counter, split_
     reasons = "; ".join(f"{key} {n:,} ({rule_advice(cfg, key, samples.get(key, []))})" for key, n in by_rule.most_common(3))
     raise InputError(f"{'; '.join(problems)}: stopping before training. {rows_read:,} rows read, {clean:,} clean ({counts}), "
                      f"{rows_read - clean:,} quarantined" + (f"; top reasons: {reasons}" if reasons else ""))
+
+
+def _label_advice(cfg: RaylineConfig, shown: str, samples: list[str]) -> str:
+    """A label read as a number that is not one: say which label setting reads it."""
+    first = next((v for v in samples if isinstance(v, str) and v.strip()), None)
+    if cfg.task == "binary":
+        example = f"{{'==': {first!r}}}" if first is not None else "{'==': 'yes'}"
+        return (f"e.g. {shown}: a binary label without data.label.positive_if must be 0/1 or true/false; "
+                f"for these declare data.label.positive_if: {example} (the positive class)")
+    return (f"e.g. {shown}: a regression label must be a number; for named classes use task: multiclass "
+            "with data.label.classes")
