@@ -15,10 +15,12 @@ import pyarrow as pa
 import pytest
 import torch
 
+from rayline import layout
 from rayline.config import config_from_dict
 from rayline.pipeline import promote_version, train_and_register
 from rayline.registry import Registry
 from rayline.serve.deploy import deploy
+from rayline.serve.partlog import read_parts
 from rayline.storage import Storage
 from rayline.watch import Watcher
 from rayline.watch.journal import Journal
@@ -73,9 +75,11 @@ def _records(t: pa.Table) -> tuple[list[dict], np.ndarray]:
     return rows, (t.column("delay").to_numpy() > 30).astype(int)
 
 
-def _traffic_with_outcomes(url: str, t: pa.Table, requests: int, per: int = 10, tag: str = "") -> dict[int, int]:
+def _traffic_with_outcomes(url: str, t: pa.Table, requests: int, per: int = 10, tag: str = "",
+                           storage: Storage | None = None, name: str = "") -> dict[int, int]:
     """`requests` requests of `per` records, each with its own routing key; then their true
-    outcomes. Returns requests answered per version."""
+    outcomes, waited for until the endpoint has written them and their predictions (with
+    `storage`). Returns requests answered per version."""
     records, y = _records(t)
     by, outcomes = {}, []
     with httpx.Client(timeout=60) as c:
@@ -89,8 +93,24 @@ def _traffic_with_outcomes(url: str, t: pa.Table, requests: int, per: int = 10, 
         for k in range(0, len(outcomes), 1000):
             r = c.post(f"{url}/outcomes", json={"outcomes": outcomes[k:k + 1000]})
             assert r.status_code == 202, r.text
-    time.sleep(2.5)  # the logs flush every second
+    if storage is not None:
+        _wait_written(storage, name, {o["request_id"] for o in outcomes})
     return by
+
+
+def _wait_written(storage: Storage, name: str, rids: set[str], timeout: float = 60.0) -> None:
+    """Until every request id is in both written logs (each flushes every second; a slow host
+    takes longer): what the watcher reads next is then on storage."""
+    since, deadline = time.time() - 600, time.time() + timeout
+    while True:
+        seen = []
+        for kind in (layout.PREDICTIONS, layout.OUTCOMES):
+            t = read_parts(storage, layout.live_log(name, APP, kind), since)
+            seen.append(set() if t is None else set(t.column("request_id").to_pylist()))
+        if rids <= seen[0] and rids <= seen[1]:
+            return
+        assert time.time() < deadline, f"not written within {timeout:g}s: {len(rids - seen[0])} predictions, {len(rids - seen[1])} outcomes"
+        time.sleep(0.5)
 
 
 def test_shift_fires_the_triggers_and_the_retrained_version_is_canaried_then_promoted(loop):
@@ -100,7 +120,7 @@ def test_shift_fires_the_triggers_and_the_retrained_version_is_canaried_then_pro
     assert quiet["action"] == "none" and quiet["production"] == first
 
     shifted = _trips(1000, 7, distance_scale=4.0)        # longer trips: far past the training deciles
-    _traffic_with_outcomes(url, shifted, 40, tag="shift-")
+    _traffic_with_outcomes(url, shifted, 40, tag="shift-", storage=storage, name=cfg.name)
     write_tables({"trips": pa.concat_tables([_trips(3000, 0), shifted])}, d / "data")  # new rows at the source
     deadline = time.time() + 30
     while time.time() < deadline:                          # replicas push their counts every 5 s
@@ -119,13 +139,13 @@ def test_shift_fires_the_triggers_and_the_retrained_version_is_canaried_then_pro
     assert lineage["data_window"]["rows"]["read"] == 4000
     assert reg.aliases() == {"production": first, "candidate": cand}
 
-    served = _traffic_with_outcomes(url, _trips(2000, 11), 100, tag="canary-")
+    served = _traffic_with_outcomes(url, _trips(2000, 11), 100, tag="canary-", storage=storage, name=cfg.name)
     assert served.get(first, 0) >= 30 and served.get(cand, 0) >= 30, served   # both arms took traffic
     done = Watcher.of(cfg, storage).step()                # a new watcher: everything it knows is on disk
     assert done["action"] == "promoted", done
     assert reg.aliases()["production"] == cand
     assert reg.alias_log("production")[-1]["watch_seq"] == 3
-    after = _traffic_with_outcomes(url, _trips(300, 12), 20, tag="after-")
+    after = _traffic_with_outcomes(url, _trips(300, 12), 20, tag="after-", storage=storage, name=cfg.name)
     assert set(after) == {cand}                            # the canary weight went back with the promotion
     assert [e.state for e in Journal(storage, cfg.name, APP).entries()] == ["retraining", "canary", "promoting", "promoted"]
 
@@ -173,7 +193,7 @@ def test_a_planted_worse_candidate_is_rolled_back_by_a_watcher_resuming_a_killed
     w.hooks.retrain = lambda fired, claim: reg.get(planted)  # it looked fine offline: same test metrics
     started = w.step()
     assert started["action"] == "canary" and started["version"] == planted, started
-    served = _traffic_with_outcomes(url, _trips(2000, 21), 100, tag="planted-")
+    served = _traffic_with_outcomes(url, _trips(2000, 21), 100, tag="planted-", storage=storage, name=cfg.name)
     assert served.get(planted, 0) >= 30, served
 
     killed = Watcher.of(c2, storage)
@@ -185,7 +205,7 @@ def test_a_planted_worse_candidate_is_rolled_back_by_a_watcher_resuming_a_killed
     assert out["figures"]["difference"] < -0.2
     assert reg.aliases()["production"] == prod
     assert [e["event"] for e in reg.alias_log("candidate")][-2:] == ["canary", "canary_rolled_back"]
-    after = _traffic_with_outcomes(url, _trips(300, 22), 20, tag="back-")
+    after = _traffic_with_outcomes(url, _trips(300, 22), 20, tag="back-", storage=storage, name=cfg.name)
     assert set(after) == {prod}
 
 
