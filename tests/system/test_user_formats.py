@@ -84,6 +84,8 @@ def test_a_declared_format_is_read_the_same_at_ingest_online_and_in_batch(ray_lo
     with pytest.raises(InputError, match=r"It looks separated by ';': set --delimiter ';'"):
         run_batch_predict(cfg, storage, str(semi), str(tmp_path / "out_semi"), model=str(out.version.version))
     assert not (tmp_path / "out_semi").exists()
+    with pytest.raises(InputError, match=r"input .*input_semicolon.csv: delimiter must be one character"):
+        run_batch_predict(cfg, storage, str(semi), str(tmp_path / "out_semi"), model=str(out.version.version), delimiter=";;")
     res = run_batch_predict(cfg, storage, str(semi), str(tmp_path / "out_semi"), model=str(out.version.version),
                             delimiter=";")
     assert res.quarantined == 0

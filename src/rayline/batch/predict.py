@@ -21,6 +21,7 @@ from typing import NamedTuple
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from pydantic import ValidationError
 
 from rayline.config import ModelConfig, RaylineConfig, SourceConfig
 from rayline.batch.output import PREDICTIONS, QUARANTINE, StagedParts, check_output, keep_reported, location
@@ -221,9 +222,8 @@ def run_batch_predict(cfg: RaylineConfig, storage: Storage, input_path: str, out
     fmt = fmt or _guess_format(input_path)
     try:
         source = SourceConfig(format=fmt, path=input_path, delimiter=delimiter)
-    except ValueError as e:  # pydantic's, for a bad --delimiter or --format
-        msg = e.errors()[0]["msg"] if hasattr(e, "errors") else str(e)
-        raise InputError(f"input {input_path}: {msg.removeprefix('Value error, ')}") from None
+    except ValidationError as e:  # a bad --delimiter or --format
+        raise InputError(f"input {input_path}: {e.errors()[0]['msg'].removeprefix('Value error, ')}") from None
     src = src_mod.resolve("input", source, storage, delimiter_setting="--delimiter")
     src_mod.check_files(src, sorted(n for n, c in spec.constraints.items() if c.required), any_of=list(Contract(spec).kinds))
     keep = keep if keep is not None else [c for c in dict.fromkeys(spec.passthrough + cfg.data.passthrough)]

@@ -252,7 +252,7 @@ class ModelServer:
             key = routing_key(request.headers.get(sc.routing.header), first_record(body), sc.routing.fields)
             arm = routes.pick(key_point(key if key is not None else rid))
             v, model, role, alias = arm.version, routes.loaded[arm.version], LIVE, arm.alias
-        records, batched = parse_instances(body, model.contract.accepts, sc.max_instances_per_request, model.contract.kinds)
+        records, batched = parse_instances(body, model.contract, sc.max_instances_per_request)
         item = (v, model, records, batched, explain)
         # The only request on this replica is answered at once: there is nothing to batch it with,
         # and the queue would hold it a few loop turns for others. Under concurrency, requests batch. One

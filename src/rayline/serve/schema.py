@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from collections.abc import Collection
 from typing import Any
 
 import numpy as np
@@ -137,13 +136,11 @@ def first_record(payload: Any) -> dict | None:
     return payload if isinstance(payload, dict) else None
 
 
-def parse_instances(payload: Any, kinds: Collection[str], max_instances: int,
-                    inputs: Collection[str] = ()) -> tuple[list[dict], bool]:
-    """The HTTP-level shape of a body: (records, whether it was {"instances": [...]}).
-    `kinds`: the fields a record may carry; `inputs`: those the model reads, of which a record
-    names at least one (`{}` or only ignored columns would be answered on imputed values alone:
-    a client's mistake, as a batch file with none of them is). Values are judged later by the
-    contract (see `verdict_error`)."""
+def parse_instances(payload: Any, contract: Contract, max_instances: int) -> tuple[list[dict], bool]:
+    """The HTTP-level shape of a body: (records, whether it was {"instances": [...]}). A record
+    carries only fields the contract accepts, and at least one the model reads (`{}`, or only
+    ignored columns, would be answered on imputed values alone: a client's mistake, as a batch
+    file with none of them is). Values are judged later by the contract (see `verdict_error`)."""
     if isinstance(payload, dict) and "instances" in payload:
         extra = sorted(shown(k, 40) for k in payload if k != "instances")
         if extra:
@@ -165,13 +162,13 @@ def parse_instances(payload: Any, kinds: Collection[str], max_instances: int,
         where = f"instances[{i}]" if batched else "record"
         if not isinstance(rec, dict):
             raise RequestError(422, "wrong_type", f"{where} must be a JSON object, got {_tname(rec)}")
-        unknown = sorted(shown(k, 40) for k in rec if k not in kinds)
+        unknown = sorted(shown(k, 40) for k in rec if k not in contract.accepts)
         if unknown:
             raise RequestError(422, "unknown_field", f"{where}: unknown field(s) {unknown[:10]}; "
-                                                     f"accepted fields are {sorted(kinds)}")
-        if inputs and not any(k in inputs for k in rec):
+                                                     f"accepted fields are {sorted(contract.accepts)}")
+        if not any(k in contract.kinds for k in rec):
             raise RequestError(422, "no_input_fields", f"{where} has none of the model's input fields; "
-                                                       f"send at least one of {sorted(inputs)[:30]}")
+                                                       f"send at least one of {sorted(contract.kinds)[:30]}")
     return instances, batched
 
 
@@ -193,7 +190,7 @@ def verdict_error(contract: Contract, failures, start: int, n: int, batched: boo
 def validate_instances(payload: Any, contract: Contract, max_instances: int) -> pa.Table:
     """Body -> typed input columns of valid records; RequestError naming every invalid record's
     first problem (HTTP-level shape here, values by the contract batch inference uses too)."""
-    records, batched = parse_instances(payload, contract.accepts, max_instances, contract.kinds)
+    records, batched = parse_instances(payload, contract, max_instances)
     table, failures = contract.check_records(records)
     error = verdict_error(contract, failures, 0, len(records), batched)
     if error is not None:
