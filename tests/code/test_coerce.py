@@ -48,3 +48,27 @@ def test_bool_and_wrong_container_types():
 def test_all_null_column_of_any_type():
     out, bad = coerce(pa.nulls(3), "timestamp")
     assert out.null_count == 3 and not bad.any()
+
+
+def test_decimals_are_numbers_and_whole_ones_keep_every_digit_as_a_category():
+    """Databases and Spark write DECIMAL columns: once quarantined row by row as 'type'."""
+    from decimal import Decimal
+
+    dec = pa.array([Decimal("1.50"), None, Decimal("2")], pa.decimal128(10, 2))
+    out, bad = coerce(dec, "float")
+    assert out.to_pylist() == [1.5, None, 2.0] and not bad.any()
+    out, bad = coerce(pa.array([Decimal("3"), Decimal("1.5")], pa.decimal128(10, 1)), "int")
+    assert out.to_pylist() == [3, None] and bad.tolist() == [False, True]
+    ids = pa.array([Decimal("12345678901234567890"), None], pa.decimal128(38, 0))   # beyond a float64's digits
+    assert coerce(ids, "string")[0].to_pylist() == ["12345678901234567890", None]
+    assert coerce(pa.array([Decimal("1545.00")], pa.decimal128(10, 2)), "string")[0].to_pylist() == ["1545"]
+
+
+def test_bytes_read_as_text_and_bytes_that_are_not_utf8_are_bad_values_not_a_crash():
+    """A binary column with one invalid byte sequence once failed the whole batch (ArrowInvalid)."""
+    out, bad = coerce(pa.array([b"\xff", b"ab", None]), "string")
+    assert out.to_pylist() == [None, "ab", None] and bad.tolist() == [True, False, False]
+    out, bad = coerce(pa.array([b"1.5", b"\xfe", b"x"], pa.large_binary()), "float")
+    assert out.to_pylist() == [1.5, None, None] and bad.tolist() == [False, True, True]
+    out, bad = coerce(pa.array([b"\xff\xfe", b"ab"], pa.binary(2)), "string")
+    assert out.to_pylist() == [None, "ab"] and bad.tolist() == [True, False]

@@ -91,6 +91,17 @@ def _coerce(arr: pa.Array | pa.ChunkedArray, kind: str, time: TimeParsing) -> tu
         arr, t = arr.dictionary_decode(), t.value_type
     if pa.types.is_large_string(t):
         arr, t = arr.cast(pa.string()), pa.string()
+    if pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_fixed_size_binary(t):
+        # bytes are read as the text they spell; bytes that are not UTF-8 are bad values, not a crash
+        text, undecodable = _utf8(arr)
+        typed, bad = _coerce(text, kind, time)
+        return typed, bad | undecodable
+    if pa.types.is_decimal(t):
+        # databases and Spark write numbers as DECIMAL: a number like any other (a float64 is
+        # ~16 digits; a whole decimal naming a category keeps all of its digits)
+        if kind == "string" and t.scale <= 0:
+            return arr.cast(pa.string()), _no_bad(n)
+        return _coerce(arr.cast(pa.float64(), safe=False), kind, time)
 
     if kind == "string":
         if pa.types.is_floating(t):
@@ -131,6 +142,21 @@ def _coerce(arr: pa.Array | pa.ChunkedArray, kind: str, time: TimeParsing) -> tu
     # Anything else (a list where a number was expected, ...) is bad for every non-null value.
     bad = pc.is_valid(arr).to_numpy(zero_copy_only=False)
     return pa.nulls(n, target), bad
+
+
+def _utf8(arr: pa.Array) -> tuple[pa.Array, np.ndarray]:
+    """Binary values as text; those that are not UTF-8 become null and True in the mask."""
+    try:
+        return arr.cast(pa.string()), _no_bad(len(arr))
+    except pa.ArrowInvalid:
+        values, bad = [], np.zeros(len(arr), dtype=bool)
+        for i, v in enumerate(arr.to_pylist()):
+            try:
+                values.append(None if v is None else v.decode("utf-8"))
+            except UnicodeDecodeError:
+                values.append(None)
+                bad[i] = True
+        return pa.array(values, pa.string()), bad
 
 
 def _finite(arr: pa.Array) -> tuple[pa.Array, np.ndarray]:
