@@ -260,13 +260,14 @@ def smoke_records(cfg: RaylineConfig, storage: Storage, spec, n: int = 20) -> li
     at work), then the spec's typical record; without, that record alone."""
     rows: list[dict] = []
     if spec.joins or spec.counts:
-        from rayline.data.sources import head_records, resolve
+        from rayline.data.ingest import resolve_source
+        from rayline.data.sources import head_records
         from rayline.features.contract import Contract
 
         try:
             d = cfg.data
             fields = Contract(spec).accepts - {spec.label.column}  # not what it asks about
-            rows = head_records(resolve(d.primary, d.sources[d.primary], storage), n, fields)
+            rows = head_records(resolve_source(cfg, d.primary, storage), n, fields)
         except (OSError, ValueError, RaylineError):
             rows = []  # a smoke request needs no exact row: the typical record still answers
     return [*rows, spec.example_record()]

@@ -88,3 +88,30 @@ def test_min_rows_is_configurable(ray_local, tmp_path):
     assert r.exit_code == 1 and "split 'train' has " in r.output and "(data.split.min_rows: 10000)" in r.output
     assert not any((root / "datasets").rglob("manifest.json"))  # nothing half-written was published
 
+
+
+def test_csv_categories_keep_their_leading_zeros_as_a_client_sends_them(ray_local, tmp_path):
+    """Station codes 007, 012, 100 in CSV files: type inference read them as the numbers 7, 12 and
+    100, so training learned categories '7' and '12' while a client (JSON) and the endpoint send
+    '007'. A column of kind string is read as text: the vocabulary, the join and the online
+    record agree."""
+    data = tmp_path / "data"
+    tables = small_tables()
+    codes = {"AAA": "007", "BBB": "012", "CCC": "100"}
+    trips, stations = tables["trips"], tables["stations"]
+    tables["trips"] = trips.set_column(trips.schema.get_field_index("station"), "station",
+                                       pa.array([codes[s] for s in trips.column("station").to_pylist()]))
+    tables["stations"] = stations.set_column(0, "code", pa.array([codes[s] for s in stations.column("code").to_pylist()]))
+    write_tables(tables, data)
+    for name in ("trips", "stations"):  # unquoted, as spreadsheets and pandas write them
+        (data / f"{name}.csv").write_text((data / f"{name}.csv").read_text().replace('"', ""))
+    raw = small_config(data, tmp_path / "root")
+    raw["data"]["sources"]["trips"]["columns"]["station"]["allowed"] = list(codes.values())
+    cfg = config_from_dict(raw)
+    result = run_ingest(cfg, Storage(cfg.storage.root))
+    assert result.manifest["rows"]["clean"] == 600 and result.manifest["rows"]["quarantined"] == 0
+    vocab = next(c for c in result.spec.categorical if c.name == "station").vocabulary
+    assert set(vocab) == set(codes.values())
+    assert next(n for n in result.spec.numeric if n.name == "elevation").null_fraction == 0  # every join found its station
+    typed, failures = Contract(result.spec).check_records([{"station": "007", "distance": 10.0}])
+    assert not failures.bad.any() and typed.column("station").to_pylist() == ["007"]

@@ -224,8 +224,10 @@ def run_batch_predict(cfg: RaylineConfig, storage: Storage, input_path: str, out
         source = SourceConfig(format=fmt, path=input_path, delimiter=delimiter)
     except ValidationError as e:  # a bad --delimiter or --format
         raise InputError(f"input {input_path}: {e.errors()[0]['msg'].removeprefix('Value error, ')}") from None
-    src = src_mod.resolve("input", source, storage, delimiter_setting="--delimiter")
-    src_mod.check_files(src, sorted(n for n, c in spec.constraints.items() if c.required), any_of=list(Contract(spec).kinds))
+    kinds = Contract(spec).kinds
+    src = src_mod.resolve("input", source, storage, delimiter_setting="--delimiter",
+                          text_columns=[c for c, kind in kinds.items() if kind == "string"])
+    src_mod.check_files(src, sorted(n for n, c in spec.constraints.items() if c.required), any_of=list(kinds))
     keep = keep if keep is not None else [c for c in dict.fromkeys(spec.passthrough + cfg.data.passthrough)]
     gpus, actors = gpu_plan(cfg.batch.gpus_per_actor, cfg.batch.max_actors, ray.cluster_resources().get("GPU", 0),
                             ray.available_resources().get("GPU", 0))

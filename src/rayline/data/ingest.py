@@ -37,7 +37,7 @@ from rayline.data.join import prepare_dimension
 from rayline.data.split import SPLITS
 from rayline.data.batch_steps import Q_PREFIX, READY_SPLIT_COL, STATS_COL, ReadyPass, StatisticsPass
 from rayline.data.lookup_store import write_snapshot
-from rayline.data.plan import IngestPlan, feature_constraints, lookup_fields
+from rayline.data.plan import IngestPlan, feature_constraints, lookup_fields, text_columns
 from rayline.data.validate import QUARANTINE_SCHEMA, Failures, apply_rules, duplicate_mask
 from rayline.data.dataset import (
     MANIFEST, SPEC_FILE, IngestResult, build_manifest, dataset_dir, load_ingest, mark_latest, open_published,
@@ -53,12 +53,17 @@ from rayline.storage import Storage
 log = logging.getLogger(__name__)
 
 
+def resolve_source(cfg: RaylineConfig, name: str, storage: Storage) -> src_mod.ResolvedSource:
+    """A configured source's files, with the columns a CSV reads as text."""
+    return src_mod.resolve(name, cfg.data.sources[name], storage, text_columns=text_columns(cfg, name))
+
+
 def sources_fingerprint(cfg: RaylineConfig, storage: Storage) -> str:
     """The input fingerprint an ingest of the sources as they are now would record (file
     listings, sizes and times; not the config): what `rayline watch` compares with the one
     production was trained on (its lineage's `data_fingerprint`) to see new data."""
     d = cfg.data
-    resolved = {name: src_mod.resolve(name, s, storage) for name, s in d.sources.items()
+    resolved = {name: resolve_source(cfg, name, storage) for name in d.sources
                 if name == d.primary or any(j.table == name for j in d.joins)}
     return plan_key(cfg, {name: r.fingerprint() for name, r in resolved.items()})[0]
 
@@ -74,7 +79,7 @@ def sources_time_range(cfg: RaylineConfig, storage: Storage) -> tuple | None:
     d = cfg.data
     column = d.split.column
     rule = IngestPlan.compile(cfg).rules[column]
-    primary = src_mod.resolve(d.primary, d.sources[d.primary], storage)
+    primary = resolve_source(cfg, d.primary, storage)
 
     def bounds(batch: pa.Table) -> pa.Table:
         ts, _ = coerce(batch.column(column), "timestamp", time_parsing(rule))
@@ -95,7 +100,7 @@ def run_ingest(cfg: RaylineConfig, storage: Storage, *, force: bool = False,
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     d = cfg.data
-    resolved = {name: src_mod.resolve(name, s, storage) for name, s in d.sources.items()
+    resolved = {name: resolve_source(cfg, name, storage) for name in d.sources
                 if name == d.primary or any(j.table == name for j in d.joins)}
     fingerprint, key = plan_key(cfg, {name: r.fingerprint() for name, r in resolved.items()})
     final = dataset_dir(cfg, key)
@@ -259,7 +264,7 @@ def _execute(cfg, plan: IngestPlan, storage: Storage, primary, dims, dim_quarant
                        partition_col=READY_SPLIT_COL, **READY_PARQUET_OPTIONS)
     timings["pass2_transform_write"] = time.perf_counter() - t
     # Both passes read the input: it must not have changed in between.
-    if src_mod.resolve(d.primary, d.sources[d.primary], storage).fingerprint() != primary.fingerprint():
+    if resolve_source(cfg, d.primary, storage).fingerprint() != primary.fingerprint():
         raise InputError(f"source {d.primary!r}: the input files changed while they were being ingested "
                          f"({primary.base}); nothing was published, run the ingest again")
 

