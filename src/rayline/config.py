@@ -32,11 +32,19 @@ TimePart = Literal["hour", "dow", "month", "day", "minute", "us_holiday"]
 _TIME_DIRECTIVES = set("aAbBhcCdDeHIjmMnprRsStTUwWxXyYzZ%")
 
 
+# Numbers counting from 1970-01-01 UTC, in these units (microseconds per unit): event logs and
+# JSON APIs often spell instants so.
+EPOCH_FORMATS = {"epoch_s": 1_000_000, "epoch_ms": 1_000, "epoch_us": 1}
+
+
 def check_time_format(fmt: str) -> str:
-    """A strptime format the parser understands, or a ValueError naming the directive."""
+    """A strptime format the parser understands (or an epoch unit), or a ValueError naming the directive."""
+    if fmt in EPOCH_FORMATS:
+        return fmt
     directives = re.findall(r"%(.)", fmt)
     if not directives:
-        raise ValueError(f"format {fmt!r} has no % directive (e.g. \"%Y/%m/%d\")")
+        raise ValueError(f"format {fmt!r} has no % directive (e.g. \"%Y/%m/%d\"), and is not one of "
+                         f"{sorted(EPOCH_FORMATS)} (numbers since 1970-01-01 UTC)")
     unknown = sorted({d for d in directives if d not in _TIME_DIRECTIVES})
     if "f" in unknown:
         raise ValueError(f"format {fmt!r}: %f (fractional seconds) is not supported by the parser; ISO 8601 "
@@ -73,7 +81,8 @@ class ColumnRule(_Model):
     max: float | None = None
     allowed: list[str] | None = None
     max_length: int | None = Field(None, ge=1, description="longest accepted text, in characters")
-    format: list[str] | None = Field(None, description="timestamp: strptime formats tried in order before ISO 8601")
+    format: list[str] | None = Field(None, description="timestamp: strptime formats tried in order before ISO 8601; "
+                                     "epoch_s, epoch_ms or epoch_us read numbers as time since 1970-01-01 UTC")
     timezone: str | None = Field(None, description="timestamp: IANA zone of values that name none (default UTC)")
 
     @field_validator("format", mode="before")

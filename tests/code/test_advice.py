@@ -56,3 +56,13 @@ def test_a_text_label_is_told_which_label_setting_reads_it(tmp_path):
     lines = mostly_rejected(config_from_dict(raw), Counter({"trips.price:type": 100}),
                             {"trips.price:type": ["cheap"]}, {"trips": 100})
     assert "a regression label must be a number; for named classes use task: multiclass" in lines[0]
+
+
+@pytest.mark.parametrize("values,unit", [
+    (["1356994800", "1700000000"], "epoch_s"), (["1356994800000"], "epoch_ms"), (["1356994800000000"], "epoch_us"),
+    (["20121231"], None), (["12", "1356994800"], None), (["soon"], None),
+])
+def test_suggest_epoch(values, unit):
+    from rayline.data.advice import suggest_epoch
+
+    assert suggest_epoch(values) == unit

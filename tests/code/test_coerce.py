@@ -72,3 +72,18 @@ def test_bytes_read_as_text_and_bytes_that_are_not_utf8_are_bad_values_not_a_cra
     assert out.to_pylist() == [1.5, None, None] and bad.tolist() == [False, True, True]
     out, bad = coerce(pa.array([b"\xff\xfe", b"ab"], pa.binary(2)), "string")
     assert out.to_pylist() == [None, "ab"] and bad.tolist() == [True, False]
+
+
+def test_epoch_numbers_and_their_text_are_instants_only_where_declared():
+    from rayline.features.coerce import TimeParsing
+
+    secs = TimeParsing(("epoch_s",))
+    out, bad = coerce(pa.array([1356994800, None, 1356994800.5]), "timestamp", secs)
+    assert [v.isoformat() if v else None for v in out.to_pylist()] == \
+        ["2012-12-31T23:00:00+00:00", None, "2012-12-31T23:00:00.500000+00:00"] and not bad.any()
+    out, bad = coerce(pa.array(["1356994800", "2013-01-01T10:00:00Z", "soon", ""]), "timestamp", secs)  # CSV text
+    got = out.to_pylist()
+    assert (got[0].year, got[1].hour, got[2], got[3]) == (2012, 10, None, None) and bad.tolist() == [False, False, True, False]
+    out, bad = coerce(pa.array([1356994800000.0, 9e30, float("inf")]), "timestamp", TimeParsing(("epoch_ms",)))
+    assert out.to_pylist()[0].year == 2012 and bad.tolist() == [False, True, True]   # beyond the range: bad, not wrapped
+    assert coerce(pa.array([1356994800]), "timestamp")[1].tolist() == [True]        # undeclared: a number is no instant

@@ -188,3 +188,13 @@ def test_a_csv_delimiter_is_one_character_for_csv_only(tmp_path, source, expect)
     with pytest.raises(ConfigError) as e:
         config_from_dict(cfg)
     assert expect in str(e.value) and "data.sources.vehicles" in str(e.value)
+
+
+def test_an_epoch_unit_is_a_timestamp_format(tmp_path):
+    cfg = small_config(tmp_path, tmp_path)
+    cfg["data"]["sources"]["trips"]["columns"]["ts"] = {"type": "timestamp", "format": "epoch_ms"}
+    assert config_from_dict(cfg).data.sources["trips"].columns["ts"].format == ["epoch_ms"]
+    cfg["data"]["sources"]["trips"]["columns"]["ts"]["format"] = "epoch_days"
+    with pytest.raises(ConfigError) as e:
+        config_from_dict(cfg)
+    assert "is not one of ['epoch_ms', 'epoch_s', 'epoch_us']" in str(e.value)

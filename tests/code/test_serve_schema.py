@@ -91,3 +91,20 @@ def test_schema_publishes_bounds_exactly_where_the_contract_checks_them():
                                "maximum": 2 ** 63 - 1, "description": "1 known values; others use the out-of-vocabulary bucket"}
     assert props["t"]["type"] == ["string", "null"] and props["t"]["maxLength"] == 40
     assert "1678-01-01 and 2261-12-31" in props["t"]["description"]
+
+
+def test_an_epoch_format_lets_a_number_name_the_instant_online_as_its_text_does():
+    spec = FeatureSpec(numeric=[], time=[TimeSpec(name="ts", parts=["hour"])], categorical=[],
+                       label=LabelSpec(column="y", task="binary"), constraints={"ts": Constraint(format=["epoch_ms"])})
+    t = validate_instances({"instances": [{"ts": 1356994800000}, {"ts": "1356994800000"}, {"ts": 1356994800000.0}]},
+                           Contract(spec), 10)
+    assert len(set(t.column("ts").to_pylist())) == 1
+    e = _err({"ts": True}, spec)
+    assert e.reason == "wrong_type" and "or a number of milliseconds since 1970-01-01 UTC (epoch_ms)" in e.message
+    e = _err({"ts": 1e30}, spec)
+    assert e.reason == "wrong_type"
+    p = request_schema(spec)["properties"]["ts"]
+    assert p["type"] == ["string", "number", "null"] and p["maximum"] == pytest.approx(9.2146e12, rel=1e-4)   # 2261-12-31 in ms
+    plain = FeatureSpec(numeric=[], time=[TimeSpec(name="ts", parts=["hour"])], categorical=[],
+                        label=LabelSpec(column="y", task="binary"))
+    assert _err({"ts": 1356994800000}, plain).reason == "wrong_type"      # no epoch format: a number is refused

@@ -115,3 +115,28 @@ def test_csv_categories_keep_their_leading_zeros_as_a_client_sends_them(ray_loca
     assert next(n for n in result.spec.numeric if n.name == "elevation").null_fraction == 0  # every join found its station
     typed, failures = Contract(result.spec).check_records([{"station": "007", "distance": 10.0}])
     assert not failures.bad.any() and typed.column("station").to_pylist() == ["007"]
+
+
+def test_epoch_seconds_are_named_by_the_advice_then_read_as_declared_online_and_in_batch(ray_local, tmp_path):
+    """A time column spelled as seconds since 1970 (event logs, JSON APIs): undeclared, every row
+    fails ts:type and the warning names the unit to declare; declared `format: epoch_s`, the ingest,
+    a JSON number online and an integer batch column read the same instants."""
+    data, root = tmp_path / "data", tmp_path / "root"
+    tables = small_tables()
+    trips = tables["trips"]
+    instants = trips.column("ts").to_pylist()
+    tables["trips"] = trips.set_column(trips.schema.get_field_index("ts"), "ts", trips.column("ts").cast(pa.int64()))
+    write_tables(tables, data)
+    raw = small_config(data, root)
+    r = runner.invoke(app, ["train", "--config", str(save_yaml(raw, tmp_path / "c.yaml"))])
+    assert r.exit_code == 1 and "these read as format 'epoch_s'; declare `format: \"epoch_s\"` in data.sources.trips.columns.ts" in r.output
+    raw["data"]["sources"]["trips"]["columns"]["ts"] = {"type": "timestamp", "format": "epoch_s"}
+    cfg = config_from_dict(raw)
+    result = run_ingest(cfg, Storage(cfg.storage.root))
+    assert result.manifest["rows"]["quarantined"] == 0 and result.manifest["rows"]["clean"] == 600
+    contract = Contract(result.spec)
+    first = tables["trips"].slice(0, 3)
+    online, f_online = contract.check_records([{"ts": v} for v in first.column("ts").to_pylist()])
+    batch, f_batch = contract.check_table(first.select(["ts"]))
+    assert not f_online.bad.any() and not f_batch.bad.any()
+    assert online.column("ts").to_pylist() == batch.column("ts").to_pylist() == instants[:3]

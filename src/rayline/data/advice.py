@@ -40,6 +40,19 @@ def suggest_format(values: list[str]) -> str | None:
     return None
 
 
+def suggest_epoch(values: list[str]) -> str | None:
+    """An epoch unit for numbers that look like instants since 1970 (years ~1973-2286 in that
+    unit), or None."""
+    try:
+        x = [abs(float(v)) for v in values if isinstance(v, str) and v.strip()]
+    except ValueError:
+        return None
+    for unit, lo in (("epoch_s", 1e8), ("epoch_ms", 1e11), ("epoch_us", 1e14)):
+        if x and all(lo <= v < lo * 100 for v in x):
+            return unit
+    return None
+
+
 def rule_advice(cfg: RaylineConfig, key: str, samples: list[str]) -> str:
     """One line for a rule that rejected most rows: the values, and what to change."""
     table, _, rest = key.partition(".")
@@ -52,7 +65,7 @@ def rule_advice(cfg: RaylineConfig, key: str, samples: list[str]) -> str:
     if table == cfg.data.primary and column == cfg.data.label.column and kind == "float":
         return _label_advice(cfg, shown, samples)
     if kind == "timestamp":
-        fmt = suggest_format(samples)
+        fmt = suggest_epoch(samples) or suggest_format(samples)
         if fmt:
             return f"e.g. {shown}: these read as format {fmt!r}; declare `format: \"{fmt}\"` in {where}"
         return f"e.g. {shown}: not ISO 8601; declare their `format:` (strptime, e.g. \"%Y/%m/%d\") in {where}"

@@ -13,6 +13,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from rayline.config import EPOCH_FORMATS
+
 ARROW_TYPES: dict[str, pa.DataType] = {
     "int": pa.int64(),
     "float": pa.float64(),
@@ -46,6 +48,11 @@ class TimeParsing:
 
     formats: tuple[str, ...] = ()
     timezone: str | None = None
+
+    @property
+    def epoch(self) -> int | None:
+        """Microseconds per unit when numbers are declared as epoch time (`epoch_s`, ...)."""
+        return next((EPOCH_FORMATS[f] for f in self.formats if f in EPOCH_FORMATS), None)
 
 
 ISO_UTC = TimeParsing()
@@ -131,6 +138,8 @@ def _coerce(arr: pa.Array | pa.ChunkedArray, kind: str, time: TimeParsing) -> tu
         return out, bad.to_numpy(zero_copy_only=False)
 
     if kind == "timestamp":
+        if time.epoch and (pa.types.is_integer(t) or pa.types.is_floating(t)):
+            return _from_epoch(arr, time.epoch)
         if pa.types.is_timestamp(t):
             if t.tz is None:
                 arr = _assume_zone(arr, time.timezone)
@@ -195,6 +204,18 @@ def _from_string(arr: pa.Array, kind: str, time: TimeParsing) -> tuple[pa.Array,
     return _times_from_text(arr, nullish, time)
 
 
+def _from_epoch(arr: pa.Array, us_per_unit: int) -> tuple[pa.Array, np.ndarray]:
+    """Numbers of a unit since 1970-01-01 UTC -> instants (to the microsecond); NaN is missing,
+    infinity and values beyond the int64 microsecond range are bad (the range check follows)."""
+    x = arr.to_numpy(zero_copy_only=False).astype(np.float64) * us_per_unit  # nulls read as NaN
+    valid = pc.is_valid(arr).to_numpy(zero_copy_only=False)
+    with np.errstate(invalid="ignore"):
+        fits = np.isfinite(x) & (np.abs(x) < 9.2e18)
+    us = np.where(fits, np.round(np.where(fits, x, 0)), 0).astype(np.int64)
+    out = pa.array(us, pa.int64(), mask=~fits).cast(pa.timestamp("us", tz="UTC"))
+    return out, valid & ~fits & ~np.isnan(x)
+
+
 def _assume_zone(arr: pa.Array, zone: str | None) -> pa.Array:
     """Zone-less wall-clock values -> instants in `zone` (UTC by default). A wall-clock time that a
     daylight-saving change skips or repeats takes the earlier instant rather than failing."""
@@ -207,7 +228,15 @@ def _times_from_text(arr: pa.Array, nullish: pa.Array, time: TimeParsing) -> tup
     target = ARROW_TYPES["timestamp"]
     clean = pc.if_else(nullish, pa.scalar(None, pa.string()), pc.utf8_trim_whitespace(arr))
     parsed: pa.Array | None = None
+    if time.epoch:  # "1356994800" as a number of the declared unit
+        numeric = pc.fill_null(pc.match_substring_regex(clean, _NUMBER), False)
+        parsed = _from_epoch(pc.cast(pc.if_else(numeric, clean, pa.scalar(None, pa.string())), pa.float64()),
+                             time.epoch)[0]
+        if parsed.null_count == clean.null_count:
+            return parsed, _no_bad(len(arr))
     for fmt in time.formats:
+        if fmt in EPOCH_FORMATS:
+            continue
         out = pc.strptime(clean, format=fmt, unit="us", error_is_null=True)
         out = out.cast(target) if out.type.tz else _assume_zone(out, time.timezone).cast(target)
         parsed = out if parsed is None else pc.coalesce(parsed, out)

@@ -17,6 +17,7 @@ from there on, a request and a batch row go through exactly the same checks.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,7 +26,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from rayline.config import ColumnRule
+from rayline.config import EPOCH_FORMATS, ColumnRule
 from rayline.features.coerce import ARROW_TYPES, ISO_UTC, SMALL_BATCH, TIME_RANGE_TEXT, TimeParsing, as_array, coerce
 
 MAX_TEXT = 256          # characters in a category value
@@ -285,6 +286,7 @@ class Contract:
         # every field a record may carry: the inputs, and the primary table's other columns (ignored)
         self.accepts: frozenset[str] = frozenset(self.kinds) | frozenset(spec.accepted)
         self.rules: dict[str, ColumnRule] = {}
+        self.epoch: frozenset[str] = frozenset()  # timestamp fields a number may spell (an epoch format)
         for name, kind in self.kinds.items():
             c = spec.constraints.get(name)
             self.rules[name] = ColumnRule(
@@ -293,6 +295,7 @@ class Contract:
                 allowed=c.allowed if c else None, max_length=MAX_TEXT if kind == "string" else None,
                 format=c.format if c and kind == "timestamp" else None,
                 timezone=c.timezone if c and kind == "timestamp" else None)
+        self.epoch = frozenset(n for n, r in self.rules.items() if set(r.format or ()) & set(EPOCH_FORMATS))
 
     def check_table(self, table: pa.Table, failures: Failures | None = None) -> tuple[pa.Table, Failures]:
         """Raw Arrow columns (batch inference) -> (input columns of the declared types, verdicts)."""
@@ -319,7 +322,7 @@ class Contract:
             if name not in named:
                 continue
             values = [r.get(name) for r in records]
-            cols[name], bad = _json_column(values, kind)
+            cols[name], bad = _json_column(values, kind, name in self.epoch)
             if bad.any():
                 failures.add(bad, "type", name, [described(v) for v in values])
         table = pa.table(cols) if cols else pa.table({"": pa.nulls(n)}).drop_columns([""])  # n rows, no field
@@ -329,9 +332,12 @@ class Contract:
         """What a failure means, naming the field and what was expected."""
         kind, r = self.kinds.get(column), self.rules.get(column)
         if rule == "type":
-            formats = " or ".join(f'"{f}"' for f in r.format) if r and r.format else ""
+            formats = " or ".join(f'"{f}"' for f in r.format if f not in EPOCH_FORMATS) if r and r.format else ""
+            epoch = next((f for f in (r.format or ()) if f in EPOCH_FORMATS), None) if r else None
+            unit = {"epoch_s": "seconds", "epoch_ms": "milliseconds", "epoch_us": "microseconds"}.get(epoch or "")
+            since = f", or a number of {unit} since 1970-01-01 UTC ({epoch})" if epoch else ""
             expected = {"float": "a finite number (float64 range)", "string": "a string or an integer (a category)",
-                        "timestamp": f"an ISO 8601 date-time string{' (or in format ' + formats + ')' if formats else ''} "
+                        "timestamp": f"an ISO 8601 date-time string{' (or in format ' + formats + ')' if formats else ''}{since} "
                                      f"between {TIME_RANGE_TEXT}, of at most {MAX_TIME_TEXT} characters"
                         }.get(kind, kind)
             return f"{column} must be {expected}, got {value}"
@@ -346,7 +352,7 @@ class Contract:
         return f"{column}: {rule} ({value})"
 
 
-def _json_column(values: list, kind: str) -> tuple[pa.Array, np.ndarray]:
+def _json_column(values: list, kind: str, epoch: bool = False) -> tuple[pa.Array, np.ndarray]:
     """JSON values of one field -> an Arrow column (raw spelling kept where the shared rules
     convert it) and the values no rule could even look at."""
     n = len(values)
@@ -395,13 +401,17 @@ def _json_column(values: list, kind: str) -> tuple[pa.Array, np.ndarray]:
         if any(x is not None for x in floats):
             arr = pc.coalesce(arr, coerce(pa.array(floats, pa.float64()), "string")[0])
         return arr, bad
-    # timestamp: text only, bounded, valid UTF-8; the shared rules parse it
+    # timestamp: text only, bounded, valid UTF-8 (or, with an epoch format, a finite number, as
+    # the text the shared rules read: 1356994800 and "1356994800" are one instant); the rules parse it
     text = [None] * n
     for i, v in enumerate(values):
         if v is None:
             continue
         if isinstance(v, str) and len(v) <= MAX_TIME_TEXT and _utf8(v):
             text[i] = v
+        elif epoch and isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) \
+                and abs(v) < 1e30:
+            text[i] = repr(float(v)) if isinstance(v, float) else str(v)
         else:
             bad[i] = True
     return pa.array(text, pa.string()), bad

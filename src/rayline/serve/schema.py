@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from rayline.features.coerce import TIME_RANGE_TEXT
+from rayline.config import EPOCH_FORMATS
+from rayline.features.coerce import TIME_MAX, TIME_MIN, TIME_RANGE_TEXT
 from rayline.features.contract import MAX_TEXT, MAX_TIME_TEXT, Contract, shown
 from rayline.features.spec import FeatureSpec
 
@@ -95,6 +96,10 @@ def request_schema(spec: FeatureSpec) -> dict:
             if kind == "timestamp" and c.format:
                 del p["pattern"]  # the declared formats are spellings of their own
                 p["description"] = f"ISO 8601 or one of the formats {c.format}, between {TIME_RANGE_TEXT}"
+                epoch = next((EPOCH_FORMATS[f] for f in c.format if f in EPOCH_FORMATS), None)
+                if epoch:  # a number too: that many units since 1970-01-01 UTC, within the same range
+                    p["type"] = ["string", "number", *(["null"] if not required else [])]
+                    p["minimum"], p["maximum"] = TIME_MIN / epoch, TIME_MAX / epoch
                 if c.timezone:
                     p["description"] += f"; a value without a zone is in {c.timezone}"
         num = next((n for n in spec.numeric if n.name == name), None)
