@@ -298,8 +298,8 @@ def read_dataset(src: ResolvedSource, num_cpus: float | None = None, columns: li
         opts = {}
         if any(f.endswith(".gz") for f in files):
             opts["arrow_open_stream_args"] = {"compression": "gzip"}
-        if src.delimiter or any(f.endswith(".tsv") for f in files):
-            opts["parse_options"] = src.parse_options(files[0])
+        if src.delimiter or any(f.endswith(".tsv") for f in files):  # one read for every file: a .tsv among them sets tab
+            opts["parse_options"] = pacsv.ParseOptions(delimiter=src.delimiter or "\t")
         if src.text_columns:
             opts["convert_options"] = src.convert_options()
         ds = ray.data.read_csv(files, partitioning=part, filesystem=src.filesystem, include_paths=True, **cpus, **opts)
