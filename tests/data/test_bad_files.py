@@ -65,13 +65,59 @@ def test_empty_dimension_and_directory_without_files(ray_local, tmp_path, small_
         _run(raw)
 
 
-def test_ragged_csv_row_names_the_file(ray_local, small_data):
+def test_broken_csv_lines_are_quarantined_with_their_line_and_the_rest_is_read(ray_local, small_data):
+    """A line with too few or too many fields, or a quote never closed, fails that line only
+    (rule 'csv', its line number and text), in the fact table and in a dimension alike; Arrow's
+    reader would stop the whole file there."""
     data, root = small_data
-    with open(data / "trips.csv", "a") as f:
-        f.write("1,2,3\n")
+    lines = (data / "trips.csv").read_text().splitlines()
+    lines[10] += ',"extra"'                   # one field too many (line 11)
+    lines[20] = ",".join(lines[20].split(",")[:3])  # too few (line 21)
+    (data / "trips.csv").write_text("\n".join(lines) + '\n1,"AAA,2\n')  # an unclosed quote runs to the end
+    with open(data / "vehicles.csv", "a") as f:
+        f.write("V999\n")
+    result = _run(small_config(data, root))
+    rows = result.manifest["rows"]
+    assert rows["read"] == 601 and rows["quarantined"] == 3 and rows["clean"] == 598
+    q = pq.read_table(root / "datasets" / "trips" / result.key / "quarantine").to_pylist()
+    broken = sorted((r["table"], r["rule"], r["value"].split(":")[0]) for r in q if r["rule"] == "csv")
+    assert broken == [("trips", "csv", "line 11"), ("trips", "csv", "line 21"), ("trips", "csv", "line 602"),
+                      ("vehicles", "csv", "line 42")]
+    line11 = next(r for r in q if r["value"].startswith("line 11"))
+    assert "8 field(s) where the header has 7" in line11["value"] and lines[10][:20] in line11["value"]
+    assert "__rl_" not in line11["row"]  # rayline's own columns stay out of the quarantined row
+
+
+def test_a_bad_value_deep_in_a_csv_is_quarantined_for_a_declared_column_and_named_for_another(ray_local, tmp_path):
+    """Arrow types a column from a file's first ~1 MB. A declared column is read as text and typed
+    by its rule, so a bad value far down is that row's quarantine; in an undeclared column it
+    stops the read with the line, the column and the setting that fixes it."""
+    data = tmp_path / "data"
+    tables = small_tables(60000)
+    write_tables(tables, data)
+    lines = (data / "trips.csv").read_text().splitlines()
+    assert len("\n".join(lines[:50000])) > 2 << 20  # well past Arrow's first block
+    fields = lines[50000].split(",")
+    fields[3] = "far"  # distance: declared float
+    lines[50000] = ",".join(fields)
+    (data / "trips.csv").write_text("\n".join(lines) + "\n")
+    result = _run(small_config(data, tmp_path / "root"))
+    assert result.manifest["rows"]["quarantined"] == 1
+    q = pq.read_table(tmp_path / "root" / "datasets" / "trips" / result.key / "quarantine").to_pylist()
+    assert [(r["rule"], r["column"], r["value"]) for r in q] == [("type", "distance", "far")]
+    fields[3] = "20.5"
+    fields[0] = "x50000"  # trip_id, made undeclared below
+    raw = small_config(data, tmp_path / "root2")
+    del raw["data"]["sources"]["trips"]["columns"]["trip_id"]
+    raw["data"]["split"]["key"] = ["station"]
+    raw["data"]["passthrough"] = ["trip_id"]
+    lines[50000] = ",".join(fields)
+    (data / "trips.csv").write_text("\n".join(lines) + "\n")
     with pytest.raises(InputError) as e:
-        _run(small_config(data, root))
-    assert "source 'trips'" in str(e.value) and "columns" in str(e.value).lower()
+        _run(raw)
+    msg = str(e.value)
+    assert "trips.csv" in msg and "line 50001" in msg and "column 'trip_id'" in msg and "'x50000'" in msg
+    assert "data.sources.trips.columns.trip_id" in msg
 
 
 def test_parquet_schema_check_uses_footer(ray_local, tmp_path):

@@ -551,15 +551,32 @@ def test_batch_output_never_destroys_input_or_an_existing_output(served, records
     assert run(data, out, overwrite=True).rows_out == 50
     assert pq.read_table(out / "predictions").num_rows == 50
 
-    # a run that fails part-way (a malformed row deep in a CSV) leaves the old output and no staging
+    # a run that fails (bytes that are not UTF-8 in a CSV's text column) leaves the old output and
+    # no staging (a line with the wrong number of fields would be quarantined, not fail the run)
     bad = tmp_path / "bad.csv"
     pacsv.write_csv(pa.Table.from_pylist(records[:30]), bad)
-    with open(bad, "a") as f:
-        f.write("only,two\n")
+    with open(bad, "ab") as f:
+        f.write(b'2013,1,1,5,15,"\xff\xfeUA",1545,"N14228","EWR","IAH",1400.0\n')
     with pytest.raises(InputError, match="bad.csv"):
         run(bad, out, overwrite=True)
     assert pq.read_table(out / "predictions").num_rows == 50
     assert sorted(os.listdir(tmp_path)) == ["bad.csv", "data", "out"]  # no .tmp-* or .old-* left
+
+    # a broken line and a bad value in a model field are those rows' quarantine; the rest is scored
+    broken = tmp_path / "broken.csv"
+    pacsv.write_csv(pa.Table.from_pylist(records[:40]), broken)
+    lines = broken.read_text().splitlines()
+    header = [h.strip('"') for h in lines[0].split(",")]
+    fields = lines[5].split(",")
+    fields[header.index("distance")] = "far"
+    lines[5] = ",".join(fields)
+    lines[9] += ",1"
+    broken.write_text("\n".join(lines) + "\n")
+    result = run(broken, tmp_path / "out2")
+    assert (result.rows_in, result.rows_out, result.quarantined) == (40, 38, 2)
+    q = pq.read_table(tmp_path / "out2" / "quarantine").to_pylist()
+    assert sorted((r["rule"], r["column"]) for r in q) == [("csv", "(line)"), ("type", "distance")]
+    assert next(r for r in q if r["rule"] == "csv")["value"].startswith("line 10: ")
 
 
 def test_deploying_keeps_other_applications_and_refuses_a_clashing_route(served, records):

@@ -225,8 +225,10 @@ def run_batch_predict(cfg: RaylineConfig, storage: Storage, input_path: str, out
     except ValidationError as e:  # a bad --delimiter or --format
         raise InputError(f"input {input_path}: {e.errors()[0]['msg'].removeprefix('Value error, ')}") from None
     kinds = Contract(spec).kinds
-    src = src_mod.resolve("input", source, storage, delimiter_setting="--delimiter",
-                          text_columns=[c for c, kind in kinds.items() if kind == "string"])
+    # a CSV input's model fields are read as text, for the contract to type (a bad value is that
+    # row's quarantine, wherever it is in the file); other columns are inferred
+    src = src_mod.resolve("input", source, storage, delimiter_setting="--delimiter", text_columns=list(kinds),
+                          string_columns=[c for c, kind in kinds.items() if kind == "string"], columns_setting="")
     src_mod.check_files(src, sorted(n for n, c in spec.constraints.items() if c.required), any_of=list(kinds))
     keep = keep if keep is not None else [c for c in dict.fromkeys(spec.passthrough + cfg.data.passthrough)]
     gpus, actors = gpu_plan(cfg.batch.gpus_per_actor, cfg.batch.max_actors, ray.cluster_resources().get("GPU", 0),

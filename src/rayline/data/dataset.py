@@ -18,8 +18,9 @@ from rayline.errors import InputError
 from rayline.features.spec import FeatureSpec
 from rayline.storage import Storage, join_uri
 
-FORMAT_VERSION = 6  # bump when the output changes (4: x_cat int32, missing-only indicators; 5: regression target standardized;
-#                    6: CSV string columns read as text, DECIMAL columns as numbers)
+FORMAT_VERSION = 7  # bump when the output changes (4: x_cat int32, missing-only indicators; 5: regression target standardized;
+#                    6: CSV string columns read as text, DECIMAL columns as numbers; 7: every declared CSV
+#                    column read as text, broken CSV lines quarantined)
 MANIFEST, SPEC_FILE = "manifest.json", "feature_spec.json"
 
 

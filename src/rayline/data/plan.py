@@ -59,11 +59,11 @@ def joined_columns(cfg: RaylineConfig) -> set[str]:
     return {j.output_name(c) for j in cfg.data.joins for c in j.columns} | {c.name for c in cfg.data.counts}
 
 
-def text_columns(cfg: RaylineConfig, source: str) -> set[str]:
-    """The columns of `source` whose kind is string: declared, or implied by a categorical
-    feature or a named-class label (a CSV reads them as text, as a client sends them)."""
+def column_kinds(cfg: RaylineConfig, source: str) -> dict[str, str]:
+    """The columns of `source` with a type: declared, or implied by a feature, the label or the
+    time split (a CSV reads them as text, for their rules to type value by value)."""
     rules = primary_rules(cfg) if source == cfg.data.primary else cfg.data.sources[source].columns
-    return {c for c, r in rules.items() if r.type == "string"}
+    return {c: r.type for c, r in rules.items() if r.type is not None}
 
 
 def primary_rules(cfg: RaylineConfig) -> dict[str, ColumnRule]:

