@@ -5,7 +5,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from rayline.data.parquet_read import Chunk, datasource, hive_values, plan_tasks
+from rayline.data.parquet_read import Chunk, datasource, disagreeing_columns, hive_values, plan_tasks
 
 
 def test_row_groups_are_cut_into_tasks_of_about_the_target_in_file_order():
@@ -87,3 +87,19 @@ def test_an_empty_file_reads_as_one_empty_block_with_its_columns(tmp_path):
     source, n = datasource(fs, base, [f"{base}/empty.parquet", f"{base}/five.parquet"], columns=["x"], block_rows=2)
     blocks = [b for t in source.get_read_tasks(n) for b in t()]
     assert [b.num_rows for b in blocks] == [0, 2, 2, 1] and all(b.column_names == ["x"] for b in blocks)
+
+
+def test_a_column_whose_files_disagree_on_its_type_is_read_as_text_in_every_file(tmp_path):
+    """Exports from two writers: `id` int64 in one file and text in the other. Ray Data could not
+    merge such blocks, so the read failed; both are read as text (the rules type them). Types one
+    widens to (int64 and double, null and anything) stay as they are."""
+    pq.write_table(pa.table({"id": [1, 2], "x": [1, 2], "n": pa.nulls(2)}), tmp_path / "a.parquet")
+    pq.write_table(pa.table({"id": ["3", "x4"], "x": [0.5, 1.5], "n": [1, 2]}), tmp_path / "b.parquet")
+    assert disagreeing_columns([pq.read_schema(tmp_path / f) for f in ("a.parquet", "b.parquet")]) == {"id"}
+    paths = [str(tmp_path / "a.parquet"), str(tmp_path / "b.parquet")]
+    source, n = datasource(pafs.LocalFileSystem(), str(tmp_path), paths, task_rows=1)
+    tasks = source.get_read_tasks(n)
+    blocks = [b for t in tasks for b in t()]
+    assert [b.schema.field("id").type for b in blocks] == [pa.string(), pa.string()]
+    assert pa.concat_tables(blocks, promote_options="permissive").column("id").to_pylist() == ["1", "2", "3", "x4"]
+    assert blocks[0].schema.field("x").type == pa.int64() and tasks[0].schema.field("id").type == pa.string()

@@ -172,3 +172,29 @@ def test_a_csv_split_by_another_separator_names_the_setting_then_reads_with_it(r
         src["delimiter"] = ";"
     result = _run(raw)
     assert result.manifest["rows"]["clean"] == 600 and result.manifest["rows"]["quarantined"] == 0
+
+
+def test_parquet_files_that_disagree_on_a_column_type_are_read_as_one_table(ray_local, tmp_path):
+    """Two exports of one table, from different writers: `trip_id` and `distance` are numbers in
+    one file and text in the other (with one value that is no number). Ray Data could not merge
+    the blocks and the ingest failed; now the column is text in both, and its rule judges each value."""
+    import pyarrow as pa
+
+    data = tmp_path / "data"
+    tables = small_tables(600)
+    write_tables({k: v for k, v in tables.items() if k != "trips"}, data, "parquet")
+    trips = tables["trips"]
+    (data / "trips").mkdir()
+    pq.write_table(trips.slice(0, 300), data / "trips" / "a.parquet")
+    second = trips.slice(300).to_pylist()
+    for r in second:
+        r["trip_id"], r["distance"] = str(r["trip_id"]), str(r["distance"])
+    second[7]["distance"] = "far"
+    pq.write_table(pa.Table.from_pylist(second), data / "trips" / "b.parquet")
+    raw = small_config(data, tmp_path / "root", fmt="parquet")
+    raw["data"]["sources"]["trips"]["path"] = str(data / "trips")
+    result = _run(raw)
+    rows = result.manifest["rows"]
+    assert (rows["read"], rows["clean"], rows["quarantined"]) == (600, 599, 1)
+    q = pq.read_table(tmp_path / "root" / "datasets" / "trips" / result.key / "quarantine").to_pylist()
+    assert [(r["rule"], r["column"], r["value"]) for r in q] == [("type", "distance", "far")]

@@ -92,7 +92,8 @@ def datasource(filesystem, base: str, paths: list[str], *, columns: list[str] | 
     metas = read_footers(filesystem, paths)
     tasks = plan_tasks([(p, [(m.row_group(i).num_rows, m.row_group(i).total_byte_size)
                              for i in range(m.num_row_groups)]) for p, m in zip(paths, metas)], task_rows)
-    schema = _schema(metas[0].schema.to_arrow_schema(), hive_values(base, paths[0]), columns, path_column) \
+    as_text = disagreeing_columns([m.schema.to_arrow_schema() for m in metas])
+    schema = _schema(metas[0].schema.to_arrow_schema(), hive_values(base, paths[0]), columns, path_column, as_text) \
         if paths else None
 
     class ParquetFilesDatasource(Datasource):
@@ -103,7 +104,7 @@ def datasource(filesystem, base: str, paths: list[str], *, columns: list[str] | 
             return sum(c.nbytes for t in tasks for c in t)
 
         def get_read_tasks(self, parallelism: int, per_task_row_limit=None, data_context=None) -> list:
-            return [ReadTask(_reader(filesystem, base, task, columns, path_column, block_rows),
+            return [ReadTask(_reader(filesystem, base, task, columns, path_column, block_rows, as_text),
                              BlockMetadata(num_rows=sum(c.rows for c in task), size_bytes=sum(c.nbytes for c in task),
                                            exec_stats=None, input_files=tuple(dict.fromkeys(c.path for c in task))),
                              schema=schema, per_task_row_limit=per_task_row_limit)
@@ -112,8 +113,29 @@ def datasource(filesystem, base: str, paths: list[str], *, columns: list[str] | 
     return ParquetFilesDatasource(), max(1, len(tasks))
 
 
-def _schema(file_schema: pa.Schema, hive: dict[str, str], columns, path_column) -> pa.Schema:
-    fields = [f for f in file_schema if f.name not in hive] + [pa.field(k, pa.string()) for k in hive]
+def disagreeing_columns(schemas: list[pa.Schema]) -> frozenset[str]:
+    """Columns whose files hold types that no one type holds (int64 in one file, text in another:
+    exports from different writers). They are read as text in every file, for their rules to type
+    value by value; Ray Data could not put such blocks together ("Unable to merge: Field id has
+    incompatible types") and the read failed. Types one widens to (int64 and double, null and
+    anything) are left to Ray Data."""
+    types: dict[str, set] = {}
+    for schema in schemas:
+        for f in schema:
+            types.setdefault(f.name, set()).add(f.type)
+    out = set()
+    for name, kinds in types.items():
+        if len(kinds) > 1:
+            try:
+                pa.unify_schemas([pa.schema([(name, t)]) for t in kinds], promote_options="permissive")
+            except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+                out.add(name)
+    return frozenset(out)
+
+
+def _schema(file_schema: pa.Schema, hive: dict[str, str], columns, path_column, as_text=frozenset()) -> pa.Schema:
+    fields = [pa.field(f.name, pa.string()) if f.name in as_text else f for f in file_schema if f.name not in hive] + \
+        [pa.field(k, pa.string()) for k in hive]
     if columns is not None:
         by_name = {f.name: f for f in fields}
         fields = [by_name[c] for c in columns if c in by_name]
@@ -122,7 +144,8 @@ def _schema(file_schema: pa.Schema, hive: dict[str, str], columns, path_column) 
     return pa.schema(fields)
 
 
-def _reader(filesystem, base: str, task: list[Chunk], columns, path_column, block_rows: int | None = None):
+def _reader(filesystem, base: str, task: list[Chunk], columns, path_column, block_rows: int | None = None,
+            as_text: frozenset = frozenset()):
     def read() -> Iterator[pa.Table]:
         for chunk in task:
             hive = hive_values(base, chunk.path)
@@ -131,7 +154,7 @@ def _reader(filesystem, base: str, task: list[Chunk], columns, path_column, bloc
                 names = pf.schema_arrow.names
                 wanted = None if columns is None else [c for c in columns if c in names and c not in hive]
                 for table in _decoded(pf, chunk, wanted, block_rows):
-                    yield _with_extra_columns(table, chunk.path, hive, columns, path_column)
+                    yield _with_extra_columns(_text(table, as_text), chunk.path, hive, columns, path_column)
 
     return read
 
@@ -145,6 +168,19 @@ def _decoded(pf: pq.ParquetFile, chunk: Chunk, wanted: list[str] | None, block_r
         return
     for batch in pf.iter_batches(batch_size=block_rows, row_groups=list(chunk.row_groups), columns=wanted):
         yield pa.Table.from_batches([batch])
+
+
+def _text(table: pa.Table, as_text: frozenset) -> pa.Table:
+    """The columns in `as_text` as text (a value with no text form, a list or a struct, is left as
+    it is: its column's rule judges it)."""
+    for name in as_text.intersection(table.column_names):
+        i = table.schema.get_field_index(name)
+        if table.schema.field(i).type != pa.string():
+            try:
+                table = table.set_column(i, name, table.column(i).cast(pa.string()))
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                pass
+    return table
 
 
 def _with_extra_columns(table: pa.Table, path: str, hive: dict[str, str], columns, path_column) -> pa.Table:
