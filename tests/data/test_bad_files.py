@@ -198,3 +198,14 @@ def test_parquet_files_that_disagree_on_a_column_type_are_read_as_one_table(ray_
     assert (rows["read"], rows["clean"], rows["quarantined"]) == (600, 599, 1)
     q = pq.read_table(tmp_path / "root" / "datasets" / "trips" / result.key / "quarantine").to_pylist()
     assert [(r["rule"], r["column"], r["value"]) for r in q] == [("type", "distance", "far")]
+
+
+def test_a_header_that_names_a_column_twice_is_refused_naming_it(ray_local, small_data):
+    """`a,a,b`: Arrow cannot pick either copy by name (the read failed with "Field exists 2 times
+    in schema", naming no file), and which copy is meant is not rayline's to guess."""
+    data, root = small_data
+    lines = (data / "vehicles.csv").read_text().splitlines()
+    (data / "vehicles.csv").write_text("\n".join([lines[0] + ',"seats"'] + [l + ",1" for l in lines[1:]]) + "\n")
+    with pytest.raises(InputError, match=r"source 'vehicles': file .*vehicles.csv names a column more than once "
+                                         r"\('seats' at columns 2, 4\): rename or remove the copies"):
+        _run(small_config(data, root))

@@ -149,6 +149,11 @@ def check_files(src: ResolvedSource, required: list[str], any_of: list[str] | No
             names = _csv_header(src, path)
         else:
             names = _json_keys(src, path)
+        twice = {c: [i + 1 for i, n in enumerate(names) if n == c] for c in dict.fromkeys(names) if names.count(c) > 1}
+        if twice:  # Arrow cannot pick one of them by name, and which copy is meant is not ours to guess
+            shown = "; ".join(f"{c!r} at columns {', '.join(map(str, at))}" for c, at in list(twice.items())[:5])
+            raise InputError(f"source {src.name!r}: file {path} names a column more than once ({shown}): "
+                             "rename or remove the copies")
         names = names + _hive_columns(src.base, path)
         missing = [c for c in required if c not in names]
         if missing:
