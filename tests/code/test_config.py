@@ -181,13 +181,22 @@ def test_multiclass_declares_its_classes(tmp_path, classes, expect):
     ({"format": "parquet", "path": "x", "delimiter": ";"}, "delimiter is for format csv, not parquet"),
     ({"format": "csv", "path": "x", "delimiter": ";;"}, "delimiter must be one character"),
     ({"format": "csv", "path": "x", "delimiter": '"'}, "other than a quote or a line break"),
+    ({"format": "json", "path": "x", "encoding": "cp1252"}, "encoding is for format csv, not json"),
+    ({"format": "csv", "path": "x", "encoding": "klingon"}, "is not a text encoding Python knows"),
+    ({"format": "csv", "path": "x", "encoding": "utf-16"}, "does not write separators and line breaks as ASCII does"),
 ])
-def test_a_csv_delimiter_is_one_character_for_csv_only(tmp_path, source, expect):
+def test_a_csv_delimiter_and_encoding_are_checked_for_csv_only(tmp_path, source, expect):
     cfg = small_config(tmp_path, tmp_path)
     cfg["data"]["sources"]["vehicles"] = source
     with pytest.raises(ConfigError) as e:
         config_from_dict(cfg)
     assert expect in str(e.value) and "data.sources.vehicles" in str(e.value)
+
+
+def test_an_encoding_is_kept_by_its_canonical_name(tmp_path):
+    cfg = small_config(tmp_path, tmp_path)
+    cfg["data"]["sources"]["vehicles"]["encoding"] = "Latin-1"
+    assert config_from_dict(cfg).data.sources["vehicles"].encoding == "iso8859-1"
 
 
 def test_an_epoch_unit_is_a_timestamp_format(tmp_path):

@@ -209,3 +209,27 @@ def test_a_header_that_names_a_column_twice_is_refused_naming_it(ray_local, smal
     with pytest.raises(InputError, match=r"source 'vehicles': file .*vehicles.csv names a column more than once "
                                          r"\('seats' at columns 2, 4\): rename or remove the copies"):
         _run(small_config(data, root))
+
+
+def test_a_csv_saved_in_cp1252_names_the_encoding_setting_then_reads_with_it(ray_local, tmp_path):
+    """Excel on Windows saves CSV as cp1252: 'Zürich' is one byte 0xFC, not UTF-8. Undeclared, the
+    run stops naming the line and `data.sources.<name>.encoding`; declared, the text is read as
+    written (the category the endpoint's JSON clients send)."""
+    import pyarrow as pa
+
+    data = tmp_path / "data"
+    tables = small_tables()
+    makers = tables["vehicles"].column("maker").to_pylist()
+    tables["vehicles"] = tables["vehicles"].set_column(2, "maker", pa.array(["Zürich" if m == "X" else m for m in makers]))
+    write_tables(tables, data)
+    path = data / "vehicles.csv"
+    path.write_bytes(path.read_text(encoding="utf-8").encode("cp1252"))
+    raw = small_config(data, tmp_path / "root")
+    raw["data"]["sources"]["vehicles"]["columns"] = {"maker": {"type": "string"}}
+    with pytest.raises(InputError, match=r"vehicles.csv.*bytes that are not UTF-8 text: declare its encoding "
+                                         r"\(data.sources.vehicles.encoding cp1252"):
+        _run(raw)
+    raw["data"]["sources"]["vehicles"]["encoding"] = "cp1252"
+    result = _run(raw)
+    maker = next(c for c in result.spec.categorical if c.name == "maker")
+    assert "Zürich" in maker.vocabulary and result.manifest["rows"]["quarantined"] == 0

@@ -72,3 +72,11 @@ def test_only_the_columns_asked_for_absent_ones_as_nulls_and_a_header_alone():
 def test_bytes_that_are_not_utf8_name_the_line_and_the_fix():
     with pytest.raises(CSVReadError, match=r"^line 3, column #2: bytes that are not UTF-8 text: save the file as UTF-8"):
         _read(b'a,b\n1,x\n2,"\xff\xfey"\n', text=("b",))
+
+
+def test_a_declared_encoding_is_read_as_text_and_the_hint_names_where_to_declare_it():
+    data = "id,city\n1,Zürich\n2,Genève\n".encode("cp1252")
+    assert _read(data, text=("city",), encoding="cp1252").column("city").to_pylist() == ["Zürich", "Genève"]
+    assert _read(data, text=ALL, encoding="cp1252").column("city").to_pylist() == ["Zürich", "Genève"]
+    with pytest.raises(CSVReadError, match=r"declare its encoding \(--encoding cp1252, for one saved by Excel"):
+        _read(data, text=("city",), encoding_setting="--encoding")

@@ -86,8 +86,11 @@ def test_a_declared_format_is_read_the_same_at_ingest_online_and_in_batch(ray_lo
     assert not (tmp_path / "out_semi").exists()
     with pytest.raises(InputError, match=r"input .*input_semicolon.csv: delimiter must be one character"):
         run_batch_predict(cfg, storage, str(semi), str(tmp_path / "out_semi"), model=str(out.version.version), delimiter=";;")
+    with pytest.raises(InputError, match=r"input .*input_semicolon.csv: encoding 'klingon' is not a text encoding"):
+        run_batch_predict(cfg, storage, str(semi), str(tmp_path / "out_semi"), model=str(out.version.version),
+                          delimiter=";", encoding="klingon")
     res = run_batch_predict(cfg, storage, str(semi), str(tmp_path / "out_semi"), model=str(out.version.version),
-                            delimiter=";")
+                            delimiter=";", encoding="cp1252")  # ASCII text reads the same in cp1252
     assert res.quarantined == 0
     again = pq.read_table(tmp_path / "out_semi" / "predictions").sort_by("trip_id")
     np.testing.assert_allclose(again.column("prediction").to_pylist(), online, atol=1e-6)

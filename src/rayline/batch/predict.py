@@ -208,8 +208,10 @@ def _pad(t: pa.Table, other: pa.Schema) -> pa.Table:
 
 def run_batch_predict(cfg: RaylineConfig, storage: Storage, input_path: str, output_path: str, *,
                       model: str | None = None, fmt: str | None = None, keep: list[str] | None = None,
-                      overwrite: bool = False, explain: bool = False, delimiter: str | None = None) -> BatchResult:
-    """`delimiter`: a CSV input's field separator (default: a tab for .tsv, else a comma)."""
+                      overwrite: bool = False, explain: bool = False, delimiter: str | None = None,
+                      encoding: str | None = None) -> BatchResult:
+    """`delimiter`: a CSV input's field separator (default: a tab for .tsv, else a comma);
+    `encoding`: its text encoding (default: UTF-8)."""
     import ray
 
     from rayline.model.artifact import SPEC
@@ -221,14 +223,15 @@ def run_batch_predict(cfg: RaylineConfig, storage: Storage, input_path: str, out
     spec = FeatureSpec.from_json(registry.read_file(version, SPEC))
     fmt = fmt or _guess_format(input_path)
     try:
-        source = SourceConfig(format=fmt, path=input_path, delimiter=delimiter)
-    except ValidationError as e:  # a bad --delimiter or --format
+        source = SourceConfig(format=fmt, path=input_path, delimiter=delimiter, encoding=encoding)
+    except ValidationError as e:  # a bad --delimiter, --encoding or --format
         raise InputError(f"input {input_path}: {e.errors()[0]['msg'].removeprefix('Value error, ')}") from None
     kinds = Contract(spec).kinds
     # a CSV input's model fields are read as text, for the contract to type (a bad value is that
     # row's quarantine, wherever it is in the file); other columns are inferred
     src = src_mod.resolve("input", source, storage, delimiter_setting="--delimiter", text_columns=list(kinds),
-                          string_columns=[c for c, kind in kinds.items() if kind == "string"], columns_setting="")
+                          string_columns=[c for c, kind in kinds.items() if kind == "string"], columns_setting="",
+                          encoding_setting="--encoding")
     src_mod.check_files(src, sorted(n for n, c in spec.constraints.items() if c.required), any_of=list(kinds))
     keep = keep if keep is not None else [c for c in dict.fromkeys(spec.passthrough + cfg.data.passthrough)]
     gpus, actors = gpu_plan(cfg.batch.gpus_per_actor, cfg.batch.max_actors, ray.cluster_resources().get("GPU", 0),

@@ -33,14 +33,15 @@ class CSVReadError(ValueError):
 
 
 def read_tables(f, delimiter: str = ",", text: tuple[str, ...] | None = (), columns: list[str] | None = None,
-                setting: str = "") -> Iterator[pa.Table]:
+                setting: str = "", encoding: str | None = None, encoding_setting: str = "") -> Iterator[pa.Table]:
     """The file's rows in blocks, each with a BAD_ROW column (null for a good row); lines with the
     wrong number of fields come as rows of nulls with BAD_ROW set, after the block they were met in.
     `text`: columns read as text (ALL: every column); `columns`: only these, absent ones as nulls;
     `setting`: where a column's type is declared (named when an undeclared column breaks its
-    inferred type)."""
+    inferred type); `encoding`: the file's text encoding (None: UTF-8), set at `encoding_setting`
+    (named when bytes are not UTF-8)."""
     if text is ALL:
-        names, f = _header(f, delimiter)
+        names, f = _header(f, delimiter, encoding)
         text = tuple(names)
     bad: list[tuple] = []
 
@@ -51,11 +52,11 @@ def read_tables(f, delimiter: str = ",", text: tuple[str, ...] | None = (), colu
     convert = pacsv.ConvertOptions(column_types={c: pa.string() for c in text},
                                    **({"include_columns": columns, "include_missing_columns": True} if columns is not None else {}))
     try:
-        reader = pacsv.open_csv(f, read_options=pacsv.ReadOptions(use_threads=False),
+        reader = pacsv.open_csv(f, read_options=read_options(encoding),
                                 parse_options=pacsv.ParseOptions(delimiter=delimiter, invalid_row_handler=keep),
                                 convert_options=convert)
     except pa.ArrowInvalid as e:  # the first block (bytes that are not UTF-8 in a text column, ...)
-        raise CSVReadError(_explain(str(e), pa.schema([]), setting)) from None
+        raise CSVReadError(_explain(str(e), pa.schema([]), setting, encoding_setting)) from None
     schema, blocks = reader.schema, 0
     while True:
         try:
@@ -63,7 +64,7 @@ def read_tables(f, delimiter: str = ",", text: tuple[str, ...] | None = (), colu
         except StopIteration:
             break
         except pa.ArrowInvalid as e:
-            raise CSVReadError(_explain(str(e), schema, setting)) from None
+            raise CSVReadError(_explain(str(e), schema, setting, encoding_setting)) from None
         blocks += 1
         yield pa.Table.from_batches([batch], schema=schema).append_column(BAD_ROW, pa.nulls(batch.num_rows, pa.string()))
         if bad:
@@ -88,14 +89,21 @@ def _shown(line: str, limit: int = 200) -> str:
     return repr(line[:limit] + ("..." if len(line) > limit else ""))
 
 
-def _explain(message: str, schema: pa.Schema, setting: str) -> str:
+def read_options(encoding: str | None) -> pacsv.ReadOptions:
+    """One thread per file (Ray Data reads files in parallel); text in `encoding` made UTF-8."""
+    return pacsv.ReadOptions(use_threads=False, encoding=encoding or "utf8")
+
+
+def _explain(message: str, schema: pa.Schema, setting: str, encoding_setting: str = "") -> str:
     m = _CONVERSION.search(message)
     if not m:
         first = message.splitlines()[0] if message else "unreadable CSV"
         if "invalid UTF8" in first:
             u = re.search(r"In CSV column #(\d+): (?:Row #(\d+): )?", first)
             at = f"line {u.group(2)}, column #{int(u.group(1)) + 1}: " if u and u.group(2) else ""
-            return f"{at}bytes that are not UTF-8 text: save the file as UTF-8 ({first})"
+            fix = f"declare its encoding ({encoding_setting} cp1252, for one saved by Excel on Windows) or save it as UTF-8" \
+                if encoding_setting else "save the file as UTF-8"
+            return f"{at}bytes that are not UTF-8 text: {fix} ({first})"
         return first
     k, line, kind, value = int(m.group(1)), m.group(2), m.group(3), m.group(4)
     name = schema.names[k] if k < len(schema.names) else f"#{k}"
@@ -106,7 +114,7 @@ def _explain(message: str, schema: pa.Schema, setting: str) -> str:
             f"row by row (a bad value is then quarantined)")
 
 
-def _header(f, delimiter: str) -> tuple[list[str], object]:
+def _header(f, delimiter: str, encoding: str | None = None) -> tuple[list[str], object]:
     """The header's column names, and a stream that still starts at the header."""
     head = b""
     while b"\n" not in head and len(head) < _HEADER_MAX:
@@ -115,7 +123,8 @@ def _header(f, delimiter: str) -> tuple[list[str], object]:
             break
         head += chunk
     first = head.split(b"\n", 1)[0].rstrip(b"\r")
-    names = pacsv.read_csv(io.BytesIO(first + b"\n"), parse_options=pacsv.ParseOptions(delimiter=delimiter)).column_names
+    names = pacsv.read_csv(io.BytesIO(first + b"\n"), read_options=read_options(encoding),
+                           parse_options=pacsv.ParseOptions(delimiter=delimiter)).column_names
     return names, pa.PythonFile(io.BufferedReader(_Prefixed(head, f)), mode="r")
 
 

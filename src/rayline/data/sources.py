@@ -53,6 +53,8 @@ class ResolvedSource:
     text_columns: tuple[str, ...] | None = ()
     string_columns: tuple[str, ...] = ()  # csv: those of kind string (kept as text in `head_records`)
     columns_setting: str = ""  # where this source's column types are declared (named in errors)
+    encoding: str | None = None  # csv: the files' text encoding (None: UTF-8)
+    encoding_setting: str = ""   # where a user sets it (named when bytes are not UTF-8)
 
     def parse_options(self, path: str) -> pacsv.ParseOptions:
         """How a CSV file of this source is split into fields."""
@@ -63,7 +65,8 @@ class ResolvedSource:
 
     def csv_tables(self, f, path: str, columns: list[str] | None = None):
         """A CSV file's rows in blocks, lines with the wrong number of fields as BAD_ROW rows (csv_rows.py)."""
-        return csv_rows.read_tables(f, self.delimiter_for(path), self.text_columns, columns, self.columns_setting)
+        return csv_rows.read_tables(f, self.delimiter_for(path), self.text_columns, columns, self.columns_setting,
+                                    self.encoding, self.encoding_setting)
 
     def fingerprint(self) -> str:
         h = hashlib.sha256()
@@ -74,7 +77,7 @@ class ResolvedSource:
 
 def resolve(name: str, src: SourceConfig, storage: Storage, delimiter_setting: str | None = None,
             text_columns: Iterable[str] | None = (), string_columns: Iterable[str] = (),
-            columns_setting: str | None = None) -> ResolvedSource:
+            columns_setting: str | None = None, encoding_setting: str | None = None) -> ResolvedSource:
     """`delimiter_setting`: where the CSV separator is set (default: the source's config field);
     `text_columns`: the columns with a declared type (CSV: read as text; None: every column);
     `string_columns`: those of kind string; `columns_setting`: where column types are declared."""
@@ -103,6 +106,7 @@ def resolve(name: str, src: SourceConfig, storage: Storage, delimiter_setting: s
         text_columns=None if text_columns is None else tuple(sorted(text_columns)),
         string_columns=tuple(sorted(string_columns)),
         columns_setting=f"data.sources.{name}.columns" if columns_setting is None else columns_setting,
+        encoding=src.encoding, encoding_setting=encoding_setting or f"data.sources.{name}.encoding",
     )
 
 
@@ -191,8 +195,12 @@ def _csv_header(src: ResolvedSource, path: str) -> list[str]:
     if not first.strip():
         raise InputError(f"source {src.name!r}: file {path} has no header line")
     try:
-        return pacsv.read_csv(io.BytesIO(first + b"\n"), parse_options=src.parse_options(path)).column_names
+        return pacsv.read_csv(io.BytesIO(first + b"\n"), read_options=csv_rows.read_options(src.encoding),
+                              parse_options=src.parse_options(path)).column_names
     except pa.ArrowInvalid as e:
+        if "UTF8" in str(e) or "UTF-8" in str(e):
+            raise InputError(f"source {src.name!r}: file {path} has a header that is not UTF-8 text: declare its encoding "
+                             f"({src.encoding_setting} cp1252, for one saved by Excel on Windows) or save it as UTF-8") from None
         raise InputError(f"source {src.name!r}: file {path} has an unreadable header: {e}") from None
 
 
@@ -319,6 +327,7 @@ def read_dataset(src: ResolvedSource, num_cpus: float | None = None, columns: li
         gz = {"open_stream_args": {"compression": "gzip"}} if any(f.endswith(".gz") for f in files) else {}
         datasource = CSVRowsDatasource(
             files, delimiter=src.delimiter, text=src.text_columns, setting=src.columns_setting,
+            encoding=src.encoding, encoding_setting=src.encoding_setting,
             columns=None if columns is None else [c for c in columns if c not in hive],
             filesystem=src.filesystem, partitioning=part, include_paths=True, **gz)
         ds = ray.data.read_datasource(datasource, **cpus)
@@ -336,7 +345,7 @@ def head_records(src: ResolvedSource, n: int, columns) -> list[dict]:
     import pyarrow.dataset as pads
 
     # kind string as text, as a client sends it; other columns inferred (a JSON number stays a number)
-    fmt = pads.CsvFileFormat(parse_options=src.parse_options(src.files[0]),
+    fmt = pads.CsvFileFormat(parse_options=src.parse_options(src.files[0]), read_options=csv_rows.read_options(src.encoding),
                              convert_options=pacsv.ConvertOptions(column_types={c: pa.string() for c in src.string_columns})) \
         if src.format == "csv" else src.format
     ds = pads.dataset(src.files[0], format=fmt, filesystem=src.filesystem)
