@@ -13,13 +13,13 @@ from rayline.data.csv_rows import BAD_ROW, read_tables
 
 
 class CSVRowsDatasource(FileBasedDatasource):
-    """`delimiter`: None for a tab in .tsv files, else a comma. `text`: columns read as text (None:
-    all). `columns`: the columns every block has (absent ones as nulls; hive partition columns are
+    """`delimiter`: None for a tab in .tsv files, else a comma. `text`: columns read as text.
+    `columns`: the columns every block has (absent ones as nulls; hive partition columns are
     added by Ray from the path), plus BAD_ROW; None keeps the file's columns. `setting`: where the
     source's column types are declared (named in errors); `encoding`: the files' text encoding
     (None: UTF-8), set at `encoding_setting`."""
 
-    def __init__(self, paths: list[str], *, delimiter: str | None, text: tuple[str, ...] | None,
+    def __init__(self, paths: list[str], *, delimiter: str | None, text: tuple[str, ...],
                  columns: list[str] | None = None, setting: str = "", encoding: str | None = None,
                  encoding_setting: str = "", **file_based_kwargs):
         super().__init__(paths, **file_based_kwargs)

