@@ -11,7 +11,7 @@ import pytest
 import rayline.data.json_records as jr
 from rayline.config import config_from_dict
 from rayline.data import run_ingest
-from rayline.data.json_records import BAD_RECORD, iter_records, read_tables
+from rayline.data.json_records import BAD_RECORD, first_keys, iter_records, read_tables
 from rayline.storage import Storage
 from tests.conftest import small_config, small_tables
 
@@ -26,6 +26,10 @@ def test_lines_and_array_give_the_same_records():
     array = json.dumps(rows, indent=2).encode()
     assert [r for _, r in _read(lines)] == [r for _, r in _read(array)] == rows
     assert next(read_tables(io.BytesIO(lines))).equals(next(read_tables(io.BytesIO(array))))
+    # a UTF-8 byte order mark first (PowerShell, Notepad): an array was read as one bad line
+    bom = b"\xef\xbb\xbf"
+    assert [r for _, r in _read(bom + array)] == [r for _, r in _read(bom + lines)] == rows
+    assert first_keys(io.BytesIO(bom + array)) == ["a", "b"]
 
 
 @pytest.mark.parametrize("data, expected", [

@@ -20,6 +20,7 @@ from typing import Any, BinaryIO, Iterator
 
 import pyarrow as pa
 
+BOM = b"\xef\xbb\xbf"  # UTF-8's byte order mark
 BAD_RECORD = "__rl_bad_record"   # "line 7: <why>" or "index 3: <why>"; null for a good record
 BLOCK_RECORDS = 8192             # records per yielded table
 CHUNK_BYTES = 1 << 20
@@ -43,6 +44,8 @@ def _kind(v: Any) -> str:
 def iter_records(stream: BinaryIO) -> Iterator[tuple[str, Any]]:
     """(where, record or _Bad) for each record of a JSON-lines or JSON-array stream."""
     head = stream.read(CHUNK_BYTES)
+    if head.startswith(BOM):  # Windows tools (PowerShell, Notepad) start UTF-8 text with one
+        head = head[len(BOM):]
     start = len(head) - len(head.lstrip())
     if head[start:start + 1] == b"[":
         yield from _array(head, stream)
