@@ -126,6 +126,15 @@ def test_an_outcome_file_goes_through_the_same_checks_and_bad_rows_are_quarantin
     assert read_parts(logs.storage, logs.prefixes[1]).column("request_id").to_pylist() == ["r1", "r1"]
     reasons = read_parts(logs.storage, logs.prefixes[2]).column("reason").to_pylist()
     assert reasons[0].startswith(f"{f}: row 2: outcomes[2].request_id") and "row 3" in reasons[1]
+    # ids that look like numbers stay the text the answers carried; a broken line is quarantined with its line
+    f.write_text("request_id,index,label\n00042,0,1\n7,0,0\n8,0\n")
+    summary = load_outcomes(logs, str(f), "binary", None, clock())
+    assert (summary["rows"], summary["accepted"], summary["quarantined"]) == (3, 2, 1)
+    assert sorted(read_parts(logs.storage, logs.prefixes[1]).column("request_id").to_pylist()) == ["00042", "7", "r1", "r1"]
+    assert summary["first_errors"] == ["row 2: line 4: 2 field(s) where the header has 3: '8,0'"]
+    j = tmp_path / "outcomes.jsonl"
+    j.write_text('{"request_id": 42, "label": 1}\n')
+    assert load_outcomes(logs, str(j), "binary", None, clock())["accepted"] == 1
     (tmp_path / "no_label.csv").write_text("request_id\nr1\n")
     with pytest.raises(InputError, match=r"no_label.csv: missing column\(s\) \['label'\]"):
         load_outcomes(logs, str(tmp_path / "no_label.csv"), "binary", None, clock())

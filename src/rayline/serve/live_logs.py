@@ -60,20 +60,26 @@ class LiveLogs:
         return {"predictions": self.predictions.stats(), "outcomes": self.outcomes.stats()}
 
 
-def read_outcome_file(path: str) -> list[dict]:
-    """An outcome file's rows (Parquet, CSV or JSON lines, by its suffix), as records."""
-    import pyarrow.csv as pcsv
+def read_outcome_file(path: str) -> tuple[list[dict], dict[int, str]]:
+    """An outcome file's rows (Parquet, CSV or JSON lines, by its suffix) as records, and the rows
+    that could not be read (a CSV line with the wrong number of fields) by position, with why. The
+    request id is read as text: inferred, `00042` would be the number 42 and match no answer."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
     import pyarrow.json as pjson
     import pyarrow.parquet as pq
 
+    from rayline.data.csv_rows import BAD_ROW, read_tables
     from rayline.errors import InputError
 
     lower = path.lower()
     try:
         if lower.endswith(".parquet"):
             table = pq.read_table(path)
-        elif lower.endswith(".csv"):
-            table = pcsv.read_csv(path, convert_options=pcsv.ConvertOptions(strings_can_be_null=False))
+        elif lower.endswith((".csv", ".tsv")):
+            with pa.OSFile(path) as f:
+                table = pa.concat_tables(list(read_tables(f, "\t" if lower.endswith(".tsv") else ",", ("request_id",))),
+                                         promote_options="permissive")
         elif lower.endswith((".json", ".jsonl", ".ndjson")):
             table = pjson.read_json(path)
         else:
@@ -88,7 +94,13 @@ def read_outcome_file(path: str) -> list[dict]:
     if missing:
         raise InputError(f"{path}: missing column(s) {missing}; an outcome file has request_id, label and "
                          f"optionally index (got {table.column_names[:10]})")
-    return table.select([c for c in ("request_id", "index", "label") if c in table.column_names]).to_pylist()
+    rid = table.column("request_id")
+    if pa.types.is_integer(rid.type):  # a JSON or Parquet number: the id it spells
+        table = table.set_column(table.column_names.index("request_id"), "request_id", pc.cast(rid, pa.string()))
+    unreadable = {}
+    if BAD_ROW in table.column_names:
+        unreadable = {i: why for i, why in enumerate(table.column(BAD_ROW).to_pylist()) if why is not None}
+    return table.select([c for c in ("request_id", "index", "label") if c in table.column_names]).to_pylist(), unreadable
 
 
 def load_outcomes(logs: LiveLogs, path: str, task: str, classes: list[str] | None, now: float) -> dict:
@@ -101,8 +113,12 @@ def load_outcomes(logs: LiveLogs, path: str, task: str, classes: list[str] | Non
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    rows = [{k: v for k, v in r.items() if not (k == "index" and v is None)} for r in read_outcome_file(path)]
-    cols, errors = check_outcomes(rows, task, classes, now)
+    records, unreadable = read_outcome_file(path)
+    rows = [{k: v for k, v in r.items() if not (k == "index" and v is None)} for r in records]
+    readable = [i for i in range(len(rows)) if i not in unreadable]
+    cols, errors = check_outcomes([rows[i] for i in readable], task, classes, now)
+    errors = sorted([{**e, "row": readable[e["row"]]} for e in errors] +
+                    [{"row": i, "field": "(line)", "message": why} for i, why in unreadable.items()], key=lambda e: e["row"])
     name = f"{int(now * 1000):013d}-file-{uuid.uuid4().hex[:8]}.parquet"
     quarantine = {"ts": [now] * len(errors), "row": [e["row"] for e in errors],
                   "record": [json.dumps(rows[e["row"]], default=str)[:2000] for e in errors],
