@@ -45,6 +45,9 @@ def test_a_value_past_the_first_block_in_an_undeclared_column_names_line_column_
     msg = str(e.value)
     assert msg.startswith("line 200002: column 'id' holds 'A7', which is not int64")
     assert "declare its type (data.sources.t.columns.id: {type: ...})" in msg
+    # reading only some columns, Arrow counts the file's: the name is still the right one
+    with pytest.raises(CSVReadError, match=r"^line 200002: column 'id' holds 'A7'"):
+        _read(b"w," + data.replace(b"\n", b"\n1,")[:-2], columns=["x", "id"])  # w,id,x: 'id' is the file's second
     # declared, it is text everywhere: the rule judges "A7" for its row alone
     assert _read(data, text=("id",)).column("id").to_pylist()[-1] == "A7"
 

@@ -15,6 +15,7 @@ column's name and what to declare.
 
 from __future__ import annotations
 
+import io
 import re
 from typing import Iterator
 
@@ -43,6 +44,10 @@ def read_tables(f, delimiter: str = ",", text: tuple[str, ...] = (), columns: li
         bad.append((row.number, row.expected_columns, row.actual_columns, row.text))
         return "skip"
 
+    head = None
+    if columns is not None:  # Arrow's errors count the file's columns, not the ones read: keep the header to name them
+        head = _Head(f)
+        f = pa.PythonFile(io.BufferedReader(head, buffer_size=1 << 20), mode="r")
     convert = pacsv.ConvertOptions(column_types={c: pa.string() for c in text},
                                    **({"include_columns": columns, "include_missing_columns": True} if columns is not None else {}))
     try:
@@ -50,15 +55,17 @@ def read_tables(f, delimiter: str = ",", text: tuple[str, ...] = (), columns: li
                                 parse_options=pacsv.ParseOptions(delimiter=delimiter, invalid_row_handler=keep),
                                 convert_options=convert)
     except pa.ArrowInvalid as e:  # the first block (bytes that are not UTF-8 in a text column, ...)
-        raise CSVReadError(_explain(str(e), pa.schema([]), setting, encoding_setting)) from None
+        raise CSVReadError(_explain(str(e), _file_columns(head, delimiter, encoding), setting, encoding_setting)) from None
     schema, blocks = reader.schema, 0
+    names = schema.names if head is None else None
     while True:
         try:
             batch = reader.read_next_batch()
         except StopIteration:
             break
         except pa.ArrowInvalid as e:
-            raise CSVReadError(_explain(str(e), schema, setting, encoding_setting)) from None
+            names = names or _file_columns(head, delimiter, encoding)
+            raise CSVReadError(_explain(str(e), names, setting, encoding_setting)) from None
         blocks += 1
         yield pa.Table.from_batches([batch], schema=schema).append_column(BAD_ROW, pa.nulls(batch.num_rows, pa.string()))
         if bad:
@@ -88,7 +95,7 @@ def read_options(encoding: str | None) -> pacsv.ReadOptions:
     return pacsv.ReadOptions(use_threads=False, encoding=encoding or "utf8")
 
 
-def _explain(message: str, schema: pa.Schema, setting: str, encoding_setting: str = "") -> str:
+def _explain(message: str, names: list[str], setting: str, encoding_setting: str = "") -> str:
     m = _CONVERSION.search(message)
     if not m:
         first = message.splitlines()[0] if message else "unreadable CSV"
@@ -100,9 +107,38 @@ def _explain(message: str, schema: pa.Schema, setting: str, encoding_setting: st
             return f"{at}bytes that are not UTF-8 text: {fix} ({first})"
         return first
     k, line, kind, value = int(m.group(1)), m.group(2), m.group(3), m.group(4)
-    name = schema.names[k] if k < len(schema.names) else f"#{k}"
+    name = names[k] if k < len(names) else f"#{k + 1}"
     where = f"{setting}.{name}" if setting else f"the column {name!r}"
     return (f"{'line ' + line + ': ' if line else ''}column {name!r} holds {_shown(value, 60)}, which is not {kind}, "
             f"the type Arrow inferred from the file's "
             f"first rows; declare its type ({where}: {{type: ...}}) so that its values are read as text and judged "
             f"row by row (a bad value is then quarantined)")
+
+
+def _file_columns(head: "_Head | None", delimiter: str, encoding: str | None) -> list[str]:
+    """The header's names, from the bytes read first (none known: [])."""
+    if head is None or not head.first:
+        return []
+    line = head.first.split(b"\n", 1)[0].rstrip(b"\r")
+    try:
+        return pacsv.read_csv(io.BytesIO(line + b"\n"), read_options=read_options(encoding),
+                              parse_options=pacsv.ParseOptions(delimiter=delimiter)).column_names
+    except pa.ArrowInvalid:
+        return []
+
+
+class _Head(io.RawIOBase):
+    """`f`, keeping the first 64 KiB read (the header, for naming a column in an error)."""
+
+    def __init__(self, f):
+        self.f, self.first = f, b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        data = self.f.read(len(b))
+        if len(self.first) < 1 << 16:
+            self.first += data[:(1 << 16) - len(self.first)]
+        b[:len(data)] = data
+        return len(data)
