@@ -326,6 +326,19 @@ class CountFeature(_Model):
     by: list[str] = Field(min_length=1)
 
 
+# Columns rayline writes beside the passthrough columns (the model-ready files, `rayline predict`'s
+# output): a passthrough column of one of these names would be a second column of that name, and
+# Arrow cannot read such a file back ("Multiple matches for FieldRef.Name(label)").
+OUTPUT_COLUMNS = ("x_num", "x_cat", "y", "split", "prediction", "label", "model_version", "lookups_missed",
+                  "lookup_snapshot")
+OUTPUT_PREFIXES = ("explain_", "__rl_")
+
+
+def output_clashes(columns) -> list[str]:
+    """The columns among `columns` that rayline's outputs already name."""
+    return [c for c in columns if c in OUTPUT_COLUMNS or c.startswith(OUTPUT_PREFIXES)]
+
+
 class DataConfig(_Model):
     primary: str = Field(description="the fact table: one output row per clean input row")
     sources: dict[str, SourceConfig]
@@ -351,6 +364,9 @@ class DataConfig(_Model):
                 raise ValueError(f"joins[{i}].table {j.table!r} is not one of sources {sorted(self.sources)}")
             if j.table == self.primary:
                 raise ValueError(f"joins[{i}].table cannot be the primary table")
+        if clash := output_clashes(self.passthrough):
+            raise ValueError(f"passthrough {clash} would be a second column of a name rayline writes itself "
+                             f"({', '.join(OUTPUT_COLUMNS)}, explain_*): leave it out, or rename the column in the data")
         return self
 
 

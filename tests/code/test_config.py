@@ -193,6 +193,16 @@ def test_a_csv_delimiter_and_encoding_are_checked_for_csv_only(tmp_path, source,
     assert expect in str(e.value) and "data.sources.vehicles" in str(e.value)
 
 
+@pytest.mark.parametrize("name", ["label", "prediction", "y", "explain_base"])
+def test_a_passthrough_column_cannot_take_a_name_rayline_writes(tmp_path, name):
+    """A second 'label' in rayline predict's output: Arrow could not read the file back."""
+    cfg = small_config(tmp_path, tmp_path)
+    cfg["data"]["passthrough"] = ["trip_id", name]
+    with pytest.raises(ConfigError) as e:
+        config_from_dict(cfg)
+    assert f"data: passthrough ['{name}'] would be a second column of a name rayline writes itself" in str(e.value)
+
+
 def test_an_encoding_is_kept_by_its_canonical_name(tmp_path):
     cfg = small_config(tmp_path, tmp_path)
     cfg["data"]["sources"]["vehicles"]["encoding"] = "Latin-1"

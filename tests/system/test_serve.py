@@ -544,6 +544,8 @@ def test_batch_output_never_destroys_input_or_an_existing_output(served, records
             run(data, out, overwrite=True)
     assert (data / "in.parquet").read_bytes() == before and os.listdir(data) == ["in.parquet"]
 
+    with pytest.raises(InputError, match=r"kept column\(s\) \['label'\] would be a second column"):
+        run(data, tmp_path / "out", keep=["trip_id", "label"])  # a label column the data calls 'label'
     out = tmp_path / "out"
     assert run(data, out).rows_out == 50
     with pytest.raises(InputError, match="already exists; pass --overwrite"):

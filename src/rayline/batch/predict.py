@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import ValidationError
 
-from rayline.config import ModelConfig, RaylineConfig, SourceConfig
+from rayline.config import OUTPUT_COLUMNS, ModelConfig, RaylineConfig, SourceConfig, output_clashes
 from rayline.batch.output import PREDICTIONS, QUARANTINE, StagedParts, check_output, keep_reported, location
 from rayline.data import sources as src_mod
 from rayline.errors import InputError, ResourceError, failure_line
@@ -234,6 +234,9 @@ def run_batch_predict(cfg: RaylineConfig, storage: Storage, input_path: str, out
                           encoding_setting="--encoding")
     src_mod.check_files(src, sorted(n for n, c in spec.constraints.items() if c.required), any_of=list(kinds))
     keep = keep if keep is not None else [c for c in dict.fromkeys(spec.passthrough + cfg.data.passthrough)]
+    if clash := output_clashes(keep):  # a model whose passthrough predates the config's check
+        raise InputError(f"kept column(s) {clash} would be a second column of a name the predictions carry "
+                         f"({', '.join(OUTPUT_COLUMNS)}, explain_*): leave them out of data.passthrough")
     gpus, actors = gpu_plan(cfg.batch.gpus_per_actor, cfg.batch.max_actors, ray.cluster_resources().get("GPU", 0),
                             ray.available_resources().get("GPU", 0))
     parent, name = split_uri(output_path)
