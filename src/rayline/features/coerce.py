@@ -211,7 +211,7 @@ def _from_epoch(arr: pa.Array, us_per_unit: int) -> tuple[pa.Array, np.ndarray]:
     valid = pc.is_valid(arr).to_numpy(zero_copy_only=False)
     with np.errstate(invalid="ignore"):
         fits = np.isfinite(x) & (np.abs(x) < 9.2e18)
-    us = np.where(fits, np.round(np.where(fits, x, 0)), 0).astype(np.int64)
+    us = np.round(np.where(fits, x, 0)).astype(np.int64)
     out = pa.array(us, pa.int64(), mask=~fits).cast(pa.timestamp("us", tz="UTC"))
     return out, valid & ~fits & ~np.isnan(x)
 

@@ -288,7 +288,6 @@ class Contract:
         # every field a record may carry: the inputs, and the primary table's other columns (ignored)
         self.accepts: frozenset[str] = frozenset(self.kinds) | frozenset(spec.accepted)
         self.rules: dict[str, ColumnRule] = {}
-        self.epoch: frozenset[str] = frozenset()  # timestamp fields a number may spell (an epoch format)
         for name, kind in self.kinds.items():
             c = spec.constraints.get(name)
             self.rules[name] = ColumnRule(
@@ -297,7 +296,8 @@ class Contract:
                 allowed=c.allowed if c else None, max_length=MAX_TEXT if kind == "string" else None,
                 format=c.format if c and kind == "timestamp" else None,
                 timezone=c.timezone if c and kind == "timestamp" else None)
-        self.epoch = frozenset(n for n, r in self.rules.items() if set(r.format or ()) & set(EPOCH_FORMATS))
+        # timestamp fields a number may spell (an epoch format)
+        self.epoch: frozenset[str] = frozenset(n for n, r in self.rules.items() if set(r.format or ()) & set(EPOCH_FORMATS))
 
     def check_table(self, table: pa.Table, failures: Failures | None = None) -> tuple[pa.Table, Failures]:
         """Raw Arrow columns (batch inference) -> (input columns of the declared types, verdicts)."""
