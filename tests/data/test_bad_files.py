@@ -233,3 +233,24 @@ def test_a_csv_saved_in_cp1252_names_the_encoding_setting_then_reads_with_it(ray
     result = _run(raw)
     maker = next(c for c in result.spec.categorical if c.name == "maker")
     assert "Zürich" in maker.vocabulary and result.manifest["rows"]["quarantined"] == 0
+
+
+def test_a_sparse_column_no_one_uses_does_not_stop_the_read(ray_local, tmp_path):
+    """`notes` is empty for the first 50,000 rows (Arrow types it null from the first block), then
+    text. Nothing uses it: it is carried as text, and a quarantined row still shows it."""
+    import pyarrow as pa
+
+    data = tmp_path / "data"
+    tables = small_tables(60000)
+    notes = [None] * 50000 + ["late by fog"] * 10000
+    tables["trips"] = tables["trips"].append_column("notes", pa.array(notes, pa.string()))
+    write_tables(tables, data)
+    lines = (data / "trips.csv").read_text().splitlines()
+    fields = lines[55000].split(",")
+    fields[3] = "far"
+    lines[55000] = ",".join(fields)
+    (data / "trips.csv").write_text("\n".join(lines) + "\n")
+    result = _run(small_config(data, tmp_path / "root"))
+    assert result.manifest["rows"]["read"] == 60000 and result.manifest["rows"]["quarantined"] == 1
+    (q,) = pq.read_table(tmp_path / "root" / "datasets" / "trips" / result.key / "quarantine").to_pylist()
+    assert q["column"] == "distance" and '"notes":"late by fog"' in q["row"]

@@ -69,3 +69,16 @@ def test_a_declared_encoding_is_read_as_text_and_the_hint_names_where_to_declare
     assert _read(data, text=("city",), encoding="cp1252").column("city").to_pylist() == ["Zürich", "Genève"]
     with pytest.raises(CSVReadError, match=r"declare its encoding \(--encoding cp1252, for one saved by Excel"):
         _read(data, text=("city",), encoding_setting="--encoding")
+
+
+def test_only_the_columns_a_run_uses_are_typed_the_rest_are_carried_as_text():
+    """A sparse column nobody uses (empty in the first block, so typed null) then text further
+    down failed the file; given the columns a run types, every other one is read as text."""
+    data = b"id,notes,x\n" + b"".join(b"%d,,1.5\n" % i for i in range(200000)) + b"7,delayed by fog,2.5\n"
+    with pytest.raises(CSVReadError, match="column 'notes' holds 'delayed by fog', which is not null"):
+        _read(data)
+    t = _read(data, infer=("id",), text=("x",))
+    assert [t.schema.field(c).type for c in ("id", "notes", "x")] == [pa.int64(), pa.string(), pa.string()]
+    assert t.num_rows == 200001 and t.column("notes").to_pylist()[-1] == "delayed by fog"
+    # the header is read first, then the whole file, once, in order (the bytes held back are replayed)
+    assert t.column("id").to_pylist() == list(range(200000)) + [7]

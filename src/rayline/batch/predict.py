@@ -227,13 +227,13 @@ def run_batch_predict(cfg: RaylineConfig, storage: Storage, input_path: str, out
     except ValidationError as e:  # a bad --delimiter, --encoding or --format
         raise InputError(f"input {input_path}: {e.errors()[0]['msg'].removeprefix('Value error, ')}") from None
     kinds = Contract(spec).kinds
+    keep = keep if keep is not None else [c for c in dict.fromkeys(spec.passthrough + cfg.data.passthrough)]
     # a CSV input's model fields are read as text, for the contract to type (a bad value is that
-    # row's quarantine, wherever it is in the file); other columns are inferred
+    # row's quarantine, wherever it is in the file); the kept columns are inferred, the rest text
     src = src_mod.resolve("input", source, storage, delimiter_setting="--delimiter", text_columns=list(kinds),
                           string_columns=[c for c, kind in kinds.items() if kind == "string"], columns_setting="",
-                          encoding_setting="--encoding")
+                          encoding_setting="--encoding", inferred_columns=[c for c in keep if c not in kinds])
     src_mod.check_files(src, sorted(n for n, c in spec.constraints.items() if c.required), any_of=list(kinds))
-    keep = keep if keep is not None else [c for c in dict.fromkeys(spec.passthrough + cfg.data.passthrough)]
     if clash := output_clashes(keep):  # a model whose passthrough predates the config's check
         raise InputError(f"kept column(s) {clash} would be a second column of a name the predictions carry "
                          f"({', '.join(OUTPUT_COLUMNS)}, explain_*): leave them out of data.passthrough")

@@ -31,13 +31,16 @@ class CSVReadError(ValueError):
 
 
 def read_tables(f, delimiter: str = ",", text: tuple[str, ...] = (), columns: list[str] | None = None,
-                setting: str = "", encoding: str | None = None, encoding_setting: str = "") -> Iterator[pa.Table]:
+                setting: str = "", encoding: str | None = None, encoding_setting: str = "",
+                infer: tuple[str, ...] | None = None) -> Iterator[pa.Table]:
     """The file's rows in blocks, each with a BAD_ROW column (null for a good row); lines with the
     wrong number of fields come as rows of nulls with BAD_ROW set, after the block they were met in.
     `text`: columns read as text; `columns`: only these, absent ones as nulls;
     `setting`: where a column's type is declared (named when an undeclared column breaks its
     inferred type); `encoding`: the file's text encoding (None: UTF-8), set at `encoding_setting`
-    (named when bytes are not UTF-8)."""
+    (named when bytes are not UTF-8); `infer`: where given, the only columns Arrow types, every
+    other one is read as text (the columns a run only carries along: a sparse one read as empty in
+    the first block, then text, failed the file)."""
     bad: list[tuple] = []
 
     def keep(row) -> str:
@@ -45,7 +48,13 @@ def read_tables(f, delimiter: str = ",", text: tuple[str, ...] = (), columns: li
         return "skip"
 
     head = None
-    if columns is not None:  # Arrow's errors count the file's columns, not the ones read: keep the header to name them
+    if infer is not None:  # the header first, to know which columns are text
+        first, f = _peek(f)
+        head = _Head(None, first)
+        names = _file_columns(head, delimiter, encoding)
+        inferred = set(infer)
+        text = tuple(dict.fromkeys([*text, *(n for n in names if n not in inferred)]))
+    elif columns is not None:  # Arrow's errors count the file's columns, not the ones read: keep the header to name them
         head = _Head(f)
         f = pa.PythonFile(io.BufferedReader(head, buffer_size=1 << 20), mode="r")
     convert = pacsv.ConvertOptions(column_types={c: pa.string() for c in text},
@@ -128,10 +137,11 @@ def _file_columns(head: "_Head | None", delimiter: str, encoding: str | None) ->
 
 
 class _Head(io.RawIOBase):
-    """`f`, keeping the first 64 KiB read (the header, for naming a column in an error)."""
+    """`f`, keeping the first 64 KiB read (the header, for naming a column in an error); or,
+    `first` given, only those bytes (already read)."""
 
-    def __init__(self, f):
-        self.f, self.first = f, b""
+    def __init__(self, f, first: bytes = b""):
+        self.f, self.first = f, first
 
     def readable(self) -> bool:
         return True
@@ -140,5 +150,37 @@ class _Head(io.RawIOBase):
         data = self.f.read(len(b))
         if len(self.first) < 1 << 16:
             self.first += data[:(1 << 16) - len(self.first)]
+        b[:len(data)] = data
+        return len(data)
+
+
+def _peek(f) -> tuple[bytes, object]:
+    """The file's first line or 64 KiB (whichever is longer, at most 16 MiB), and a stream that
+    still starts at the beginning."""
+    head = b""
+    while b"\n" not in head and len(head) < 1 << 24:
+        chunk = f.read(1 << 16)
+        if not chunk:
+            break
+        head += chunk
+    return head, pa.PythonFile(io.BufferedReader(_Prefixed(head, f), buffer_size=1 << 20), mode="r")
+
+
+class _Prefixed(io.RawIOBase):
+    """`head` (already read from `f`), then the rest of `f`."""
+
+    def __init__(self, head: bytes, f):
+        self.head, self.f = memoryview(head), f
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        if len(self.head):
+            n = min(len(b), len(self.head))
+            b[:n] = self.head[:n]
+            self.head = self.head[n:]
+            return n
+        data = self.f.read(len(b))
         b[:len(data)] = data
         return len(data)

@@ -37,7 +37,7 @@ from rayline.data.join import prepare_dimension
 from rayline.data.split import SPLITS
 from rayline.data.batch_steps import Q_PREFIX, READY_SPLIT_COL, STATS_COL, ReadyPass, StatisticsPass
 from rayline.data.lookup_store import write_snapshot
-from rayline.data.plan import IngestPlan, column_kinds, feature_constraints, lookup_fields
+from rayline.data.plan import IngestPlan, column_kinds, feature_constraints, lookup_fields, used_columns
 from rayline.data.validate import QUARANTINE_SCHEMA, Failures, apply_rules, duplicate_mask
 from rayline.data.dataset import (
     MANIFEST, SPEC_FILE, IngestResult, build_manifest, dataset_dir, load_ingest, mark_latest, open_published,
@@ -57,7 +57,8 @@ def resolve_source(cfg: RaylineConfig, name: str, storage: Storage) -> src_mod.R
     """A configured source's files, with the columns a CSV reads as text."""
     kinds = column_kinds(cfg, name)
     return src_mod.resolve(name, cfg.data.sources[name], storage, text_columns=kinds,
-                           string_columns=[c for c, kind in kinds.items() if kind == "string"])
+                           string_columns=[c for c, kind in kinds.items() if kind == "string"],
+                           inferred_columns=used_columns(cfg, name) - set(kinds))
 
 
 def sources_fingerprint(cfg: RaylineConfig, storage: Storage) -> str:

@@ -123,6 +123,18 @@ def required_primary_columns(cfg: RaylineConfig) -> list[str]:
     return sorted({c for c in needed if c not in from_joins})
 
 
+def used_columns(cfg: RaylineConfig, source: str) -> set[str]:
+    """The columns of `source` a run uses (the primary's required ones; a dimension's keys, joined
+    columns, unique key and declared columns); the others are only carried to the quarantine."""
+    d = cfg.data
+    if source == d.primary:
+        return set(required_primary_columns(cfg))
+    joins = [j for j in d.joins if j.table == source]
+    src = d.sources[source]
+    return {k for j in joins for k in j.keys.values()} | {c for j in joins for c in j.columns} | \
+        set(src.unique or []) | set(src.columns)
+
+
 def stats_columns(cfg: RaylineConfig) -> list[str]:
     """What the partial statistics read: the numeric and categorical features and the label."""
     f = cfg.data.features

