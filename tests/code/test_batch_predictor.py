@@ -4,6 +4,7 @@ a cluster: what each Ray Data actor does to one Arrow batch."""
 import io
 
 import numpy as np
+import pytest
 import pyarrow as pa
 import torch
 
@@ -148,3 +149,21 @@ def test_an_actor_scores_a_merged_block_batch_rows_at_a_time_and_writes_it_once(
 
 def _plan_of(p: Predictor) -> ScoringPlan:
     return ScoringPlan(spec=p.prepare.spec, model=_model_bytes(p), model_config=p.score.model.config, version=7, keep=("id",))
+
+
+def test_the_input_format_is_guessed_from_the_name_or_the_files_in_a_directory(tmp_path):
+    """`rayline predict --input dir/` of CSV files was read as Parquet ("holds no parquet files")."""
+    from rayline.batch.predict import _guess_format
+    from rayline.errors import InputError
+
+    assert [_guess_format(n) for n in ("a.csv", "a.TSV", "a.jsonl.gz", "a.parquet", "s3://b/k.csv")] == \
+        ["csv", "csv", "json", "parquet", "csv"]
+    d = tmp_path / "in"
+    (d / "month=1").mkdir(parents=True)
+    (d / "month=1" / "part.csv").write_text("a\n1\n")
+    (d / "_SUCCESS").write_text("")
+    assert _guess_format(str(d)) == "csv"
+    (d / "more.parquet").write_bytes(b"")
+    with pytest.raises(InputError, match="holds csv and parquet files: pass --format"):
+        _guess_format(str(d))
+    assert _guess_format(str(tmp_path / "empty_or_absent")) == "parquet"

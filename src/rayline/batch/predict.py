@@ -338,10 +338,23 @@ def _predict_into(cfg: RaylineConfig, registry, version: int, spec: FeatureSpec,
 
 
 def _guess_format(path: str) -> str:
+    """The input's format from its name; for a directory, from the files in it (one format among
+    them: that one; several: the caller is asked to choose)."""
     p = path.lower().rstrip("/")
-    if p.endswith((".csv", ".csv.gz", ".tsv")):
-        return "csv"
-    if p.endswith((".json", ".jsonl", ".ndjson", ".json.gz", ".jsonl.gz")):
-        return "json"
-    return "parquet"
+    for fmt in ("csv", "json", "parquet"):
+        if p.endswith(src_mod.EXTENSIONS[fmt]):
+            return fmt
+    import pyarrow.fs as pafs
 
+    try:
+        fs, where = src_mod.filesystem_for(path)
+        if fs.get_file_info(where).type != pafs.FileType.Directory:
+            return "parquet"
+        names = [i.base_name.lower() for i in fs.get_file_info(pafs.FileSelector(where, recursive=True))
+                 if i.type == pafs.FileType.File and not i.base_name.startswith((".", "_"))]
+    except (OSError, InputError):
+        return "parquet"  # the read that follows names the problem
+    found = sorted({fmt for fmt, exts in src_mod.EXTENSIONS.items() for n in names if n.endswith(exts)})
+    if len(found) > 1:
+        raise InputError(f"input {path}: the directory holds {' and '.join(found)} files: pass --format to say which to read")
+    return found[0] if found else "parquet"
