@@ -17,6 +17,10 @@ class InputError(RaylineError):
     """A whole input file or table is unusable (missing, unreadable, empty, wrong header)."""
 
 
+class StorageError(RaylineError):
+    """The storage root cannot be used (not writable, unreachable)."""
+
+
 class RegistryError(RaylineError):
     """A registry operation cannot be done (unknown version, refused promotion, ...)."""
 

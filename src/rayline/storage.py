@@ -149,6 +149,19 @@ class Storage:
             os.fsync(f.fileno())
         os.replace(tmp, final)
 
+    def check_writable(self) -> None:
+        """Write and remove a small file at the root: a root that cannot be written (a read-only
+        mount, a path that cannot exist, an object store without write access) is named before
+        any work, not from inside a Ray task as a failure to read the input."""
+        from rayline.errors import StorageError
+
+        probe = f".write-check-{uuid.uuid4().hex[:8]}"
+        try:
+            self.write_bytes(b"", probe)
+            self.delete_file(probe)
+        except (OSError, pa.ArrowException) as e:
+            raise StorageError(f"storage.root {self.root} cannot be written: {str(e).splitlines()[0][:300]}") from None
+
     def read_json(self, *parts: str) -> Any:
         return json.loads(self.read_bytes(*parts))
 

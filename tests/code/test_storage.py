@@ -115,3 +115,17 @@ def test_footer_rows_are_each_files_own_in_the_order_given(tmp_path):
     (tmp_path / "bad.parquet").write_bytes(b"not parquet")
     with pytest.raises(pa.ArrowInvalid):
         footer_rows(pafs.LocalFileSystem(), paths[:3] + [str(tmp_path / "bad.parquet")])
+
+
+def test_a_root_that_cannot_be_written_is_named_before_any_work(tmp_path):
+    """A root below a file (a typo, a mount that is not there): once the ingest failed inside a Ray
+    task as "source 't': reading or processing failed: Cannot create directory"."""
+    import pytest
+
+    from rayline.errors import StorageError
+
+    Storage(str(tmp_path / "ok")).check_writable()
+    assert os.listdir(tmp_path / "ok") == []  # the probe is gone
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(StorageError, match=r"storage.root .*afile/root cannot be written"):
+        Storage(str(tmp_path / "afile" / "root")).check_writable()

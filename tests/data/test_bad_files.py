@@ -254,3 +254,12 @@ def test_a_sparse_column_no_one_uses_does_not_stop_the_read(ray_local, tmp_path)
     assert result.manifest["rows"]["read"] == 60000 and result.manifest["rows"]["quarantined"] == 1
     (q,) = pq.read_table(tmp_path / "root" / "datasets" / "trips" / result.key / "quarantine").to_pylist()
     assert q["column"] == "distance" and '"notes":"late by fog"' in q["row"]
+
+
+def test_a_storage_root_that_cannot_be_written_stops_the_ingest_naming_it(ray_local, small_data):
+    from rayline.errors import StorageError
+
+    data, root = small_data
+    (data / "not_a_dir").write_text("x")
+    with pytest.raises(StorageError, match=r"storage.root .*not_a_dir/root cannot be written"):
+        _run(small_config(data, data / "not_a_dir" / "root"))

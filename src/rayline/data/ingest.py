@@ -115,6 +115,7 @@ def run_ingest(cfg: RaylineConfig, storage: Storage, *, force: bool = False,
         except InputError as e:  # changed after publishing: rebuild rather than train on it
             progress(f"ingest: {e}; rebuilding it")
 
+    storage.check_writable()  # named here, not as a failed read inside a Ray task
     primary = resolved[d.primary]
     plan = IngestPlan.compile(cfg)  # what the ingest's tasks receive, compiled once
     expected_rows = src_mod.check_files(primary, list(plan.required))

@@ -121,6 +121,7 @@ def run_training(cfg: RaylineConfig, ingest: IngestResult, storage: Storage, *, 
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
 
     t0, started_at = time.perf_counter(), time.time()
+    storage.check_writable()
     tc = cfg.train
     run_name = run_name or default_run_name(cfg, ingest)
     run_rel = layout.run(run_name)
