@@ -66,3 +66,17 @@ def test_suggest_epoch(values, unit):
     from rayline.data.advice import suggest_epoch
 
     assert suggest_epoch(values) == unit
+
+
+def test_a_categorical_feature_with_mostly_distinct_values_is_called_out():
+    """A customer id listed as a category: every value seen once, nothing the model can use."""
+    from types import SimpleNamespace
+
+    from rayline.data.advice import identifier_like
+
+    spec = SimpleNamespace(categorical=[SimpleNamespace(name="customer_id", vocabulary=[str(i) for i in range(390)]),
+                                        SimpleNamespace(name="station", vocabulary=["A", "B", "C"])])
+    (line,) = identifier_like(spec, 400)
+    assert line.startswith("categorical feature 'customer_id' has 390 distinct values in 400 training rows")
+    assert "min_frequency" in line and "identifier" in line
+    assert identifier_like(spec, 150) == []  # too few rows to tell

@@ -84,6 +84,25 @@ def mostly_rejected(cfg: RaylineConfig, by_rule: Counter, samples: dict[str, lis
     return lines
 
 
+IDENTIFIER_SHARE = 0.5  # a categorical with more distinct values than this share of its rows names rows, not groups
+IDENTIFIER_MIN_ROWS = 200
+
+
+def identifier_like(spec, train_rows: int) -> list[str]:
+    """Lines naming each categorical feature whose training values are mostly distinct (an id, a
+    timestamp or free text listed as a category): each value is seen about once, so the model
+    learns nothing it can use on a new row, and the vocabulary grows with the data."""
+    lines = []
+    if train_rows < IDENTIFIER_MIN_ROWS:
+        return lines
+    for c in spec.categorical:
+        if len(c.vocabulary) > IDENTIFIER_SHARE * train_rows:
+            lines.append(f"categorical feature {c.name!r} has {len(c.vocabulary):,} distinct values in "
+                         f"{train_rows:,} training rows: values seen about once cannot be learned; drop it if it "
+                         f"is an identifier, or set data.features.categorical min_frequency (e.g. 5) or max_size")
+    return lines
+
+
 def check_splits(cfg: RaylineConfig, rows_read: int, split_rows: Counter, split_classes: dict[str, Counter],
                  by_rule: Counter, samples: dict[str, list[str]]) -> None:
     """Stop (InputError) when a split is too small or the training split has too few classes to

@@ -32,7 +32,7 @@ import pyarrow.parquet as pq
 from rayline import layout
 from rayline.config import RaylineConfig
 from rayline.data import sources as src_mod
-from rayline.data.advice import SAMPLES, check_splits, mostly_rejected
+from rayline.data.advice import SAMPLES, check_splits, identifier_like, mostly_rejected
 from rayline.data.join import prepare_dimension
 from rayline.data.split import SPLITS
 from rayline.data.batch_steps import Q_PREFIX, READY_SPLIT_COL, STATS_COL, ReadyPass, StatisticsPass
@@ -256,7 +256,8 @@ def _execute(cfg, plan: IngestPlan, storage: Storage, primary, dims, dim_quarant
     q_counts, by_rule, samples = _write_quarantine(storage, tmp, pass1_dir, dim_quarantine)
     fs.delete_dir(pass1_dir)
     timings["quarantine"] = time.perf_counter() - t
-    for line in mostly_rejected(cfg, by_rule, samples, {d.primary: rows_read, **dim_rows}):
+    for line in mostly_rejected(cfg, by_rule, samples, {d.primary: rows_read, **dim_rows}) + \
+            identifier_like(spec, split_rows.get("train", 0)):
         progress(f"ingest: warning: {line}")
     check_splits(cfg, rows_read - outside, split_rows, split_classes, by_rule, samples)
 
