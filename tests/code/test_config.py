@@ -184,6 +184,8 @@ def test_multiclass_declares_its_classes(tmp_path, classes, expect):
     ({"format": "json", "path": "x", "encoding": "cp1252"}, "encoding is for format csv, not json"),
     ({"format": "csv", "path": "x", "encoding": "klingon"}, "is not a text encoding Python knows"),
     ({"format": "csv", "path": "x", "encoding": "utf-16"}, "does not write separators and line breaks as ASCII does"),
+    ({"format": "parquet", "path": "x", "decimal": ","}, "decimal is for format csv, not parquet"),
+    ({"format": "csv", "path": "x", "decimal": ","}, "decimal ',' needs another field separator: set delimiter"),
 ])
 def test_a_csv_delimiter_and_encoding_are_checked_for_csv_only(tmp_path, source, expect):
     cfg = small_config(tmp_path, tmp_path)

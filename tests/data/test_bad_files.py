@@ -173,6 +173,19 @@ def test_a_csv_split_by_another_separator_names_the_setting_then_reads_with_it(r
     result = _run(raw)
     assert result.manifest["rows"]["clean"] == 600 and result.manifest["rows"]["quarantined"] == 0
 
+    # the same spreadsheet in a German locale also writes 412,5 for 412.5: told, then read the same
+    for name in small_tables():
+        path = data / f"{name}.csv"
+        path.write_text(path.read_text().replace(".", ","))
+    lines = []
+    with pytest.raises(InputError):  # every row fails distance:type, so no split has rows
+        run_ingest(config_from_dict(raw), Storage(raw["storage"]["root"]), progress=lines.append)
+    assert any("numbers with a decimal comma; declare `decimal: \",\"` in data.sources.trips" in m for m in lines)
+    for src in raw["data"]["sources"].values():
+        src["decimal"] = ","
+    again = _run(raw)
+    assert again.manifest["rows"]["clean"] == 600 and again.spec.numeric == result.spec.numeric
+
 
 def test_parquet_files_that_disagree_on_a_column_type_are_read_as_one_table(ray_local, tmp_path):
     """Two exports of one table, from different writers: `trip_id` and `distance` are numbers in

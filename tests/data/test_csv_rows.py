@@ -82,3 +82,10 @@ def test_only_the_columns_a_run_uses_are_typed_the_rest_are_carried_as_text():
     assert t.num_rows == 200001 and t.column("notes").to_pylist()[-1] == "delayed by fog"
     # the header is read first, then the whole file, once, in order (the bytes held back are replayed)
     assert t.column("id").to_pylist() == list(range(200000)) + [7]
+
+
+def test_a_decimal_comma_is_read_in_inferred_and_in_declared_number_columns_only():
+    data = b"id;x;y;name\n1;3,14;2,5;a,b\n2;-1,0;7;c\n"
+    t = _read(data, delimiter=";", text=("x", "name"), decimal=",", numbers=("x",))
+    assert t.select(["x", "y", "name"]).to_pylist() == [{"x": "3.14", "y": 2.5, "name": "a,b"},
+                                                        {"x": "-1.0", "y": 7.0, "name": "c"}]

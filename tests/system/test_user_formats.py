@@ -94,3 +94,10 @@ def test_a_declared_format_is_read_the_same_at_ingest_online_and_in_batch(ray_lo
     assert res.quarantined == 0
     again = pq.read_table(tmp_path / "out_semi" / "predictions").sort_by("trip_id")
     np.testing.assert_allclose(again.column("prediction").to_pylist(), online, atol=1e-6)
+    # and with a decimal comma (412,5), as a German spreadsheet writes it
+    semi.write_text(semi.read_text().replace(".", ","))
+    res = run_batch_predict(cfg, storage, str(semi), str(tmp_path / "out_comma"), model=str(out.version.version),
+                            delimiter=";", decimal=",")
+    assert res.quarantined == 0
+    comma = pq.read_table(tmp_path / "out_comma" / "predictions").sort_by("trip_id")
+    np.testing.assert_allclose(comma.column("prediction").to_pylist(), online, atol=1e-6)

@@ -209,9 +209,9 @@ def _pad(t: pa.Table, other: pa.Schema) -> pa.Table:
 def run_batch_predict(cfg: RaylineConfig, storage: Storage, input_path: str, output_path: str, *,
                       model: str | None = None, fmt: str | None = None, keep: list[str] | None = None,
                       overwrite: bool = False, explain: bool = False, delimiter: str | None = None,
-                      encoding: str | None = None) -> BatchResult:
+                      encoding: str | None = None, decimal: str | None = None) -> BatchResult:
     """`delimiter`: a CSV input's field separator (default: a tab for .tsv, else a comma);
-    `encoding`: its text encoding (default: UTF-8)."""
+    `encoding`: its text encoding (default: UTF-8); `decimal`: its numbers' decimal mark (default '.')."""
     import ray
 
     from rayline.model.artifact import SPEC
@@ -223,8 +223,8 @@ def run_batch_predict(cfg: RaylineConfig, storage: Storage, input_path: str, out
     spec = FeatureSpec.from_json(registry.read_file(version, SPEC))
     fmt = fmt or _guess_format(input_path)
     try:
-        source = SourceConfig(format=fmt, path=input_path, delimiter=delimiter, encoding=encoding)
-    except ValidationError as e:  # a bad --delimiter, --encoding or --format
+        source = SourceConfig(format=fmt, path=input_path, delimiter=delimiter, encoding=encoding, decimal=decimal)
+    except ValidationError as e:  # a bad --delimiter, --encoding, --decimal or --format
         raise InputError(f"input {input_path}: {e.errors()[0]['msg'].removeprefix('Value error, ')}") from None
     kinds = Contract(spec).kinds
     keep = keep if keep is not None else [c for c in dict.fromkeys(spec.passthrough + cfg.data.passthrough)]
@@ -232,7 +232,8 @@ def run_batch_predict(cfg: RaylineConfig, storage: Storage, input_path: str, out
     # row's quarantine, wherever it is in the file); the kept columns are inferred, the rest text
     src = src_mod.resolve("input", source, storage, delimiter_setting="--delimiter", text_columns=list(kinds),
                           string_columns=[c for c, kind in kinds.items() if kind == "string"], columns_setting="",
-                          encoding_setting="--encoding", inferred_columns=[c for c in keep if c not in kinds])
+                          encoding_setting="--encoding", inferred_columns=[c for c in keep if c not in kinds],
+                          number_columns=[c for c, kind in kinds.items() if kind in ("float", "int")])
     src_mod.check_files(src, sorted(n for n, c in spec.constraints.items() if c.required), any_of=list(kinds))
     if clash := output_clashes(keep):  # a model whose passthrough predates the config's check
         raise InputError(f"kept column(s) {clash} would be a second column of a name the predictions carry "

@@ -363,6 +363,8 @@ def predict(config: ConfigOpt, input: Annotated[str, typer.Option("--input", hel
                                                              "(default: a tab for .tsv, else a comma)")] = None,
             encoding: Annotated[Optional[str], typer.Option("--encoding", help="a CSV input's text encoding, e.g. cp1252 "
                                                             "(default: UTF-8)")] = None,
+            decimal: Annotated[Optional[str], typer.Option("--decimal", help="a CSV input's decimal mark: ',' for 3,14 "
+                                                           "(with --delimiter ';'; default '.')")] = None,
             overwrite: Annotated[bool, typer.Option("--overwrite", help="replace an existing output (once the new one is complete)")] = False,
             explain: Annotated[bool, typer.Option("--explain", help="add each prediction's explanation as columns "
                                                   "(explain_base, explain_margin, explain__<field>), as /predict?explain=true")] = False,
@@ -372,5 +374,5 @@ def predict(config: ConfigOpt, input: Annotated[str, typer.Option("--input", hel
 
     run_stage(config, set_, as_json, lambda cfg, st: run_batch_predict(
         cfg, st, input, output, model=version, fmt=format, overwrite=overwrite, explain=explain,
-        delimiter=delimiter, encoding=encoding).summary(),
+        delimiter=delimiter, encoding=encoding, decimal=decimal).summary(),
         render.predicted, ray=True, address=address)

@@ -4,6 +4,7 @@ that cannot be trained or scored. Pure functions of counts and samples (no Ray).
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 
 import pyarrow as pa
@@ -18,6 +19,7 @@ from rayline.errors import InputError
 COMMON_FORMATS = ("%Y/%m/%d", "%Y/%m/%d %H:%M:%S", "%Y/%m/%d %H:%M", "%m/%d/%Y", "%m/%d/%Y %H:%M:%S",
                   "%m/%d/%Y %H:%M", "%d/%m/%Y", "%d/%m/%Y %H:%M:%S", "%d.%m.%Y", "%d.%m.%Y %H:%M:%S", "%Y%m%d",
                   "%d-%m-%Y", "%m-%d-%Y", "%d %b %Y", "%b %d %Y", "%d-%b-%Y", "%Y-%m-%d %H:%M:%S %z")
+_DECIMAL_COMMA = re.compile(r"^[-+]?\d+,\d+$")
 MOSTLY = 0.5  # a rule that rejects more than this share of a table's rows is probably the wrong rule
 SAMPLES = 3
 
@@ -69,6 +71,9 @@ def rule_advice(cfg: RaylineConfig, key: str, samples: list[str]) -> str:
         if fmt:
             return f"e.g. {shown}: these read as format {fmt!r}; declare `format: \"{fmt}\"` in {where}"
         return f"e.g. {shown}: not ISO 8601; declare their `format:` (strptime, e.g. \"%Y/%m/%d\") in {where}"
+    if kind in ("float", "int") and samples and all(_DECIMAL_COMMA.match(v.strip()) for v in samples):
+        return (f"e.g. {shown}: numbers with a decimal comma; declare `decimal: \",\"` in data.sources.{table} "
+                f"(rayline predict: --decimal ,)")
     return f"e.g. {shown}: not {kind or 'the declared type'} values; change `type:` in {where} or fix the data"
 
 

@@ -32,7 +32,8 @@ class CSVReadError(ValueError):
 
 def read_tables(f, delimiter: str = ",", text: tuple[str, ...] = (), columns: list[str] | None = None,
                 setting: str = "", encoding: str | None = None, encoding_setting: str = "",
-                infer: tuple[str, ...] | None = None) -> Iterator[pa.Table]:
+                infer: tuple[str, ...] | None = None, decimal: str | None = None,
+                numbers: tuple[str, ...] = ()) -> Iterator[pa.Table]:
     """The file's rows in blocks, each with a BAD_ROW column (null for a good row); lines with the
     wrong number of fields come as rows of nulls with BAD_ROW set, after the block they were met in.
     `text`: columns read as text; `columns`: only these, absent ones as nulls;
@@ -40,7 +41,8 @@ def read_tables(f, delimiter: str = ",", text: tuple[str, ...] = (), columns: li
     inferred type); `encoding`: the file's text encoding (None: UTF-8), set at `encoding_setting`
     (named when bytes are not UTF-8); `infer`: where given, the only columns Arrow types, every
     other one is read as text (the columns a run only carries along: a sparse one read as empty in
-    the first block, then text, failed the file)."""
+    the first block, then text, failed the file); `decimal`: the numbers' decimal mark (None: '.'),
+    read in the inferred columns and in `numbers`, the text columns that hold numbers."""
     bad: list[tuple] = []
 
     def keep(row) -> str:
@@ -57,7 +59,8 @@ def read_tables(f, delimiter: str = ",", text: tuple[str, ...] = (), columns: li
     elif columns is not None:  # Arrow's errors count the file's columns, not the ones read: keep the header to name them
         head = _Head(f)
         f = pa.PythonFile(io.BufferedReader(head, buffer_size=1 << 20), mode="r")
-    convert = pacsv.ConvertOptions(column_types={c: pa.string() for c in text},
+    comma = decimal == ","
+    convert = pacsv.ConvertOptions(column_types={c: pa.string() for c in text}, decimal_point=decimal or ".",
                                    **({"include_columns": columns, "include_missing_columns": True} if columns is not None else {}))
     try:
         reader = pacsv.open_csv(f, read_options=read_options(encoding),
@@ -76,7 +79,10 @@ def read_tables(f, delimiter: str = ",", text: tuple[str, ...] = (), columns: li
             names = names or _file_columns(head, delimiter, encoding)
             raise CSVReadError(_explain(str(e), names, setting, encoding_setting)) from None
         blocks += 1
-        yield pa.Table.from_batches([batch], schema=schema).append_column(BAD_ROW, pa.nulls(batch.num_rows, pa.string()))
+        table = pa.Table.from_batches([batch], schema=schema)
+        if comma:  # 3,14 is read as 3.14 where a rule types the text (as Arrow does for the inferred columns)
+            table = _decimal_points(table, numbers)
+        yield table.append_column(BAD_ROW, pa.nulls(batch.num_rows, pa.string()))
         if bad:
             yield bad_rows(schema, bad)
             bad.clear()
@@ -84,6 +90,16 @@ def read_tables(f, delimiter: str = ",", text: tuple[str, ...] = (), columns: li
         yield bad_rows(schema, bad)
     elif not blocks:  # a header alone: no rows, but the file's columns
         yield schema.empty_table().append_column(BAD_ROW, pa.array([], pa.string()))
+
+
+def _decimal_points(table: pa.Table, numbers: tuple[str, ...]) -> pa.Table:
+    import pyarrow.compute as pc
+
+    for name in numbers:
+        i = table.schema.get_field_index(name)
+        if i >= 0 and pa.types.is_string(table.schema.field(i).type):
+            table = table.set_column(i, name, pc.replace_substring(table.column(i), ",", "."))
+    return table
 
 
 def bad_rows(schema: pa.Schema, bad: list[tuple]) -> pa.Table:

@@ -58,7 +58,8 @@ def resolve_source(cfg: RaylineConfig, name: str, storage: Storage) -> src_mod.R
     kinds = column_kinds(cfg, name)
     return src_mod.resolve(name, cfg.data.sources[name], storage, text_columns=kinds,
                            string_columns=[c for c, kind in kinds.items() if kind == "string"],
-                           inferred_columns=used_columns(cfg, name) - set(kinds))
+                           inferred_columns=used_columns(cfg, name) - set(kinds),
+                           number_columns=[c for c, kind in kinds.items() if kind in ("float", "int")])
 
 
 def sources_fingerprint(cfg: RaylineConfig, storage: Storage) -> str:

