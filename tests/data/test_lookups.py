@@ -214,6 +214,12 @@ def test_a_raw_row_for_the_smoke_request_is_valid_json(tmp_path):
     rows = head_records(src, 5, {"x", "t"})
     assert rows == [{"x": 1.0, "t": "1970-01-01T00:00:00+00:00"}, {"x": None, "t": None}]
     json.loads(json.dumps(rows, allow_nan=False))
+    # a CSV of a decimal-comma locale: its numbers are sent as numbers, its codes as written
+    c = tmp_path / "part.csv"
+    c.write_text("x;zip;label\n412,5;02134;1\n")
+    src = ResolvedSource("p", "csv", pafs.LocalFileSystem(), (str(c),), (0,), (0.0,), str(tmp_path), delimiter=";",
+                         string_columns=("zip",), decimal=",")
+    assert head_records(src, 5, {"x", "zip"}) == [{"x": 412.5, "zip": "02134"}]
 
 
 def test_a_requests_looked_up_values_in_python_give_the_arrow_paths_inputs_and_counts(ingested):

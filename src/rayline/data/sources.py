@@ -359,7 +359,8 @@ def head_records(src: ResolvedSource, n: int, columns) -> list[dict]:
 
     # kind string as text, as a client sends it; other columns inferred (a JSON number stays a number)
     fmt = pads.CsvFileFormat(parse_options=src.parse_options(src.files[0]), read_options=csv_rows.read_options(src.encoding),
-                             convert_options=pacsv.ConvertOptions(column_types={c: pa.string() for c in src.string_columns})) \
+                             convert_options=pacsv.ConvertOptions(column_types={c: pa.string() for c in src.string_columns},
+                                                                  decimal_point=src.decimal or ".")) \
         if src.format == "csv" else src.format
     ds = pads.dataset(src.files[0], format=fmt, filesystem=src.filesystem)
     table = ds.head(n, columns=[c for c in ds.schema.names if c in set(columns)])
