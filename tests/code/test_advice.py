@@ -27,8 +27,8 @@ def _cfg(tmp_path, **split):
 def test_only_rules_that_reject_most_rows_are_called_out(tmp_path):
     cfg = _cfg(tmp_path)
     by_rule = Counter({"trips.distance:type": 90, "trips.station:allowed": 10, "stations.code:not_null": 2})
-    lines = mostly_rejected(cfg, by_rule, {"trips.distance:type": ["1,5", "2,25"]}, {"trips": 100, "stations": 3})
-    assert lines == ["90 of 100 rows of 'trips' failed distance:type (e.g. '1,5', '2,25': not float values; "
+    lines = mostly_rejected(cfg, by_rule, {"trips.distance:type": ["1 5", "2-25"]}, {"trips": 100, "stations": 3})
+    assert lines == ["90 of 100 rows of 'trips' failed distance:type (e.g. '1 5', '2-25': not float values; "
                      "change `type:` in data.sources.trips.columns.distance or fix the data)",
                      "2 of 3 rows of 'stations' failed code:not_null (e.g. : check the not_null rule of "
                      "data.sources.stations.columns.code)"]

@@ -9,28 +9,18 @@ from typing import Iterator
 import pyarrow as pa
 from ray.data.datasource import FileBasedDatasource
 
-from rayline.data.csv_rows import BAD_ROW, read_tables
+from rayline.data.csv_rows import BAD_ROW, CSVRead
 
 
 class CSVRowsDatasource(FileBasedDatasource):
-    """`delimiter`: None for a tab in .tsv files, else a comma. `text`: columns read as text.
-    `columns`: the columns every block has (absent ones as nulls; hive partition columns are
-    added by Ray from the path), plus BAD_ROW; None keeps the file's columns. `setting`: where the
-    source's column types are declared (named in errors); `encoding`: the files' text encoding
-    (None: UTF-8), set at `encoding_setting`; `infer`: the only columns type-inferred (None: every
-    undeclared one); `decimal`: the numbers' decimal mark, in `numbers` too (text columns)."""
+    """`read`: how the files are read; `columns`: the columns every block has (absent ones as
+    nulls; hive partition columns are added by Ray from the path), plus BAD_ROW; None keeps the
+    file's columns."""
 
-    def __init__(self, paths: list[str], *, delimiter: str | None, text: tuple[str, ...],
-                 columns: list[str] | None = None, setting: str = "", encoding: str | None = None,
-                 encoding_setting: str = "", infer: tuple[str, ...] | None = None, decimal: str | None = None,
-                 numbers: tuple[str, ...] = (), **file_based_kwargs):
+    def __init__(self, paths: list[str], *, read: CSVRead, columns: list[str] | None = None, **file_based_kwargs):
         super().__init__(paths, **file_based_kwargs)
-        self._delimiter, self._text, self._setting = delimiter, text, setting
-        self._encoding, self._encoding_setting, self._infer = encoding, encoding_setting, infer
-        self._decimal, self._numbers = decimal, numbers
+        self._read = read
         self._columns = None if columns is None else [c for c in dict.fromkeys(columns) if c != BAD_ROW]
 
     def _read_stream(self, f: pa.NativeFile, path: str) -> Iterator[pa.Table]:
-        delimiter = self._delimiter or ("\t" if path.endswith(".tsv") else ",")
-        yield from read_tables(f, delimiter, self._text, self._columns, self._setting, self._encoding,
-                               self._encoding_setting, self._infer, self._decimal, self._numbers)
+        yield from self._read.tables(f, path, self._columns)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import io
 import re
+from dataclasses import dataclass
 from typing import Iterator
 
 import pyarrow as pa
@@ -28,6 +29,33 @@ _CONVERSION = re.compile(r"In CSV column #(\d+): (?:Row #(\d+): )?CSV conversion
 
 class CSVReadError(ValueError):
     """A CSV file that cannot be read past some point (the message names the column and the fix)."""
+
+
+@dataclass(frozen=True)
+class CSVRead:
+    """How a source's CSV files are read, compiled once on the driver (a read task gets it).
+    `delimiter`: None for a tab in .tsv files, else a comma; `text`: the columns read as text;
+    `infer`: where given, the only columns Arrow types (the rest as text); `decimal`: the numbers'
+    decimal mark, in the inferred columns and in `numbers` (text columns); `encoding`: None for
+    UTF-8; `setting` / `encoding_setting`: where the column types and the encoding are declared
+    (named in errors)."""
+
+    delimiter: str | None = None
+    text: tuple[str, ...] = ()
+    infer: tuple[str, ...] | None = None
+    decimal: str | None = None
+    numbers: tuple[str, ...] = ()
+    encoding: str | None = None
+    setting: str = ""
+    encoding_setting: str = ""
+
+    def delimiter_for(self, path: str) -> str:
+        return self.delimiter or ("\t" if path.endswith(".tsv") else ",")
+
+    def tables(self, f, path: str, columns: list[str] | None = None) -> Iterator[pa.Table]:
+        """The file's rows in blocks (`read_tables`); `columns`: only these."""
+        return read_tables(f, self.delimiter_for(path), self.text, columns, self.setting, self.encoding,
+                           self.encoding_setting, self.infer, self.decimal, self.numbers)
 
 
 def read_tables(f, delimiter: str = ",", text: tuple[str, ...] = (), columns: list[str] | None = None,

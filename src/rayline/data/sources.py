@@ -62,18 +62,16 @@ class ResolvedSource:
     encoding: str | None = None  # csv: the files' text encoding (None: UTF-8)
     encoding_setting: str = ""   # where a user sets it (named when bytes are not UTF-8)
 
+    @property
+    def csv(self) -> csv_rows.CSVRead:
+        """How this source's CSV files are read (csv_rows.py): what a read task is given."""
+        return csv_rows.CSVRead(delimiter=self.delimiter, text=self.text_columns, infer=self.inferred_columns,
+                                decimal=self.decimal, numbers=self.number_columns, encoding=self.encoding,
+                                setting=self.columns_setting, encoding_setting=self.encoding_setting)
+
     def parse_options(self, path: str) -> pacsv.ParseOptions:
         """How a CSV file of this source is split into fields."""
-        return pacsv.ParseOptions(delimiter=self.delimiter_for(path))
-
-    def delimiter_for(self, path: str) -> str:
-        return self.delimiter or ("\t" if path.endswith(".tsv") else ",")
-
-    def csv_tables(self, f, path: str, columns: list[str] | None = None):
-        """A CSV file's rows in blocks, lines with the wrong number of fields as BAD_ROW rows (csv_rows.py)."""
-        return csv_rows.read_tables(f, self.delimiter_for(path), self.text_columns, columns, self.columns_setting,
-                                    self.encoding, self.encoding_setting, self.inferred_columns, self.decimal,
-                                    self.number_columns)
+        return pacsv.ParseOptions(delimiter=self.csv.delimiter_for(path))
 
     def fingerprint(self) -> str:
         h = hashlib.sha256()
@@ -261,7 +259,7 @@ def diagnose(src: ResolvedSource, only: str | None = None) -> str | None:
                         pf.read_row_group(i)
             elif src.format == "csv":
                 with src.filesystem.open_input_stream(path, compression=_compression(path)) as f:
-                    for _ in src.csv_tables(f, path):
+                    for _ in src.csv.tables(f, path):
                         pass
             else:
                 with src.filesystem.open_input_stream(path, compression=_compression(path)) as f:
@@ -283,7 +281,7 @@ def read_small_table(src: ResolvedSource) -> pa.Table:
                     t = pq.read_table(f)
             elif src.format == "csv":
                 with src.filesystem.open_input_stream(path, compression=_compression(path)) as f:
-                    t = pa.concat_tables(list(src.csv_tables(f, path)), promote_options="permissive")
+                    t = pa.concat_tables(list(src.csv.tables(f, path)), promote_options="permissive")
             else:
                 with src.filesystem.open_input_stream(path, compression=_compression(path)) as f:
                     t = pa.concat_tables(list(read_tables(f)), promote_options="permissive")
@@ -338,10 +336,7 @@ def read_dataset(src: ResolvedSource, num_cpus: float | None = None, columns: li
         hive = {c for f in files for c in _hive_columns(src.base, f)}
         gz = {"open_stream_args": {"compression": "gzip"}} if any(f.endswith(".gz") for f in files) else {}
         datasource = CSVRowsDatasource(
-            files, delimiter=src.delimiter, text=src.text_columns, setting=src.columns_setting,
-            encoding=src.encoding, encoding_setting=src.encoding_setting, infer=src.inferred_columns,
-            decimal=src.decimal, numbers=src.number_columns,
-            columns=None if columns is None else [c for c in columns if c not in hive],
+            files, read=src.csv, columns=None if columns is None else [c for c in columns if c not in hive],
             filesystem=src.filesystem, partitioning=part, include_paths=True, **gz)
         ds = ray.data.read_datasource(datasource, **cpus)
         if columns is not None:
