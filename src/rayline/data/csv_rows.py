@@ -9,8 +9,8 @@ Columns named in `text` are read as written, never type-inferred: Arrow infers a
 from the file's first block (~1 MB), so a bad value further down ("abc" in a number column)
 failed the file, and two files of one source could disagree on a column's type. Read as text,
 the column's rule types it value by value, and a bad value fails that rule for that row only.
-A column with no rule keeps Arrow's inference; a value that breaks it fails the read with the
-column's name and what to declare.
+A column with no rule keeps Arrow's inference where a run uses it (`infer`: the others are read
+as text); a value that breaks it fails the read with the column's name and what to declare.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Iterator
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 BAD_ROW = "__rl_bad_row"  # "line 7: 16 fields where the header has 15: ..."; null for a good row
@@ -77,16 +78,21 @@ def read_tables(f, delimiter: str = ",", text: tuple[str, ...] = (), columns: li
         bad.append((row.number, row.expected_columns, row.actual_columns, row.text))
         return "skip"
 
+    # Arrow's errors count the file's columns, not the ones read: the header names them
+    header: list[str] | None = None
     head = None
     if infer is not None:  # the header first, to know which columns are text
         first, f = _peek(f)
-        head = _Head(None, first)
-        names = _file_columns(head, delimiter, encoding)
+        header = _file_columns(first, delimiter, encoding)
         inferred = set(infer)
-        text = tuple(dict.fromkeys([*text, *(n for n in names if n not in inferred)]))
-    elif columns is not None:  # Arrow's errors count the file's columns, not the ones read: keep the header to name them
+        text = tuple(dict.fromkeys([*text, *(n for n in header if n not in inferred)]))
+    elif columns is not None:  # keep the bytes read first, for the header if an error comes
         head = _Head(f)
         f = pa.PythonFile(io.BufferedReader(head, buffer_size=1 << 20), mode="r")
+
+    def names() -> list[str]:
+        return header if header is not None else _file_columns(head.first, delimiter, encoding) if head else []
+
     comma = decimal == ","
     convert = pacsv.ConvertOptions(column_types={c: pa.string() for c in text}, decimal_point=decimal or ".",
                                    **({"include_columns": columns, "include_missing_columns": True} if columns is not None else {}))
@@ -95,17 +101,17 @@ def read_tables(f, delimiter: str = ",", text: tuple[str, ...] = (), columns: li
                                 parse_options=pacsv.ParseOptions(delimiter=delimiter, invalid_row_handler=keep),
                                 convert_options=convert)
     except pa.ArrowInvalid as e:  # the first block (bytes that are not UTF-8 in a text column, ...)
-        raise CSVReadError(_explain(str(e), _file_columns(head, delimiter, encoding), setting, encoding_setting)) from None
+        raise CSVReadError(_explain(str(e), names(), setting, encoding_setting)) from None
     schema, blocks = reader.schema, 0
-    names = schema.names if head is None else None
+    if header is None and head is None:  # every column read: the schema is the header
+        header = schema.names
     while True:
         try:
             batch = reader.read_next_batch()
         except StopIteration:
             break
         except pa.ArrowInvalid as e:
-            names = names or _file_columns(head, delimiter, encoding)
-            raise CSVReadError(_explain(str(e), names, setting, encoding_setting)) from None
+            raise CSVReadError(_explain(str(e), names(), setting, encoding_setting)) from None
         blocks += 1
         table = pa.Table.from_batches([batch], schema=schema)
         if comma:  # 3,14 is read as 3.14 where a rule types the text (as Arrow does for the inferred columns)
@@ -121,8 +127,6 @@ def read_tables(f, delimiter: str = ",", text: tuple[str, ...] = (), columns: li
 
 
 def _decimal_points(table: pa.Table, numbers: tuple[str, ...]) -> pa.Table:
-    import pyarrow.compute as pc
-
     for name in numbers:
         i = table.schema.get_field_index(name)
         if i >= 0 and pa.types.is_string(table.schema.field(i).type):
@@ -168,11 +172,11 @@ def _explain(message: str, names: list[str], setting: str, encoding_setting: str
             f"row by row (a bad value is then quarantined)")
 
 
-def _file_columns(head: "_Head | None", delimiter: str, encoding: str | None) -> list[str]:
-    """The header's names, from the bytes read first (none known: [])."""
-    if head is None or not head.first:
+def _file_columns(first: bytes, delimiter: str, encoding: str | None) -> list[str]:
+    """The header's names, from the file's first bytes (none: [])."""
+    if not first:
         return []
-    line = head.first.split(b"\n", 1)[0].rstrip(b"\r")
+    line = first.split(b"\n", 1)[0].rstrip(b"\r")
     try:
         return pacsv.read_csv(io.BytesIO(line + b"\n"), read_options=read_options(encoding),
                               parse_options=pacsv.ParseOptions(delimiter=delimiter)).column_names
@@ -181,11 +185,10 @@ def _file_columns(head: "_Head | None", delimiter: str, encoding: str | None) ->
 
 
 class _Head(io.RawIOBase):
-    """`f`, keeping the first 64 KiB read (the header, for naming a column in an error); or,
-    `first` given, only those bytes (already read)."""
+    """`f`, keeping the first 64 KiB read (the header, for naming a column in an error)."""
 
-    def __init__(self, f, first: bytes = b""):
-        self.f, self.first = f, first
+    def __init__(self, f):
+        self.f, self.first = f, b""
 
     def readable(self) -> bool:
         return True

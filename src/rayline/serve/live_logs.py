@@ -69,7 +69,7 @@ def read_outcome_file(path: str) -> tuple[list[dict], dict[int, str]]:
     import pyarrow.json as pjson
     import pyarrow.parquet as pq
 
-    from rayline.data.csv_rows import BAD_ROW, read_tables
+    from rayline.data.csv_rows import BAD_ROW, CSVRead
     from rayline.errors import InputError
 
     lower = path.lower()
@@ -78,8 +78,7 @@ def read_outcome_file(path: str) -> tuple[list[dict], dict[int, str]]:
             table = pq.read_table(path)
         elif lower.endswith((".csv", ".tsv")):
             with pa.OSFile(path) as f:
-                table = pa.concat_tables(list(read_tables(f, "\t" if lower.endswith(".tsv") else ",", ("request_id",))),
-                                         promote_options="permissive")
+                table = pa.concat_tables(list(CSVRead(text=("request_id",)).tables(f, lower)), promote_options="permissive")
         elif lower.endswith((".json", ".jsonl", ".ndjson")):
             table = pjson.read_json(path)
         else:
